@@ -1,0 +1,94 @@
+// swift-tools-version:6.3
+import PackageDescription
+
+let package = Package(
+    name: "Deskline",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "deskline", targets: ["deskline"]),
+        .library(name: "DesklineGateway", targets: ["DesklineGateway"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // Line grammar: parse and serialize IRC-style messages. Pure, no I/O.
+        .target(name: "DesklineProtocol"),
+        // Domain types, access policy, services and the Store port. No NIO, no file paths.
+        .target(
+            name: "DesklineCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // File-backed implementation of the Store port.
+        .target(
+            name: "DesklineStore",
+            dependencies: [
+                "DesklineCore",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // SwiftNIO listener, sessions, command dispatch.
+        .target(
+            name: "DesklineGateway",
+            dependencies: [
+                "DesklineProtocol",
+                "DesklineCore",
+                "DesklineStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Thin command-line front end.
+        .executableTarget(
+            name: "deskline",
+            dependencies: [
+                "DesklineGateway",
+                "DesklineCore",
+                "DesklineStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "DesklineProtocolTests",
+            dependencies: ["DesklineProtocol"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "DesklineCoreTests",
+            dependencies: ["DesklineCore", "DesklineStore"]
+        ),
+        .testTarget(
+            name: "DesklineStoreTests",
+            dependencies: ["DesklineStore", "DesklineCore"]
+        ),
+        .testTarget(
+            name: "DesklineGatewayTests",
+            dependencies: [
+                "DesklineGateway",
+                "DesklineCore",
+                "DesklineStore",
+                "DesklineProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

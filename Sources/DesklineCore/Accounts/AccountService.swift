@@ -1,0 +1,134 @@
+import struct Foundation.Date
+
+/// Accounts: tenants, customer records, logins, passwords. Used by the admin CLI and by the
+/// gateway's LOGIN and ME. The access rules for accounts live here.
+public struct AccountService: Sendable {
+    let store: any Store
+    let hasher: PasswordHasher
+    let passwordWork: any BlockingExecutor
+    let now: @Sendable () -> Date
+
+    /// - Parameters:
+    ///   - hasher: cost for new hashes; verification uses each hash's own stored cost.
+    ///   - passwordWork: where hashing runs; never an event loop.
+    public init(store: any Store, hasher: PasswordHasher, passwordWork: any BlockingExecutor,
+                now: @escaping @Sendable () -> Date = { Date() }) {
+        self.store = store
+        self.hasher = hasher
+        self.passwordWork = passwordWork
+        self.now = now
+    }
+
+    // MARK: Administration
+
+    public func createTenant(id: String, name: String) async throws(DesklineError) -> Tenant {
+        let tenant = Tenant(id: try TenantID(validating: id), name: try InputRules.name(name, field: "tenant name"),
+                            createdAt: now())
+        try await store.createTenant(tenant)
+        return tenant
+    }
+
+    public func createCustomer(in tenant: TenantID, name: String, email: String, phone: String?) async throws(DesklineError) -> Customer {
+        let draft = NewCustomer(name: try InputRules.name(name), email: try InputRules.email(email),
+                                phone: try phone.map { (p) throws(DesklineError) in try InputRules.phone(p) })
+        return try await store.createCustomer(draft, in: tenant, at: now())
+    }
+
+    /// Creates a login. A customer login must name its customer record and use exactly that
+    /// record's email (the seed's `createCustomerUser` rule); staff logins must not name one.
+    public func createUser(in tenant: TenantID, email rawEmail: String, displayName: String?, role: Role,
+                           customer customerId: CustomerID?, password: String) async throws(DesklineError) -> User {
+        let email = try InputRules.email(rawEmail)
+        let password = try InputRules.newPassword(password)
+        var name = try displayName.map { (n) throws(DesklineError) in try InputRules.name(n, field: "display name") }
+        switch (role, customerId) {
+        case (.customer, nil):
+            throw .invalidArgument("a customer login needs the customer record it belongs to (--customer ID)")
+        case (.customer, let id?):
+            guard let customer = try await store.customer(id, in: tenant) else {
+                throw .notFound("no customer \(id) in tenant \(tenant)")
+            }
+            guard customer.email == email else {
+                throw .invalidArgument("email \(email) does not match customer \(id)'s email \(customer.email); a customer login must use the customer record's email")
+            }
+            if name == nil { name = customer.name }
+        case (_, .some):
+            throw .invalidArgument("only customer logins belong to a customer record; drop --customer for role \(role.rawValue)")
+        case (_, nil):
+            break
+        }
+        let hasher = self.hasher
+        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
+        let draft = NewUser(email: email, displayName: name ?? String(email.prefix(while: { $0 != "@" })),
+                            role: role, passwordHash: hash, customerId: customerId)
+        return try await store.createUser(draft, in: tenant, at: now())
+    }
+
+    /// Sets a new password for the login `email` in `tenant` (operator action).
+    public func setPassword(in tenant: TenantID, email rawEmail: String, password: String) async throws(DesklineError) {
+        let email = try InputRules.email(rawEmail)
+        let password = try InputRules.newPassword(password)
+        guard let ref = try await store.accounts(withEmail: email).first(where: { $0.tenantId == tenant }) else {
+            throw .notFound("no login \(email) in tenant \(tenant)")
+        }
+        let hasher = self.hasher
+        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
+        try await store.setPasswordHash(hash, for: ref.userId, in: tenant)
+    }
+
+    // MARK: Login
+
+    /// Checks credentials and returns the session's scope.
+    ///
+    /// `login` is `email` or `tenant/email`. A bare email must belong to exactly one account in
+    /// the whole server; an email used in several tenants must be qualified with the tenant.
+    /// Every failure — unknown tenant, unknown email, ambiguous email, wrong password — throws the
+    /// same ``DesklineError/loginFailed`` after the same single password derivation, so neither
+    /// the reply nor its timing tells which tenants or accounts exist.
+    public func login(_ login: String, password: String) async throws(DesklineError) -> SessionScope {
+        let hasher = self.hasher
+        guard let user = try await candidate(for: login) else {
+            _ = try await passwordWork.run { () throws(DesklineError) in hasher.burnVerification() }
+            throw .loginFailed
+        }
+        let stored = user.passwordHash
+        let ok = try await passwordWork.run { () throws(DesklineError) in hasher.verify(password, against: stored) }
+        guard ok else { throw .loginFailed }
+        return SessionScope(tenantId: user.tenantId, userId: user.id, role: user.role, customerId: user.customerId)
+    }
+
+    private func candidate(for login: String) async throws(DesklineError) -> User? {
+        var tenant: TenantID?
+        var rawEmail = Substring(login)
+        if let slash = login.firstIndex(of: "/") {
+            guard let t = TenantID(rawValue: String(login[..<slash])) else { return nil }
+            tenant = t
+            rawEmail = login[login.index(after: slash)...]
+        }
+        guard let email = try? InputRules.email(String(rawEmail)) else { return nil }
+        var refs = try await store.accounts(withEmail: email)
+        if let tenant { refs = refs.filter { $0.tenantId == tenant } }
+        guard refs.count == 1, let ref = refs.first else { return nil }
+        return try await store.user(ref.userId, in: ref.tenantId)
+    }
+
+    // MARK: Profile
+
+    /// What `ME` shows: the caller's own user, tenant and (customers) customer record.
+    public struct Profile: Sendable, Equatable {
+        public var user: User
+        public var tenant: Tenant
+        public var customer: Customer?
+    }
+
+    public func profile(_ scope: SessionScope) async throws(DesklineError) -> Profile {
+        guard let user = try await store.user(scope.userId, in: scope.tenantId),
+              let tenant = try await store.tenant(scope.tenantId)
+        else { throw .notFound("your account no longer exists") }
+        var customer: Customer?
+        if let cid = scope.customerId {
+            customer = try await store.customer(cid, in: scope.tenantId)
+        }
+        return Profile(user: user, tenant: tenant, customer: customer)
+    }
+}

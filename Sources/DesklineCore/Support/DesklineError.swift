@@ -1,0 +1,43 @@
+/// An error a client or operator can be shown. `code` is stable and machine-readable (it goes on
+/// the wire after `ERR <COMMAND>`); `message` is for people and may change.
+public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible {
+    private enum Kind: String, Sendable {
+        case invalidArgument = "INVALID_ARGUMENT"
+        case notFound = "NOT_FOUND"
+        case conflict = "CONFLICT"
+        case loginFailed = "LOGIN_FAILED"
+        case busy = "BUSY"
+        case storage = "STORAGE_ERROR"
+        case forbidden = "FORBIDDEN"
+    }
+
+    private let kind: Kind
+    /// Human-readable explanation.
+    public let message: String
+
+    private init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// The stable machine code.
+    public var code: String { kind.rawValue }
+    public var description: String { "\(code): \(message)" }
+
+    /// A parameter has the wrong shape or value.
+    public static func invalidArgument(_ message: String) -> Self { .init(.invalidArgument, message) }
+    /// The thing does not exist, or the caller may not know that it exists (same answer).
+    public static func notFound(_ message: String) -> Self { .init(.notFound, message) }
+    /// The change would break uniqueness or an existing link.
+    public static func conflict(_ message: String) -> Self { .init(.conflict, message) }
+    /// Unknown email or wrong password: always this exact error, so neither can be told apart.
+    public static let loginFailed = DesklineError(
+        .loginFailed,
+        "Invalid email or password. If your account belongs to several helpdesks, log in as <tenant>/<email>.")
+    /// Too much work already queued (password checks); the client should retry shortly.
+    public static func busy(_ message: String) -> Self { .init(.busy, message) }
+    /// The store could not read or write; nothing was changed or acknowledged.
+    public static func storage(_ message: String) -> Self { .init(.storage, message) }
+    /// The caller's role does not allow this.
+    public static func forbidden(_ message: String) -> Self { .init(.forbidden, message) }
+}

@@ -1,0 +1,160 @@
+import DesklineCore
+import DesklineProtocol
+
+/// The shape of one command parameter; usage text and argument checks both come from it.
+enum ParameterShape: Sendable {
+    /// One word.
+    case word(String)
+    /// One word that may be left out (only at the end).
+    case optionalWord(String)
+    /// Free text: the rest of the line, with or without a leading `:`.
+    case text(String)
+    /// Free text that may be left out.
+    case optionalText(String)
+
+    var name: String {
+        switch self {
+        case .word(let n), .optionalWord(let n), .text(let n), .optionalText(let n): n
+        }
+    }
+
+    var isRequired: Bool {
+        switch self {
+        case .word, .text: true
+        case .optionalWord, .optionalText: false
+        }
+    }
+
+    var isText: Bool {
+        switch self {
+        case .text, .optionalText: true
+        case .word, .optionalWord: false
+        }
+    }
+}
+
+/// Who may run a command, and when.
+struct CommandAccess: Sendable {
+    /// Usable before LOGIN.
+    var beforeLogin: Bool
+    /// Roles that may use it once logged in (empty: not usable after LOGIN).
+    var roles: Set<Role>
+
+    static let anyone = CommandAccess(beforeLogin: true, roles: Set(Role.allCases))
+    static let loggedIn = CommandAccess(beforeLogin: false, roles: Set(Role.allCases))
+    static let guestOnly = CommandAccess(beforeLogin: true, roles: [])
+}
+
+/// One protocol command: the single source for dispatch, access checks, HELP and the command
+/// list in docs/PROTOCOL.md (a test checks the document against this table).
+struct Command: Sendable {
+    typealias Handler = @Sendable (inout CommandContext) async throws(DesklineError) -> [ServerLine]
+
+    var name: String
+    var access: CommandAccess
+    var parameters: [ParameterShape]
+    var summary: String
+    var handler: Handler
+
+    var usage: String {
+        ([name] + parameters.map { $0.isRequired ? "<\($0.name)>" : "[<\($0.name)>]" }).joined(separator: " ")
+    }
+
+    /// Whether `scope` (nil: not logged in) may see and use this command.
+    func isAvailable(to scope: SessionScope?) -> Bool {
+        guard let scope else { return access.beforeLogin }
+        return access.roles.contains(scope.role)
+    }
+}
+
+/// Parsed arguments of one command, by parameter name.
+struct Arguments: Sendable {
+    private var values: [String: String] = [:]
+
+    subscript(_ name: String) -> String? {
+        get { values[name] }
+        set { values[name] = newValue }
+    }
+
+    /// A required parameter; the table guarantees it is present when the handler runs.
+    func required(_ name: String) -> String { values[name] ?? "" }
+}
+
+/// What a handler gets: the message, its arguments and the session it may act on.
+struct CommandContext {
+    let message: ClientMessage
+    let arguments: Arguments
+    let services: GatewayServices
+    /// The logged-in identity, or nil. Only LOGIN sets it.
+    var scope: SessionScope?
+    /// Set by QUIT: the session ends after this reply.
+    var quit = false
+}
+
+/// Gateway-level refusals, each with its stable code (docs/PROTOCOL.md, "Error codes").
+enum CommandRefusal {
+    static func unknown(_ verb: String) -> (code: String, text: String) {
+        ("UNKNOWN_COMMAND", "Unknown command '\(verb.prefix(32))'. Type HELP for the commands you can use.")
+    }
+    static let notLoggedIn = (code: "NOT_LOGGED_IN", text: "Log in first: LOGIN <email> <password>. Type HELP for what works before login.")
+    static let alreadyLoggedIn = (code: "ALREADY_LOGGED_IN", text: "You are already logged in. QUIT and reconnect to log in as someone else.")
+    static func forbidden(_ verb: String, _ role: Role) -> (code: String, text: String) {
+        ("FORBIDDEN", "\(verb) is not available to the \(role.rawValue) role. Type HELP for the commands you can use.")
+    }
+    static func needParams(_ usage: String) -> (code: String, text: String) {
+        ("NEED_PARAMS", "Not enough parameters. Usage: \(usage)")
+    }
+    static func tooManyParams(_ usage: String) -> (code: String, text: String) {
+        ("TOO_MANY_PARAMS", "Too many parameters. Usage: \(usage)")
+    }
+}
+
+/// The command table.
+struct CommandTable: Sendable {
+    let commands: [Command]
+    private let byName: [String: Command]
+
+    init(_ commands: [Command]) {
+        self.commands = commands
+        self.byName = Dictionary(uniqueKeysWithValues: commands.map { ($0.name, $0) })
+    }
+
+    subscript(_ verb: String) -> Command? { byName[verb] }
+
+    /// Every command, in HELP order.
+    static let standard: CommandTable = CommandTable([
+        .help, .login, .me, .ping, .pong, .quit,
+    ])
+
+    /// Matches `message`'s parameters to `command`'s shape. Returns nil and a refusal if they do
+    /// not fit.
+    static func arguments(for command: Command, from message: ClientMessage) -> Result<Arguments, CommandError> {
+        var args = Arguments()
+        let params = message.params
+        for (index, shape) in command.parameters.enumerated() {
+            if index >= params.count {
+                if shape.isRequired { return .failure(CommandError(CommandRefusal.needParams(command.usage))) }
+                break
+            }
+            if shape.isText {
+                args[shape.name] = message.rest(from: index)
+                return .success(args)
+            }
+            args[shape.name] = params[index]
+        }
+        if params.count > command.parameters.count {
+            return .failure(CommandError(CommandRefusal.tooManyParams(command.usage)))
+        }
+        return .success(args)
+    }
+}
+
+/// A refusal before the handler runs.
+struct CommandError: Error {
+    var code: String
+    var text: String
+    init(_ refusal: (code: String, text: String)) {
+        self.code = refusal.code
+        self.text = refusal.text
+    }
+}

@@ -1,0 +1,77 @@
+import DesklineCore
+import DesklineProtocol
+
+// Commands about the connection itself: HELP, LOGIN, ME, PING, PONG, QUIT.
+
+extension Command {
+    static let help: Command = Command(
+        name: "HELP", access: .anyone, parameters: [.optionalWord("command")],
+        summary: "List the commands you can use now, or show one command's usage."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let visible = CommandTable.standard.commands.filter { $0.isAvailable(to: ctx.scope) }
+        if let wanted = ctx.arguments["command"]?.uppercased() {
+            guard let command = visible.first(where: { $0.name == wanted }) else {
+                throw .notFound("No command '\(wanted.prefix(32))' is available to you. Type HELP for the list.")
+            }
+            return [
+                ServerLine(.rpl, "HELP", [command.name], text: "\(command.usage) - \(command.summary)"),
+                ServerLine(.ok, "HELP", [command.name], text: "End of HELP"),
+            ]
+        }
+        let state = ctx.scope.map { "as \($0.role.rawValue)" } ?? "before LOGIN"
+        return visible.map { ServerLine(.rpl, "HELP", [$0.name], text: "\($0.usage) - \($0.summary)") }
+            + [ServerLine(.ok, "HELP", ["\(visible.count)"], text: "\(visible.count) commands available \(state)")]
+    }
+
+    static let login: Command = Command(
+        name: "LOGIN", access: .guestOnly, parameters: [.word("email"), .text("password")],
+        summary: "Log in. Use <tenant>/<email> if your email is registered with several helpdesks. The password may contain spaces."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let scope = try await ctx.services.accounts.login(ctx.arguments.required("email"),
+                                                          password: ctx.arguments.required("password"))
+        ctx.scope = scope
+        let profile = try await ctx.services.accounts.profile(scope)
+        return [ServerLine(.ok, "LOGIN", [scope.role.rawValue, scope.tenantId.rawValue, scope.userId.rawValue],
+                           text: "Welcome, \(profile.user.displayName) (\(profile.tenant.name))")]
+    }
+
+    static let me: Command = Command(
+        name: "ME", access: .loggedIn, parameters: [],
+        summary: "Show your profile: your account, your helpdesk and, for customers, your customer record."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        guard let scope = ctx.scope else { throw .forbidden("not logged in") }
+        let p = try await ctx.services.accounts.profile(scope)
+        var fields: [(String, String)] = [
+            ("tenant", p.tenant.id.rawValue), ("tenant-name", p.tenant.name),
+            ("user", p.user.id.rawValue), ("name", p.user.displayName),
+            ("email", p.user.email), ("role", p.user.role.rawValue),
+        ]
+        if let c = p.customer {
+            fields += [("customer", c.id.rawValue), ("customer-name", c.name), ("phone", c.phone ?? ""),
+                       ("status", c.status.rawValue)]
+        }
+        return fields.map { ServerLine(.rpl, "ME", [$0.0], text: $0.1) } + [ServerLine(.ok, "ME", text: "End of ME")]
+    }
+
+    static let ping: Command = Command(
+        name: "PING", access: .anyone, parameters: [.optionalText("token")],
+        summary: "Check the connection; the reply echoes the token."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        [ServerLine(.ok, "PING", text: ctx.arguments["token"] ?? "")]
+    }
+
+    static let pong: Command = Command(
+        name: "PONG", access: .anyone, parameters: [.optionalText("token")],
+        summary: "Answer the server's EVENT PING (any line does; PONG is the polite one)."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        [ServerLine(.ok, "PONG", text: ctx.arguments["token"] ?? "")]
+    }
+
+    static let quit: Command = Command(
+        name: "QUIT", access: .anyone, parameters: [.optionalText("reason")],
+        summary: "Close the connection."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        ctx.quit = true
+        return [ServerLine(.ok, "QUIT", text: "Goodbye")]
+    }
+}

@@ -1,0 +1,176 @@
+import DesklineCore
+import Foundation
+import Logging
+
+/// Everything `config.json` can set. Defaults here are the documented defaults (README,
+/// "Configuration"); the checked-in config.json spells every one of them out.
+public struct GatewayConfiguration: Sendable, Equatable {
+    public struct Listen: Sendable, Equatable {
+        public var host = "127.0.0.1"
+        public var port = 6667
+        public init() {}
+    }
+
+    public struct Limits: Sendable, Equatable {
+        /// Longest accepted line in bytes, tags included, line ending excluded. Longer lines are
+        /// discarded without being buffered whole and answered with `ERR * LINE_TOO_LONG`.
+        public var maxLineBytes = 4096
+        /// A connection that has not logged in after this long is told so and closed.
+        public var registrationTimeoutSeconds = 60.0
+        /// A logged-in session silent this long is sent `EVENT PING`.
+        public var pingIntervalSeconds = 120.0
+        /// ... and dropped if it then stays silent this long.
+        public var pingTimeoutSeconds = 60.0
+        /// Lines waiting to be written to one client; a client that lets more pile up is disconnected.
+        public var sendQueueLines = 1024
+        /// Password derivations that run at once; the rest of the CPU stays with the event loops.
+        public var passwordCheckConcurrency = 1
+        /// Password checks allowed to wait; beyond that LOGIN answers `ERR LOGIN BUSY`.
+        public var passwordCheckQueue = 64
+        public init() {}
+    }
+
+    public var listen = Listen()
+    /// Where the file store lives. Relative paths are relative to the config file's directory.
+    public var dataDirectory = "./data"
+    public var logLevel: Logger.Level = .info
+    public var limits = Limits()
+    /// scrypt cost for new password hashes (existing hashes keep theirs).
+    public var passwordHashing = PasswordHashingCost.standard
+
+    public init() {}
+}
+
+/// A config file problem, naming the key.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension GatewayConfiguration {
+    /// Reads a config file. Relative `dataDirectory` is resolved against the file's directory.
+    public static func load(path: String) throws(ConfigurationError) -> GatewayConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("cannot read config file \(path)")
+        }
+        var config = try parse(data)
+        if !config.dataDirectory.hasPrefix("/") {
+            let base = (((path as NSString).deletingLastPathComponent) as NSString)
+            config.dataDirectory = ((base.length == 0 ? "." : base as String) as NSString)
+                .appendingPathComponent(config.dataDirectory)
+            config.dataDirectory = (config.dataDirectory as NSString).standardizingPath
+        }
+        return config
+    }
+
+    /// Parses config JSON strictly: unknown keys and wrong types or ranges are errors naming the key.
+    public static func parse(_ data: Data) throws(ConfigurationError) -> GatewayConfiguration {
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            throw ConfigurationError("config is not valid JSON: \(error.localizedDescription)")
+        }
+        var c = GatewayConfiguration()
+        var r = try ObjectReader(json, path: "")
+        if var listen = try r.object("listen") {
+            c.listen.host = try listen.string("host") ?? c.listen.host
+            c.listen.port = try listen.int("port", in: 0...65535) ?? c.listen.port
+            try listen.finish()
+        }
+        c.dataDirectory = try r.string("dataDirectory") ?? c.dataDirectory
+        if c.dataDirectory.isEmpty { throw ConfigurationError("dataDirectory: must not be empty") }
+        if let level = try r.string("logLevel") {
+            guard let l = Logger.Level(rawValue: level) else {
+                throw ConfigurationError("logLevel: '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            c.logLevel = l
+        }
+        if var l = try r.object("limits") {
+            c.limits.maxLineBytes = try l.int("maxLineBytes", in: 512...1_048_576) ?? c.limits.maxLineBytes
+            c.limits.registrationTimeoutSeconds = try l.seconds("registrationTimeoutSeconds") ?? c.limits.registrationTimeoutSeconds
+            c.limits.pingIntervalSeconds = try l.seconds("pingIntervalSeconds") ?? c.limits.pingIntervalSeconds
+            c.limits.pingTimeoutSeconds = try l.seconds("pingTimeoutSeconds") ?? c.limits.pingTimeoutSeconds
+            c.limits.sendQueueLines = try l.int("sendQueueLines", in: 16...1_000_000) ?? c.limits.sendQueueLines
+            c.limits.passwordCheckConcurrency = try l.int("passwordCheckConcurrency", in: 1...64) ?? c.limits.passwordCheckConcurrency
+            c.limits.passwordCheckQueue = try l.int("passwordCheckQueue", in: 0...100_000) ?? c.limits.passwordCheckQueue
+            try l.finish()
+        }
+        if var p = try r.object("passwordHashing") {
+            c.passwordHashing.n = try p.int("scryptN", in: 2...(1 << 20)) ?? c.passwordHashing.n
+            c.passwordHashing.r = try p.int("scryptR", in: 1...32) ?? c.passwordHashing.r
+            c.passwordHashing.p = try p.int("scryptP", in: 1...16) ?? c.passwordHashing.p
+            guard c.passwordHashing.isValid else {
+                throw ConfigurationError("passwordHashing.scryptN: must be a power of two")
+            }
+            try p.finish()
+        }
+        try r.finish()
+        return c
+    }
+}
+
+/// Reads one JSON object key by key and complains about anything it did not read.
+private struct ObjectReader {
+    let object: [String: Any]
+    let path: String
+    var seen: Set<String> = []
+
+    init(_ value: Any, path: String) throws(ConfigurationError) {
+        guard let object = value as? [String: Any] else {
+            throw ConfigurationError("\(path.isEmpty ? "config" : path): must be a JSON object")
+        }
+        self.object = object
+        self.path = path
+    }
+
+    private func name(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
+
+    private mutating func value(_ key: String) -> Any? {
+        seen.insert(key)
+        return object[key]
+    }
+
+    mutating func object(_ key: String) throws(ConfigurationError) -> ObjectReader? {
+        guard let v = value(key) else { return nil }
+        return try ObjectReader(v, path: name(key))
+    }
+
+    mutating func string(_ key: String) throws(ConfigurationError) -> String? {
+        guard let v = value(key) else { return nil }
+        guard let s = v as? String else { throw ConfigurationError("\(name(key)): must be a string") }
+        return s
+    }
+
+    mutating func int(_ key: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+        guard let v = value(key) else { return nil }
+        guard let n = v as? NSNumber, !n.isBoolean, n.doubleValue == n.doubleValue.rounded(),
+              let i = Int(exactly: n.doubleValue)
+        else { throw ConfigurationError("\(name(key)): must be an integer") }
+        guard range.contains(i) else {
+            throw ConfigurationError("\(name(key)): \(i) is out of range \(range.lowerBound)...\(range.upperBound)")
+        }
+        return i
+    }
+
+    mutating func seconds(_ key: String) throws(ConfigurationError) -> Double? {
+        guard let v = value(key) else { return nil }
+        guard let n = v as? NSNumber, !n.isBoolean else {
+            throw ConfigurationError("\(name(key)): must be a number of seconds")
+        }
+        let d = n.doubleValue
+        guard d > 0, d <= 86_400 else { throw ConfigurationError("\(name(key)): must be more than 0 and at most 86400 seconds") }
+        return d
+    }
+
+    func finish() throws(ConfigurationError) {
+        if let unknown = object.keys.filter({ !seen.contains($0) }).sorted().first {
+            throw ConfigurationError("\(name(unknown)): unknown key")
+        }
+    }
+}
+
+extension NSNumber {
+    /// JSON `true`/`false` also arrive as NSNumber; they are not numbers in a config file.
+    fileprivate var isBoolean: Bool { String(cString: objCType) == "c" }
+}

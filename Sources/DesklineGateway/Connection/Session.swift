@@ -1,0 +1,185 @@
+import DesklineCore
+import DesklineProtocol
+import Logging
+import NIOCore
+import Synchronization
+
+/// One client connection: reads lines, runs commands in order, writes replies, keeps time.
+///
+/// Three tasks cooperate: the reader (parses and runs one command at a time, so pipelined
+/// commands are answered in order), the writer (drains the ``Outbox`` to the socket) and the
+/// timer (registration timeout and keepalive, from ``ConnectionStateMachine``). The connection
+/// ends when the writer ends: after QUIT, end of input, a timeout, shutdown or a dead peer.
+struct Session {
+    let id: Int
+    let table: CommandTable
+    let services: GatewayServices
+    let limits: GatewayConfiguration.Limits
+    let registry: SessionRegistry
+    let logger: Logger
+
+    /// Serves the connection until it is over. Never throws: a failing client is logged and closed.
+    func run(_ connection: NIOAsyncChannel<LineFrame, ByteBuffer>) async {
+        var connectionLogger = self.logger
+        connectionLogger[metadataKey: "session"] = "\(id)"
+        if let remote = connection.channel.remoteAddress { connectionLogger[metadataKey: "remote"] = "\(remote)" }
+        let logger = connectionLogger
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                let outbox = Outbox(channel: connection.channel, capacity: limits.sendQueueLines)
+                let clock = ContinuousClock()
+                let machine = SharedMachine(ConnectionStateMachine(timeouts: .init(
+                    registration: .seconds(limits.registrationTimeoutSeconds),
+                    pingInterval: .seconds(limits.pingIntervalSeconds),
+                    pingTimeout: .seconds(limits.pingTimeoutSeconds)), now: clock.now))
+                guard registry.add(id, outbox) else {
+                    outbox.send(ServerLine(.event, "ERROR", ["SHUTTING_DOWN"], text: "The server is shutting down; try again later."))
+                    outbox.finish()
+                    await Self.drain(outbox, to: outbound)
+                    return
+                }
+                defer { registry.remove(id) }
+                outbox.send(ServerLine(.event, "HELLO", ["deskline", DesklineVersion.current],
+                                       text: "Welcome to Deskline. Log in with LOGIN <email> <password>; HELP lists commands."))
+                logger.debug("connection opened")
+
+                await withTaskGroup(of: Bool.self) { group in
+                    group.addTask {
+                        await Self.drain(outbox, to: outbound)
+                        return true
+                    }
+                    group.addTask {
+                        await read(inbound, outbox: outbox, machine: machine, clock: clock, logger: logger)
+                        outbox.finish()
+                        return false
+                    }
+                    group.addTask {
+                        let interval = machine.state.withLock { $0.tickInterval }
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: interval)
+                            switch machine.state.withLock({ $0.tick(now: clock.now) }) {
+                            case .none:
+                                continue
+                            case .sendPing(let token):
+                                outbox.send(ServerLine(.event, "PING", text: token))
+                            case .close(let code, let text):
+                                logger.info("closing connection", metadata: ["reason": "\(code)"])
+                                outbox.send(ServerLine(.event, "ERROR", [code], text: text))
+                                outbox.finish()
+                                return false
+                            }
+                        }
+                        return false
+                    }
+                    // The writer finishing means the connection is over: stop the others.
+                    while let writerDone = await group.next() {
+                        if writerDone { group.cancelAll() }
+                    }
+                }
+                logger.debug("connection closed")
+            }
+        } catch {
+            logger.debug("connection ended with error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private static func drain(_ outbox: Outbox, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async {
+        for await buffer in outbox.stream {
+            do {
+                try await outbound.write(buffer)
+            } catch {
+                return
+            }
+        }
+    }
+
+    private func read(_ inbound: NIOAsyncChannelInboundStream<LineFrame>, outbox: Outbox,
+                      machine: SharedMachine, clock: ContinuousClock, logger: Logger) async {
+        var scope: SessionScope?
+        do {
+            for try await frame in inbound {
+                machine.state.withLock { $0.inputReceived(now: clock.now) }
+                let outcome = await handle(frame, scope: scope, logger: logger)
+                for line in outcome.lines where !outbox.send(line) { return }
+                if outcome.scope != nil && scope == nil {
+                    scope = outcome.scope
+                    machine.state.withLock { $0.loggedIn(now: clock.now) }
+                }
+                if outcome.quit { return }
+            }
+        } catch {
+            logger.debug("read failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    struct Outcome {
+        var lines: [ServerLine]
+        var scope: SessionScope?
+        var quit = false
+    }
+
+    /// Turns one frame into its reply lines. Pure apart from the command handler it calls.
+    func handle(_ frame: LineFrame, scope: SessionScope?, logger: Logger) async -> Outcome {
+        func refuse(_ code: String, _ text: String, command: String = "*", label: String? = nil) -> Outcome {
+            Outcome(lines: [.error(label: label, command: command, code: code, text: text)], scope: scope)
+        }
+        guard case .line(let buffer) = frame else {
+            return refuse("LINE_TOO_LONG", "Line longer than \(limits.maxLineBytes) bytes; it was discarded.")
+        }
+        guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else {
+            return refuse("INVALID_UTF8", "The line is not valid UTF-8; it was discarded.")
+        }
+        let message: ClientMessage
+        do {
+            guard let parsed = try ClientMessage.parse(text) else { return Outcome(lines: [], scope: scope) }
+            message = parsed
+        } catch {
+            return refuse(error.code, error.message)
+        }
+        let verb = message.verb
+        if let label = message.label, label.isEmpty || label.utf8.count > 64 {
+            return refuse("BAD_LABEL", "The label tag must be 1-64 bytes.", command: verb)
+        }
+        let label = message.label
+        guard let command = table[verb] else {
+            let r = CommandRefusal.unknown(verb)
+            return refuse(r.code, r.text, command: verb, label: label)
+        }
+        if let scope, !command.access.roles.contains(scope.role) {
+            let r = command.access.beforeLogin && command.access.roles.isEmpty
+                ? CommandRefusal.alreadyLoggedIn : CommandRefusal.forbidden(verb, scope.role)
+            return refuse(r.code, r.text, command: verb, label: label)
+        }
+        if scope == nil, !command.access.beforeLogin {
+            return refuse(CommandRefusal.notLoggedIn.code, CommandRefusal.notLoggedIn.text, command: verb, label: label)
+        }
+        let arguments: Arguments
+        switch CommandTable.arguments(for: command, from: message) {
+        case .success(let a): arguments = a
+        case .failure(let e): return refuse(e.code, e.text, command: verb, label: label)
+        }
+        var context = CommandContext(message: message, arguments: arguments, services: services, scope: scope)
+        var lines: [ServerLine]
+        do {
+            lines = try await command.handler(&context)
+        } catch {
+            if error.code == DesklineError.storage("").code {
+                logger.error("command failed in the store", metadata: ["command": "\(verb)", "error": "\(error.message)"])
+            }
+            lines = [.error(command: verb, code: error.code, text: error.message)]
+        }
+        for i in lines.indices { lines[i].label = label }
+        return Outcome(lines: lines, scope: context.scope, quit: context.quit)
+    }
+}
+
+/// The version the server reports in `EVENT HELLO`.
+public enum DesklineVersion {
+    public static let current = "0.1.0"
+}
+
+/// The connection state machine, shared by the reader and the timer task.
+final class SharedMachine: Sendable {
+    let state: Mutex<ConnectionStateMachine>
+    init(_ machine: ConnectionStateMachine) { state = Mutex(machine) }
+}

@@ -1,0 +1,85 @@
+/// One line the server sends. The first token says what it is:
+///
+/// - `OK` — the final line of a successful reply to the client's command.
+/// - `ERR` — the final line of a failed reply: `ERR <COMMAND> <CODE> :<text>`.
+/// - `RPL` — a data line of a reply that continues; an `OK` or `ERR` always follows.
+/// - `EVENT` — something the server pushes on its own (greeting, keepalive, shutdown, ...).
+///
+/// Reply lines carry the client's `@label=...` when the command had one.
+public struct ServerLine: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case ok = "OK"
+        case err = "ERR"
+        case rpl = "RPL"
+        case event = "EVENT"
+    }
+
+    public var label: String?
+    public var kind: Kind
+    /// The command being answered (upper case), `*` when there is none, or the event type.
+    public var command: String
+    /// Single-word parameters. Anything with spaces belongs in ``text``.
+    public var params: [String]
+    /// Free text, always written last after a `:`.
+    public var text: String?
+
+    public init(label: String? = nil, _ kind: Kind, _ command: String, _ params: [String] = [], text: String? = nil) {
+        self.label = label
+        self.kind = kind
+        self.command = command
+        self.params = params
+        self.text = text
+    }
+
+    /// An error reply: `ERR <COMMAND> <CODE> :<text>`.
+    public static func error(label: String? = nil, command: String, code: String, text: String) -> ServerLine {
+        ServerLine(label: label, .err, command, [code], text: text)
+    }
+
+    /// Whether a bot waiting for the reply to a command can stop reading after this line.
+    public var isTerminal: Bool { kind == .ok || kind == .err }
+
+    /// The wire form, without the line ending.
+    ///
+    /// CR, LF and NUL never reach the wire; a middle parameter that is empty, starts with `:` or
+    /// contains a space would change the meaning of the line, so it is made safe here too.
+    public func serialized() -> String {
+        var out = ""
+        if let label {
+            out += "@label="
+            out += TagValue.escape(label)
+            out += " "
+        }
+        out += kind.rawValue
+        out += " "
+        out += Self.word(command)
+        for p in params {
+            out += " "
+            out += Self.word(p)
+        }
+        if let text {
+            out += " :"
+            out += Self.clean(text)
+        }
+        return out
+    }
+
+    static func clean(_ s: String) -> String {
+        guard s.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else { return s }
+        return String(String.UnicodeScalarView(s.unicodeScalars.map { ($0 == "\r" || $0 == "\n" || $0 == "\0") ? " " : $0 }))
+    }
+
+    static func word(_ s: String) -> String {
+        if s.isEmpty { return "*" }
+        var w = clean(s).replacingSpaces()
+        if w.first == ":" { w = "_" + w.dropFirst() }
+        return w
+    }
+}
+
+extension String {
+    fileprivate func replacingSpaces() -> String {
+        guard contains(" ") else { return self }
+        return String(map { $0 == " " ? "_" : $0 })
+    }
+}

@@ -1,0 +1,184 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Blocking, durable file primitives. Call them only from a thread pool, never an event loop.
+enum DurableFile {
+    /// Prefix of temp files; anything starting with it is a leftover of an interrupted write.
+    static let tempPrefix = ".tmp-"
+
+    struct IOError: Error, CustomStringConvertible {
+        var operation: String
+        var path: String
+        var errno: Int32
+        var description: String { "\(operation) \(path): \(String(cString: strerror(errno)))" }
+    }
+
+    /// Replaces `path` atomically: temp file in the same directory → write → fsync → rename →
+    /// fsync the directory. A reader sees the old or the new content, never a mix, and after a
+    /// crash the new content is either fully there or not at all.
+    static func replace(_ path: String, with data: Data) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        let name = (path as NSString).lastPathComponent
+        let temp = dir + "/" + tempPrefix + name + "-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw IOError(operation: "create", path: temp, errno: errno) }
+        do {
+            try writeAll(fd, data, path: temp)
+            guard fsync(fd) == 0 else { throw IOError(operation: "fsync", path: temp, errno: errno) }
+            guard close(fd) == 0 else { throw IOError(operation: "close", path: temp, errno: errno) }
+        } catch {
+            close(fd)
+            unlink(temp)
+            throw error
+        }
+        guard rename(temp, path) == 0 else {
+            let e = errno
+            unlink(temp)
+            throw IOError(operation: "rename", path: path, errno: e)
+        }
+        try syncDirectory(dir)
+    }
+
+    /// The file's content, or nil if it does not exist.
+    static func read(_ path: String) throws -> Data? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw IOError(operation: "open", path: path, errno: errno)
+        }
+        defer { close(fd) }
+        var result = Data()
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError(operation: "read", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            result.append(contentsOf: buffer[0..<n])
+        }
+        return result
+    }
+
+    /// Creates `path` and any missing parents, fsyncing each parent so the new entries survive a crash.
+    static func makeDirectories(_ path: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { return }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path { try makeDirectories(parent) }
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw IOError(operation: "mkdir", path: path, errno: errno)
+        }
+        try syncDirectory(parent.isEmpty ? "." : parent)
+    }
+
+    static func syncDirectory(_ dir: String) throws {
+        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw IOError(operation: "open directory", path: dir, errno: errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw IOError(operation: "fsync directory", path: dir, errno: errno) }
+    }
+
+    /// Names in a directory (empty if it does not exist), without `.` and `..`.
+    static func list(_ dir: String) throws -> [String] {
+        do {
+            return try FileManager.default.contentsOfDirectory(atPath: dir)
+        } catch let error as CocoaError where error.code == .fileReadNoSuchFile {
+            return []
+        }
+    }
+
+    /// Removes temp files left in `dir` by writes that were interrupted (crash, kill -9).
+    /// Returns how many were removed.
+    @discardableResult
+    static func removeLeftoverTempFiles(in dir: String) throws -> Int {
+        var removed = 0
+        for name in try list(dir) where name.hasPrefix(tempPrefix) {
+            if unlink(dir + "/" + name) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
+    private static func writeAll(_ fd: Int32, _ data: Data, path: String) throws {
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw IOError(operation: "write", path: path, errno: errno)
+                }
+                offset += n
+            }
+        }
+    }
+}
+
+/// An advisory `flock(2)` lock on a file. Works between processes (server and admin CLI) and
+/// between threads of one process, since each holder opens its own file description.
+/// Release it exactly once (``release()``); ``with(_:_:)`` does that for scoped use.
+final class FileLock: Sendable {
+    private let fd: Int32
+    let path: String
+
+    private init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Blocks until the exclusive lock is held.
+    static func acquire(_ path: String) throws -> FileLock {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw DurableFile.IOError(operation: "open lock", path: path, errno: errno) }
+        while flock(fd, LOCK_EX) != 0 {
+            if errno == EINTR { continue }
+            let e = errno
+            close(fd)
+            throw DurableFile.IOError(operation: "lock", path: path, errno: e)
+        }
+        return FileLock(fd: fd, path: path)
+    }
+
+    /// Takes the exclusive lock if nobody holds it; nil if another holder has it.
+    static func tryAcquire(_ path: String) throws -> FileLock? {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw DurableFile.IOError(operation: "open lock", path: path, errno: errno) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            close(fd)
+            if e == EWOULDBLOCK { return nil }
+            throw DurableFile.IOError(operation: "lock", path: path, errno: e)
+        }
+        return FileLock(fd: fd, path: path)
+    }
+
+    /// Replaces the lock file's content (e.g. with the holder's pid, for error messages).
+    func write(_ text: String) {
+        _ = ftruncate(fd, 0)
+        let bytes = Array(text.utf8)
+        _ = pwrite(fd, bytes, bytes.count, 0)
+    }
+
+    static func holderDescription(_ path: String) -> String? {
+        guard let data = try? DurableFile.read(path), let s = String(data: data, encoding: .utf8) else { return nil }
+        let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+        return t.isEmpty ? nil : t
+    }
+
+    func release() {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
+
+    /// Runs `body` holding the lock at `path`.
+    static func with<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        let lock = try acquire(path)
+        defer { lock.release() }
+        return try body()
+    }
+}
