@@ -101,15 +101,20 @@ extension ClientMessage {
     /// Parses one line (without its line ending; a trailing CR or LF is tolerated).
     /// Returns nil for a blank line, which clients may send and the server ignores.
     public static func parse(_ input: String) throws(ParseError) -> ClientMessage? {
+        // Scan bytes, as IRC does: a space next to a combining mark is still a separator, and
+        // "\r\n" is one Character but two bytes.
         var line = Substring(input)
-        while let last = line.last, last == "\n" || last == "\r" { line = line.dropLast() }
-        var i = line.startIndex
-        let end = line.endIndex
+        while let last = line.utf8.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") {
+            line = line[..<line.utf8.index(before: line.endIndex)]
+        }
+        let bytes = line.utf8
+        var i = bytes.startIndex
+        let end = bytes.endIndex
 
-        func skipSpaces() { while i < end && line[i] == " " { i = line.index(after: i) } }
+        func skipSpaces() { while i < end && bytes[i] == UInt8(ascii: " ") { i = bytes.index(after: i) } }
         func token() -> Substring {
             let start = i
-            while i < end && line[i] != " " { i = line.index(after: i) }
+            while i < end && bytes[i] != UInt8(ascii: " ") { i = bytes.index(after: i) }
             return line[start..<i]
         }
 
@@ -117,14 +122,14 @@ extension ClientMessage {
         if i == end { return nil }
 
         var tags: [String: String] = [:]
-        if line[i] == "@" {
-            i = line.index(after: i)
+        if bytes[i] == UInt8(ascii: "@") {
+            i = bytes.index(after: i)
             tags = parseTags(token())
             skipSpaces()
         }
         var source: String?
-        if i < end && line[i] == ":" {
-            i = line.index(after: i)
+        if i < end && bytes[i] == UInt8(ascii: ":") {
+            i = bytes.index(after: i)
             source = String(token())
             skipSpaces()
         }
@@ -140,8 +145,8 @@ extension ClientMessage {
         while true {
             skipSpaces()
             if i == end { break }
-            if line[i] == ":" {
-                let start = line.index(after: i)
+            if bytes[i] == UInt8(ascii: ":") {
+                let start = bytes.index(after: i)
                 params.append(String(line[start...]))
                 starts.append(start)
                 lastIsTrailing = true

@@ -90,7 +90,7 @@ public final class FileStore: Store {
                 try self.requireTenant(tenant)
                 let id = CustomerID(unchecked: "c\(try self.nextNumber(\.customer, in: tenant))")
                 let customer = Customer(id: id, tenantId: tenant, name: draft.name, email: draft.email,
-                                        phone: draft.phone, createdAt: time)
+                                        phone: draft.phone, createdAt: Self.storedPrecision(time))
                 try self.save(customer, self.customerFile(id, tenant))
                 return customer
             }
@@ -122,7 +122,7 @@ public final class FileStore: Store {
                 let id = UserID(unchecked: "u\(try self.nextNumber(\.user, in: tenant))")
                 let user = User(id: id, tenantId: tenant, email: draft.email, displayName: draft.displayName,
                                 role: draft.role, passwordHash: draft.passwordHash, customerId: draft.customerId,
-                                createdAt: time)
+                                createdAt: Self.storedPrecision(time))
                 // Order matters for crash safety: the user, then the customer's back-link, then
                 // the login index — an account can log in only once all its parts are on disk.
                 try self.save(user, self.userFile(id, tenant))
@@ -177,17 +177,36 @@ public final class FileStore: Store {
         }
     }
 
+    /// Timestamps are stored as ISO 8601 UTC with milliseconds (`2026-11-25T14:54:23.395Z`);
+    /// records are built from times already cut to milliseconds, so what a create returns equals
+    /// what a later read returns.
     private static let encoder: JSONEncoder = {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .iso8601
+        e.dateEncodingStrategy = .custom { date, encoder in
+            var c = encoder.singleValueContainer()
+            try c.encode(StoredDate.format(date))
+        }
         return e
     }()
 
+    private static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = StoredDate.parse(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad date '\(text)'"))
+            }
+            return date
+        }
+        return d
+    }()
+
+    private static func storedPrecision(_ time: Date) -> Date { StoredDate.truncate(time) }
+
     private func load<T: Decodable>(_ type: T.Type, _ path: String) throws -> T? {
         guard let data = try DurableFile.read(path) else { return nil }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
+        let decoder = Self.decoder
         do {
             return try decoder.decode(T.self, from: data)
         } catch {
@@ -202,7 +221,7 @@ public final class FileStore: Store {
     }
 
     /// Runs blocking file work on the thread pool; any non-domain error becomes `storage`.
-    private func io<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws(DesklineError) -> T {
+    fileprivate func io<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws(DesklineError) -> T {
         do {
             return try await threadPool.runIfActive(body)
         } catch let error as DesklineError {
@@ -211,5 +230,77 @@ public final class FileStore: Store {
             logger.error("storage operation failed", metadata: ["error": "\(error)"])
             throw .storage("the store could not complete the operation; nothing was changed")
         }
+    }
+}
+
+extension FileStore {
+    /// Proof that this process is the one server using the data directory. Release it on exit.
+    public final class ServerLock: Sendable {
+        fileprivate let lock: FileLock
+        fileprivate init(_ lock: FileLock) { self.lock = lock }
+        public func release() { lock.release() }
+    }
+
+    private var serverLockPath: String { root + "/server.lock" }
+
+    /// Takes the data directory's server lock; throws `conflict` naming the holder if another
+    /// server runs on this directory.
+    public func lockForServer(pid: Int32) async throws(DesklineError) -> ServerLock {
+        let path = serverLockPath
+        let root = self.root
+        let lock = try await io { () throws -> FileLock? in
+            guard let lock = try FileLock.tryAcquire(path) else { return nil }
+            lock.write("pid \(pid)\n")
+            return lock
+        }
+        guard let lock else {
+            let holder = FileLock.holderDescription(path).map { " (\($0))" } ?? ""
+            throw .conflict("another Deskline server is already using the data directory \(root)\(holder)")
+        }
+        return ServerLock(lock)
+    }
+
+    /// Whether a server currently holds the data directory (for the admin CLI's messages).
+    public func isServerRunning() async -> Bool {
+        let path = serverLockPath
+        return (try? await io { () throws -> Bool in
+            guard let lock = try FileLock.tryAcquire(path) else { return true }
+            lock.release()
+            return false
+        }) ?? false
+    }
+}
+
+/// Millisecond-precision ISO 8601 timestamps that round-trip exactly.
+enum StoredDate {
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    static func truncate(_ date: Date) -> Date { Date(timeIntervalSince1970: Double(milliseconds(date)) / 1000) }
+
+    static func format(_ date: Date) -> String {
+        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        let (seconds, fraction) = ms.quotientAndRemainder(dividingBy: 1000)
+        let (s, f) = fraction < 0 ? (seconds - 1, fraction + 1000) : (seconds, fraction)
+        let whole = Date(timeIntervalSince1970: Double(s)).formatted(.iso8601) // 2026-11-25T14:54:23Z
+        return whole.dropLast() + "." + String(f).leftPadded(to: 3) + "Z"
+    }
+
+    static func parse(_ text: String) -> Date? {
+        var wholePart = text
+        var ms: Int64 = 0
+        if let dot = text.firstIndex(of: "."), text.hasSuffix("Z") {
+            let digits = text[text.index(after: dot)..<text.index(before: text.endIndex)]
+            guard (1...3).contains(digits.count), let value = Int64(digits) else { return nil }
+            ms = value * [1, 100, 10, 1][digits.count]
+            wholePart = text[..<dot] + "Z"
+        }
+        guard let whole = try? Date.ISO8601FormatStyle().parse(wholePart) else { return nil }
+        return Date(timeIntervalSince1970: Double(Int64(whole.timeIntervalSince1970) * 1000 + ms) / 1000)
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

@@ -1,0 +1,73 @@
+import ArgumentParser
+import DesklineCore
+import DesklineGateway
+import DesklineStore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+extension Deskline {
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the server until SIGINT or SIGTERM.")
+
+        @OptionGroup var options: DataOptions
+
+        @Flag(help: "On an empty data directory, create a demo tenant with a customer, an agent and an admin, and print their logins.")
+        var demo = false
+
+        func run() async throws {
+            let configuration = try options.loadConfiguration()
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = configuration.logLevel
+                return handler
+            }
+            let logger = Logger(label: "deskline")
+            let store = try await FileStore(root: configuration.dataDirectory, logger: Logger(label: "deskline.store"))
+            let serverLock = try await store.lockForServer(pid: getpid())
+            defer { serverLock.release() }
+
+            let pool = PasswordWorkPool(concurrency: configuration.limits.passwordCheckConcurrency,
+                                        queueLimit: configuration.limits.passwordCheckQueue)
+            let accounts = AccountService(store: store, hasher: PasswordHasher(cost: configuration.passwordHashing),
+                                          passwordWork: pool)
+            if demo { try await seedDemo(accounts, dataDirectory: store.root) }
+
+            let server = GatewayServer(configuration: configuration, services: GatewayServices(accounts: accounts),
+                                       logger: logger)
+            let address = try await server.bind()
+            let host = address.ipAddress ?? configuration.listen.host
+            let port = address.port ?? configuration.listen.port
+            print("Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(store.root)")
+            print("Connect with: nc \(host) \(port)    (stop the server with Ctrl-C)")
+            fflush(nil)
+
+            let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await group.run()
+            await pool.shutdown()
+        }
+
+        /// Creates the demo tenant on an empty data directory and prints its logins. They are kept
+        /// in `demo-credentials.txt` (mode 0600) in the data directory so a later `--demo` run can
+        /// show them again.
+        private func seedDemo(_ accounts: AccountService, dataDirectory: String) async throws {
+            let file = dataDirectory + "/demo-credentials.txt"
+            if let credentials = try await DemoData.seedIfEmpty(accounts) {
+                var text = "Demo tenant '\(DemoData.tenantID)' (Demo Company) - logins as generated:\n"
+                for c in credentials {
+                    text += "  \(c.role.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) LOGIN \(c.email) \(c.password)\n"
+                }
+                if !FileManager.default.createFile(atPath: file, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) {
+                    print("warning: could not save the demo logins to \(file)")
+                }
+                print(text, terminator: "")
+            } else if let saved = FileManager.default.contents(atPath: file) {
+                print("The data directory already has data; the demo was created earlier.")
+                print(String(decoding: saved, as: UTF8.self), terminator: "")
+            } else {
+                print("The data directory already has tenants; --demo creates demo data only in an empty one.")
+            }
+        }
+    }
+}

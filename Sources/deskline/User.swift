@@ -1,0 +1,48 @@
+import ArgumentParser
+import DesklineCore
+
+extension Deskline {
+    struct User: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Manage logins.",
+            subcommands: [Add.self]
+        )
+    }
+}
+
+extension Deskline.User {
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a login. The password is read from the terminal, or from the first line of stdin.",
+            discussion: """
+            A customer login belongs to a customer record (--customer) and must use that record's email.
+            Agent and admin logins belong to no customer record.
+            """)
+
+        @OptionGroup var options: DataOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "Login email (unique within the tenant).") var email: String
+        @Option(help: "customer, agent or admin.") var role: Role
+        @Option(help: "Customer record id (role customer only), as printed by `customer add`.") var customer: String?
+        @Option(help: "Display name (default: the customer's name, or the email's local part).") var name: String?
+
+        func run() async throws {
+            let ctx = try await AdminContext.open(options)
+            let customerID = try customer.map { (c) throws(DesklineError) in try CustomerID(validating: c) }
+            let tenantID = try TenantID(validating: tenant)
+            // Check the cheap rules before asking for a password.
+            if role == .customer, let customerID {
+                guard let record = try await ctx.store.customer(customerID, in: tenantID) else {
+                    throw DesklineError.notFound("no customer \(customerID) in tenant \(tenantID)")
+                }
+                guard record.email == (try InputRules.email(email)) else {
+                    throw DesklineError.invalidArgument("email \(email) does not match customer \(customerID)'s email \(record.email); a customer login must use the customer record's email")
+                }
+            }
+            let password = try PasswordInput.read(prompt: "Password")
+            let user = try await ctx.accounts.createUser(in: tenantID, email: email, displayName: name, role: role,
+                                                         customer: customerID, password: password)
+            await ctx.finish("created \(user.role.rawValue) login \(user.email) (user \(user.id)) in tenant \(user.tenantId)")
+        }
+    }
+}

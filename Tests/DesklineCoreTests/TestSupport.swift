@@ -1,0 +1,24 @@
+@testable import DesklineCore
+import DesklineStore
+import Foundation
+
+/// Runs blocking work inline. Fine in tests: the test hashing cost is ~1 ms.
+struct InlineExecutor: BlockingExecutor {
+    func run<T: Sendable>(_ work: @escaping @Sendable () throws(DesklineError) -> T) async throws(DesklineError) -> T {
+        try work()
+    }
+}
+
+/// scrypt with N=1024: same code path as production, a hundred times cheaper.
+let testCost = PasswordHashingCost(n: 1024, r: 8, p: 1)
+
+func makeTemporaryDirectory() -> String {
+    let path = NSTemporaryDirectory() + "deskline-test-" + UUID().uuidString
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+func makeAccounts(root: String = makeTemporaryDirectory()) async throws -> (AccountService, FileStore) {
+    let store = try await FileStore(root: root)
+    return (AccountService(store: store, hasher: PasswordHasher(cost: testCost), passwordWork: InlineExecutor()), store)
+}

@@ -1,0 +1,77 @@
+import DesklineProtocol
+import Testing
+
+struct ClientMessageTests {
+    @Test func commandIsCaseInsensitive() throws {
+        let m = try #require(try ClientMessage.parse("login a@b.c pw"))
+        #expect(m.verb == "LOGIN")
+        #expect(m.command == "login")
+    }
+
+    @Test func restOfLineKeepsSpacesWithoutColon() throws {
+        let m = try #require(try ClientMessage.parse("LOGIN a@b.c my  secret pass"))
+        #expect(m.params == ["a@b.c", "my", "secret", "pass"])
+        #expect(m.rest(from: 1) == "my  secret pass")
+    }
+
+    @Test func restOfLineWithColonIsTheTrailingParameter() throws {
+        let m = try #require(try ClientMessage.parse("LOGIN a@b.c :my  secret pass"))
+        #expect(m.params == ["a@b.c", "my  secret pass"])
+        #expect(m.rest(from: 1) == "my  secret pass")
+    }
+
+    @Test func restOfLineStartsAtTheParameterNotAtExtraSpaces() throws {
+        let m = try #require(try ClientMessage.parse("LOGIN   a@b.c    pass word"))
+        #expect(m.rest(from: 1) == "pass word")
+        #expect(m.rest(from: 2) == "word")
+        #expect(m.rest(from: 3) == nil)
+    }
+
+    @Test func restOfLineAfterTags() throws {
+        let m = try #require(try ClientMessage.parse("@label=x;a=b LOGIN a@b.c p w"))
+        #expect(m.label == "x")
+        #expect(m.rest(from: 1) == "p w")
+    }
+
+    @Test func lineEndingsAreTolerated() throws {
+        let m = try #require(try ClientMessage.parse("PING x\r\n"))
+        #expect(m.params == ["x"])
+    }
+
+    @Test func blankLinesAreNil() throws {
+        #expect(try ClientMessage.parse("") == nil)
+        #expect(try ClientMessage.parse("    ") == nil)
+        #expect(try ClientMessage.parse("\r") == nil)
+    }
+
+    @Test func tagsWithoutCommandAreAnError() {
+        #expect(throws: ParseError.missingCommand) { try ClientMessage.parse("@label=1") }
+        #expect(throws: ParseError.missingCommand) { try ClientMessage.parse("@label=1 :source") }
+    }
+
+    @Test func commandMustBeLettersAndDigits() {
+        #expect(throws: ParseError.invalidCommand("#1")) { try ClientMessage.parse("#1 hello") }
+        #expect(throws: ParseError.invalidCommand("LOGIN\u{1B}[2J")) { try ClientMessage.parse("LOGIN\u{1B}[2J x") }
+    }
+
+    @Test func parametersAreCappedAndTheLastTakesTheRest() throws {
+        let words = (1...10_000).map(String.init).joined(separator: " ")
+        let m = try #require(try ClientMessage.parse("MSG " + words))
+        #expect(m.params.count == ClientMessage.maximumParameters)
+        #expect(m.params[13] == "14")
+        #expect(m.params[14].hasPrefix("15 16 17"))
+        #expect(m.params[14].hasSuffix("9999 10000"))
+        #expect(m.rest(from: 0) == words)
+    }
+
+    @Test func tagValuesAreUnescaped() throws {
+        let m = try #require(try ClientMessage.parse(#"@label=a\sb\:c\\d CMD"#))
+        #expect(m.label == #"a b;c\d"#)
+    }
+
+    @Test func tagEscapingRoundTrips() {
+        for value in ["plain", "a b", "x;y", "back\\slash", "cr\rlf\n", "", "trailing\\"] {
+            #expect(TagValue.unescape(Substring(TagValue.escape(value))) == value)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import DesklineProtocol
+import Testing
+
+struct ServerLineTests {
+    @Test func okWithLabelAndText() {
+        let line = ServerLine(label: "abc", .ok, "LOGIN", ["customer", "acme"], text: "Welcome, Ann")
+        #expect(line.serialized() == "@label=abc OK LOGIN customer acme :Welcome, Ann")
+        #expect(line.isTerminal)
+    }
+
+    @Test func errorLine() {
+        let line = ServerLine.error(command: "ME", code: "NOT_LOGGED_IN", text: "Log in first")
+        #expect(line.serialized() == "ERR ME NOT_LOGGED_IN :Log in first")
+        #expect(line.isTerminal)
+    }
+
+    @Test func dataAndEventLinesAreNotTerminal() {
+        #expect(!ServerLine(.rpl, "ME", ["email"], text: "a@b.c").isTerminal)
+        #expect(!ServerLine(.event, "PING", text: "x").isTerminal)
+    }
+
+    @Test func labelIsEscaped() {
+        #expect(ServerLine(label: "a b;c", .ok, "PING").serialized() == #"@label=a\sb\:c OK PING"#)
+    }
+
+    @Test func lineBreaksCannotBeInjected() {
+        let line = ServerLine(.rpl, "ME\r\nOK", ["na\nme"], text: "Evil\r\nEVENT SHUTDOWN :fake")
+        let wire = line.serialized()
+        #expect(!wire.contains("\r"))
+        #expect(!wire.contains("\n"))
+        #expect(wire == "RPL ME__OK na_me :Evil  EVENT SHUTDOWN :fake")
+    }
+
+    @Test func middleParametersStayOneWord() {
+        let wire = ServerLine(.rpl, "X", ["", ":colon", "two words"]).serialized()
+        #expect(wire == "RPL X * _colon two_words")
+        let reparsed = try? ClientMessage.parse(wire)
+        #expect(reparsed?.params == ["X", "*", "_colon", "two_words"])
+    }
+}

@@ -1,0 +1,110 @@
+import DesklineCore
+@testable import DesklineStore
+import Foundation
+import Testing
+
+struct FileStoreTests {
+    let root = NSTemporaryDirectory() + "deskline-store-" + UUID().uuidString
+
+    func tenant(_ id: String) -> Tenant {
+        Tenant(id: TenantID(rawValue: id)!, name: id.uppercased(), createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+    }
+
+    func files(under path: String) -> [String] {
+        (FileManager.default.enumerator(atPath: path)?.allObjects as? [String]) ?? []
+    }
+
+    @Test func atomicWritesLeaveNoTempFiles() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        for i in 0..<20 {
+            _ = try await store.createCustomer(NewCustomer(name: "C\(i)", email: "c\(i)@x.test", phone: nil),
+                                               in: TenantID(rawValue: "acme")!, at: Date())
+        }
+        let leftovers = files(under: root).filter { ($0 as NSString).lastPathComponent.hasPrefix(DurableFile.tempPrefix) }
+        #expect(leftovers.isEmpty)
+        #expect(files(under: root + "/tenants/acme/customers").count == 20)
+    }
+
+    @Test func replaceSwapsTheWholeFile() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let path = root + "/doc.json"
+        try DurableFile.replace(path, with: Data("first version, longer".utf8))
+        try DurableFile.replace(path, with: Data("second".utf8))
+        #expect(try DurableFile.read(path) == Data("second".utf8))
+        #expect(try DurableFile.read(root + "/missing.json") == nil)
+    }
+
+    @Test func leftoverTempFilesAreRemovedOnOpen() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        let stray = root + "/tenants/acme/users/" + DurableFile.tempPrefix + "u1.json-abc"
+        #expect(FileManager.default.createFile(atPath: stray, contents: Data("{\"half".utf8)))
+        _ = try await FileStore(root: root)
+        #expect(!FileManager.default.fileExists(atPath: stray))
+    }
+
+    @Test func dataSurvivesReopening() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        let acme = TenantID(rawValue: "acme")!
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: "123"), in: acme, at: Date())
+        let reopened = try await FileStore(root: root)
+        #expect(try await reopened.customer(c.id, in: acme) == c)
+        #expect(try await reopened.tenants().map(\.id) == [acme])
+    }
+
+    @Test func duplicateTenantIsAConflict() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        await #expect(throws: DesklineError.conflict("tenant acme already exists")) {
+            try await store.createTenant(tenant("acme"))
+        }
+    }
+
+    @Test func concurrentCreatesGetDistinctIds() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        let acme = TenantID(rawValue: "acme")!
+        let ids = try await withThrowingTaskGroup(of: CustomerID.self) { group in
+            for i in 0..<40 {
+                group.addTask {
+                    try await store.createCustomer(NewCustomer(name: "C\(i)", email: "c\(i)@x.test", phone: nil), in: acme, at: Date()).id
+                }
+            }
+            return try await group.reduce(into: Set<CustomerID>()) { $0.insert($1) }
+        }
+        #expect(ids.count == 40)
+    }
+
+    @Test func aSecondServerCannotLockTheSameDirectory() async throws {
+        let store = try await FileStore(root: root)
+        let lock = try await store.lockForServer(pid: 4242)
+        #expect(await store.isServerRunning())
+        await #expect(throws: DesklineError.conflict("another Deskline server is already using the data directory \(store.root) (pid 4242)")) {
+            try await store.lockForServer(pid: 4343)
+        }
+        lock.release()
+        #expect(!(await store.isServerRunning()))
+        try await store.lockForServer(pid: 4343).release()
+    }
+
+    @Test func corruptFilesAreReportedNotTrusted() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        try Data("{ not json".utf8).write(to: URL(fileURLWithPath: root + "/tenants/acme/tenant.json"))
+        await #expect(throws: DesklineError.self) { try await store.tenant(TenantID(rawValue: "acme")!) }
+    }
+}
+
+struct StoredDateTests {
+    @Test func roundTripsExactlyAtMillisecondPrecision() {
+        for t in [0.0, 1_795_618_463.395, 1_795_618_463.999, 1_700_000_000.001, Date().timeIntervalSince1970] {
+            let truncated = StoredDate.truncate(Date(timeIntervalSince1970: t))
+            #expect(StoredDate.parse(StoredDate.format(truncated)) == truncated, "\(t)")
+        }
+        #expect(StoredDate.format(Date(timeIntervalSince1970: 1_795_618_463.395)) == "2026-11-25T14:54:23.395Z")
+        #expect(StoredDate.parse("2026-11-25T14:54:23Z") == Date(timeIntervalSince1970: 1_795_618_463))
+        #expect(StoredDate.parse("yesterday") == nil)
+    }
+}
