@@ -1,0 +1,98 @@
+import DesklineCore
+import Testing
+
+@Suite struct LoginTests {
+    static let loginFailed = "ERR LOGIN LOGIN_FAILED :" + DesklineError.loginFailed.message
+
+    @Test func greetingIsAnEvent() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            let hello = try await client.readLine()
+            #expect(hello?.hasPrefix("EVENT HELLO deskline ") == true)
+            await client.close()
+        }
+    }
+
+    @Test func customerLogsInAndSeesOwnProfile() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            #expect(try await client.command("LOGIN ann@acme.test \(TestServer.password)")
+                    == ["OK LOGIN customer acme u1 :Welcome, Ann Customer (Acme Inc)"])
+            #expect(try await client.command("ME") == [
+                "RPL ME tenant :acme", "RPL ME tenant-name :Acme Inc", "RPL ME user :u1", "RPL ME name :Ann Customer",
+                "RPL ME email :ann@acme.test", "RPL ME role :customer", "RPL ME customer :c1",
+                "RPL ME customer-name :Ann Customer", "RPL ME phone :+1 555 0101", "RPL ME status :active",
+                "OK ME :End of ME",
+            ])
+            await client.close()
+        }
+    }
+
+    @Test func agentProfileShowsUserAndTenantOnly() async throws {
+        try await withServer { server in
+            let client = try await server.login("amy@acme.test")
+            let reply = try await client.command("ME")
+            #expect(reply.contains("RPL ME role :agent"))
+            #expect(reply.contains("RPL ME tenant-name :Acme Inc"))
+            #expect(!reply.contains { $0.hasPrefix("RPL ME customer") })
+            await client.close()
+        }
+    }
+
+    @Test func passwordMayContainSpacesWithOrWithoutColon() async throws {
+        try await withServer { server in
+            // TestServer.password is "correct horse battery".
+            let a = try await server.connect()
+            _ = try await a.readLine()
+            #expect(try await a.command("LOGIN amy@acme.test correct horse battery").first?.hasPrefix("OK LOGIN agent") == true)
+            let b = try await server.connect()
+            _ = try await b.readLine()
+            #expect(try await b.command("LOGIN ada@acme.test :correct horse battery").first?.hasPrefix("OK LOGIN admin") == true)
+            let c = try await server.connect()
+            _ = try await c.readLine()
+            #expect(try await c.command("LOGIN ada@acme.test correct  horse battery") == [Self.loginFailed])
+            for client in [a, b, c] { await client.close() }
+        }
+    }
+
+    @Test func wrongPasswordAndUnknownEmailGetTheSameReply() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            let wrong = try await client.command("LOGIN ann@acme.test not the password")
+            let unknown = try await client.command("LOGIN nobody@acme.test \(TestServer.password)")
+            let otherTenant = try await client.command("LOGIN globex/ann@acme.test \(TestServer.password)")
+            #expect(wrong == [Self.loginFailed])
+            #expect(unknown == wrong)
+            #expect(otherTenant == wrong)
+            // The connection survives failed logins.
+            #expect(try await client.command("LOGIN ann@acme.test \(TestServer.password)").first?.hasPrefix("OK LOGIN") == true)
+            await client.close()
+        }
+    }
+
+    @Test func sessionStaysBoundToItsLogin() async throws {
+        try await withServer { server in
+            let client = try await server.login("ann@acme.test")
+            #expect(try await client.command("LOGIN gus@globex.test \(TestServer.password)")
+                    == ["ERR LOGIN ALREADY_LOGGED_IN :You are already logged in. QUIT and reconnect to log in as someone else."])
+            // Tags cannot change who the session is.
+            let me = try await client.command("@tenant=globex;user=u1;customer=c1 ME")
+            #expect(me.contains("RPL ME tenant :acme"))
+            #expect(me.contains("RPL ME email :ann@acme.test"))
+            await client.close()
+        }
+    }
+
+    @Test func passwordChangedByTheOperatorWorksOnTheRunningServer() async throws {
+        try await withServer { server in
+            try await server.accounts.setPassword(in: TenantID(rawValue: "acme")!, email: "amy@acme.test", password: "brand new secret")
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            #expect(try await client.command("LOGIN amy@acme.test \(TestServer.password)") == [Self.loginFailed])
+            #expect(try await client.command("LOGIN amy@acme.test brand new secret").first?.hasPrefix("OK LOGIN agent") == true)
+            await client.close()
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import Testing
+
+@Suite struct ProtocolBehaviourTests {
+    @Test func helpListsOnlyWhatTheCallerMayUse() async throws {
+        try await withServer { server in
+            let guest = try await server.connect()
+            _ = try await guest.readLine()
+            let before = try await guest.command("HELP")
+            #expect(before.map { $0.split(separator: " ")[2] } == ["HELP", "LOGIN", "PING", "PONG", "QUIT", "5"])
+            #expect(before.last == "OK HELP 5 :5 commands available before LOGIN")
+
+            let customer = try await server.login("ann@acme.test")
+            let after = try await customer.command("help")
+            #expect(after.map { $0.split(separator: " ")[2] } == ["HELP", "ME", "PING", "PONG", "QUIT", "5"])
+            #expect(after.last == "OK HELP 5 :5 commands available as customer")
+            #expect(try await customer.command("HELP login") == ["ERR HELP NOT_FOUND :No command 'LOGIN' is available to you. Type HELP for the list."])
+            #expect(try await customer.command("HELP me") == [
+                "RPL HELP ME :ME - Show your profile: your account, your helpdesk and, for customers, your customer record.",
+                "OK HELP ME :End of HELP",
+            ])
+            await guest.close()
+            await customer.close()
+        }
+    }
+
+    @Test func commandsNeedingLoginAreRefusedBeforeIt() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            #expect(try await client.command("ME") == ["ERR ME NOT_LOGGED_IN :Log in first: LOGIN <email> <password>. Type HELP for what works before login."])
+            await client.close()
+        }
+    }
+
+    @Test func unknownCommandPointsToHelp() async throws {
+        try await withServer { server in
+            let client = try await server.login("amy@acme.test")
+            #expect(try await client.command("FROB #1") == ["ERR FROB UNKNOWN_COMMAND :Unknown command 'FROB'. Type HELP for the commands you can use."])
+            await client.close()
+        }
+    }
+
+    @Test func missingAndExtraParametersShowUsage() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            #expect(try await client.command("LOGIN ann@acme.test") == ["ERR LOGIN NEED_PARAMS :Not enough parameters. Usage: LOGIN <email> <password>"])
+            #expect(try await client.command("HELP ME TOO") == ["ERR HELP TOO_MANY_PARAMS :Too many parameters. Usage: HELP [<command>]"])
+            await client.close()
+        }
+    }
+
+    @Test func everyReplyLineCarriesTheLabel() async throws {
+        try await withServer { server in
+            let client = try await server.login("ann@acme.test")
+            let reply = try await client.command("@label=q7 ME")
+            #expect(reply.count == 11)
+            #expect(reply.allSatisfy { $0.hasPrefix("@label=q7 ") })
+            #expect(reply.last == "@label=q7 OK ME :End of ME")
+            #expect(try await client.command("@label=x\\sy NOPE") == [#"@label=x\sy ERR NOPE UNKNOWN_COMMAND :Unknown command 'NOPE'. Type HELP for the commands you can use."#])
+            #expect(try await client.command("@label=p PING :a b") == ["@label=p OK PING :a b"])
+            await client.close()
+        }
+    }
+
+    @Test func pipelinedCommandsAreAnsweredInOrder() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            try await client.sendRaw(Array("@label=1 PING a\r\n@label=2 LOGIN ann@acme.test correct horse battery\n@label=3 ME\n@label=4 PING b\n".utf8))
+            var labels: [String] = []
+            for _ in 0..<4 {
+                let reply = try await client.readReply()
+                labels.append(String(reply.last!.prefix(while: { $0 != " " })))
+            }
+            #expect(labels == ["@label=1", "@label=2", "@label=3", "@label=4"])
+            await client.close()
+        }
+    }
+
+    @Test func overlongLineIsRefusedAndTheConnectionSurvives() async throws {
+        try await withServer(configure: { $0.limits.maxLineBytes = 512 }) { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            try await client.sendRaw(Array(repeating: UInt8(ascii: "A"), count: 100_000) + Array("\n".utf8))
+            #expect(try await client.readReply() == ["ERR * LINE_TOO_LONG :Line longer than 512 bytes; it was discarded."])
+            #expect(try await client.command("PING still-here") == ["OK PING :still-here"])
+            await client.close()
+        }
+    }
+
+    @Test func invalidUTF8AndGarbageGetErrorLines() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            try await client.sendRaw([0x50, 0x49, 0x4E, 0x47, 0x20, 0xFF, 0xFE, 0x0A])
+            #expect(try await client.readReply() == ["ERR * INVALID_UTF8 :The line is not valid UTF-8; it was discarded."])
+            #expect(try await client.command("@label=only-tags") == ["ERR * NO_COMMAND :The line has no command. Type HELP for the list of commands."])
+            #expect(try await client.command("\u{1B}[2J") == ["ERR * INVALID_COMMAND :'\u{1B}[2J' is not a valid command name. Type HELP for the list of commands."])
+            #expect(try await client.command("@label= PING") == ["ERR PING BAD_LABEL :The label tag must be 1-64 bytes."])
+            try await client.send("")
+            try await client.send("   ")
+            #expect(try await client.command("PING ok") == ["OK PING :ok"])
+            await client.close()
+        }
+    }
+
+    @Test func scriptedClientGetsEveryReplyBeforeTheConnectionCloses() async throws {
+        // printf 'LOGIN ...\nME\nQUIT\n' | nc -N: the client half-closes right after sending.
+        try await withServer { server in
+            let client = try await server.connect()
+            try await client.sendRaw(Array("LOGIN ann@acme.test correct horse battery\nME\nPING last".utf8))
+            await client.finishSending()
+            let all = try await client.readUntilClosed()
+            #expect(all.first?.hasPrefix("EVENT HELLO") == true)
+            #expect(all.contains("OK LOGIN customer acme u1 :Welcome, Ann Customer (Acme Inc)"))
+            #expect(all.contains("OK ME :End of ME"))
+            #expect(all.last == "OK PING :last")
+        }
+    }
+
+    @Test func quitRepliesThenCloses() async throws {
+        try await withServer { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            try await client.send("QUIT :bye")
+            #expect(try await client.readUntilClosed() == ["OK QUIT :Goodbye"])
+        }
+    }
+
+    @Test func registrationTimeoutClosesIdleGuests() async throws {
+        try await withServer(configure: { $0.limits.registrationTimeoutSeconds = 0.4 }) { server in
+            let client = try await server.connect()
+            _ = try await client.readLine()
+            let rest = try await client.readUntilClosed(timeout: .seconds(5))
+            #expect(rest == ["EVENT ERROR REGISTRATION_TIMEOUT :No LOGIN within 0.4 seconds; closing the connection."])
+        }
+    }
+
+    @Test func loggedInSessionsAreNotHitByTheRegistrationTimeout() async throws {
+        try await withServer(configure: { $0.limits.registrationTimeoutSeconds = 0.4 }) { server in
+            let client = try await server.login("amy@acme.test")
+            try await Task.sleep(for: .milliseconds(900))
+            #expect(try await client.command("PING alive") == ["OK PING :alive"])
+            await client.close()
+        }
+    }
+
+    @Test func idleSessionIsPingedAndADeadPeerDropped() async throws {
+        try await withServer(configure: {
+            $0.limits.pingIntervalSeconds = 0.3
+            $0.limits.pingTimeoutSeconds = 0.3
+        }) { server in
+            let client = try await server.login("amy@acme.test")
+            let ping = try #require(try await client.readLine(timeout: .seconds(5)))
+            #expect(ping.hasPrefix("EVENT PING :deskline-"))
+            // Answering keeps the session.
+            #expect(try await client.command("PONG \(ping.split(separator: ":").last!)").first?.hasPrefix("OK PONG") == true)
+            // Not answering the next one drops it.
+            let next = try await client.readLine(timeout: .seconds(5))
+            #expect(next?.hasPrefix("EVENT PING") == true)
+            let rest = try await client.readUntilClosed(timeout: .seconds(5))
+            #expect(rest == ["EVENT ERROR PING_TIMEOUT :No reply to PING within 0.3 seconds; closing the connection."])
+        }
+    }
+
+    @Test func shutdownTellsEverySessionAndStopsAccepting() async throws {
+        let server = try await TestServer.start()
+        let a = try await server.login("ann@acme.test")
+        let b = try await server.login("amy@acme.test")
+        let guest = try await server.connect()
+        _ = try await guest.readLine()
+        try await server.stop()
+        for client in [a, b, guest] {
+            #expect(try await client.readUntilClosed() == ["EVENT SHUTDOWN :The server is shutting down. Please reconnect later."])
+        }
+        await #expect(throws: (any Error).self) { try await TestClient.connect(port: server.port) }
+    }
+}

@@ -1,0 +1,89 @@
+import DesklineCore
+import DesklineGateway
+import DesklineStore
+import Foundation
+import Logging
+import NIOCore
+import NIOExtras
+import NIOPosix
+import Testing
+
+/// A real server on 127.0.0.1, port 0, over a fresh data directory, with one tenant `acme`
+/// (customer Ann, agent Amy, admin Ada) and one tenant `globex` (customer Gus). Passwords use a
+/// cheap scrypt cost; everything else is production code.
+struct TestServer {
+    static let password = "correct horse battery"
+
+    let server: GatewayServer
+    let port: Int
+    let accounts: AccountService
+    let store: FileStore
+    let root: String
+    private let runTask: Task<Void, any Error>
+    private let pool: PasswordWorkPool
+
+    static func start(configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> TestServer {
+        let root = NSTemporaryDirectory() + "deskline-gw-" + UUID().uuidString
+        var config = GatewayConfiguration()
+        config.listen.port = 0
+        config.dataDirectory = root
+        config.passwordHashing = PasswordHashingCost(n: 1024, r: 8, p: 1)
+        configure(&config)
+        let store = try await FileStore(root: root)
+        let pool = PasswordWorkPool(concurrency: config.limits.passwordCheckConcurrency, queueLimit: config.limits.passwordCheckQueue)
+        let accounts = AccountService(store: store, hasher: PasswordHasher(cost: config.passwordHashing), passwordWork: pool)
+        try await seed(accounts)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let server = GatewayServer(configuration: config, services: GatewayServices(accounts: accounts), logger: logger,
+                                   shutdownGracePeriod: .milliseconds(500))
+        let port = try await server.bind().port!
+        let task = Task { try await server.run() }
+        return TestServer(server: server, port: port, accounts: accounts, store: store, root: root, runTask: task, pool: pool)
+    }
+
+    static func seed(_ accounts: AccountService) async throws {
+        let acme = try await accounts.createTenant(id: "acme", name: "Acme Inc").id
+        let ann = try await accounts.createCustomer(in: acme, name: "Ann Customer", email: "ann@acme.test", phone: "+1 555 0101")
+        _ = try await accounts.createUser(in: acme, email: "ann@acme.test", displayName: nil, role: .customer, customer: ann.id, password: password)
+        _ = try await accounts.createUser(in: acme, email: "amy@acme.test", displayName: "Amy Agent", role: .agent, customer: nil, password: password)
+        _ = try await accounts.createUser(in: acme, email: "ada@acme.test", displayName: "Ada Admin", role: .admin, customer: nil, password: password)
+        let globex = try await accounts.createTenant(id: "globex", name: "Globex").id
+        let gus = try await accounts.createCustomer(in: globex, name: "Gus", email: "gus@globex.test", phone: nil)
+        _ = try await accounts.createUser(in: globex, email: "gus@globex.test", displayName: nil, role: .customer, customer: gus.id, password: password)
+    }
+
+    func connect() async throws -> TestClient {
+        try await TestClient.connect(port: port)
+    }
+
+    /// A connected client that has read the greeting and logged in.
+    func login(_ email: String, password: String = TestServer.password) async throws -> TestClient {
+        let client = try await connect()
+        _ = try await client.readLine()
+        try await client.send("LOGIN \(email) \(password)")
+        let reply = try #require(try await client.readLine())
+        #expect(reply.hasPrefix("OK LOGIN "), "login of \(email): \(reply)")
+        return client
+    }
+
+    func stop() async throws {
+        server.shutdown()
+        try await runTask.value
+        await pool.shutdown()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+/// Runs `body` against a fresh server and always stops it.
+func withServer(configure: (inout GatewayConfiguration) -> Void = { _ in },
+                _ body: (TestServer) async throws -> Void) async throws {
+    let server = try await TestServer.start(configure: configure)
+    do {
+        try await body(server)
+    } catch {
+        try? await server.stop()
+        throw error
+    }
+    try await server.stop()
+}
