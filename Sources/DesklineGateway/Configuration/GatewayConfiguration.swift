@@ -55,10 +55,8 @@ extension GatewayConfiguration {
         }
         var config = try parse(data)
         if !config.dataDirectory.hasPrefix("/") {
-            let base = (((path as NSString).deletingLastPathComponent) as NSString)
-            config.dataDirectory = ((base.length == 0 ? "." : base as String) as NSString)
-                .appendingPathComponent(config.dataDirectory)
-            config.dataDirectory = (config.dataDirectory as NSString).standardizingPath
+            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+            config.dataDirectory = base.appendingPathComponent(config.dataDirectory).standardizedFileURL.path
         }
         return config
     }

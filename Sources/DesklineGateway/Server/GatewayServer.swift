@@ -66,7 +66,7 @@ public final class GatewayServer: Service, Sendable {
             throw ServerError.alreadyStopped
         }
         let address = channel.channel.localAddress!
-        logger.info("listening", metadata: ["address": "\(address)"])
+        logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)"])
         return address
     }
 

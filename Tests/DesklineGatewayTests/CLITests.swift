@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+
+/// The `deskline` executable, run as a separate process.
+@Suite struct CLITests {
+    let data = NSTemporaryDirectory() + "deskline-cli-data-" + UUID().uuidString
+
+    func deskline(_ args: [String], stdin: String? = nil) async throws -> CLIProcess.Result {
+        try await CLIProcess.run(args + ["--data", data], stdin: stdin)
+    }
+
+    @Test func customerLoginWhoseEmailDoesNotMatchIsRefused() async throws {
+        #expect(try await deskline(["tenant", "add", "acme", "--name", "Acme Inc"]).status == 0)
+        let customer = try await deskline(["customer", "add", "--tenant", "acme", "--name", "Ann", "--email", "ann@acme.test"])
+        #expect(customer.status == 0)
+        #expect(customer.stdout.contains("created customer c1"))
+
+        let wrong = try await deskline(["user", "add", "--tenant", "acme", "--role", "customer", "--customer", "c1",
+                                        "--email", "someone@acme.test"], stdin: "a good password\n")
+        #expect(wrong.status != 0)
+        #expect(wrong.stderr.contains("does not match customer c1's email ann@acme.test"))
+
+        let right = try await deskline(["user", "add", "--tenant", "acme", "--role", "customer", "--customer", "c1",
+                                        "--email", "ann@acme.test"], stdin: "a good password\n")
+        #expect(right.status == 0, "\(right.stderr)")
+        #expect(right.stdout.contains("created customer login ann@acme.test (user u1) in tenant acme"))
+    }
+
+    @Test func passwordsAreNeverTakenFromArguments() async throws {
+        #expect(try await deskline(["tenant", "add", "acme", "--name", "Acme"]).status == 0)
+        let result = try await deskline(["user", "add", "--tenant", "acme", "--role", "agent", "--email", "amy@acme.test",
+                                         "--password", "hunter22"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("Unknown option '--password'"))
+        let noStdin = try await deskline(["user", "add", "--tenant", "acme", "--role", "agent", "--email", "amy@acme.test"], stdin: "")
+        #expect(noStdin.status != 0)
+        #expect(noStdin.stderr.contains("Expected the password on the first line of standard input."))
+    }
+
+    @Test func invalidIdsAndDuplicatesGiveClearErrors() async throws {
+        let bad = try await deskline(["tenant", "add", "../evil", "--name", "Evil"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("is not a valid tenant id"))
+        #expect(try await deskline(["tenant", "add", "acme", "--name", "Acme"]).status == 0)
+        let again = try await deskline(["tenant", "add", "acme", "--name", "Acme"])
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("tenant acme already exists"))
+    }
+
+    @Test func unknownConfigKeyIsNamedAndServeExitsNonZero() async throws {
+        let config = data + "-config.json"
+        try Data(#"{"listen": {"port": 0}, "limitz": {}}"#.utf8).write(to: URL(fileURLWithPath: config))
+        let result = try await CLIProcess.run(["serve", "--config", config])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("limitz: unknown key"))
+    }
+
+    @Test func demoServerAcceptsLoginsAndASecondServerIsRefused() async throws {
+        let config = data + "-config.json"
+        try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024}}"#.utf8)
+            .write(to: URL(fileURLWithPath: config))
+        let server = try CLIProcess(["serve", "--config", config, "--demo"])
+        #expect(await server.waitForOutput("Connect with: nc"), "\(server.stdout) \(server.stderr)")
+        let out = server.stdout
+        // "  customer  LOGIN carla@demo.example xxxx-xxxx-xxxx-xxxx"
+        let loginLine = try #require(out.split(separator: "\n").first { $0.contains("LOGIN carla@demo.example") })
+        let login = loginLine.split(separator: " ").drop(while: { $0 != "LOGIN" }).joined(separator: " ")
+        let portText = try #require(out.split(separator: "\n").first { $0.hasPrefix("Connect with: nc") }?.split(separator: " ")[4])
+        let port = try #require(Int(portText))
+
+        let client = try await TestClient.connect(port: port)
+        _ = try await client.readLine()
+        #expect(try await client.command(login) == ["OK LOGIN customer demo u1 :Welcome, Carla Customer (Demo Company)"])
+
+        let second = try await CLIProcess.run(["serve", "--config", config])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("another Deskline server is already using the data directory"))
+
+        // The admin CLI works while the server runs, and the server sees the change at once.
+        let tenant = try await CLIProcess.run(["tenant", "add", "acme", "--name", "Acme", "--config", config])
+        #expect(tenant.stdout.contains("a Deskline server is running"))
+
+        server.process.terminate() // SIGTERM: graceful shutdown
+        #expect(try await client.readUntilClosed() == ["EVENT SHUTDOWN :The server is shutting down. Please reconnect later."])
+        #expect(await server.wait().status == 0)
+    }
+}

@@ -1,0 +1,40 @@
+import DesklineCore
+@testable import DesklineGateway
+import Foundation
+import Testing
+
+/// docs/PROTOCOL.md must match the code: every command with its usage and roles, and every
+/// machine code the sources can put on the wire.
+struct ProtocolDocumentationTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let doc = (try? String(contentsOf: root.appendingPathComponent("docs/PROTOCOL.md"), encoding: .utf8)) ?? ""
+
+    @Test func everyCommandHasItsRowInTheRoleTable() {
+        for command in CommandTable.standard.commands {
+            let cells = [command.access.beforeLogin] + Role.allCases.map { command.access.roles.contains($0) }
+            let row = "| `\(command.usage)` | " + cells.map { $0 ? "yes" : "no" }.joined(separator: " | ") + " |"
+            #expect(Self.doc.contains(row), "PROTOCOL.md lacks the row: \(row)")
+            #expect(Self.doc.contains("### \(command.name)\n"), "PROTOCOL.md lacks a section for \(command.name)")
+        }
+    }
+
+    @Test func everyCodeInTheSourcesIsDocumented() throws {
+        let sources = ["Sources/DesklineGateway", "Sources/DesklineProtocol", "Sources/DesklineCore/Support"]
+        let pattern = try Regex(#""([A-Z][A-Z_]{2,})""#)
+        var codes = Set<String>()
+        for dir in sources {
+            let base = Self.root.appendingPathComponent(dir)
+            let files = FileManager.default.enumerator(atPath: base.path)?.compactMap { $0 as? String } ?? []
+            for file in files where file.hasSuffix(".swift") {
+                let text = try String(contentsOf: base.appendingPathComponent(file), encoding: .utf8)
+                for match in text.matches(of: pattern) {
+                    codes.insert(String(text[match.output[1].range!]))
+                }
+            }
+        }
+        #expect(codes.contains("LINE_TOO_LONG") && codes.contains("LOGIN_FAILED"), "the scan found \(codes)")
+        for code in codes.sorted() {
+            #expect(Self.doc.contains(code), "PROTOCOL.md does not mention \(code)")
+        }
+    }
+}
