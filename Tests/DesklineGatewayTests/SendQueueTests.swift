@@ -1,0 +1,38 @@
+import NIOCore
+import NIOPosix
+import Testing
+
+@Suite struct SendQueueTests {
+    @Test func clientThatStopsReadingIsCutOffAndOthersKeepBeingServed() async throws {
+        try await withServer(configure: { $0.limits.sendQueueLines = 16 }) { server in
+            let good = try await server.login("ann@acme.test")
+            // A raw client that never reads: its receive window fills, then the server's send
+            // buffer, then its send queue.
+            let stalled = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.autoRead, value: false)
+                .connect(host: "127.0.0.1", port: server.port).get()
+            let burst = ByteBuffer(string: String(repeating: "HELP\r\n", count: 2000))
+            let deadline = ContinuousClock.now + .seconds(30)
+            while server.server.sessionCount < 2, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(server.server.sessionCount == 2)
+            var bursts = 0
+            while server.server.sessionCount > 1, ContinuousClock.now < deadline {
+                do {
+                    try await stalled.writeAndFlush(burst).get()
+                } catch {
+                    break // the server closed the connection
+                }
+                bursts += 1
+            }
+            while server.server.sessionCount > 1, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(server.server.sessionCount == 1, "stalled client still connected after \(bursts) bursts")
+            #expect(try await good.command("PING still-served") == ["OK PING :still-served"])
+            try? await stalled.close()
+            await good.close()
+        }
+    }
+}
