@@ -59,6 +59,7 @@ let package = Package(
                 "DesklineGateway",
                 "DesklineCore",
                 "DesklineStore",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -16,6 +16,8 @@ public struct ClientMessage: Sendable, Equatable {
     private let line: Substring
     private let paramStarts: [String.Index]
     private let lastIsTrailing: Bool
+    /// The last parameter is the rest of a line cut at ``maximumParameters``, not a `:trailing`.
+    private let lastWasCut: Bool
 
     /// The command, upper-cased: commands are case-insensitive.
     public var verb: String { command.uppercased() }
@@ -25,14 +27,17 @@ public struct ClientMessage: Sendable, Equatable {
 
     /// The text from parameter `index` to the end of the line.
     ///
-    /// If that parameter was written as `:trailing` (or the message was cut at the parameter
-    /// limit), this is exactly that parameter. Otherwise it is the original text from where the
-    /// parameter began up to the end of the line, spaces included, so `MSG #1 hello  world`
-    /// keeps both spaces. Returns nil if there is no such parameter.
+    /// If that parameter was written as `:trailing`, this is exactly that parameter. Otherwise
+    /// it is the original text from where the parameter began up to the end of the line, inner
+    /// spaces included (`MSG #1 hello  world` keeps both), trailing spaces dropped — as IRC drops
+    /// them between parameters, and as a person pasting a password expects. Returns nil if there
+    /// is no such parameter.
     public func rest(from index: Int) -> String? {
         guard index >= 0, index < params.count else { return nil }
-        if index == params.count - 1 && lastIsTrailing { return params[index] }
-        return String(line[paramStarts[index]...])
+        if index == params.count - 1 && lastIsTrailing && !lastWasCut { return params[index] }
+        var text = line[paramStarts[index]...]
+        while text.utf8.last == UInt8(ascii: " ") { text = text.dropLast() }
+        return String(text)
     }
 
     /// Builds a message directly (tests, tools); `rest(from:)` then joins parameters with spaces.
@@ -52,10 +57,11 @@ public struct ClientMessage: Sendable, Equatable {
         self.line = Substring(text)
         self.paramStarts = starts
         self.lastIsTrailing = false
+        self.lastWasCut = false
     }
 
     init(tags: [String: String], source: String?, command: String, params: [String],
-         line: Substring, paramStarts: [String.Index], lastIsTrailing: Bool) {
+         line: Substring, paramStarts: [String.Index], lastIsTrailing: Bool, lastWasCut: Bool) {
         self.tags = tags
         self.source = source
         self.command = command
@@ -63,6 +69,7 @@ public struct ClientMessage: Sendable, Equatable {
         self.line = line
         self.paramStarts = paramStarts
         self.lastIsTrailing = lastIsTrailing
+        self.lastWasCut = lastWasCut
     }
 
     public static func == (lhs: ClientMessage, rhs: ClientMessage) -> Bool {
@@ -142,6 +149,7 @@ extension ClientMessage {
         var params: [String] = []
         var starts: [String.Index] = []
         var lastIsTrailing = false
+        var lastWasCut = false
         while true {
             skipSpaces()
             if i == end { break }
@@ -156,6 +164,7 @@ extension ClientMessage {
                 params.append(String(line[i...]))
                 starts.append(i)
                 lastIsTrailing = true
+                lastWasCut = true
                 break
             }
             let start = i
@@ -163,7 +172,16 @@ extension ClientMessage {
             starts.append(start)
         }
         return ClientMessage(tags: tags, source: source, command: String(command), params: params,
-                             line: line, paramStarts: starts, lastIsTrailing: lastIsTrailing)
+                             line: line, paramStarts: starts, lastIsTrailing: lastIsTrailing, lastWasCut: lastWasCut)
+    }
+
+    /// The `label` tag of a line that could not be parsed as a whole (no command, NUL byte),
+    /// so even the error about it can be correlated by a bot.
+    public static func label(inUnparsedLine line: String) -> String? {
+        guard line.utf8.first == UInt8(ascii: "@") else { return nil }
+        let tags = line.dropFirst().prefix(while: { $0 != " " })
+        guard let label = parseTags(tags)["label"], !label.isEmpty, label.utf8.count <= 64 else { return nil }
+        return label
     }
 
     static func parseTags(_ raw: Substring) -> [String: String] {

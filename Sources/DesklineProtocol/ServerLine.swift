@@ -41,13 +41,15 @@ public struct ServerLine: Sendable, Equatable {
 
     /// The wire form, without the line ending.
     ///
-    /// CR, LF and NUL never reach the wire; a middle parameter that is empty, starts with `:` or
-    /// contains a space would change the meaning of the line, so it is made safe here too.
+    /// CR, LF and NUL become spaces and every other control character (C0, DEL, C1, so also
+    /// ESC of terminal escape sequences) becomes `?`, so nothing echoed back can break the line
+    /// or repaint a terminal. A middle parameter that is empty, starts with `:` or contains a
+    /// space would change the meaning of the line, so it is made safe here too.
     public func serialized() -> String {
         var out = ""
         if let label {
             out += "@label="
-            out += TagValue.escape(label)
+            out += TagValue.escape(Self.clean(label))
             out += " "
         }
         out += kind.rawValue
@@ -64,9 +66,18 @@ public struct ServerLine: Sendable, Equatable {
         return out
     }
 
-    static func clean(_ s: String) -> String {
-        guard s.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else { return s }
-        return String(String.UnicodeScalarView(s.unicodeScalars.map { ($0 == "\r" || $0 == "\n" || $0 == "\0") ? " " : $0 }))
+    /// `s` without control characters: CR, LF and NUL become spaces, every other C0, DEL or C1
+    /// character becomes `?`. Safe to show on a terminal and to write into a log line.
+    public static func clean(_ s: String) -> String {
+        guard s.unicodeScalars.contains(where: isControl) else { return s }
+        return String(String.UnicodeScalarView(s.unicodeScalars.map { scalar -> Unicode.Scalar in
+            guard isControl(scalar) else { return scalar }
+            return scalar == "\r" || scalar == "\n" || scalar == "\0" ? " " : "?"
+        }))
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
     }
 
     static func word(_ s: String) -> String {

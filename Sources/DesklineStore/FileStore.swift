@@ -17,23 +17,39 @@ public final class FileStore: Store {
     private let threadPool: NIOThreadPool
     private let logger: Logger
 
-    /// Opens (and if needed creates) a data directory.
-    public init(root: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "deskline.store")) async throws(DesklineError) {
-        self.root = (root as NSString).standardizingPath
+    /// Opens a data directory; creates it if `create` is set, else refuses one that is not there
+    /// (so a mistyped `--data` does not silently start an empty store).
+    public init(root: String, create: Bool = true, threadPool: NIOThreadPool = .singleton,
+                logger: Logger = Logger(label: "deskline.store")) async throws(DesklineError) {
+        self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         self.threadPool = threadPool
         self.logger = logger
         let root = self.root
-        let removed = try await io { () throws -> Int in
+        if !create && !FileManager.default.fileExists(atPath: root + "/tenants") {
+            throw .notFound("there is no Deskline data directory at \(root) (`deskline serve` or `deskline tenant add` creates one)")
+        }
+        try await io {
             try DurableFile.makeDirectories(root + "/tenants")
             try DurableFile.makeDirectories(root + "/logins")
-            var removed = try DurableFile.removeLeftoverTempFiles(in: root + "/logins")
-            for tenant in try DurableFile.list(root + "/tenants") where TenantID.isValid(tenant) {
-                let dir = root + "/tenants/" + tenant
-                for sub in ["", "/users", "/customers"] {
-                    removed += try DurableFile.removeLeftoverTempFiles(in: dir + sub)
+        }
+    }
+
+    /// Removes temp files left by writes that were interrupted (crash, kill -9). The server calls
+    /// this once it holds the server lock; it takes the account lock so that a write the admin CLI
+    /// is making right now is not mistaken for a leftover.
+    public func removeLeftoverTempFiles() async throws(DesklineError) {
+        let root = self.root
+        let removed = try await io { () throws -> Int in
+            try FileLock.with(self.accountsLock) {
+                var removed = try DurableFile.removeLeftoverTempFiles(in: root + "/logins")
+                for tenant in try DurableFile.list(root + "/tenants") where TenantID.isValid(tenant) {
+                    let dir = root + "/tenants/" + tenant
+                    for sub in ["", "/users", "/customers", "/customer-emails"] {
+                        removed += try DurableFile.removeLeftoverTempFiles(in: dir + sub)
+                    }
                 }
+                return removed
             }
-            return removed
         }
         if removed > 0 {
             logger.notice("removed leftover temp files of interrupted writes", metadata: ["count": "\(removed)", "root": "\(root)"])
@@ -48,9 +64,13 @@ public final class FileStore: Store {
     private func countersFile(_ t: TenantID) -> String { tenantDir(t) + "/counters.json" }
     private func userFile(_ u: UserID, _ t: TenantID) -> String { tenantDir(t) + "/users/" + u.rawValue + ".json" }
     private func customerFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customers/" + c.rawValue + ".json" }
-    private func loginFile(_ email: String) -> String {
-        let digest = SHA256.hash(data: Array(email.utf8)).map { String(format: "%02x", $0) }.joined()
-        return root + "/logins/" + digest + ".json"
+    private func loginFile(_ email: String) -> String { root + "/logins/" + Self.digest(email) + ".json" }
+    private func customerEmailFile(_ email: String, _ t: TenantID) -> String {
+        tenantDir(t) + "/customer-emails/" + Self.digest(email) + ".json"
+    }
+    /// Emails become fixed-length, path-safe file names.
+    private static func digest(_ email: String) -> String {
+        SHA256.hash(data: Array(email.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     // MARK: Store
@@ -64,6 +84,7 @@ public final class FileStore: Store {
                 let dir = self.tenantDir(tenant.id)
                 try DurableFile.makeDirectories(dir + "/users")
                 try DurableFile.makeDirectories(dir + "/customers")
+                try DurableFile.makeDirectories(dir + "/customer-emails")
                 try self.save(Counters(), self.countersFile(tenant.id))
                 // tenant.json last: a tenant exists once its directory is complete.
                 try self.save(tenant, self.tenantFile(tenant.id))
@@ -88,10 +109,16 @@ public final class FileStore: Store {
         try await io {
             try FileLock.with(self.accountsLock) {
                 try self.requireTenant(tenant)
+                let emailFile = self.customerEmailFile(draft.email, tenant)
+                if let existing = try self.load(CustomerEmail.self, emailFile) {
+                    throw DesklineError.conflict("tenant \(tenant) already has a customer with email \(draft.email) (\(existing.customerId))")
+                }
                 let id = CustomerID(unchecked: "c\(try self.nextNumber(\.customer, in: tenant))")
                 let customer = Customer(id: id, tenantId: tenant, name: draft.name, email: draft.email,
                                         phone: draft.phone, createdAt: Self.storedPrecision(time))
                 try self.save(customer, self.customerFile(id, tenant))
+                try DurableFile.makeDirectories((emailFile as NSString).deletingLastPathComponent)
+                try self.save(CustomerEmail(customerId: id), emailFile)
                 return customer
             }
         }
@@ -159,6 +186,11 @@ public final class FileStore: Store {
 
     // MARK: Helpers (blocking; called inside `io`)
 
+    /// `customer-emails/<sha256>.json`: keeps customer emails unique within a tenant.
+    private struct CustomerEmail: Codable {
+        var customerId: CustomerID
+    }
+
     private struct Counters: Codable {
         var customer = 0
         var user = 0
@@ -210,7 +242,9 @@ public final class FileStore: Store {
         do {
             return try decoder.decode(T.self, from: data)
         } catch {
-            throw DesklineError.storage("corrupt file \(path): \(error)")
+            // The details are for the operator's log, not for a client.
+            logger.error("damaged file in the store", metadata: ["path": "\(path)", "error": "\(error)"])
+            throw DesklineError.storage("stored data is damaged; the operator has been told in the server log")
         }
     }
 

@@ -6,22 +6,34 @@ import Foundation
 
 /// Where the data lives: `--config` (default ./config.json) or `--data` to name the directory.
 struct DataOptions: ParsableArguments {
-    @Option(name: .long, help: "Path of the config file.")
-    var config = "config.json"
+    @Option(name: .long, help: "Path of the config file (default: ./config.json).")
+    var config: String?
 
     @Option(name: .long, help: "Data directory (overrides the config file's dataDirectory).")
     var data: String?
 
+    /// A config file named with --config must exist. Without --config, ./config.json is used
+    /// if present; with only --data, the built-in defaults are used.
     func loadConfiguration() throws -> GatewayConfiguration {
         var configuration: GatewayConfiguration
-        if data != nil && !FileManager.default.fileExists(atPath: config) {
+        if let config {
+            configuration = try GatewayConfiguration.load(path: config)
+        } else if FileManager.default.fileExists(atPath: "config.json") {
+            configuration = try GatewayConfiguration.load(path: "config.json")
+        } else if data != nil {
             configuration = GatewayConfiguration()
         } else {
-            configuration = try GatewayConfiguration.load(path: config)
+            throw CLIError("no config.json in the current directory; pass --config PATH or --data DIR")
         }
         if let data { configuration.dataDirectory = data }
         return configuration
     }
+}
+
+/// A failure to report as `Error: <text>` and exit 1, without the usage text.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// What an admin command needs: the store and the account service over it.
@@ -30,20 +42,21 @@ struct AdminContext {
     let accounts: AccountService
     let pool: PasswordWorkPool
 
-    static func open(_ options: DataOptions) async throws -> AdminContext {
+    /// Opens the store. Only commands that create the first tenant may create a data directory.
+    static func open(_ options: DataOptions, create: Bool = false) async throws -> AdminContext {
         let configuration = try options.loadConfiguration()
-        let store = try await FileStore(root: configuration.dataDirectory)
+        let store = try await FileStore(root: configuration.dataDirectory, create: create)
         let pool = PasswordWorkPool(concurrency: 1, queueLimit: 1)
         let accounts = AccountService(store: store, hasher: PasswordHasher(cost: configuration.passwordHashing),
                                       passwordWork: pool)
         return AdminContext(store: store, accounts: accounts, pool: pool)
     }
 
-    /// Prints the result, and a note if a server is running: admin writes take the data
-    /// directory's account lock, so they are safe, and the server sees them immediately.
-    func finish(_ message: String) async {
-        print(message)
-        if await store.isServerRunning() {
+    /// Prints the result, and for changes a note if a server is running: admin writes take the
+    /// data directory's account lock, so they are safe, and the server sees them immediately.
+    func finish(_ message: String, changed: Bool = true) async {
+        if !message.isEmpty { print(message) }
+        if changed, await store.isServerRunning() {
             print("note: a Deskline server is running on \(store.root); the change is already visible to it.")
         }
         await pool.shutdown()

@@ -13,11 +13,11 @@ enum PasswordInput {
         if isatty(STDIN_FILENO) == 1 {
             let first = try readHidden(prompt + ": ")
             let second = try readHidden("Repeat " + prompt.lowercased() + ": ")
-            guard first == second else { throw ValidationError("The passwords do not match.") }
+            guard first == second else { throw CLIError("the passwords do not match") }
             return first
         }
         guard let line = readLine(strippingNewline: true), !line.isEmpty else {
-            throw ValidationError("Expected the password on the first line of standard input.")
+            throw CLIError("expected the password on the first line of standard input")
         }
         return line.hasSuffix("\r") ? String(line.dropLast()) : line
     }
@@ -33,7 +33,7 @@ enum PasswordInput {
             tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved)
             writeError("\n")
         }
-        guard let line = readLine(strippingNewline: true) else { throw ValidationError("No password entered.") }
+        guard let line = readLine(strippingNewline: true) else { throw CLIError("no password entered") }
         return line
     }
 

@@ -4,6 +4,7 @@ import DesklineGateway
 import DesklineStore
 import Foundation
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 extension Deskline {
@@ -27,6 +28,7 @@ extension Deskline {
             let store = try await FileStore(root: configuration.dataDirectory, logger: Logger(label: "deskline.store"))
             let serverLock = try await store.lockForServer(pid: getpid())
             defer { serverLock.release() }
+            try await store.removeLeftoverTempFiles()
 
             let pool = PasswordWorkPool(concurrency: configuration.limits.passwordCheckConcurrency,
                                         queueLimit: configuration.limits.passwordCheckQueue)
@@ -36,7 +38,14 @@ extension Deskline {
 
             let server = GatewayServer(configuration: configuration, services: GatewayServices(accounts: accounts),
                                        logger: logger)
-            let address = try await server.bind()
+            let address: SocketAddress
+            do {
+                address = try await server.bind()
+            } catch let error as IOError {
+                throw CLIError("cannot listen on \(configuration.listen.host):\(configuration.listen.port) (listen.host, listen.port): \(String(cString: strerror(error.errnoCode)))")
+            } catch {
+                throw CLIError("cannot listen on \(configuration.listen.host):\(configuration.listen.port) (listen.host, listen.port): \(error)")
+            }
             let host = address.ipAddress ?? configuration.listen.host
             let port = address.port ?? configuration.listen.port
             print("Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(store.root)")

@@ -20,7 +20,7 @@ extension Deskline.Tenant {
         var name: String
 
         func run() async throws {
-            let ctx = try await AdminContext.open(options)
+            let ctx = try await AdminContext.open(options, create: true)
             let tenant = try await ctx.accounts.createTenant(id: id, name: name)
             await ctx.finish("created tenant \(tenant.id) (\(tenant.name))")
         }
@@ -34,7 +34,7 @@ extension Deskline.Tenant {
         func run() async throws {
             let ctx = try await AdminContext.open(options)
             let tenants = try await ctx.store.tenants()
-            await ctx.finish(tenants.map { "\($0.id)\t\($0.name)" }.joined(separator: "\n"))
+            await ctx.finish(tenants.map { "\($0.id)\t\($0.name)" }.joined(separator: "\n"), changed: false)
         }
     }
 }

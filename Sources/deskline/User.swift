@@ -42,7 +42,13 @@ extension Deskline.User {
             let password = try PasswordInput.read(prompt: "Password")
             let user = try await ctx.accounts.createUser(in: tenantID, email: email, displayName: name, role: role,
                                                          customer: customerID, password: password)
-            await ctx.finish("created \(user.role.rawValue) login \(user.email) (user \(user.id)) in tenant \(user.tenantId)")
+            var message = "created \(user.role.rawValue) login \(user.email) (user \(user.id)) in tenant \(user.tenantId)"
+            let elsewhere = try await ctx.store.accounts(withEmail: user.email).filter { $0.tenantId != user.tenantId }
+            if !elsewhere.isEmpty {
+                let tenants = elsewhere.map(\.tenantId.rawValue).sorted().joined(separator: ", ")
+                message += "\nnote: \(user.email) also has a login in tenant(s) \(tenants); from now on all of them must log in as <tenant>/\(user.email)"
+            }
+            await ctx.finish(message)
         }
     }
 }

@@ -1,4 +1,5 @@
 @testable import DesklineCore
+import DesklineStore
 import Testing
 
 struct AccountServiceTests {
@@ -6,7 +7,7 @@ struct AccountServiceTests {
         let (accounts, _) = try await makeAccounts()
         let tenant = try await accounts.createTenant(id: "acme", name: "Acme")
         let customer = try await accounts.createCustomer(in: tenant.id, name: "Ann", email: "ann@acme.test", phone: nil)
-        await #expect(throws: DesklineError.self) {
+        await #expect(throws: DesklineError.invalidArgument("email someone.else@acme.test does not match customer c1's email ann@acme.test; a customer login must use the customer record's email")) {
             try await accounts.createUser(in: tenant.id, email: "someone.else@acme.test", displayName: nil,
                                           role: .customer, customer: customer.id, password: "long enough")
         }
@@ -25,8 +26,9 @@ struct AccountServiceTests {
                                                  role: .customer, customer: customer.id, password: "long enough")
         let reloaded = try #require(try await store.customer(customer.id, in: tenant.id))
         #expect(reloaded.userId == user.id)
-        // A second login for the same customer is refused.
-        await #expect(throws: DesklineError.self) {
+        // A second login for the same customer is refused (here by the email rule first; the
+        // store's own one-login-per-customer rule is tested in FileStoreTests).
+        await #expect(throws: DesklineError.conflict("tenant acme already has a login ann@acme.test")) {
             try await accounts.createUser(in: tenant.id, email: "ann@acme.test", displayName: nil,
                                           role: .customer, customer: customer.id, password: "long enough")
         }
@@ -40,7 +42,7 @@ struct AccountServiceTests {
             try await accounts.createUser(in: tenant.id, email: "ann@acme.test", displayName: nil, role: .customer,
                                           customer: nil, password: "long enough")
         }
-        await #expect(throws: DesklineError.self) {
+        await #expect(throws: DesklineError.invalidArgument("only customer logins belong to a customer record; drop --customer for role agent")) {
             try await accounts.createUser(in: tenant.id, email: "ann@acme.test", displayName: nil, role: .agent,
                                           customer: customer.id, password: "long enough")
         }
@@ -51,7 +53,7 @@ struct AccountServiceTests {
         let a = try await accounts.createTenant(id: "acme", name: "Acme")
         let b = try await accounts.createTenant(id: "globex", name: "Globex")
         _ = try await accounts.createUser(in: a.id, email: "sam@x.test", displayName: "Sam", role: .agent, customer: nil, password: "password-a")
-        await #expect(throws: DesklineError.self) {
+        await #expect(throws: DesklineError.conflict("tenant acme already has a login sam@x.test")) {
             try await accounts.createUser(in: a.id, email: "Sam@X.test", displayName: "Sam", role: .admin, customer: nil, password: "password-a")
         }
         _ = try await accounts.createUser(in: b.id, email: "sam@x.test", displayName: "Sam", role: .agent, customer: nil, password: "password-b")
@@ -86,7 +88,42 @@ struct AccountServiceTests {
         await #expect(throws: DesklineError.loginFailed) { try await accounts.login("sam@x.test", password: "password-a") }
         #expect(try await accounts.login("acme/sam@x.test", password: "password-a").role == .agent)
         #expect(try await accounts.login("globex/SAM@x.test", password: "password-b").role == .admin)
+        #expect(try await accounts.login("GLOBEX/sam@x.test", password: "password-b").role == .admin)
         await #expect(throws: DesklineError.loginFailed) { try await accounts.login("globex/sam@x.test", password: "password-a") }
+    }
+
+    @Test func everyLoginCostsExactlyOnePasswordDerivation() async throws {
+        let root = makeTemporaryDirectory()
+        let (setup, _) = try await makeAccounts(root: root)
+        let a = try await setup.createTenant(id: "acme", name: "Acme")
+        let b = try await setup.createTenant(id: "globex", name: "Globex")
+        _ = try await setup.createUser(in: a.id, email: "sam@x.test", displayName: "Sam", role: .agent, customer: nil, password: "password-a")
+        _ = try await setup.createUser(in: b.id, email: "sam@x.test", displayName: "Sam", role: .agent, customer: nil, password: "password-b")
+        _ = try await setup.createUser(in: a.id, email: "amy@x.test", displayName: "Amy", role: .agent, customer: nil, password: "password-c")
+        // Unknown email, unknown tenant, ambiguous email, malformed login, wrong password, success:
+        // each must do the same work, one derivation at the configured cost.
+        for (login, password) in [("nobody@x.test", "x"), ("nope/amy@x.test", "x"), ("sam@x.test", "password-a"),
+                                  ("../etc", "x"), ("amy@x.test", "wrong"), ("amy@x.test", "password-c")] {
+            let counter = CountingExecutor()
+            let store = try await FileStore(root: root)
+            let accounts = AccountService(store: store, hasher: PasswordHasher(cost: testCost), passwordWork: counter)
+            _ = try? await accounts.login(login, password: password)
+            #expect(counter.runs == 1, "\(login): \(counter.runs) derivations")
+        }
+    }
+
+    @Test func loginUpgradesAHashMadeWithAnotherCost() async throws {
+        let root = makeTemporaryDirectory()
+        let (old, store) = try await makeAccounts(root: root)
+        let tenant = try await old.createTenant(id: "acme", name: "Acme")
+        let user = try await old.createUser(in: tenant.id, email: "amy@x.test", displayName: "Amy", role: .agent, customer: nil, password: "password-c")
+        #expect(user.passwordHash.n == 1024)
+        let raised = PasswordHashingCost(n: 2048, r: 8, p: 1)
+        let accounts = AccountService(store: store, hasher: PasswordHasher(cost: raised), passwordWork: InlineExecutor())
+        _ = try await accounts.login("amy@x.test", password: "password-c")
+        let upgraded = try #require(try await store.user(user.id, in: tenant.id))
+        #expect(upgraded.passwordHash.n == 2048)
+        _ = try await accounts.login("amy@x.test", password: "password-c")
     }
 
     @Test func operatorCanResetAPassword() async throws {
@@ -120,6 +157,7 @@ struct InputRulesTests {
     @Test func passwordsNeedEightBytesAndNoControlCharacters() throws {
         #expect(throws: DesklineError.self) { try InputRules.newPassword("short") }
         #expect(throws: DesklineError.self) { try InputRules.newPassword("has\u{1B}[2Jescape") }
+        #expect(throws: DesklineError.invalidArgument("passwords may not start or end with a space")) { try InputRules.newPassword(" padded pass ") }
         #expect(try InputRules.newPassword("eight ch") == "eight ch")
     }
 

@@ -1,6 +1,7 @@
 @testable import DesklineCore
 import DesklineStore
 import Foundation
+import Synchronization
 
 /// Runs blocking work inline. Fine in tests: the test hashing cost is ~1 ms.
 struct InlineExecutor: BlockingExecutor {
@@ -21,4 +22,15 @@ func makeTemporaryDirectory() -> String {
 func makeAccounts(root: String = makeTemporaryDirectory()) async throws -> (AccountService, FileStore) {
     let store = try await FileStore(root: root)
     return (AccountService(store: store, hasher: PasswordHasher(cost: testCost), passwordWork: InlineExecutor()), store)
+}
+
+/// Runs work inline and counts how many jobs (password derivations) it ran.
+final class CountingExecutor: BlockingExecutor {
+    private let count = Mutex(0)
+    var runs: Int { count.withLock { $0 } }
+
+    func run<T: Sendable>(_ work: @escaping @Sendable () throws(DesklineError) -> T) async throws(DesklineError) -> T {
+        count.withLock { $0 += 1 }
+        return try work()
+    }
 }

@@ -34,7 +34,7 @@ import Testing
         #expect(result.stderr.contains("Unknown option '--password'"))
         let noStdin = try await deskline(["user", "add", "--tenant", "acme", "--role", "agent", "--email", "amy@acme.test"], stdin: "")
         #expect(noStdin.status != 0)
-        #expect(noStdin.stderr.contains("Expected the password on the first line of standard input."))
+        #expect(noStdin.stderr == "Error: expected the password on the first line of standard input\n")
     }
 
     @Test func invalidIdsAndDuplicatesGiveClearErrors() async throws {
@@ -60,6 +60,7 @@ import Testing
         try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024}}"#.utf8)
             .write(to: URL(fileURLWithPath: config))
         let server = try CLIProcess(["serve", "--config", config, "--demo"])
+        defer { if server.process.isRunning { server.process.interrupt() } }
         #expect(await server.waitForOutput("Connect with: nc"), "\(server.stdout) \(server.stderr)")
         let out = server.stdout
         // "  customer  LOGIN carla@demo.example xxxx-xxxx-xxxx-xxxx"

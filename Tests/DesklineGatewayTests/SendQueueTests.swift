@@ -35,4 +35,27 @@ import Testing
             await good.close()
         }
     }
+
+    @Test func endedSessionWhoseClientDoesNotReadIsClosedAfterTheLingerTime() async throws {
+        try await withServer(configure: {
+            $0.limits.sendQueueLines = 1_000_000 // so the send queue does not cut it off first
+            $0.limits.registrationTimeoutSeconds = 1
+        }) { server in
+            let stalled = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.autoRead, value: false)
+                .connect(host: "127.0.0.1", port: server.port).get()
+            // ~20 MB of HELP replies: more than the socket buffers hold, so the writer blocks.
+            let burst = ByteBuffer(string: String(repeating: "HELP\r\n", count: 5000))
+            for _ in 0..<8 {
+                do { try await stalled.writeAndFlush(burst).get() } catch { break } // closed already
+            }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while server.server.sessionCount > 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            // Registration timeout (1 s) + linger (0.5 s in tests), not "never".
+            #expect(server.server.sessionCount == 0)
+            try? await stalled.close()
+        }
+    }
 }

@@ -14,6 +14,20 @@ struct ClientMessageTests {
         #expect(m.rest(from: 1) == "my  secret pass")
     }
 
+    @Test func restOfLineDropsTrailingSpacesOnlyWithoutColon() throws {
+        let bare = try #require(try ClientMessage.parse("LOGIN a@b.c pass word   \r\n"))
+        #expect(bare.rest(from: 1) == "pass word")
+        let exact = try #require(try ClientMessage.parse("LOGIN a@b.c :pass word   "))
+        #expect(exact.rest(from: 1) == "pass word   ")
+    }
+
+    @Test func labelOfAnUnparsableLine() {
+        #expect(ClientMessage.label(inUnparsedLine: #"@a=1;label=x\sy"#) == "x y")
+        #expect(ClientMessage.label(inUnparsedLine: "@label=ok :src") == "ok")
+        #expect(ClientMessage.label(inUnparsedLine: "PING") == nil)
+        #expect(ClientMessage.label(inUnparsedLine: "@label= X") == nil)
+    }
+
     @Test func restOfLineWithColonIsTheTrailingParameter() throws {
         let m = try #require(try ClientMessage.parse("LOGIN a@b.c :my  secret pass"))
         #expect(m.params == ["a@b.c", "my  secret pass"])

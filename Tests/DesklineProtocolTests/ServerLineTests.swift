@@ -31,6 +31,11 @@ struct ServerLineTests {
         #expect(wire == "RPL ME__OK na_me :Evil  EVENT SHUTDOWN :fake")
     }
 
+    @Test func controlCharactersNeverReachTheWire() {
+        let line = ServerLine(label: "l\u{1B}[31m\u{0}", .err, "X\u{7}", ["a\u{1B}b"], text: "t\u{9B}2J\u{85}\tz")
+        #expect(line.serialized() == #"@label=l?[31m\s ERR X? a?b :t?2J??z"#)
+    }
+
     @Test func middleParametersStayOneWord() {
         let wire = ServerLine(.rpl, "X", ["", ":colon", "two words"]).serialized()
         #expect(wire == "RPL X * _colon two_words")

@@ -35,12 +35,16 @@ struct FileStoreTests {
         #expect(try DurableFile.read(root + "/missing.json") == nil)
     }
 
-    @Test func leftoverTempFilesAreRemovedOnOpen() async throws {
+    @Test func leftoverTempFilesAreRemovedByTheSweep() async throws {
         let store = try await FileStore(root: root)
         try await store.createTenant(tenant("acme"))
         let stray = root + "/tenants/acme/users/" + DurableFile.tempPrefix + "u1.json-abc"
         #expect(FileManager.default.createFile(atPath: stray, contents: Data("{\"half".utf8)))
-        _ = try await FileStore(root: root)
+        // Opening does not touch them (the CLI opens stores while a server may be writing) ...
+        let reopened = try await FileStore(root: root)
+        #expect(FileManager.default.fileExists(atPath: stray))
+        // ... the server's explicit sweep, under the account lock, does.
+        try await reopened.removeLeftoverTempFiles()
         #expect(!FileManager.default.fileExists(atPath: stray))
     }
 
@@ -93,7 +97,10 @@ struct FileStoreTests {
         let store = try await FileStore(root: root)
         try await store.createTenant(tenant("acme"))
         try Data("{ not json".utf8).write(to: URL(fileURLWithPath: root + "/tenants/acme/tenant.json"))
-        await #expect(throws: DesklineError.self) { try await store.tenant(TenantID(rawValue: "acme")!) }
+        // The client-facing text names no path and no parser detail; those go to the log.
+        await #expect(throws: DesklineError.storage("stored data is damaged; the operator has been told in the server log")) {
+            try await store.tenant(TenantID(rawValue: "acme")!)
+        }
     }
 }
 
@@ -106,5 +113,36 @@ struct StoredDateTests {
         #expect(StoredDate.format(Date(timeIntervalSince1970: 1_795_618_463.395)) == "2026-11-25T14:54:23.395Z")
         #expect(StoredDate.parse("2026-11-25T14:54:23Z") == Date(timeIntervalSince1970: 1_795_618_463))
         #expect(StoredDate.parse("yesterday") == nil)
+    }
+}
+
+extension FileStoreTests {
+    @Test func customerEmailsAreUniqueWithinATenant() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        try await store.createTenant(tenant("globex"))
+        let acme = TenantID(rawValue: "acme")!
+        _ = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        await #expect(throws: DesklineError.conflict("tenant acme already has a customer with email ann@x.test (c1)")) {
+            try await store.createCustomer(NewCustomer(name: "Ann 2", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        }
+        _ = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: TenantID(rawValue: "globex")!, at: Date())
+    }
+}
+
+extension FileStoreTests {
+    @Test func aCustomerRecordHasAtMostOneLogin() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        let acme = TenantID(rawValue: "acme")!
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
+        _ = try await store.createUser(NewUser(email: "ann@x.test", displayName: "Ann", role: .customer, passwordHash: hash, customerId: c.id),
+                                       in: acme, at: Date())
+        // Even with another email, the store refuses a second login for the same record.
+        await #expect(throws: DesklineError.conflict("customer c1 already has a login (user u1)")) {
+            try await store.createUser(NewUser(email: "other@x.test", displayName: "Ann", role: .customer, passwordHash: hash, customerId: c.id),
+                                       in: acme, at: Date())
+        }
     }
 }

@@ -33,10 +33,14 @@ public enum InputRules {
     }
 
     /// A new password: 8–256 bytes of UTF-8, no control characters (they cannot be typed reliably
-    /// into a terminal and would not survive the line protocol).
+    /// into a terminal and would not survive the line protocol), and no space at either end
+    /// (invisible when pasted, and dropped by `LOGIN` without the `:`).
     public static func newPassword(_ raw: String) throws(DesklineError) -> String {
         guard (8...256).contains(raw.utf8.count) else {
             throw .invalidArgument("passwords must be 8-256 bytes long")
+        }
+        guard raw.first?.isWhitespace == false, raw.last?.isWhitespace == false else {
+            throw .invalidArgument("passwords may not start or end with a space")
         }
         guard !raw.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw .invalidArgument("passwords may not contain control characters")

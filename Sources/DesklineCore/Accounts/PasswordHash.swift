@@ -17,6 +17,15 @@ public struct PasswordHash: Sendable, Codable, Equatable {
     public var salt: String
     /// Base64 of the derived key.
     public var hash: String
+
+    public init(algorithm: String, n: Int, r: Int, p: Int, salt: String, hash: String) {
+        self.algorithm = algorithm
+        self.n = n
+        self.r = r
+        self.p = p
+        self.salt = salt
+        self.hash = hash
+    }
 }
 
 /// scrypt cost parameters for new hashes.

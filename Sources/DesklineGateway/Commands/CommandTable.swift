@@ -1,5 +1,6 @@
 import DesklineCore
 import DesklineProtocol
+import Logging
 
 /// The shape of one command parameter; usage text and argument checks both come from it.
 enum ParameterShape: Sendable {
@@ -85,6 +86,7 @@ struct CommandContext {
     let message: ClientMessage
     let arguments: Arguments
     let services: GatewayServices
+    let logger: Logger
     /// The logged-in identity, or nil. Only LOGIN sets it.
     var scope: SessionScope?
     /// Set by QUIT: the session ends after this reply.

@@ -27,10 +27,22 @@ extension Command {
         name: "LOGIN", access: .guestOnly, parameters: [.word("email"), .text("password")],
         summary: "Log in. Use <tenant>/<email> if your email is registered with several helpdesks. The password may contain spaces."
     ) { (ctx: inout CommandContext) throws(DesklineError) in
-        let scope = try await ctx.services.accounts.login(ctx.arguments.required("email"),
-                                                          password: ctx.arguments.required("password"))
-        ctx.scope = scope
+        let login = ctx.arguments.required("email")
+        let scope: SessionScope
+        do throws(DesklineError) {
+            scope = try await ctx.services.accounts.login(login, password: ctx.arguments.required("password"))
+        } catch {
+            // The attempted login goes to the log (for audits and fail2ban-style tools), cut
+            // and stripped of control characters so it cannot forge log lines.
+            ctx.logger.notice("login failed", metadata: [
+                "login": "\(ServerLine.clean(String(login.prefix(100))))",
+                "reason": "\(error.code)",
+            ])
+            throw error
+        }
         let profile = try await ctx.services.accounts.profile(scope)
+        ctx.scope = scope
+        ctx.logger.info("login", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)", "role": "\(scope.role.rawValue)"])
         return [ServerLine(.ok, "LOGIN", [scope.role.rawValue, scope.tenantId.rawValue, scope.userId.rawValue],
                            text: "Welcome, \(profile.user.displayName) (\(profile.tenant.name))")]
     }

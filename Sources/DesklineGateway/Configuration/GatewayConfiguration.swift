@@ -67,7 +67,8 @@ extension GatewayConfiguration {
         do {
             json = try JSONSerialization.jsonObject(with: data)
         } catch {
-            throw ConfigurationError("config is not valid JSON: \(error.localizedDescription)")
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey].map { "\($0)" } ?? error.localizedDescription
+            throw ConfigurationError("config is not valid JSON: \(detail)")
         }
         var c = GatewayConfiguration()
         var r = try ObjectReader(json, path: "")

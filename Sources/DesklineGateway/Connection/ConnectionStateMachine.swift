@@ -25,6 +25,10 @@ struct ConnectionStateMachine {
     private var state: State
     private let timeouts: Timeouts
     private var pingCounter = 0
+    /// A command is being processed; its reply has not been queued yet.
+    private var commandRunning = false
+    /// The server is shutting down; no new command may start.
+    private var shutdownRequested = false
 
     init(timeouts: Timeouts, now: ContinuousClock.Instant) {
         self.timeouts = timeouts
@@ -44,10 +48,34 @@ struct ConnectionStateMachine {
         state = .closed
     }
 
+    /// A command is about to run. Returns false if the server is shutting down: the session
+    /// has been (or is about to be) told, and must not start anything new.
+    mutating func commandStarted() -> Bool {
+        guard !shutdownRequested else { return false }
+        commandRunning = true
+        return true
+    }
+
+    /// The command's reply is queued. Returns true if shutdown was requested meanwhile: the
+    /// session must now send the shutdown notice and close.
+    mutating func commandFinished() -> Bool {
+        commandRunning = false
+        return shutdownRequested
+    }
+
+    /// The server is shutting down. Returns true if the session is idle and can be told and
+    /// closed right away; false if a command is running, whose reply must go out first (every
+    /// command gets its terminal line), after which ``commandFinished()`` reports the shutdown.
+    mutating func requestShutdown() -> Bool {
+        shutdownRequested = true
+        return !commandRunning
+    }
+
     mutating func tick(now: ContinuousClock.Instant) -> Action {
         switch state {
         case .registering(let deadline):
-            guard now >= deadline else { return .none }
+            // A LOGIN still waiting for its password check gets its answer first.
+            guard now >= deadline, !commandRunning else { return .none }
             state = .closed
             return .close(code: "REGISTRATION_TIMEOUT",
                           text: "No LOGIN within \(Self.seconds(timeouts.registration)) seconds; closing the connection.")

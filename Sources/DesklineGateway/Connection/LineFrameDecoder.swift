@@ -74,7 +74,7 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
                 if line.readableBytesView.last == UInt8(ascii: "\r") {
                     line.moveWriterIndex(to: line.writerIndex - 1)
                 }
-                context.fireChannelRead(Self.wrapInboundOut(.line(line)))
+                context.fireChannelRead(Self.wrapInboundOut(line.readableBytes > maximumLineBytes ? .tooLong : .line(line)))
             } else {
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
             }

@@ -17,6 +17,13 @@ struct Session {
     let limits: GatewayConfiguration.Limits
     let registry: SessionRegistry
     let logger: Logger
+    /// How long the last lines of an ended session may take to be read before the connection is
+    /// closed anyway.
+    let lingerTime: Duration
+
+    private enum Part {
+        case writer, reader, timer, linger
+    }
 
     /// Serves the connection until it is over. Never throws: a failing client is logged and closed.
     func run(_ connection: NIOAsyncChannel<LineFrame, ByteBuffer>) async {
@@ -32,7 +39,7 @@ struct Session {
                     registration: .seconds(limits.registrationTimeoutSeconds),
                     pingInterval: .seconds(limits.pingIntervalSeconds),
                     pingTimeout: .seconds(limits.pingTimeoutSeconds)), now: clock.now))
-                guard registry.add(id, outbox) else {
+                guard registry.add(id, .init(outbox: outbox, machine: machine)) else {
                     outbox.send(ServerLine(.event, "ERROR", ["SHUTTING_DOWN"], text: "The server is shutting down; try again later."))
                     outbox.finish()
                     await Self.drain(outbox, to: outbound)
@@ -43,15 +50,15 @@ struct Session {
                                        text: "Welcome to Deskline. Log in with LOGIN <email> <password>; HELP lists commands."))
                 logger.debug("connection opened")
 
-                await withTaskGroup(of: Bool.self) { group in
+                await withTaskGroup(of: Part.self) { group in
                     group.addTask {
                         await Self.drain(outbox, to: outbound)
-                        return true
+                        return .writer
                     }
                     group.addTask {
                         await read(inbound, outbox: outbox, machine: machine, clock: clock, logger: logger)
                         outbox.finish()
-                        return false
+                        return .reader
                     }
                     group.addTask {
                         let interval = machine.state.withLock { $0.tickInterval }
@@ -66,14 +73,31 @@ struct Session {
                                 logger.info("closing connection", metadata: ["reason": "\(code)"])
                                 outbox.send(ServerLine(.event, "ERROR", [code], text: text))
                                 outbox.finish()
-                                return false
+                                return .timer
                             }
                         }
-                        return false
+                        return .timer
                     }
-                    // The writer finishing means the connection is over: stop the others.
-                    while let writerDone = await group.next() {
-                        if writerDone { group.cancelAll() }
+                    var lingering = false
+                    while let part = await group.next() {
+                        switch part {
+                        case .writer:
+                            // Everything was written (or the peer is gone): the connection is over.
+                            group.cancelAll()
+                        case .reader, .timer:
+                            // The session is over but its last lines may still be queued. A client
+                            // that does not read them gets `lingerTime`, then is cut off.
+                            if !lingering {
+                                lingering = true
+                                let linger = lingerTime
+                                group.addTask {
+                                    if (try? await Task.sleep(for: linger)) != nil { outbox.abort() }
+                                    return .linger
+                                }
+                            }
+                        case .linger:
+                            break
+                        }
                     }
                 }
                 logger.debug("connection closed")
@@ -98,12 +122,23 @@ struct Session {
         var scope: SessionScope?
         do {
             for try await frame in inbound {
-                machine.state.withLock { $0.inputReceived(now: clock.now) }
+                let proceed = machine.state.withLock { m in
+                    m.inputReceived(now: clock.now)
+                    return m.commandStarted()
+                }
+                guard proceed else { return } // shutting down; the notice was sent
                 let outcome = await handle(frame, scope: scope, logger: logger)
-                for line in outcome.lines where !outbox.send(line) { return }
+                for line in outcome.lines where !outbox.send(line) {
+                    logger.info("closing connection", metadata: ["reason": "SENDQ_EXCEEDED"])
+                    return
+                }
                 if outcome.scope != nil && scope == nil {
                     scope = outcome.scope
                     machine.state.withLock { $0.loggedIn(now: clock.now) }
+                }
+                if machine.state.withLock({ $0.commandFinished() }) {
+                    outbox.send(SessionRegistry.shutdownNotice)
+                    return
                 }
                 if outcome.quit { return }
             }
@@ -129,12 +164,15 @@ struct Session {
         guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else {
             return refuse("INVALID_UTF8", "The line is not valid UTF-8; it was discarded.")
         }
+        if buffer.readableBytesView.contains(0) {
+            return refuse("NUL_BYTE", "The line contains a NUL byte; it was discarded.", label: ClientMessage.label(inUnparsedLine: text))
+        }
         let message: ClientMessage
         do {
             guard let parsed = try ClientMessage.parse(text) else { return Outcome(lines: [], scope: scope) }
             message = parsed
         } catch {
-            return refuse(error.code, error.message)
+            return refuse(error.code, error.message, label: ClientMessage.label(inUnparsedLine: text))
         }
         let verb = message.verb
         if let label = message.label, label.isEmpty || label.utf8.count > 64 {
@@ -158,10 +196,12 @@ struct Session {
         case .success(let a): arguments = a
         case .failure(let e): return refuse(e.code, e.text, command: verb, label: label)
         }
-        var context = CommandContext(message: message, arguments: arguments, services: services, scope: scope)
+        var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger, scope: scope)
         var lines: [ServerLine]
+        var newScope = scope
         do {
             lines = try await command.handler(&context)
+            newScope = context.scope
         } catch {
             if error.code == DesklineError.storage("").code {
                 logger.error("command failed in the store", metadata: ["command": "\(verb)", "error": "\(error.message)"])
@@ -169,7 +209,7 @@ struct Session {
             lines = [.error(command: verb, code: error.code, text: error.message)]
         }
         for i in lines.indices { lines[i].label = label }
-        return Outcome(lines: lines, scope: context.scope, quit: context.quit)
+        return Outcome(lines: lines, scope: newScope, quit: context.quit)
     }
 }
 

@@ -21,6 +21,8 @@ public final class GatewayServer: Service, Sendable {
     private let nextSessionID = Atomic<Int>(0)
     /// How long shutdown waits for clients to receive `EVENT SHUTDOWN` before closing them anyway.
     private let shutdownGracePeriod: Duration
+    /// How long an ended session's last lines may wait for a client that does not read them.
+    private let lingerTime: Duration
 
     private enum State {
         case idle
@@ -30,12 +32,13 @@ public final class GatewayServer: Service, Sendable {
 
     public init(configuration: GatewayConfiguration, services: GatewayServices, logger: Logger,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                shutdownGracePeriod: Duration = .seconds(3)) {
+                shutdownGracePeriod: Duration = .seconds(3), lingerTime: Duration = .seconds(5)) {
         self.configuration = configuration
         self.services = services
         self.logger = logger
         self.group = group
         self.shutdownGracePeriod = shutdownGracePeriod
+        self.lingerTime = lingerTime
     }
 
     /// Binds the listening socket (if not yet bound) and returns its address; with port 0 the
@@ -79,8 +82,8 @@ public final class GatewayServer: Service, Sendable {
                 try await withThrowingDiscardingTaskGroup { tasks in
                     for try await connection in inbound {
                         let id = nextSessionID.add(1, ordering: .relaxed).newValue
-                        let session = Session(id: id, table: .standard, services: services,
-                                              limits: configuration.limits, registry: registry, logger: logger)
+                        let session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
+                                              registry: registry, logger: logger, lingerTime: lingerTime)
                         tasks.addTask { await session.run(connection) }
                     }
                     // Listener closed (shutdown): the sessions were told; give stragglers a deadline.
@@ -110,7 +113,7 @@ public final class GatewayServer: Service, Sendable {
             return nil
         }
         logger.info("shutting down", metadata: ["sessions": "\(registry.count)"])
-        registry.beginShutdown(.init(.event, "SHUTDOWN", text: "The server is shutting down. Please reconnect later."))
+        registry.beginShutdown()
         channel?.channel.close(promise: nil)
     }
 

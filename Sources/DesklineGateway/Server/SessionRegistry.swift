@@ -3,18 +3,27 @@ import Synchronization
 
 /// The live sessions, so shutdown can reach every one of them.
 final class SessionRegistry: Sendable {
+    /// What every session is told when the server stops.
+    static let shutdownNotice = ServerLine(.event, "SHUTDOWN", text: "The server is shutting down. Please reconnect later.")
+
+    /// What the registry needs of a session.
+    struct Handle: Sendable {
+        var outbox: Outbox
+        var machine: SharedMachine
+    }
+
     private struct State {
-        var sessions: [Int: Outbox] = [:]
+        var sessions: [Int: Handle] = [:]
         var shuttingDown = false
     }
 
     private let state = Mutex(State())
 
     /// Registers a session; false once shutdown has begun.
-    func add(_ id: Int, _ outbox: Outbox) -> Bool {
+    func add(_ id: Int, _ handle: Handle) -> Bool {
         state.withLock { s in
             guard !s.shuttingDown else { return false }
-            s.sessions[id] = outbox
+            s.sessions[id] = handle
             return true
         }
     }
@@ -25,21 +34,22 @@ final class SessionRegistry: Sendable {
 
     var count: Int { state.withLock { $0.sessions.count } }
 
-    /// Tells every session the server is going down and lets it finish writing.
-    func beginShutdown(_ line: ServerLine) {
-        let outboxes = state.withLock { s in
+    /// Tells every session the server is going down and lets it finish writing. A session in
+    /// the middle of a command answers it first and then sends the notice itself.
+    func beginShutdown() {
+        let handles = state.withLock { s in
             s.shuttingDown = true
             return Array(s.sessions.values)
         }
-        for outbox in outboxes {
-            outbox.send(line)
-            outbox.finish()
+        for handle in handles where handle.machine.state.withLock({ $0.requestShutdown() }) {
+            handle.outbox.send(Self.shutdownNotice)
+            handle.outbox.finish()
         }
     }
 
     /// Closes whatever is still open (clients that did not read their last lines in time).
     func abortAll() {
-        let outboxes = state.withLock { Array($0.sessions.values) }
-        for outbox in outboxes { outbox.abort() }
+        let handles = state.withLock { Array($0.sessions.values) }
+        for handle in handles { handle.outbox.abort() }
     }
 }

@@ -5,6 +5,12 @@ import Darwin
 #endif
 import Foundation
 
+#if canImport(Glibc)
+private let systemRead = Glibc.read
+#elseif canImport(Darwin)
+private let systemRead = Darwin.read
+#endif
+
 /// Blocking, durable file primitives. Call them only from a thread pool, never an event loop.
 enum DurableFile {
     /// Prefix of temp files; anything starting with it is a leftover of an interrupted write.
@@ -29,11 +35,16 @@ enum DurableFile {
         do {
             try writeAll(fd, data, path: temp)
             guard fsync(fd) == 0 else { throw IOError(operation: "fsync", path: temp, errno: errno) }
-            guard close(fd) == 0 else { throw IOError(operation: "close", path: temp, errno: errno) }
         } catch {
             close(fd)
             unlink(temp)
             throw error
+        }
+        // close(2) releases the descriptor even when it reports an error; never close it twice.
+        guard close(fd) == 0 else {
+            let e = errno
+            unlink(temp)
+            throw IOError(operation: "close", path: temp, errno: e)
         }
         guard rename(temp, path) == 0 else {
             let e = errno
@@ -54,7 +65,7 @@ enum DurableFile {
         var result = Data()
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            let n = buffer.withUnsafeMutableBytes { systemRead(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw IOError(operation: "read", path: path, errno: errno)

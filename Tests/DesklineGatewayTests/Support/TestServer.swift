@@ -36,7 +36,7 @@ struct TestServer {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let server = GatewayServer(configuration: config, services: GatewayServices(accounts: accounts), logger: logger,
-                                   shutdownGracePeriod: .milliseconds(500))
+                                   shutdownGracePeriod: .milliseconds(500), lingerTime: .milliseconds(500))
         let port = try await server.bind().port!
         let task = Task { try await server.run() }
         return TestServer(server: server, port: port, accounts: accounts, store: store, root: root, runTask: task, pool: pool)
