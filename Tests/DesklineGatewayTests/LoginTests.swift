@@ -15,8 +15,7 @@ import Testing
 
     @Test func customerLogsInAndSeesOwnProfile() async throws {
         try await withServer { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             #expect(try await client.command("LOGIN ann@acme.test \(TestServer.password)")
                     == ["OK LOGIN customer acme u1 :Welcome, Ann Customer (Acme Inc)"])
             #expect(try await client.command("ME") == [
@@ -43,14 +42,11 @@ import Testing
     @Test func passwordMayContainSpacesWithOrWithoutColon() async throws {
         try await withServer { server in
             // TestServer.password is "correct horse battery".
-            let a = try await server.connect()
-            _ = try await a.readLine()
+            let a = try await server.guest()
             #expect(try await a.command("LOGIN amy@acme.test correct horse battery").first?.hasPrefix("OK LOGIN agent") == true)
-            let b = try await server.connect()
-            _ = try await b.readLine()
+            let b = try await server.guest()
             #expect(try await b.command("LOGIN ada@acme.test :correct horse battery").first?.hasPrefix("OK LOGIN admin") == true)
-            let c = try await server.connect()
-            _ = try await c.readLine()
+            let c = try await server.guest()
             #expect(try await c.command("LOGIN ada@acme.test correct  horse battery") == [Self.loginFailed])
             for client in [a, b, c] { await client.close() }
         }
@@ -58,8 +54,7 @@ import Testing
 
     @Test func wrongPasswordAndUnknownEmailGetTheSameReply() async throws {
         try await withServer { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             let wrong = try await client.command("LOGIN ann@acme.test not the password")
             let unknown = try await client.command("LOGIN nobody@acme.test \(TestServer.password)")
             let otherTenant = try await client.command("LOGIN globex/ann@acme.test \(TestServer.password)")
@@ -88,8 +83,7 @@ import Testing
     @Test func passwordChangedByTheOperatorWorksOnTheRunningServer() async throws {
         try await withServer { server in
             try await server.accounts.setPassword(in: TenantID(rawValue: "acme")!, email: "amy@acme.test", password: "brand new secret")
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             #expect(try await client.command("LOGIN amy@acme.test \(TestServer.password)") == [Self.loginFailed])
             #expect(try await client.command("LOGIN amy@acme.test brand new secret").first?.hasPrefix("OK LOGIN agent") == true)
             await client.close()

@@ -3,8 +3,7 @@ import Testing
 @Suite struct ProtocolBehaviourTests {
     @Test func helpListsOnlyWhatTheCallerMayUse() async throws {
         try await withServer { server in
-            let guest = try await server.connect()
-            _ = try await guest.readLine()
+            let guest = try await server.guest()
             let before = try await guest.command("HELP")
             #expect(before.map { $0.split(separator: " ")[2] } == ["HELP", "LOGIN", "PING", "PONG", "QUIT", "5"])
             #expect(before.last == "OK HELP 5 :5 commands available before LOGIN")
@@ -25,8 +24,7 @@ import Testing
 
     @Test func commandsNeedingLoginAreRefusedBeforeIt() async throws {
         try await withServer { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             #expect(try await client.command("ME") == ["ERR ME NOT_LOGGED_IN :Log in first: LOGIN <email> <password>. Type HELP for what works before login."])
             await client.close()
         }
@@ -42,8 +40,7 @@ import Testing
 
     @Test func missingAndExtraParametersShowUsage() async throws {
         try await withServer { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             #expect(try await client.command("LOGIN ann@acme.test") == ["ERR LOGIN NEED_PARAMS :Not enough parameters. Usage: LOGIN <email> <password>"])
             #expect(try await client.command("HELP ME TOO") == ["ERR HELP TOO_MANY_PARAMS :Too many parameters. Usage: HELP [<command>]"])
             await client.close()
@@ -65,8 +62,7 @@ import Testing
 
     @Test func pipelinedCommandsAreAnsweredInOrder() async throws {
         try await withServer { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             try await client.sendRaw(Array("@label=1 PING a\r\n@label=2 LOGIN ann@acme.test correct horse battery\n@label=3 ME\n@label=4 PING b\n".utf8))
             var labels: [String] = []
             for _ in 0..<4 {
@@ -80,8 +76,7 @@ import Testing
 
     @Test func overlongLineIsRefusedAndTheConnectionSurvives() async throws {
         try await withServer(configure: { $0.limits.maxLineBytes = 512 }) { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             try await client.sendRaw(Array(repeating: UInt8(ascii: "A"), count: 100_000) + Array("\n".utf8))
             #expect(try await client.readReply() == ["ERR * LINE_TOO_LONG :Line longer than 512 bytes; it was discarded."])
             #expect(try await client.command("PING still-here") == ["OK PING :still-here"])
@@ -91,8 +86,7 @@ import Testing
 
     @Test func invalidUTF8AndGarbageGetErrorLines() async throws {
         try await withServer { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             try await client.sendRaw([0x50, 0x49, 0x4E, 0x47, 0x20, 0xFF, 0xFE, 0x0A])
             #expect(try await client.readReply() == ["ERR * INVALID_UTF8 :The line is not valid UTF-8; it was discarded."])
             #expect(try await client.command("@label=only-tags") == ["@label=only-tags ERR * NO_COMMAND :The line has no command. Type HELP for the list of commands."])
@@ -124,8 +118,7 @@ import Testing
 
     @Test func quitRepliesThenCloses() async throws {
         try await withServer { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             try await client.send("QUIT :bye")
             #expect(try await client.readUntilClosed() == ["OK QUIT :Goodbye"])
         }
@@ -133,8 +126,7 @@ import Testing
 
     @Test func registrationTimeoutClosesIdleGuests() async throws {
         try await withServer(configure: { $0.limits.registrationTimeoutSeconds = 0.4 }) { server in
-            let client = try await server.connect()
-            _ = try await client.readLine()
+            let client = try await server.guest()
             let rest = try await client.readUntilClosed(timeout: .seconds(5))
             #expect(rest == ["EVENT ERROR REGISTRATION_TIMEOUT :No LOGIN within 0.4 seconds; closing the connection."])
         }
@@ -172,8 +164,7 @@ import Testing
         let server = try await TestServer.start()
         let a = try await server.login("ann@acme.test")
         let b = try await server.login("amy@acme.test")
-        let guest = try await server.connect()
-        _ = try await guest.readLine()
+        let guest = try await server.guest()
         try await server.stop()
         for client in [a, b, guest] {
             #expect(try await client.readUntilClosed() == ["EVENT SHUTDOWN :The server is shutting down. Please reconnect later."])

@@ -57,10 +57,16 @@ struct TestServer {
         try await TestClient.connect(port: port)
     }
 
-    /// A connected client that has read the greeting and logged in.
-    func login(_ email: String, password: String = TestServer.password) async throws -> TestClient {
+    /// A connected client that has read the greeting (not logged in).
+    func guest() async throws -> TestClient {
         let client = try await connect()
         _ = try await client.readLine()
+        return client
+    }
+
+    /// A connected client that has read the greeting and logged in.
+    func login(_ email: String, password: String = TestServer.password) async throws -> TestClient {
+        let client = try await guest()
         try await client.send("LOGIN \(email) \(password)")
         let reply = try #require(try await client.readLine())
         #expect(reply.hasPrefix("OK LOGIN "), "login of \(email): \(reply)")
