@@ -18,7 +18,8 @@ public struct ServerLine: Sendable, Equatable {
     public var kind: Kind
     /// The command being answered (upper case), `*` when there is none, or the event type.
     public var command: String
-    /// Single-word parameters. Anything with spaces belongs in ``text``.
+    /// Single-word parameters; spaces in them are escaped (see ``word(_:)``). Free text belongs
+    /// in ``text``.
     public var params: [String]
     /// Free text, always written last after a `:`.
     public var text: String?
@@ -80,17 +81,13 @@ public struct ServerLine: Sendable, Equatable {
         scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
     }
 
+    /// A word is escaped like an IRCv3 tag value (`\s` for a space, `\\` for a backslash,
+    /// `\:` for `;`), so a name with spaces stays one word and a bot gets it back exactly with
+    /// the same unescaping it uses for tags. An empty word is `*`; a leading `:` becomes `_`.
     static func word(_ s: String) -> String {
         if s.isEmpty { return "*" }
-        var w = clean(s).replacingSpaces()
+        var w = TagValue.escape(clean(s))
         if w.first == ":" { w = "_" + w.dropFirst() }
         return w
-    }
-}
-
-extension String {
-    fileprivate func replacingSpaces() -> String {
-        guard contains(" ") else { return self }
-        return String(map { $0 == " " ? "_" : $0 })
     }
 }

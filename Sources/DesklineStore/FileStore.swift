@@ -15,7 +15,8 @@ public final class FileStore: Store {
     /// The data directory.
     public let root: String
     private let threadPool: NIOThreadPool
-    private let logger: Logger
+    let logger: Logger
+    let tenantLocks = TenantLocks()
 
     /// Opens a data directory; creates it if `create` is set, else refuses one that is not there
     /// (so a mistyped `--data` does not silently start an empty store).
@@ -44,7 +45,7 @@ public final class FileStore: Store {
                 var removed = try DurableFile.removeLeftoverTempFiles(in: root + "/logins")
                 for tenant in try DurableFile.list(root + "/tenants") where TenantID.isValid(tenant) {
                     let dir = root + "/tenants/" + tenant
-                    for sub in ["", "/users", "/customers", "/customer-emails"] {
+                    for sub in ["", "/users", "/customers", "/customer-emails", "/tickets", "/calls"] {
                         removed += try DurableFile.removeLeftoverTempFiles(in: dir + sub)
                     }
                 }
@@ -58,12 +59,12 @@ public final class FileStore: Store {
 
     // MARK: Paths (every component is a validated identifier or a hex digest)
 
-    private var accountsLock: String { root + "/accounts.lock" }
-    private func tenantDir(_ t: TenantID) -> String { root + "/tenants/" + t.rawValue }
-    private func tenantFile(_ t: TenantID) -> String { tenantDir(t) + "/tenant.json" }
-    private func countersFile(_ t: TenantID) -> String { tenantDir(t) + "/counters.json" }
-    private func userFile(_ u: UserID, _ t: TenantID) -> String { tenantDir(t) + "/users/" + u.rawValue + ".json" }
-    private func customerFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customers/" + c.rawValue + ".json" }
+    var accountsLock: String { root + "/accounts.lock" }
+    func tenantDir(_ t: TenantID) -> String { root + "/tenants/" + t.rawValue }
+    func tenantFile(_ t: TenantID) -> String { tenantDir(t) + "/tenant.json" }
+    func countersFile(_ t: TenantID) -> String { tenantDir(t) + "/counters.json" }
+    func userFile(_ u: UserID, _ t: TenantID) -> String { tenantDir(t) + "/users/" + u.rawValue + ".json" }
+    func customerFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customers/" + c.rawValue + ".json" }
     private func loginFile(_ email: String) -> String { root + "/logins/" + Self.digest(email) + ".json" }
     private func customerEmailFile(_ email: String, _ t: TenantID) -> String {
         tenantDir(t) + "/customer-emails/" + Self.digest(email) + ".json"
@@ -203,7 +204,7 @@ public final class FileStore: Store {
         return counters[keyPath: key]
     }
 
-    private func requireTenant(_ tenant: TenantID) throws {
+    func requireTenant(_ tenant: TenantID) throws {
         guard try load(Tenant.self, tenantFile(tenant)) != nil else {
             throw DesklineError.notFound("no tenant \(tenant)")
         }
@@ -212,21 +213,21 @@ public final class FileStore: Store {
     /// Timestamps are stored as ISO 8601 UTC with milliseconds (`2026-11-25T14:54:23.395Z`);
     /// records are built from times already cut to milliseconds, so what a create returns equals
     /// what a later read returns.
-    private static let encoder: JSONEncoder = {
+    static let encoder: JSONEncoder = {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         e.dateEncodingStrategy = .custom { date, encoder in
             var c = encoder.singleValueContainer()
-            try c.encode(StoredDate.format(date))
+            try c.encode(Timestamp.format(date))
         }
         return e
     }()
 
-    private static let decoder: JSONDecoder = {
+    static let decoder: JSONDecoder = {
         let d = JSONDecoder()
         d.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
-            guard let date = StoredDate.parse(text) else {
+            guard let date = Timestamp.parse(text) else {
                 throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad date '\(text)'"))
             }
             return date
@@ -234,9 +235,9 @@ public final class FileStore: Store {
         return d
     }()
 
-    private static func storedPrecision(_ time: Date) -> Date { StoredDate.truncate(time) }
+    static func storedPrecision(_ time: Date) -> Date { Timestamp.truncate(time) }
 
-    private func load<T: Decodable>(_ type: T.Type, _ path: String) throws -> T? {
+    func load<T: Decodable>(_ type: T.Type, _ path: String) throws -> T? {
         guard let data = try DurableFile.read(path) else { return nil }
         let decoder = Self.decoder
         do {
@@ -248,14 +249,14 @@ public final class FileStore: Store {
         }
     }
 
-    private func save<T: Encodable>(_ value: T, _ path: String) throws {
+    func save<T: Encodable>(_ value: T, _ path: String) throws {
         var data = try Self.encoder.encode(value)
         data.append(0x0A)
         try DurableFile.replace(path, with: data)
     }
 
     /// Runs blocking file work on the thread pool; any non-domain error becomes `storage`.
-    fileprivate func io<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws(DesklineError) -> T {
+    func io<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws(DesklineError) -> T {
         do {
             return try await threadPool.runIfActive(body)
         } catch let error as DesklineError {
@@ -305,36 +306,3 @@ extension FileStore {
     }
 }
 
-/// Millisecond-precision ISO 8601 timestamps that round-trip exactly.
-enum StoredDate {
-    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
-
-    static func truncate(_ date: Date) -> Date { Date(timeIntervalSince1970: Double(milliseconds(date)) / 1000) }
-
-    static func format(_ date: Date) -> String {
-        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
-        let (seconds, fraction) = ms.quotientAndRemainder(dividingBy: 1000)
-        let (s, f) = fraction < 0 ? (seconds - 1, fraction + 1000) : (seconds, fraction)
-        let whole = Date(timeIntervalSince1970: Double(s)).formatted(.iso8601) // 2026-11-25T14:54:23Z
-        return whole.dropLast() + "." + String(f).leftPadded(to: 3) + "Z"
-    }
-
-    static func parse(_ text: String) -> Date? {
-        var wholePart = text
-        var ms: Int64 = 0
-        if let dot = text.firstIndex(of: "."), text.hasSuffix("Z") {
-            let digits = text[text.index(after: dot)..<text.index(before: text.endIndex)]
-            guard (1...3).contains(digits.count), let value = Int64(digits) else { return nil }
-            ms = value * [1, 100, 10, 1][digits.count]
-            wholePart = text[..<dot] + "Z"
-        }
-        guard let whole = try? Date.ISO8601FormatStyle().parse(wholePart) else { return nil }
-        return Date(timeIntervalSince1970: Double(Int64(whole.timeIntervalSince1970) * 1000 + ms) / 1000)
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
-}

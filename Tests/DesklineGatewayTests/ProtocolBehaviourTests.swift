@@ -10,8 +10,14 @@ import Testing
 
             let customer = try await server.login("ann@acme.test")
             let after = try await customer.command("help")
-            #expect(after.map { $0.split(separator: " ")[2] } == ["HELP", "ME", "PING", "PONG", "QUIT", "5"])
-            #expect(after.last == "OK HELP 5 :5 commands available as customer")
+            #expect(after.map { $0.split(separator: " ")[2] } == ["HELP", "ME", "PING", "PONG", "QUIT", "TICKETS", "NEW", "SHOW",
+                                                                  "HISTORY", "MSG", "CLOSE", "CALL", "CALLS", "PROFILE", "PASSWD", "15"])
+            #expect(after.last == "OK HELP 15 :15 commands available as customer")
+
+            let agent = try await server.login("amy@acme.test")
+            let staff = try await agent.command("HELP")
+            #expect(staff.map { $0.split(separator: " ")[2] } == ["HELP", "ME", "PING", "PONG", "QUIT", "SHOW", "HISTORY", "MSG", "PASSWD", "9"])
+            await agent.close()
             #expect(try await customer.command("HELP login") == ["ERR HELP NOT_FOUND :No command 'LOGIN' is available to you. Type HELP for the list."])
             #expect(try await customer.command("HELP me") == [
                 "RPL HELP ME :ME - Show your profile: your account, your helpdesk and, for customers, your customer record.",

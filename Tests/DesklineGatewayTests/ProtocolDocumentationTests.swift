@@ -12,7 +12,9 @@ struct ProtocolDocumentationTests {
     @Test func everyCommandHasItsRowInTheRoleTable() {
         for command in CommandTable.standard.commands {
             let cells = [command.access.beforeLogin] + Role.allCases.map { command.access.roles.contains($0) }
-            let row = "| `\(command.usage)` | " + cells.map { $0 ? "yes" : "no" }.joined(separator: " | ") + " |"
+            // Markdown tables need `|` escaped, also inside code spans.
+            let usage = command.usage.replacingOccurrences(of: "|", with: "\\|")
+            let row = "| `\(usage)` | " + cells.map { $0 ? "yes" : "no" }.joined(separator: " | ") + " |"
             #expect(Self.doc.contains(row), "PROTOCOL.md lacks the row: \(row)")
             #expect(Self.doc.contains("### \(command.name)\n"), "PROTOCOL.md lacks a section for \(command.name)")
         }

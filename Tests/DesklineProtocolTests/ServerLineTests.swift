@@ -28,7 +28,7 @@ struct ServerLineTests {
         let wire = line.serialized()
         #expect(!wire.contains("\r"))
         #expect(!wire.contains("\n"))
-        #expect(wire == "RPL ME__OK na_me :Evil  EVENT SHUTDOWN :fake")
+        #expect(wire == #"RPL ME\s\sOK na\sme :Evil  EVENT SHUTDOWN :fake"#)
     }
 
     @Test func controlCharactersNeverReachTheWire() {
@@ -37,9 +37,9 @@ struct ServerLineTests {
     }
 
     @Test func middleParametersStayOneWord() {
-        let wire = ServerLine(.rpl, "X", ["", ":colon", "two words"]).serialized()
-        #expect(wire == "RPL X * _colon two_words")
+        let wire = ServerLine(.rpl, "X", ["", ":colon", "two words", #"back\slash;semi"#]).serialized()
+        #expect(wire == #"RPL X * _colon two\swords back\\slash\:semi"#)
         let reparsed = try? ClientMessage.parse(wire)
-        #expect(reparsed?.params == ["X", "*", "_colon", "two_words"])
+        #expect(reparsed?.params.map { TagValue.unescape(Substring($0)) } == ["X", "*", "_colon", "two words", #"back\slash;semi"#])
     }
 }

@@ -104,15 +104,15 @@ struct FileStoreTests {
     }
 }
 
-struct StoredDateTests {
+struct TimestampTests {
     @Test func roundTripsExactlyAtMillisecondPrecision() {
         for t in [0.0, 1_795_618_463.395, 1_795_618_463.999, 1_700_000_000.001, Date().timeIntervalSince1970] {
-            let truncated = StoredDate.truncate(Date(timeIntervalSince1970: t))
-            #expect(StoredDate.parse(StoredDate.format(truncated)) == truncated, "\(t)")
+            let truncated = Timestamp.truncate(Date(timeIntervalSince1970: t))
+            #expect(Timestamp.parse(Timestamp.format(truncated)) == truncated, "\(t)")
         }
-        #expect(StoredDate.format(Date(timeIntervalSince1970: 1_795_618_463.395)) == "2026-11-25T14:54:23.395Z")
-        #expect(StoredDate.parse("2026-11-25T14:54:23Z") == Date(timeIntervalSince1970: 1_795_618_463))
-        #expect(StoredDate.parse("yesterday") == nil)
+        #expect(Timestamp.format(Date(timeIntervalSince1970: 1_795_618_463.395)) == "2026-11-25T14:54:23.395Z")
+        #expect(Timestamp.parse("2026-11-25T14:54:23Z") == Date(timeIntervalSince1970: 1_795_618_463))
+        #expect(Timestamp.parse("yesterday") == nil)
     }
 }
 

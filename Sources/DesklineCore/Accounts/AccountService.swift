@@ -120,6 +120,47 @@ public struct AccountService: Sendable {
         return try await store.user(ref.userId, in: ref.tenantId)
     }
 
+    // MARK: Self-service
+
+    /// The profile fields a customer may change.
+    public enum ProfileField: String, Sendable, CaseIterable {
+        case name
+        case phone
+    }
+
+    /// Changes the caller's own customer record: `name` (also their login's display name) or
+    /// `phone` (`none` removes it). Customers only: staff profiles are managed by admins.
+    public func updateProfile(_ scope: SessionScope, _ field: ProfileField, to raw: String) async throws(DesklineError) -> Customer {
+        guard scope.role == .customer, let id = scope.customerId else {
+            throw .forbidden("only customers have a customer record to edit")
+        }
+        switch field {
+        case .name:
+            let name = try InputRules.name(raw)
+            return try await store.updateCustomer(id, in: scope.tenantId) { customer, user in
+                customer.name = name
+                user?.displayName = name
+            }
+        case .phone:
+            let phone = raw.trimmingWhitespace().lowercased() == "none" ? nil : try InputRules.phone(raw)
+            return try await store.updateCustomer(id, in: scope.tenantId) { customer, _ in customer.phone = phone }
+        }
+    }
+
+    /// Changes the caller's own password after checking the current one.
+    public func changePassword(_ scope: SessionScope, current: String, new rawNew: String) async throws(DesklineError) {
+        let new = try InputRules.newPassword(rawNew)
+        guard let user = try await store.user(scope.userId, in: scope.tenantId) else {
+            throw .notFound("your account no longer exists")
+        }
+        let hasher = self.hasher
+        let stored = user.passwordHash
+        let ok = try await passwordWork.run { () throws(DesklineError) in hasher.verify(current, against: stored) }
+        guard ok else { throw .wrongPassword }
+        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(new) }
+        try await store.setPasswordHash(hash, for: user.id, in: scope.tenantId)
+    }
+
     // MARK: Profile
 
     /// What `ME` shows: the caller's own user, tenant and (customers) customer record.

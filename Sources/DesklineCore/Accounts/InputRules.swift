@@ -22,6 +22,65 @@ public enum InputRules {
         return name
     }
 
+    /// Longest message or note, in characters.
+    public static let maximumMessageLength = 4000
+    /// Longest ticket subject, in characters.
+    public static let maximumSubjectLength = 200
+
+    /// Message text as it may be stored: terminal escape sequences (ESC ... as CSI, OSC and
+    /// two-character forms) and control characters other than tab are removed, so nothing stored
+    /// can repaint another person's terminal; then trimmed. Must be 1–4000 characters after that.
+    public static func messageText(_ raw: String, field: String = "message") throws(DesklineError) -> String {
+        let text = stripControls(raw).trimmingWhitespace()
+        guard !text.isEmpty else { throw .invalidArgument("the \(field) is empty") }
+        guard text.count <= maximumMessageLength else {
+            throw .invalidArgument("the \(field) is longer than \(maximumMessageLength) characters")
+        }
+        return text
+    }
+
+    /// A ticket subject: like message text, 1–200 characters, tabs turned into spaces.
+    public static func subject(_ raw: String) throws(DesklineError) -> String {
+        let text = stripControls(raw).replacingTabs().trimmingWhitespace()
+        guard !text.isEmpty else { throw .invalidArgument("the subject is empty") }
+        guard text.count <= maximumSubjectLength else {
+            throw .invalidArgument("the subject is longer than \(maximumSubjectLength) characters")
+        }
+        return text
+    }
+
+    /// Removes ANSI/VT escape sequences and C0/C1 control characters except tab.
+    static func stripControls(_ raw: String) -> String {
+        var out = String.UnicodeScalarView()
+        var scalars = raw.unicodeScalars.makeIterator()
+        while let c = scalars.next() {
+            switch c.value {
+            case 0x1B: // ESC: skip the whole sequence
+                guard let next = scalars.next() else { break }
+                switch next {
+                case "[": // CSI: parameters and intermediates up to a final byte 0x40-0x7E
+                    while let b = scalars.next(), !(0x40...0x7E).contains(b.value) {}
+                case "]", "P", "X", "^", "_": // OSC/DCS/SOS/PM/APC: up to BEL or ESC \
+                    while let b = scalars.next() {
+                        if b.value == 0x07 { break }
+                        if b.value == 0x1B { _ = scalars.next(); break }
+                    }
+                default: // two-character sequence
+                    break
+                }
+            case 0x9B: // C1 CSI
+                while let b = scalars.next(), !(0x40...0x7E).contains(b.value) {}
+            case 0x09:
+                out.append(c)
+            case 0x00..<0x20, 0x7F...0x9F:
+                continue
+            default:
+                out.append(c)
+            }
+        }
+        return String(out)
+    }
+
     /// A phone number: digits, spaces and `+ - ( ) .`, 3–32 characters, at least 3 digits.
     public static func phone(_ raw: String) throws(DesklineError) -> String {
         let phone = raw.trimmingWhitespace()
@@ -50,6 +109,8 @@ public enum InputRules {
 }
 
 extension String {
+    func replacingTabs() -> String { String(map { $0 == "\t" ? " " : $0 }) }
+
     func trimmingWhitespace() -> String {
         var s = Substring(self)
         while let f = s.first, f.isWhitespace { s = s.dropFirst() }

@@ -29,6 +29,50 @@ public protocol Store: Sendable {
     func accounts(withEmail email: String) async throws(DesklineError) -> [AccountRef]
     /// Replaces a user's password hash; `notFound` if there is no such user.
     func setPasswordHash(_ hash: PasswordHash, for user: UserID, in tenant: TenantID) async throws(DesklineError)
+    /// Changes a customer record (and, if it has a login, that user) atomically under the
+    /// account lock. `change` may throw to refuse; then nothing is written.
+    func updateCustomer(_ id: CustomerID, in tenant: TenantID,
+                        _ change: @escaping @Sendable (inout Customer, inout User?) throws(DesklineError) -> Void) async throws(DesklineError) -> Customer
+
+    // MARK: Tickets (written only by the server)
+
+    /// Creates a ticket with the next number of the tenant, and lists it in its customer's index.
+    func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket
+    func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket?
+    /// The customer's tickets, read from the customer's own index (not a scan of the tenant).
+    func tickets(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [Ticket]
+    /// Atomically with respect to other writes of the ticket: reads it, lets `change` check and
+    /// modify it (throwing refuses the whole write), appends `entry` (if any) with the next
+    /// sequence number, and stores the ticket. Returns both as stored. `nil` if no such ticket.
+    func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
+                      _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)?
+    /// Entries of a ticket, oldest first: those with `seq` > `after` and < `before`, at most
+    /// `limit`, taken from the newest end unless `after` is given.
+    func entries(of ticket: TicketID, in tenant: TenantID, after: Int?, before: Int?, limit: Int,
+                 includeNotes: Bool) async throws(DesklineError) -> [TicketEntry]
+
+    // MARK: Call requests
+
+    func createCall(customer: CustomerID, ticket: TicketID?, phone: String, note: String?,
+                    in tenant: TenantID, at time: Date) async throws(DesklineError) -> CallRequest
+    func calls(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [CallRequest]
+}
+
+/// An entry to append; the store assigns its sequence number.
+public struct TicketEntryDraft: Sendable {
+    public var kind: TicketEntry.Kind
+    public var authorId: UserID
+    public var authorName: String
+    public var authorRole: Role
+    public var text: String
+
+    public init(kind: TicketEntry.Kind, authorId: UserID, authorName: String, authorRole: Role, text: String) {
+        self.kind = kind
+        self.authorId = authorId
+        self.authorName = authorName
+        self.authorRole = authorRole
+        self.text = text
+    }
 }
 
 /// Runs slow, blocking work (password hashing) away from the caller, e.g. on a thread pool.

@@ -9,6 +9,10 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
         case busy = "BUSY"
         case storage = "STORAGE_ERROR"
         case forbidden = "FORBIDDEN"
+        case noSuchTicket = "NO_SUCH_TICKET"
+        case ticketClosed = "TICKET_CLOSED"
+        case noPhone = "NO_PHONE"
+        case wrongPassword = "WRONG_PASSWORD"
     }
 
     private let kind: Kind
@@ -40,4 +44,16 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
     public static func storage(_ message: String) -> Self { .init(.storage, message) }
     /// The caller's role does not allow this.
     public static func forbidden(_ message: String) -> Self { .init(.forbidden, message) }
+    /// The ticket does not exist or is not the caller's: one answer for both, so it reveals nothing.
+    public static func noSuchTicket(_ id: TicketID) -> Self {
+        .init(.noSuchTicket, "No ticket \(id) that you can see. TICKETS lists yours.")
+    }
+    /// Nobody writes in a closed ticket.
+    public static func ticketClosed(_ id: TicketID) -> Self {
+        .init(.ticketClosed, "Ticket \(id) is closed. Open a new one with NEW <subject>.")
+    }
+    /// A call needs a phone number on record.
+    public static let noPhone = DesklineError(.noPhone, "There is no phone number on your record. Add one with PROFILE phone <number>, then CALL again.")
+    /// The current password given to change it was wrong.
+    public static let wrongPassword = DesklineError(.wrongPassword, "The current password is not correct; nothing was changed.")
 }

@@ -44,6 +44,7 @@ struct CommandAccess: Sendable {
     static let anyone = CommandAccess(beforeLogin: true, roles: Set(Role.allCases))
     static let loggedIn = CommandAccess(beforeLogin: false, roles: Set(Role.allCases))
     static let guestOnly = CommandAccess(beforeLogin: true, roles: [])
+    static let customers = CommandAccess(beforeLogin: false, roles: [.customer])
 }
 
 /// One protocol command: the single source for dispatch, access checks, HELP and the command
@@ -55,10 +56,22 @@ struct Command: Sendable {
     var access: CommandAccess
     var parameters: [ParameterShape]
     var summary: String
+    /// For commands whose parameters the shapes cannot describe (HISTORY, CALL).
+    var customUsage: String?
     var handler: Handler
 
+    init(name: String, access: CommandAccess, parameters: [ParameterShape], summary: String,
+         usage: String? = nil, handler: @escaping Handler) {
+        self.name = name
+        self.access = access
+        self.parameters = parameters
+        self.summary = summary
+        self.customUsage = usage
+        self.handler = handler
+    }
+
     var usage: String {
-        ([name] + parameters.map { $0.isRequired ? "<\($0.name)>" : "[<\($0.name)>]" }).joined(separator: " ")
+        customUsage ?? ([name] + parameters.map { $0.isRequired ? "<\($0.name)>" : "[<\($0.name)>]" }).joined(separator: " ")
     }
 
     /// Whether `scope` (nil: not logged in) may see and use this command.
@@ -91,6 +104,12 @@ struct CommandContext {
     var scope: SessionScope?
     /// Set by QUIT: the session ends after this reply.
     var quit = false
+
+    /// The session's identity; the table only runs login-only commands on logged-in sessions.
+    func requireScope() throws(DesklineError) -> SessionScope {
+        guard let scope else { throw .forbidden("log in first") }
+        return scope
+    }
 }
 
 /// Gateway-level refusals, each with its stable code (docs/PROTOCOL.md, "Error codes").
@@ -126,6 +145,7 @@ struct CommandTable: Sendable {
     /// Every command, in HELP order.
     static let standard: CommandTable = CommandTable([
         .help, .login, .me, .ping, .pong, .quit,
+        .tickets, .new, .show, .history, .msg, .close, .call, .calls, .profile, .passwd,
     ])
 
     /// Matches `message`'s parameters to `command`'s shape. Returns nil and a refusal if they do

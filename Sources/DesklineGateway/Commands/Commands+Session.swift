@@ -51,8 +51,7 @@ extension Command {
         name: "ME", access: .loggedIn, parameters: [],
         summary: "Show your profile: your account, your helpdesk and, for customers, your customer record."
     ) { (ctx: inout CommandContext) throws(DesklineError) in
-        guard let scope = ctx.scope else { throw .forbidden("not logged in") }
-        let p = try await ctx.services.accounts.profile(scope)
+        let p = try await ctx.services.accounts.profile(try ctx.requireScope())
         var fields: [(String, String)] = [
             ("tenant", p.tenant.id.rawValue), ("tenant-name", p.tenant.name),
             ("user", p.user.id.rawValue), ("name", p.user.displayName),

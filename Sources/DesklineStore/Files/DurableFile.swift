@@ -54,6 +54,23 @@ enum DurableFile {
         try syncDirectory(dir)
     }
 
+    /// Appends `data` to `path` (created if missing) and fsyncs it; for a new file the directory
+    /// is fsynced too, so the file's existence survives a crash as well.
+    static func append(_ path: String, _ data: Data) throws {
+        let existed = access(path, F_OK) == 0
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw IOError(operation: "open", path: path, errno: errno) }
+        do {
+            try writeAll(fd, data, path: path)
+            guard fsync(fd) == 0 else { throw IOError(operation: "fsync", path: path, errno: errno) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        guard close(fd) == 0 else { throw IOError(operation: "close", path: path, errno: errno) }
+        if !existed { try syncDirectory((path as NSString).deletingLastPathComponent) }
+    }
+
     /// The file's content, or nil if it does not exist.
     static func read(_ path: String) throws -> Data? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)

@@ -1,0 +1,156 @@
+import struct Foundation.Date
+
+/// A ticket number, unique within its tenant; written `#1001` on the wire.
+public struct TicketID: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
+    public let number: Int
+
+    public init(_ number: Int) { self.number = number }
+
+    /// Parses `#1001` or `1001`. Nil for anything else.
+    public init?(parsing text: String) {
+        let digits = text.hasPrefix("#") ? text.dropFirst() : Substring(text)
+        guard (1...9).contains(digits.count), digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
+              let n = Int(digits), n > 0 else { return nil }
+        number = n
+    }
+
+    public var description: String { "#\(number)" }
+    public static func < (a: TicketID, b: TicketID) -> Bool { a.number < b.number }
+
+    public init(from decoder: any Decoder) throws {
+        number = try decoder.singleValueContainer().decode(Int.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(number)
+    }
+}
+
+/// Where a ticket is in its life.
+public enum TicketStatus: String, Sendable, Codable, CaseIterable {
+    /// Waiting for the helpdesk.
+    case open
+    /// Waiting for the customer.
+    case pending
+    /// Answered; the customer writing again reopens it.
+    case resolved
+    /// Finished for good: nobody writes in it any more.
+    case closed
+}
+
+/// A ticket's current state. Its conversation is the append-only list of ``TicketEntry``.
+public struct Ticket: Sendable, Codable, Equatable {
+    public var id: TicketID
+    public var tenantId: TenantID
+    public var customerId: CustomerID
+    public var subject: String
+    public var status: TicketStatus
+    public var assigneeId: UserID?
+    public var assigneeName: String?
+    public var createdAt: Date
+    public var updatedAt: Date
+    /// Sequence number of the newest entry (0: none yet).
+    public var lastSeq: Int
+    /// Helpdesk messages the customer has not seen yet (reset when the customer reads the ticket).
+    public var customerUnread: Int
+
+    public init(id: TicketID, tenantId: TenantID, customerId: CustomerID, subject: String, status: TicketStatus,
+                assigneeId: UserID? = nil, assigneeName: String? = nil, createdAt: Date, updatedAt: Date,
+                lastSeq: Int = 0, customerUnread: Int = 0) {
+        self.id = id
+        self.tenantId = tenantId
+        self.customerId = customerId
+        self.subject = subject
+        self.status = status
+        self.assigneeId = assigneeId
+        self.assigneeName = assigneeName
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.lastSeq = lastSeq
+        self.customerUnread = customerUnread
+    }
+}
+
+/// One line of a ticket's conversation, in the ticket's append-only log.
+public struct TicketEntry: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable {
+        /// Written by the customer or a reply the customer sees.
+        case message
+        /// Internal note: staff only, never shown to customers.
+        case note
+        /// A status change; `text` says what changed.
+        case status
+    }
+
+    /// 1, 2, 3, ... within the ticket: the message id used by HISTORY paging.
+    public var seq: Int
+    public var kind: Kind
+    public var authorId: UserID
+    public var authorName: String
+    public var authorRole: Role
+    public var text: String
+    public var at: Date
+
+    public init(seq: Int, kind: Kind, authorId: UserID, authorName: String, authorRole: Role, text: String, at: Date) {
+        self.seq = seq
+        self.kind = kind
+        self.authorId = authorId
+        self.authorName = authorName
+        self.authorRole = authorRole
+        self.text = text
+        self.at = at
+    }
+
+    /// Whether a customer may ever see this entry.
+    public var isVisibleToCustomer: Bool { kind != .note }
+}
+
+/// A call request number, unique within its tenant.
+public struct CallID: Hashable, Sendable, Codable, CustomStringConvertible {
+    public let number: Int
+    public init(_ number: Int) { self.number = number }
+    public var description: String { String(number) }
+
+    public init(from decoder: any Decoder) throws {
+        number = try decoder.singleValueContainer().decode(Int.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(number)
+    }
+}
+
+/// A customer's request to be phoned by an agent.
+public struct CallRequest: Sendable, Codable, Equatable {
+    public enum Status: String, Sendable, Codable {
+        case requested
+        case accepted
+        case done
+    }
+
+    public var id: CallID
+    public var tenantId: TenantID
+    public var customerId: CustomerID
+    public var ticketId: TicketID?
+    /// The customer's phone on record when the call was requested.
+    public var phone: String
+    public var note: String?
+    public var status: Status
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(id: CallID, tenantId: TenantID, customerId: CustomerID, ticketId: TicketID?, phone: String,
+                note: String?, status: Status, createdAt: Date, updatedAt: Date) {
+        self.id = id
+        self.tenantId = tenantId
+        self.customerId = customerId
+        self.ticketId = ticketId
+        self.phone = phone
+        self.note = note
+        self.status = status
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}

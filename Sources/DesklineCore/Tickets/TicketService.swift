@@ -1,0 +1,158 @@
+import struct Foundation.Date
+
+/// Tickets and call requests, with the access rules that decide who sees and does what.
+///
+/// The rules, all in this file:
+/// - A customer sees and acts on only the tickets and calls of their own customer record.
+/// - Staff (agents, admins) see every ticket of their own tenant.
+/// - A ticket that exists but may not be seen is reported exactly like one that does not exist.
+/// - Nobody writes in a closed ticket; a customer writing in a resolved ticket reopens it.
+/// - Tenant, customer and author always come from the ``SessionScope``.
+public struct TicketService: Sendable {
+    let store: any Store
+    let now: @Sendable () -> Date
+
+    public init(store: any Store, now: @escaping @Sendable () -> Date = { Date() }) {
+        self.store = store
+        self.now = now
+    }
+
+    /// Messages SHOW includes.
+    public static let showEntries = 10
+    /// HISTORY's page size when none is asked for, and its maximum.
+    public static let defaultHistoryLimit = 20
+    public static let maximumHistoryLimit = 100
+
+    // MARK: Policy
+
+    /// Whether `scope` may see `ticket`.
+    public static func canSee(_ ticket: Ticket, _ scope: SessionScope) -> Bool {
+        guard ticket.tenantId == scope.tenantId else { return false }
+        return scope.role.isStaff || ticket.customerId == scope.customerId
+    }
+
+    private func customerId(_ scope: SessionScope) throws(DesklineError) -> CustomerID {
+        guard scope.role == .customer, let id = scope.customerId else {
+            throw .forbidden("only customers have their own tickets and calls")
+        }
+        return id
+    }
+
+    private func visibleTicket(_ id: TicketID, _ scope: SessionScope) async throws(DesklineError) -> Ticket {
+        guard let ticket = try await store.ticket(id, in: scope.tenantId), Self.canSee(ticket, scope) else {
+            throw .noSuchTicket(id)
+        }
+        return ticket
+    }
+
+    private func author(_ scope: SessionScope) async throws(DesklineError) -> User {
+        guard let user = try await store.user(scope.userId, in: scope.tenantId) else {
+            throw .notFound("your account no longer exists")
+        }
+        return user
+    }
+
+    // MARK: Customer operations
+
+    /// The caller's own tickets, newest activity first, optionally only those with `status`.
+    public func list(_ scope: SessionScope, status: TicketStatus?) async throws(DesklineError) -> [Ticket] {
+        let customer = try customerId(scope)
+        return try await store.tickets(ofCustomer: customer, in: scope.tenantId)
+            .filter { status == nil || $0.status == status }
+            .sorted { ($0.updatedAt, $0.id) > ($1.updatedAt, $1.id) }
+    }
+
+    /// Opens a ticket for the caller's own customer record.
+    public func create(_ scope: SessionScope, subject rawSubject: String) async throws(DesklineError) -> Ticket {
+        let customer = try customerId(scope)
+        let subject = try InputRules.subject(rawSubject)
+        return try await store.createTicket(customer: customer, subject: subject, in: scope.tenantId, at: now())
+    }
+
+    /// Closes one of the caller's own tickets. Closing a closed ticket is refused.
+    public func close(_ scope: SessionScope, _ id: TicketID) async throws(DesklineError) -> Ticket {
+        _ = try customerId(scope)
+        let user = try await author(scope)
+        let draft = TicketEntryDraft(kind: .status, authorId: user.id, authorName: user.displayName,
+                                     authorRole: user.role, text: "closed")
+        guard let (ticket, _) = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: now(), { (t: inout Ticket) throws(DesklineError) in
+            guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
+            guard t.status != .closed else { throw .ticketClosed(id) }
+            t.status = .closed
+        }) else { throw .noSuchTicket(id) }
+        return ticket
+    }
+
+    // MARK: Everyone
+
+    /// One ticket and its latest entries. A customer's unread count is reset.
+    public func show(_ scope: SessionScope, _ id: TicketID) async throws(DesklineError) -> (Ticket, [TicketEntry]) {
+        var ticket = try await visibleTicket(id, scope)
+        let entries = try await store.entries(of: id, in: scope.tenantId, after: nil, before: nil,
+                                              limit: Self.showEntries, includeNotes: scope.role.isStaff)
+        ticket = try await markRead(ticket, scope)
+        return (ticket, entries)
+    }
+
+    /// A page of a ticket's entries, oldest first. `before`/`after` are message ids (seq).
+    public func history(_ scope: SessionScope, _ id: TicketID, before: Int?, after: Int?, limit: Int?) async throws(DesklineError) -> [TicketEntry] {
+        let limit = limit ?? Self.defaultHistoryLimit
+        guard (1...Self.maximumHistoryLimit).contains(limit) else {
+            throw .invalidArgument("the limit must be 1-\(Self.maximumHistoryLimit)")
+        }
+        let ticket = try await visibleTicket(id, scope)
+        let entries = try await store.entries(of: id, in: scope.tenantId, after: after, before: before,
+                                              limit: limit, includeNotes: scope.role.isStaff)
+        _ = try await markRead(ticket, scope)
+        return entries
+    }
+
+    /// Writes a message in a ticket the caller may see. Refused in a closed ticket; a customer's
+    /// message reopens a resolved one; a helpdesk message counts as unread for the customer.
+    public func post(_ scope: SessionScope, _ id: TicketID, text rawText: String) async throws(DesklineError) -> (Ticket, TicketEntry) {
+        let text = try InputRules.messageText(rawText)
+        let user = try await author(scope)
+        let draft = TicketEntryDraft(kind: .message, authorId: user.id, authorName: user.displayName,
+                                     authorRole: user.role, text: text)
+        let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: now()) { (t: inout Ticket) throws(DesklineError) in
+            guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
+            guard t.status != .closed else { throw .ticketClosed(id) }
+            if scope.role == .customer {
+                if t.status == .resolved { t.status = .open }
+            } else {
+                t.customerUnread += 1
+            }
+        }
+        guard case let (ticket, entry?)? = result else { throw .noSuchTicket(id) }
+        return (ticket, entry)
+    }
+
+    private func markRead(_ ticket: Ticket, _ scope: SessionScope) async throws(DesklineError) -> Ticket {
+        guard scope.role == .customer, ticket.customerUnread > 0 else { return ticket }
+        let updated = try await store.updateTicket(ticket.id, in: scope.tenantId, appending: nil, at: now()) { (t: inout Ticket) throws(DesklineError) in
+            t.customerUnread = 0
+        }
+        return updated?.0 ?? ticket
+    }
+
+    // MARK: Calls
+
+    /// Asks for a phone call to the customer's number on record, optionally about one of their tickets.
+    public func requestCall(_ scope: SessionScope, ticket: TicketID?, note rawNote: String?) async throws(DesklineError) -> CallRequest {
+        let customerId = try customerId(scope)
+        if let ticket { _ = try await visibleTicket(ticket, scope) }
+        let note = try rawNote.map { (n) throws(DesklineError) in try InputRules.messageText(n, field: "note") }
+        guard let customer = try await store.customer(customerId, in: scope.tenantId) else {
+            throw .notFound("your customer record no longer exists")
+        }
+        guard let phone = customer.phone else { throw .noPhone }
+        return try await store.createCall(customer: customerId, ticket: ticket, phone: phone, note: note,
+                                          in: scope.tenantId, at: now())
+    }
+
+    /// The caller's own call requests, newest first.
+    public func calls(_ scope: SessionScope) async throws(DesklineError) -> [CallRequest] {
+        let customerId = try customerId(scope)
+        return try await store.calls(ofCustomer: customerId, in: scope.tenantId).sorted { $0.id.number > $1.id.number }
+    }
+}
