@@ -9,8 +9,8 @@ import NIOPosix
 import Testing
 
 /// A real server on 127.0.0.1, port 0, over a fresh data directory, with one tenant `acme`
-/// (customer Ann, agent Amy, admin Ada) and one tenant `globex` (customer Gus). Passwords use a
-/// cheap scrypt cost; everything else is production code.
+/// (customer Ann c1/u1, agent Amy u2, admin Ada u3, customer Bob c2/u4) and one tenant `globex`
+/// (customer Gus c1/u1). Passwords use a cheap scrypt cost; everything else is production code.
 struct TestServer {
     static let password = "correct horse battery"
 
@@ -22,8 +22,10 @@ struct TestServer {
     private let runTask: Task<Void, any Error>
     private let pool: PasswordWorkPool
 
-    static func start(configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> TestServer {
-        let root = NSTemporaryDirectory() + "deskline-gw-" + UUID().uuidString
+    /// Starts a server; with `root` of an earlier server (and `seed: false`) it restarts on that data.
+    static func start(root existing: String? = nil, seed: Bool = true,
+                      configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> TestServer {
+        let root = existing ?? NSTemporaryDirectory() + "deskline-gw-" + UUID().uuidString
         var config = GatewayConfiguration()
         config.listen.port = 0
         config.dataDirectory = root
@@ -32,7 +34,7 @@ struct TestServer {
         let store = try await FileStore(root: root)
         let pool = PasswordWorkPool(concurrency: config.limits.passwordCheckConcurrency, queueLimit: config.limits.passwordCheckQueue)
         let accounts = AccountService(store: store, hasher: PasswordHasher(cost: config.passwordHashing), passwordWork: pool)
-        try await seed(accounts)
+        if seed { try await Self.seed(accounts) }
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let server = GatewayServer(configuration: config, services: GatewayServices(accounts: accounts, tickets: TicketService(store: store)), logger: logger,
@@ -48,6 +50,8 @@ struct TestServer {
         _ = try await accounts.createUser(in: acme, email: "ann@acme.test", displayName: nil, role: .customer, customer: ann.id, password: password)
         _ = try await accounts.createUser(in: acme, email: "amy@acme.test", displayName: "Amy Agent", role: .agent, customer: nil, password: password)
         _ = try await accounts.createUser(in: acme, email: "ada@acme.test", displayName: "Ada Admin", role: .admin, customer: nil, password: password)
+        let bob = try await accounts.createCustomer(in: acme, name: "Bob Other", email: "bob@acme.test", phone: "+1 555 0102")
+        _ = try await accounts.createUser(in: acme, email: "bob@acme.test", displayName: nil, role: .customer, customer: bob.id, password: password)
         let globex = try await accounts.createTenant(id: "globex", name: "Globex").id
         let gus = try await accounts.createCustomer(in: globex, name: "Gus", email: "gus@globex.test", phone: nil)
         _ = try await accounts.createUser(in: globex, email: "gus@globex.test", displayName: nil, role: .customer, customer: gus.id, password: password)
@@ -73,11 +77,17 @@ struct TestServer {
         return client
     }
 
+    /// Stops the server and deletes its data.
     func stop() async throws {
+        try await stopKeepingData()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// Stops the server; its data directory stays for a restart.
+    func stopKeepingData() async throws {
         server.shutdown()
         try await runTask.value
         await pool.shutdown()
-        try? FileManager.default.removeItem(atPath: root)
     }
 }
 

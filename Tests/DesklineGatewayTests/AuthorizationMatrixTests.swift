@@ -1,0 +1,116 @@
+@testable import DesklineGateway
+import Testing
+
+/// Every command × role × target, over a real socket, against an expectation written out here
+/// independently of the command table (so a change to the table that opens access fails).
+///
+/// Tickets: acme #1001 is Ann's (customer, "own"), acme #1002 is Bob's ("same-tenant other
+/// customer"), globex has #1001-#1003 so #1003 exists only in another tenant, #9999 nowhere.
+@Suite struct AuthorizationMatrixTests {
+    enum Role: String, CaseIterable { case guest, customer, agent, admin }
+    enum Target: String, CaseIterable { case own = "#1001", otherCustomer = "#1002", otherTenant = "#1003", nonexistent = "#9999" }
+
+    /// Who may use each command at all (before any ticket is looked at).
+    static let access: [String: Set<Role>] = [
+        "HELP": [.guest, .customer, .agent, .admin], "PING": [.guest, .customer, .agent, .admin],
+        "PONG": [.guest, .customer, .agent, .admin], "QUIT": [.guest, .customer, .agent, .admin],
+        "LOGIN": [.guest], "ME": [.customer, .agent, .admin],
+        "TICKETS": [.customer], "NEW": [.customer], "CLOSE": [.customer], "CALL": [.customer],
+        "CALLS": [.customer], "PROFILE": [.customer],
+        "SHOW": [.customer, .agent, .admin], "HISTORY": [.customer, .agent, .admin],
+        "MSG": [.customer, .agent, .admin], "PASSWD": [.customer, .agent, .admin],
+    ]
+
+    /// What a role that may use a ticket command sees for each target.
+    static func ticketOutcome(_ role: Role, _ target: Target) -> String {
+        switch (role, target) {
+        case (.customer, .own): "OK"
+        case (.agent, .own), (.agent, .otherCustomer), (.admin, .own), (.admin, .otherCustomer): "OK"
+        default: "NO_SUCH_TICKET"
+        }
+    }
+
+    static func refusal(_ role: Role, _ command: String) -> String {
+        if role == .guest { return "NOT_LOGGED_IN" }
+        return command == "LOGIN" ? "ALREADY_LOGGED_IN" : "FORBIDDEN"
+    }
+
+    /// The outcome of one reply: `OK` or the error code.
+    static func outcome(_ reply: [String]) -> String {
+        let words = reply.last!.split(separator: " ")
+        return words[0] == "OK" ? "OK" : String(words[2])
+    }
+
+    @Test func matrixCoversEveryCommandInTheTable() {
+        #expect(Set(CommandTable.standard.commands.map(\.name)) == Set(Self.access.keys))
+    }
+
+    @Test func everyCommandRoleAndTargetGetsTheExpectedOutcome() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            #expect(try await ann.command("NEW Ann's own ticket").first?.hasPrefix("OK NEW #1001") == true)
+            let bob = try await server.login("bob@acme.test")
+            #expect(try await bob.command("NEW Bob's ticket").first?.hasPrefix("OK NEW #1002") == true)
+            let gus = try await server.login("gus@globex.test")
+            for n in 1...3 { #expect(try await gus.command("NEW globex \(n)").first?.hasPrefix("OK NEW #100\(n)") == true) }
+            for c in [bob, gus] { await c.close() }
+
+            var clients: [Role: TestClient] = [:]
+            clients[.guest] = try await server.guest()
+            clients[.customer] = ann
+            clients[.agent] = try await server.login("amy@acme.test")
+            clients[.admin] = try await server.login("ada@acme.test")
+
+            var failures: [String] = []
+            func check(_ role: Role, _ line: String, expect: String) async throws {
+                let reply = try await clients[role]!.command(line)
+                let got = Self.outcome(reply)
+                if got != expect { failures.append("\(role) \(line): expected \(expect), got \(reply.last!)") }
+            }
+
+            // Commands that take a ticket, CLOSE last since it changes the ticket.
+            let ticketCommands: [(String, (Target) -> String)] = [
+                ("SHOW", { "SHOW \($0.rawValue)" }), ("HISTORY", { "HISTORY \($0.rawValue)" }),
+                ("MSG", { "MSG \($0.rawValue) matrix message" }), ("CALL", { "CALL \($0.rawValue) matrix call" }),
+                ("CLOSE", { "CLOSE \($0.rawValue)" }),
+            ]
+            var notFoundTexts: Set<String> = []
+            for (name, line) in ticketCommands {
+                for role in Role.allCases {
+                    for target in Target.allCases {
+                        let expected = Self.access[name]!.contains(role) ? Self.ticketOutcome(role, target) : Self.refusal(role, name)
+                        let reply = try await clients[role]!.command(line(target))
+                        let got = Self.outcome(reply)
+                        if got != expected { failures.append("\(role) \(line(target)): expected \(expected), got \(reply.last!)") }
+                        if got == "NO_SUCH_TICKET" {
+                            notFoundTexts.insert(reply.last!.replacingOccurrences(of: target.rawValue, with: "#N")
+                                .replacingOccurrences(of: "ERR \(name) ", with: "ERR * "))
+                        }
+                    }
+                }
+            }
+            // Another customer's, another tenant's and a missing ticket: one and the same answer.
+            #expect(notFoundTexts == ["ERR * NO_SUCH_TICKET :No ticket #N that you can see. TICKETS lists yours."])
+
+            // Commands without a ticket: allowed roles succeed (or fail on their own terms), others are refused.
+            let plain: [(String, String, String)] = [ // name, line, outcome when allowed
+                ("HELP", "HELP", "OK"), ("PING", "PING x", "OK"), ("PONG", "PONG x", "OK"), ("ME", "ME", "OK"),
+                ("TICKETS", "TICKETS", "OK"), ("NEW", "NEW matrix subject", "OK"), ("CALLS", "CALLS", "OK"),
+                ("PROFILE", "PROFILE phone +1 555 0199", "OK"),
+                ("PASSWD", "PASSWD not-the-password new password", "WRONG_PASSWORD"),
+                ("LOGIN", "LOGIN nobody@acme.test wrong", "LOGIN_FAILED"),
+            ]
+            for (name, line, allowed) in plain {
+                for role in Role.allCases {
+                    try await check(role, line, expect: Self.access[name]!.contains(role) ? allowed : Self.refusal(role, name))
+                }
+            }
+            for role in Role.allCases {
+                let client = try #require(clients[role])
+                try await client.send("QUIT")
+                #expect(try await client.readUntilClosed() == ["OK QUIT :Goodbye"])
+            }
+            #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        }
+    }
+}
