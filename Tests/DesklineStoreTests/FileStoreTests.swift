@@ -146,3 +146,38 @@ extension FileStoreTests {
         }
     }
 }
+
+extension FileStoreTests {
+    @Test func aTornLastLogLineIsSkipped() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        let acme = TenantID(rawValue: "acme")!
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date())
+        let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: "kept")
+        _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in }
+        // A crash in the middle of an append leaves half a line without its newline.
+        let log = FileHandle(forWritingAtPath: root + "/tenants/acme/tickets/1001.jsonl")!
+        log.seekToEndOfFile()
+        log.write(Data(#"{"at":"2026-11-25T15:00:00.000Z","authorId":"u1","te"#.utf8))
+        try log.close()
+        let entries = try await store.entries(of: t.id, in: acme, after: nil, before: nil, limit: 10, includeNotes: true)
+        #expect(entries.map(\.text) == ["kept"])
+    }
+
+    @Test func appendingDoesNotRewriteTheLog() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(tenant("acme"))
+        let acme = TenantID(rawValue: "acme")!
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date())
+        let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: "x")
+        _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in }
+        let path = root + "/tenants/acme/tickets/1001.jsonl"
+        let inode = try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int
+        for _ in 0..<5 { _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in } }
+        // Same file (appended in place, not replaced) and one line per entry.
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int == inode)
+        #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 6)
+    }
+}

@@ -1,0 +1,109 @@
+@testable import DesklineCore
+import DesklineStore
+import Foundation
+import Testing
+
+struct TicketServiceTests {
+    struct World {
+        let store: FileStore
+        let tickets: TicketService
+        let ann: SessionScope
+        let bob: SessionScope
+        let amy: SessionScope
+        let gus: SessionScope
+    }
+
+    func world() async throws -> World {
+        let (accounts, store) = try await makeAccounts()
+        let acme = try await accounts.createTenant(id: "acme", name: "Acme").id
+        let globex = try await accounts.createTenant(id: "globex", name: "Globex").id
+        for (tenant, name, email) in [(acme, "Ann", "ann@x.test"), (acme, "Bob", "bob@x.test"), (globex, "Gus", "gus@x.test")] {
+            let c = try await accounts.createCustomer(in: tenant, name: name, email: email, phone: "+1 555 0100")
+            _ = try await accounts.createUser(in: tenant, email: email, displayName: nil, role: .customer, customer: c.id, password: "password1")
+        }
+        _ = try await accounts.createUser(in: acme, email: "amy@x.test", displayName: "Amy", role: .agent, customer: nil, password: "password1")
+        func scope(_ login: String) async throws -> SessionScope { try await accounts.login(login, password: "password1") }
+        return World(store: store, tickets: TicketService(store: store), ann: try await scope("ann@x.test"),
+                     bob: try await scope("bob@x.test"), amy: try await scope("amy@x.test"), gus: try await scope("gus@x.test"))
+    }
+
+    @Test func customerMessageReopensAResolvedTicket() async throws {
+        let w = try await world()
+        let t = try await w.tickets.create(w.ann, subject: "Help")
+        _ = try await w.store.updateTicket(t.id, in: w.ann.tenantId, appending: nil, at: Date()) { $0.status = .resolved }
+        let (after, entry) = try await w.tickets.post(w.ann, t.id, text: "It broke again")
+        #expect(after.status == .open)
+        #expect(entry.seq == 1)
+        // A helpdesk reply does not reopen; it leaves the status alone.
+        _ = try await w.store.updateTicket(t.id, in: w.ann.tenantId, appending: nil, at: Date()) { $0.status = .resolved }
+        #expect(try await w.tickets.post(w.amy, t.id, text: "Try this").0.status == .resolved)
+    }
+
+    @Test func helpdeskRepliesAreUnreadUntilTheCustomerLooks() async throws {
+        let w = try await world()
+        let t = try await w.tickets.create(w.ann, subject: "Help")
+        _ = try await w.tickets.post(w.ann, t.id, text: "Hello")
+        _ = try await w.tickets.post(w.amy, t.id, text: "Reply 1")
+        _ = try await w.tickets.post(w.amy, t.id, text: "Reply 2")
+        #expect(try await w.tickets.list(w.ann, status: nil).first?.customerUnread == 2)
+        // Staff reading does not mark the customer's messages read.
+        _ = try await w.tickets.show(w.amy, t.id)
+        #expect(try await w.tickets.list(w.ann, status: nil).first?.customerUnread == 2)
+        #expect(try await w.tickets.show(w.ann, t.id).0.customerUnread == 0)
+        #expect(try await w.tickets.list(w.ann, status: nil).first?.customerUnread == 0)
+    }
+
+    @Test func internalNotesNeverReachTheCustomer() async throws {
+        let w = try await world()
+        let t = try await w.tickets.create(w.ann, subject: "Help")
+        _ = try await w.tickets.post(w.ann, t.id, text: "Visible")
+        let note = TicketEntryDraft(kind: .note, authorId: w.amy.userId, authorName: "Amy", authorRole: .agent, text: "customer seems upset")
+        _ = try await w.store.updateTicket(t.id, in: w.ann.tenantId, appending: note, at: Date()) { _ in }
+        #expect(try await w.tickets.history(w.ann, t.id, before: nil, after: nil, limit: nil).map(\.text) == ["Visible"])
+        #expect(try await w.tickets.show(w.ann, t.id).1.map(\.text) == ["Visible"])
+        #expect(try await w.tickets.history(w.ann, t.id, before: nil, after: 1, limit: 5).isEmpty)
+        #expect(try await w.tickets.history(w.amy, t.id, before: nil, after: nil, limit: nil).map(\.text) == ["Visible", "customer seems upset"])
+    }
+
+    @Test func otherCustomersAndTenantsGetTheSameNotFound() async throws {
+        let w = try await world()
+        let t = try await w.tickets.create(w.ann, subject: "Ann's")
+        for scope in [w.bob, w.gus] {
+            await #expect(throws: DesklineError.noSuchTicket(t.id)) { try await w.tickets.show(scope, t.id) }
+            await #expect(throws: DesklineError.noSuchTicket(t.id)) { try await w.tickets.post(scope, t.id, text: "hi") }
+        }
+        await #expect(throws: DesklineError.noSuchTicket(TicketID(4242))) { try await w.tickets.show(w.ann, TicketID(4242)) }
+        await #expect(throws: DesklineError.noSuchTicket(t.id)) { try await w.tickets.close(w.bob, t.id) }
+        await #expect(throws: DesklineError.noSuchTicket(t.id)) { try await w.tickets.requestCall(w.bob, ticket: t.id, note: nil) }
+        #expect(try await w.store.ticket(t.id, in: w.ann.tenantId)?.status == .open)
+    }
+
+    @Test func staffCannotUseCustomerOnlyOperations() async throws {
+        let w = try await world()
+        await #expect(throws: DesklineError.forbidden("only customers have their own tickets and calls")) {
+            try await w.tickets.create(w.amy, subject: "x")
+        }
+        await #expect(throws: DesklineError.forbidden("only customers have their own tickets and calls")) {
+            try await w.tickets.requestCall(w.amy, ticket: nil, note: nil)
+        }
+    }
+
+    @Test func ticketNumbersArePerTenantAndConcurrentPostsGetDistinctIds() async throws {
+        let w = try await world()
+        #expect(try await w.tickets.create(w.ann, subject: "a").id == TicketID(1001))
+        #expect(try await w.tickets.create(w.gus, subject: "g").id == TicketID(1001))
+        let t = try await w.tickets.create(w.bob, subject: "b")
+        let seqs = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<30 { group.addTask { try await w.tickets.post(w.bob, t.id, text: "m\(i)").1.seq } }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(Set(seqs) == Set(1...30))
+        #expect(try await w.tickets.history(w.bob, t.id, before: nil, after: nil, limit: 100).map(\.seq) == Array(1...30))
+    }
+
+    @Test func messageTextRules() throws {
+        #expect(try InputRules.messageText("  a\u{1B}[1;31mb\u{1B}[0m c\u{0}d\u{7F}e\u{1B}]8;;http://x\u{1B}\\f ") == "ab cdef")
+        #expect(throws: DesklineError.invalidArgument("the message is empty")) { try InputRules.messageText("\u{1B}[2J \u{7}") }
+        #expect(try InputRules.subject("a\tb") == "a b")
+    }
+}
