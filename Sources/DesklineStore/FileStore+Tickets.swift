@@ -134,6 +134,10 @@ extension FileStore {
         }
     }
 
+    public func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID] {
+        try await io { try self.readLines(TicketRef.self, self.customerTicketsFile(customer, tenant)).map(\.ticket) }
+    }
+
     public func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket? {
         try await io { try self.load(Ticket.self, self.ticketFile(id, tenant)) }
     }
@@ -163,9 +167,17 @@ extension FileStore {
                                         text: draft.text, at: time)
                 }
                 // The ticket first, then its log entry: after a crash in between, a sequence
-                // number is skipped (harmless) but never handed out twice.
+                // number is skipped (harmless) but never handed out twice. If the append fails,
+                // the ticket is put back, so a refused write changes nothing.
                 if ticket != before { try self.save(ticket, self.ticketFile(id, tenant)) }
-                if let entry { try self.appendLine(entry, self.ticketLog(id, tenant)) }
+                if let entry {
+                    do {
+                        try self.appendLine(entry, self.ticketLog(id, tenant))
+                    } catch {
+                        if ticket != before { try? self.save(before, self.ticketFile(id, tenant)) }
+                        throw error
+                    }
+                }
                 return (ticket, entry)
             }
         }

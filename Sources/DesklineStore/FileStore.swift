@@ -173,14 +173,18 @@ public final class FileStore: Store {
         try await io { try self.load([AccountRef].self, self.loginFile(email)) ?? [] }
     }
 
-    public func setPasswordHash(_ hash: PasswordHash, for id: UserID, in tenant: TenantID) async throws(DesklineError) {
+    @discardableResult
+    public func setPasswordHash(_ hash: PasswordHash, for id: UserID, in tenant: TenantID,
+                                ifCurrent expected: PasswordHash?) async throws(DesklineError) -> Bool {
         try await io {
             try FileLock.with(self.accountsLock) {
                 guard var user = try self.load(User.self, self.userFile(id, tenant)) else {
                     throw DesklineError.notFound("no user \(id) in tenant \(tenant)")
                 }
+                if let expected, user.passwordHash != expected { return false }
                 user.passwordHash = hash
                 try self.save(user, self.userFile(id, tenant))
+                return true
             }
         }
     }

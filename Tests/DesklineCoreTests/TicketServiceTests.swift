@@ -105,5 +105,19 @@ struct TicketServiceTests {
         #expect(try InputRules.messageText("  a\u{1B}[1;31mb\u{1B}[0m c\u{0}d\u{7F}e\u{1B}]8;;http://x\u{1B}\\f ") == "ab cdef")
         #expect(throws: DesklineError.invalidArgument("the message is empty")) { try InputRules.messageText("\u{1B}[2J \u{7}") }
         #expect(try InputRules.subject("a\tb") == "a b")
+        // OSC ended by the C1 string terminator; bidi override and line separator removed.
+        #expect(try InputRules.messageText("x\u{1B}]0;title\u{9C}VISIBLE \u{202E}evil\u{2028}line") == "xVISIBLE evilline")
+        // Zero-width joiners in emoji stay.
+        #expect(try InputRules.messageText("family 👨\u{200D}👩\u{200D}👧") == "family 👨\u{200D}👩\u{200D}👧")
+        #expect(throws: DesklineError.self) { try InputRules.name("\u{202E}evil") }
+        // Length is bounded in bytes too, not only in (possibly huge) characters.
+        #expect(throws: DesklineError.self) { try InputRules.messageText("e" + String(repeating: "\u{301}", count: 20_000)) }
+    }
+
+    @Test func phoneNumbersNeedSevenToFifteenDigits() throws {
+        for bad in ["999", "112", "+1 (555)", "call me", String(repeating: "1", count: 16)] {
+            #expect(throws: DesklineError.self) { try InputRules.phone(bad) }
+        }
+        #expect(try InputRules.phone(" +1 (555) 010-0199 ") == "+1 (555) 010-0199")
     }
 }

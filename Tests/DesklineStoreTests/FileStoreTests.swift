@@ -163,6 +163,12 @@ extension FileStoreTests {
         try log.close()
         let entries = try await store.entries(of: t.id, in: acme, after: nil, before: nil, limit: 10, includeNotes: true)
         #expect(entries.map(\.text) == ["kept"])
+        // The next append cuts the torn remains first, so the log stays readable.
+        let next = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: "after the crash")
+        _ = try await store.updateTicket(t.id, in: acme, appending: next, at: Date()) { _ in }
+        let repaired = try await store.entries(of: t.id, in: acme, after: nil, before: nil, limit: 10, includeNotes: true)
+        #expect(repaired.map(\.text) == ["kept", "after the crash"])
+        #expect(repaired.map(\.seq) == [1, 2])
     }
 
     @Test func appendingDoesNotRewriteTheLog() async throws {

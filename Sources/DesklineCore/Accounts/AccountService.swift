@@ -73,7 +73,7 @@ public struct AccountService: Sendable {
         }
         let hasher = self.hasher
         let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
-        try await store.setPasswordHash(hash, for: ref.userId, in: tenant)
+        try await store.setPasswordHash(hash, for: ref.userId, in: tenant, ifCurrent: nil)
     }
 
     // MARK: Login
@@ -99,7 +99,7 @@ public struct AccountService: Sendable {
         // an account's failed logins take its old cost's time: see README, "Configuration".)
         if PasswordHashingCost(n: stored.n, r: stored.r, p: stored.p) != hasher.cost || stored.algorithm != "scrypt" {
             if let upgraded = try? await passwordWork.run({ () throws(DesklineError) in try hasher.hash(password) }) {
-                try? await store.setPasswordHash(upgraded, for: user.id, in: user.tenantId)
+                _ = try? await store.setPasswordHash(upgraded, for: user.id, in: user.tenantId, ifCurrent: stored)
             }
         }
         return SessionScope(tenantId: user.tenantId, userId: user.id, role: user.role, customerId: user.customerId)
@@ -158,7 +158,9 @@ public struct AccountService: Sendable {
         let ok = try await passwordWork.run { () throws(DesklineError) in hasher.verify(current, against: stored) }
         guard ok else { throw .wrongPassword }
         let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(new) }
-        try await store.setPasswordHash(hash, for: user.id, in: scope.tenantId)
+        guard try await store.setPasswordHash(hash, for: user.id, in: scope.tenantId, ifCurrent: stored) else {
+            throw .conflict("your password was changed meanwhile; nothing was changed")
+        }
     }
 
     // MARK: Profile

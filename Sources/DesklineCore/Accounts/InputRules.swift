@@ -13,13 +13,24 @@ public enum InputRules {
         return email
     }
 
-    /// A person's or company's name: trimmed, 1–100 characters, no control characters.
+    /// A person's or company's name: trimmed, 1–100 characters (at most 400 bytes), without
+    /// control characters, bidirectional overrides or line separators (which could make a name
+    /// look like something else on an agent's screen).
     public static func name(_ raw: String, field: String = "name") throws(DesklineError) -> String {
         let name = raw.trimmingWhitespace()
-        guard !name.isEmpty, name.count <= 100,
-              !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-        else { throw .invalidArgument("\(field) must be 1-100 characters without control characters") }
+        guard !name.isEmpty, name.count <= 100, name.utf8.count <= 400,
+              !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || isInvisibleFormatting($0) })
+        else { throw .invalidArgument("\(field) must be 1-100 characters without control or text-direction characters") }
         return name
+    }
+
+    /// Bidirectional embeddings, overrides, isolates and marks, and line/paragraph separators.
+    /// (Zero-width joiners stay: emoji sequences need them.)
+    static func isInvisibleFormatting(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069, 0x061C, 0x2028, 0x2029: true
+        default: false
+        }
     }
 
     /// Longest message or note, in characters.
@@ -33,7 +44,8 @@ public enum InputRules {
     public static func messageText(_ raw: String, field: String = "message") throws(DesklineError) -> String {
         let text = stripControls(raw).trimmingWhitespace()
         guard !text.isEmpty else { throw .invalidArgument("the \(field) is empty") }
-        guard text.count <= maximumMessageLength else {
+        // Characters, and bytes too: one character can hold any number of combining marks.
+        guard text.count <= maximumMessageLength, text.utf8.count <= 4 * maximumMessageLength else {
             throw .invalidArgument("the \(field) is longer than \(maximumMessageLength) characters")
         }
         return text
@@ -43,13 +55,14 @@ public enum InputRules {
     public static func subject(_ raw: String) throws(DesklineError) -> String {
         let text = stripControls(raw).replacingTabs().trimmingWhitespace()
         guard !text.isEmpty else { throw .invalidArgument("the subject is empty") }
-        guard text.count <= maximumSubjectLength else {
+        guard text.count <= maximumSubjectLength, text.utf8.count <= 4 * maximumSubjectLength else {
             throw .invalidArgument("the subject is longer than \(maximumSubjectLength) characters")
         }
         return text
     }
 
-    /// Removes ANSI/VT escape sequences and C0/C1 control characters except tab.
+    /// Removes ANSI/VT escape sequences, C0/C1 control characters except tab, and the invisible
+    /// formatting characters of ``isInvisibleFormatting(_:)``.
     static func stripControls(_ raw: String) -> String {
         var out = String.UnicodeScalarView()
         var scalars = raw.unicodeScalars.makeIterator()
@@ -60,9 +73,9 @@ public enum InputRules {
                 switch next {
                 case "[": // CSI: parameters and intermediates up to a final byte 0x40-0x7E
                     while let b = scalars.next(), !(0x40...0x7E).contains(b.value) {}
-                case "]", "P", "X", "^", "_": // OSC/DCS/SOS/PM/APC: up to BEL or ESC \
+                case "]", "P", "X", "^", "_": // OSC/DCS/SOS/PM/APC: up to BEL, ESC \ or C1 ST
                     while let b = scalars.next() {
-                        if b.value == 0x07 { break }
+                        if b.value == 0x07 || b.value == 0x9C { break }
                         if b.value == 0x1B { _ = scalars.next(); break }
                     }
                 default: // two-character sequence
@@ -70,9 +83,16 @@ public enum InputRules {
                 }
             case 0x9B: // C1 CSI
                 while let b = scalars.next(), !(0x40...0x7E).contains(b.value) {}
+            case 0x9D, 0x90, 0x98, 0x9E, 0x9F: // C1 OSC/DCS/SOS/PM/APC: up to BEL or ST
+                while let b = scalars.next() {
+                    if b.value == 0x07 || b.value == 0x9C { break }
+                    if b.value == 0x1B { _ = scalars.next(); break }
+                }
             case 0x09:
                 out.append(c)
             case 0x00..<0x20, 0x7F...0x9F:
+                continue
+            case _ where isInvisibleFormatting(c):
                 continue
             default:
                 out.append(c)
@@ -81,13 +101,14 @@ public enum InputRules {
         return String(out)
     }
 
-    /// A phone number: digits, spaces and `+ - ( ) .`, 3–32 characters, at least 3 digits.
+    /// A phone number: digits, spaces and `+ - ( ) .`, with 7–15 digits (E.164's maximum), so
+    /// short service numbers (`999`, `112`) cannot be handed to agents to dial.
     public static func phone(_ raw: String) throws(DesklineError) -> String {
         let phone = raw.trimmingWhitespace()
         let allowed = Set("0123456789 +-().")
-        guard (3...32).contains(phone.count), phone.allSatisfy(allowed.contains),
-              phone.filter(\.isNumber).count >= 3
-        else { throw .invalidArgument("'\(raw.prefix(40))' is not a valid phone number (digits, spaces and + - ( ) .)") }
+        guard phone.count <= 32, phone.allSatisfy(allowed.contains),
+              (7...15).contains(phone.filter(\.isNumber).count)
+        else { throw .invalidArgument("'\(raw.prefix(40))' is not a valid phone number (7-15 digits; spaces and + - ( ) . allowed)") }
         return phone
     }
 

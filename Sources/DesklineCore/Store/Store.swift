@@ -27,8 +27,12 @@ public protocol Store: Sendable {
     func user(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User?
     /// Every account, in any tenant, whose login email is `email` (already normalised).
     func accounts(withEmail email: String) async throws(DesklineError) -> [AccountRef]
-    /// Replaces a user's password hash; `notFound` if there is no such user.
-    func setPasswordHash(_ hash: PasswordHash, for user: UserID, in tenant: TenantID) async throws(DesklineError)
+    /// Replaces a user's password hash; `notFound` if there is no such user. With `expected`,
+    /// only if the stored hash is still that one (returns false otherwise), so an upgrade of an
+    /// old hash never overwrites a password changed meanwhile.
+    @discardableResult
+    func setPasswordHash(_ hash: PasswordHash, for user: UserID, in tenant: TenantID,
+                         ifCurrent expected: PasswordHash?) async throws(DesklineError) -> Bool
     /// Changes a customer record (and, if it has a login, that user) atomically under the
     /// account lock. `change` may throw to refuse; then nothing is written.
     func updateCustomer(_ id: CustomerID, in tenant: TenantID,
@@ -39,6 +43,8 @@ public protocol Store: Sendable {
     /// Creates a ticket with the next number of the tenant, and lists it in its customer's index.
     func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket
     func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket?
+    /// The numbers of the customer's tickets, from the customer's own index.
+    func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID]
     /// The customer's tickets, read from the customer's own index (not a scan of the tenant).
     func tickets(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [Ticket]
     /// Atomically with respect to other writes of the ticket: reads it, lets `change` check and

@@ -38,7 +38,18 @@ public struct TicketService: Sendable {
         return id
     }
 
+    /// Refuses, before anything about the ticket itself is read, a customer asking for a ticket
+    /// that is not in their own index: another customer's ticket and a missing one then cost the
+    /// same work, so not even the reply time tells them apart.
+    private func requireListed(_ id: TicketID, _ scope: SessionScope) async throws(DesklineError) {
+        guard scope.role == .customer else { return }
+        guard let customer = scope.customerId,
+              try await store.ticketIDs(ofCustomer: customer, in: scope.tenantId).contains(id)
+        else { throw .noSuchTicket(id) }
+    }
+
     private func visibleTicket(_ id: TicketID, _ scope: SessionScope) async throws(DesklineError) -> Ticket {
+        try await requireListed(id, scope)
         guard let ticket = try await store.ticket(id, in: scope.tenantId), Self.canSee(ticket, scope) else {
             throw .noSuchTicket(id)
         }
@@ -72,6 +83,7 @@ public struct TicketService: Sendable {
     /// Closes one of the caller's own tickets. Closing a closed ticket is refused.
     public func close(_ scope: SessionScope, _ id: TicketID) async throws(DesklineError) -> Ticket {
         _ = try customerId(scope)
+        try await requireListed(id, scope)
         let user = try await author(scope)
         let draft = TicketEntryDraft(kind: .status, authorId: user.id, authorName: user.displayName,
                                      authorRole: user.role, text: "closed")
@@ -111,6 +123,7 @@ public struct TicketService: Sendable {
     /// message reopens a resolved one; a helpdesk message counts as unread for the customer.
     public func post(_ scope: SessionScope, _ id: TicketID, text rawText: String) async throws(DesklineError) -> (Ticket, TicketEntry) {
         let text = try InputRules.messageText(rawText)
+        try await requireListed(id, scope)
         let user = try await author(scope)
         let draft = TicketEntryDraft(kind: .message, authorId: user.id, authorName: user.displayName,
                                      authorRole: user.role, text: text)
@@ -127,10 +140,13 @@ public struct TicketService: Sendable {
         return (ticket, entry)
     }
 
+    /// Marks what the customer just saw as read: only the unread messages counted when the
+    /// ticket was read, so a reply arriving meanwhile stays unread.
     private func markRead(_ ticket: Ticket, _ scope: SessionScope) async throws(DesklineError) -> Ticket {
         guard scope.role == .customer, ticket.customerUnread > 0 else { return ticket }
+        let seen = ticket.customerUnread
         let updated = try await store.updateTicket(ticket.id, in: scope.tenantId, appending: nil, at: now()) { (t: inout Ticket) throws(DesklineError) in
-            t.customerUnread = 0
+            t.customerUnread = max(0, t.customerUnread - seen)
         }
         return updated?.0 ?? ticket
     }

@@ -142,7 +142,15 @@ extension Command {
         summary: "Change your password. Write a space in the current password as \\s; the new one may contain spaces."
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let current = TagValue.unescape(Substring(ctx.arguments.required("current")))
-        try await ctx.services.accounts.changePassword(try ctx.requireScope(), current: current, new: ctx.arguments.required("new"))
+        let scope = try ctx.requireScope()
+        do throws(DesklineError) {
+            try await ctx.services.accounts.changePassword(scope, current: current, new: ctx.arguments.required("new"))
+        } catch {
+            if error == .wrongPassword {
+                ctx.logger.notice("password change failed", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)", "reason": "\(error.code)"])
+            }
+            throw error
+        }
         return [ServerLine(.ok, "PASSWD", text: "Password changed")]
     }
 

@@ -54,21 +54,47 @@ enum DurableFile {
         try syncDirectory(dir)
     }
 
-    /// Appends `data` to `path` (created if missing) and fsyncs it; for a new file the directory
-    /// is fsynced too, so the file's existence survives a crash as well.
+    /// Appends `data` (whole lines) to a JSON-lines log at `path` (created if missing) and fsyncs
+    /// it; for a new file the directory is fsynced too. Callers serialise appends to one file.
+    ///
+    /// A log must never keep a torn line in the middle: a last line without its newline is the
+    /// remains of a write that failed or was cut by a crash, never acknowledged, so it is cut off
+    /// before appending. If this write fails, the file is cut back to its old length.
     static func append(_ path: String, _ data: Data) throws {
         let existed = access(path, F_OK) == 0
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw IOError(operation: "open", path: path, errno: errno) }
+        var cleanLength: off_t = 0
         do {
-            try writeAll(fd, data, path: path)
+            cleanLength = try lengthWithoutTornLine(fd, path: path)
+            guard ftruncate(fd, cleanLength) == 0 else { throw IOError(operation: "truncate", path: path, errno: errno) }
+            try writeAll(fd, data, path: path, at: cleanLength)
             guard fsync(fd) == 0 else { throw IOError(operation: "fsync", path: path, errno: errno) }
         } catch {
+            _ = ftruncate(fd, cleanLength)
             close(fd)
             throw error
         }
         guard close(fd) == 0 else { throw IOError(operation: "close", path: path, errno: errno) }
         if !existed { try syncDirectory((path as NSString).deletingLastPathComponent) }
+    }
+
+    /// The file's length up to and including its last newline.
+    private static func lengthWithoutTornLine(_ fd: Int32, path: String) throws -> off_t {
+        var end = lseek(fd, 0, SEEK_END)
+        guard end >= 0 else { throw IOError(operation: "seek", path: path, errno: errno) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while end > 0 {
+            let start = max(0, end - off_t(buffer.count))
+            let count = Int(end - start)
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, start) }
+            guard n == count else { throw IOError(operation: "read", path: path, errno: errno) }
+            if let newline = buffer[0..<count].lastIndex(of: UInt8(ascii: "\n")) {
+                return start + off_t(newline) + 1
+            }
+            end = start
+        }
+        return 0
     }
 
     /// The file's content, or nil if it does not exist.
@@ -132,11 +158,13 @@ enum DurableFile {
         return removed
     }
 
-    private static func writeAll(_ fd: Int32, _ data: Data, path: String) throws {
+    /// Writes all of `data`, at `position` if given (pwrite), else at the current offset.
+    private static func writeAll(_ fd: Int32, _ data: Data, path: String, at position: off_t? = nil) throws {
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             var offset = 0
             while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                let n = position.map { pwrite(fd, raw.baseAddress! + offset, raw.count - offset, $0 + off_t(offset)) }
+                    ?? write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw IOError(operation: "write", path: path, errno: errno)
