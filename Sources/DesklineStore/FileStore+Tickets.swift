@@ -63,7 +63,7 @@ extension FileStore {
     }()
 
     /// Appends one JSON line to a log and fsyncs it.
-    private func appendLine<T: Encodable>(_ value: T, _ path: String) throws {
+    func appendLine<T: Encodable>(_ value: T, _ path: String) throws {
         var data = try Self.lineEncoder.encode(value)
         data.append(0x0A)
         try DurableFile.append(path, data)
@@ -71,7 +71,7 @@ extension FileStore {
 
     /// Every complete line of a JSON-lines log. A last line without its newline is a write that
     /// never finished (it was never acknowledged) and is skipped.
-    private func readLines<T: Decodable>(_ type: T.Type, _ path: String) throws -> [T] {
+    func readLines<T: Decodable>(_ type: T.Type, _ path: String) throws -> [T] {
         guard let data = try DurableFile.read(path) else { return [] }
         var lines = data.split(separator: 0x0A, omittingEmptySubsequences: true)
         if data.last != 0x0A, !lines.isEmpty { lines.removeLast() }
@@ -85,7 +85,7 @@ extension FileStore {
         }
     }
 
-    private func withTenantLock<T>(_ tenant: TenantID, _ body: () throws -> T) throws -> T {
+    func withTenantLock<T>(_ tenant: TenantID, _ body: () throws -> T) throws -> T {
         try tenantLocks.lock(tenant).mutex.withLock { _ in try body() }
     }
 
@@ -134,6 +134,15 @@ extension FileStore {
         }
     }
 
+    public func tickets(in tenant: TenantID) async throws(DesklineError) -> [Ticket] {
+        try await io {
+            try DurableFile.list(self.ticketsDir(tenant)).compactMap { name -> Ticket? in
+                guard name.hasSuffix(".json"), let n = Int(name.dropLast(5)) else { return nil }
+                return try self.load(Ticket.self, self.ticketFile(TicketID(n), tenant))
+            }
+        }
+    }
+
     public func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID] {
         try await io { try self.readLines(TicketRef.self, self.customerTicketsFile(customer, tenant)).map(\.ticket) }
     }
@@ -160,9 +169,17 @@ extension FileStore {
                 try change(&ticket)
                 var entry: TicketEntry?
                 if let draft {
-                    ticket.lastSeq += 1
-                    ticket.updatedAt = time
-                    entry = TicketEntry(seq: ticket.lastSeq, kind: draft.kind, authorId: draft.authorId,
+                    var note: Int?
+                    if draft.kind == .note {
+                        // Notes neither take a customer-visible number nor change `updatedAt`,
+                        // which customers see.
+                        ticket.noteCount = (ticket.noteCount ?? 0) + 1
+                        note = ticket.noteCount
+                    } else {
+                        ticket.lastSeq += 1
+                        ticket.updatedAt = time
+                    }
+                    entry = TicketEntry(seq: ticket.lastSeq, note: note, kind: draft.kind, authorId: draft.authorId,
                                         authorName: draft.authorName, authorRole: draft.authorRole,
                                         text: draft.text, at: time)
                 }
@@ -186,10 +203,11 @@ extension FileStore {
     public func entries(of ticket: TicketID, in tenant: TenantID, after: Int?, before: Int?, limit: Int,
                         includeNotes: Bool) async throws(DesklineError) -> [TicketEntry] {
         try await io {
+            // A note written after entry 5 sorts as (5, n): "after 5" includes it, "before 6" too.
             let all = try self.readLines(TicketEntry.self, self.ticketLog(ticket, tenant)).filter { entry in
                 (includeNotes || entry.isVisibleToCustomer)
-                    && after.map { entry.seq > $0 } ?? true
-                    && before.map { entry.seq < $0 } ?? true
+                    && after.map { entry.order > ($0, 0) } ?? true
+                    && before.map { entry.order < ($0, 0) } ?? true
             }
             return after == nil ? Array(all.suffix(limit)) : Array(all.prefix(limit))
         }

@@ -45,7 +45,7 @@ public final class FileStore: Store {
                 var removed = try DurableFile.removeLeftoverTempFiles(in: root + "/logins")
                 for tenant in try DurableFile.list(root + "/tenants") where TenantID.isValid(tenant) {
                     let dir = root + "/tenants/" + tenant
-                    for sub in ["", "/users", "/customers", "/customer-emails", "/tickets", "/calls"] {
+                    for sub in ["", "/users", "/customers", "/customer-emails", "/tickets", "/calls", "/inbox"] {
                         removed += try DurableFile.removeLeftoverTempFiles(in: dir + sub)
                     }
                 }

@@ -36,7 +36,7 @@ extension Deskline {
                                           passwordWork: pool)
             if demo { try await seedDemo(accounts, dataDirectory: store.root) }
 
-            let server = GatewayServer(configuration: configuration, services: GatewayServices(accounts: accounts, tickets: TicketService(store: store)),
+            let server = GatewayServer(configuration: configuration, services: .make(store: store, accounts: accounts),
                                        logger: logger)
             let address: SocketAddress
             do {

@@ -19,6 +19,9 @@ import Testing
         "CALLS": [.customer], "PROFILE": [.customer],
         "SHOW": [.customer, .agent, .admin], "HISTORY": [.customer, .agent, .admin],
         "MSG": [.customer, .agent, .admin], "PASSWD": [.customer, .agent, .admin],
+        "QUEUE": [.agent, .admin], "JOIN": [.agent, .admin], "PART": [.agent, .admin], "NOTE": [.agent, .admin],
+        "ASSIGN": [.agent, .admin], "STATUS": [.agent, .admin],
+        "NOTIFICATIONS": [.customer, .agent, .admin], "READ": [.customer, .agent, .admin],
     ]
 
     /// What a role that may use a ticket command sees for each target.
@@ -71,7 +74,9 @@ import Testing
             // Commands that take a ticket, CLOSE last since it changes the ticket.
             let ticketCommands: [(String, (Target) -> String)] = [
                 ("SHOW", { "SHOW \($0.rawValue)" }), ("HISTORY", { "HISTORY \($0.rawValue)" }),
-                ("MSG", { "MSG \($0.rawValue) matrix message" }), ("CALL", { "CALL \($0.rawValue) matrix call" }),
+                ("MSG", { "MSG \($0.rawValue) matrix message" }), ("NOTE", { "NOTE \($0.rawValue) matrix note" }),
+                ("JOIN", { "JOIN \($0.rawValue)" }), ("ASSIGN", { "ASSIGN \($0.rawValue) me" }),
+                ("STATUS", { "STATUS \($0.rawValue) pending" }), ("CALL", { "CALL \($0.rawValue) matrix call" }),
                 ("CLOSE", { "CLOSE \($0.rawValue)" }),
             ]
             var notFoundTexts: Set<String> = []
@@ -99,6 +104,8 @@ import Testing
                 ("PROFILE", "PROFILE phone +1 555 0199", "OK"),
                 ("PASSWD", "PASSWD not-the-password new password", "WRONG_PASSWORD"),
                 ("LOGIN", "LOGIN nobody@acme.test wrong", "LOGIN_FAILED"),
+                ("QUEUE", "QUEUE all", "OK"), ("PART", "PART #1001", "OK"), // staff JOINed #1001 above
+                ("NOTIFICATIONS", "NOTIFICATIONS all", "OK"), ("READ", "READ all", "OK"),
             ]
             for (name, line, allowed) in plain {
                 for role in Role.allCases {

@@ -7,6 +7,16 @@ public struct SessionScope: Sendable, Equatable {
     public let role: Role
     /// Set for customers: the only customer record whose data this session may see.
     public let customerId: CustomerID?
+    /// The connection acting, so events it causes are not echoed back to it (its answer is the
+    /// `OK`). Not part of the identity: it changes nothing about what the session may do.
+    public private(set) var sessionId: Int?
+
+    /// The same identity, acting from connection `id`.
+    public func onSession(_ id: Int) -> SessionScope {
+        var copy = self
+        copy.sessionId = id
+        return copy
+    }
 
     init(tenantId: TenantID, userId: UserID, role: Role, customerId: CustomerID?) {
         self.tenantId = tenantId

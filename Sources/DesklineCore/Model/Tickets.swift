@@ -50,8 +50,11 @@ public struct Ticket: Sendable, Codable, Equatable {
     public var assigneeName: String?
     public var createdAt: Date
     public var updatedAt: Date
-    /// Sequence number of the newest entry (0: none yet).
+    /// Sequence number of the newest customer-visible entry (0: none yet).
     public var lastSeq: Int
+    /// Number of internal notes. Notes have their own numbering so that customers see an
+    /// unbroken 1, 2, 3, ... and cannot tell from a gap that a note was written.
+    public var noteCount: Int?
     /// Helpdesk messages the customer has not seen yet (reset when the customer reads the ticket).
     public var customerUnread: Int
 
@@ -83,8 +86,12 @@ public struct TicketEntry: Sendable, Codable, Equatable {
         case status
     }
 
-    /// 1, 2, 3, ... within the ticket: the message id used by HISTORY paging.
+    /// 1, 2, 3, ... within the ticket for customer-visible entries: the message id used by
+    /// HISTORY paging. A note carries the `seq` of the entry it follows and its own ``note``
+    /// number, and is shown as `<seq>.<note>` (`3.1`).
     public var seq: Int
+    /// Set for notes only: 1, 2, 3, ... per ticket.
+    public var note: Int?
     public var kind: Kind
     public var authorId: UserID
     public var authorName: String
@@ -92,8 +99,9 @@ public struct TicketEntry: Sendable, Codable, Equatable {
     public var text: String
     public var at: Date
 
-    public init(seq: Int, kind: Kind, authorId: UserID, authorName: String, authorRole: Role, text: String, at: Date) {
+    public init(seq: Int, note: Int? = nil, kind: Kind, authorId: UserID, authorName: String, authorRole: Role, text: String, at: Date) {
         self.seq = seq
+        self.note = note
         self.kind = kind
         self.authorId = authorId
         self.authorName = authorName
@@ -104,6 +112,12 @@ public struct TicketEntry: Sendable, Codable, Equatable {
 
     /// Whether a customer may ever see this entry.
     public var isVisibleToCustomer: Bool { kind != .note }
+
+    /// The message id on the wire: `5`, or `5.2` for the second note after entry 5.
+    public var messageID: String { note.map { "\(seq).\($0)" } ?? String(seq) }
+
+    /// Sorts entries in the order they were written: a note after the entry it follows.
+    public var order: (Int, Int) { (seq, note ?? 0) }
 }
 
 /// A call request number, unique within its tenant.

@@ -45,6 +45,8 @@ public protocol Store: Sendable {
     func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket?
     /// The numbers of the customer's tickets, from the customer's own index.
     func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID]
+    /// Every ticket of a tenant (the staff queue).
+    func tickets(in tenant: TenantID) async throws(DesklineError) -> [Ticket]
     /// The customer's tickets, read from the customer's own index (not a scan of the tenant).
     func tickets(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [Ticket]
     /// Atomically with respect to other writes of the ticket: reads it, lets `change` check and
@@ -56,6 +58,17 @@ public protocol Store: Sendable {
     /// `limit`, taken from the newest end unless `after` is given.
     func entries(of ticket: TicketID, in tenant: TenantID, after: Int?, before: Int?, limit: Int,
                  includeNotes: Bool) async throws(DesklineError) -> [TicketEntry]
+
+    // MARK: Users and inboxes
+
+    /// Every user of a tenant.
+    func users(in tenant: TenantID) async throws(DesklineError) -> [User]
+    /// Appends the same notification to each user's inbox, numbering it per user.
+    func appendNotification(_ draft: NotificationDraft, for users: [UserID], in tenant: TenantID) async throws(DesklineError)
+    /// A user's inbox (empty if they never got anything).
+    func inbox(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Inbox
+    /// Marks notification `id` (or, with nil, all) read; `notFound` for an id never handed out.
+    func markNotificationsRead(_ id: Int?, of user: UserID, in tenant: TenantID) async throws(DesklineError)
 
     // MARK: Call requests
 

@@ -11,10 +11,34 @@ import struct Foundation.Date
 public struct TicketService: Sendable {
     let store: any Store
     let now: @Sendable () -> Date
+    let sink: (any EventSink)?
+    let notifications: NotificationService
+    /// One change at a time per ticket, stored and then published, so pushes come in ticket order.
+    let serializer = KeyedSerializer<String>()
 
-    public init(store: any Store, now: @escaping @Sendable () -> Date = { Date() }) {
+    /// - Parameter sink: where events go once stored (the gateway's session hub).
+    public init(store: any Store, sink: (any EventSink)? = nil, now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
         self.now = now
+        self.sink = sink
+        self.notifications = NotificationService(store: store)
+    }
+
+    private func key(_ tenant: TenantID, _ ticket: TicketID) -> String { "\(tenant.rawValue)#\(ticket.number)" }
+
+    /// Stores the notifications of a durable change, then publishes it. Inbox trouble does not
+    /// undo the change the caller has already made; live delivery goes ahead regardless.
+    private func emit(_ event: TicketEvent, _ scope: SessionScope) async {
+        var event = event
+        event.originSession = scope.sessionId
+        let recorded = (try? await notifications.record(event)) ?? event
+        await sink?.publish(recorded)
+    }
+
+    private func actor(_ user: User) -> Actor { Actor(id: user.id, name: user.displayName, role: user.role) }
+
+    private func staff(_ scope: SessionScope) throws(DesklineError) {
+        guard scope.role.isStaff else { throw .forbidden("only agents and admins work the queue") }
     }
 
     /// Messages SHOW includes.
@@ -77,22 +101,40 @@ public struct TicketService: Sendable {
     public func create(_ scope: SessionScope, subject rawSubject: String) async throws(DesklineError) -> Ticket {
         let customer = try customerId(scope)
         let subject = try InputRules.subject(rawSubject)
-        return try await store.createTicket(customer: customer, subject: subject, in: scope.tenantId, at: now())
+        let user = try await author(scope)
+        let ticket = try await store.createTicket(customer: customer, subject: subject, in: scope.tenantId, at: now())
+        await emit(TicketEvent(kind: .created, tenantId: scope.tenantId, ticket: ticket, actor: actor(user), at: ticket.createdAt,
+                               customerUserId: user.id), scope)
+        return ticket
     }
 
     /// Closes one of the caller's own tickets. Closing a closed ticket is refused.
     public func close(_ scope: SessionScope, _ id: TicketID) async throws(DesklineError) -> Ticket {
         _ = try customerId(scope)
         try await requireListed(id, scope)
-        let user = try await author(scope)
-        let draft = TicketEntryDraft(kind: .status, authorId: user.id, authorName: user.displayName,
-                                     authorRole: user.role, text: "closed")
-        guard let (ticket, _) = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: now(), { (t: inout Ticket) throws(DesklineError) in
-            guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
+        return try await change(scope, id, entry: .status, text: "closed") { (t: inout Ticket) throws(DesklineError) in
             guard t.status != .closed else { throw .ticketClosed(id) }
             t.status = .closed
-        }) else { throw .noSuchTicket(id) }
-        return ticket
+        }.0
+    }
+
+    /// Stores one change of a ticket with its entry, then notifies and publishes it — one
+    /// change per ticket at a time.
+    private func change(_ scope: SessionScope, _ id: TicketID, entry kind: TicketEntry.Kind, text: String,
+                        _ update: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry) {
+        let user = try await author(scope)
+        let draft = TicketEntryDraft(kind: kind, authorId: user.id, authorName: user.displayName, authorRole: user.role, text: text)
+        let store = self.store
+        let time = now()
+        return try await serializer.run(key(scope.tenantId, id)) { () throws(DesklineError) -> (Ticket, TicketEntry) in
+            let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: time) { (t: inout Ticket) throws(DesklineError) in
+                guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
+                try update(&t)
+            }
+            guard case let (ticket, entry?)? = result else { throw .noSuchTicket(id) }
+            await emit(TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor(user), at: entry.at), scope)
+            return (ticket, entry)
+        }
     }
 
     // MARK: Everyone
@@ -124,11 +166,7 @@ public struct TicketService: Sendable {
     public func post(_ scope: SessionScope, _ id: TicketID, text rawText: String) async throws(DesklineError) -> (Ticket, TicketEntry) {
         let text = try InputRules.messageText(rawText)
         try await requireListed(id, scope)
-        let user = try await author(scope)
-        let draft = TicketEntryDraft(kind: .message, authorId: user.id, authorName: user.displayName,
-                                     authorRole: user.role, text: text)
-        let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: now()) { (t: inout Ticket) throws(DesklineError) in
-            guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
+        return try await change(scope, id, entry: .message, text: text) { (t: inout Ticket) throws(DesklineError) in
             guard t.status != .closed else { throw .ticketClosed(id) }
             if scope.role == .customer {
                 if t.status == .resolved { t.status = .open }
@@ -136,8 +174,74 @@ public struct TicketService: Sendable {
                 t.customerUnread += 1
             }
         }
-        guard case let (ticket, entry?)? = result else { throw .noSuchTicket(id) }
-        return (ticket, entry)
+    }
+
+    // MARK: Staff
+
+    /// What QUEUE can show.
+    public enum QueueFilter: String, Sendable, CaseIterable {
+        case unassigned, mine, open, pending, resolved, closed, all
+    }
+
+    /// The tenant's tickets for agents and admins, newest activity first. Without a filter:
+    /// every ticket that is not closed.
+    public func queue(_ scope: SessionScope, _ filter: QueueFilter?) async throws(DesklineError) -> [Ticket] {
+        try staff(scope)
+        return try await store.tickets(in: scope.tenantId).filter { t in
+            switch filter {
+            case nil: t.status != .closed
+            case .unassigned?: t.assigneeId == nil && t.status != .closed
+            case .mine?: t.assigneeId == scope.userId && t.status != .closed
+            case .all?: true
+            case .open?: t.status == .open
+            case .pending?: t.status == .pending
+            case .resolved?: t.status == .resolved
+            case .closed?: t.status == .closed
+            }
+        }.sorted { ($0.updatedAt, $0.id) > ($1.updatedAt, $1.id) }
+    }
+
+    /// An internal note: kept in the ticket, shown to staff only, never to the customer.
+    public func note(_ scope: SessionScope, _ id: TicketID, text rawText: String) async throws(DesklineError) -> (Ticket, TicketEntry) {
+        try staff(scope)
+        let text = try InputRules.messageText(rawText, field: "note")
+        return try await change(scope, id, entry: .note, text: text) { _ in }
+    }
+
+    /// Assigns a ticket to an agent or admin of the tenant (or to nobody, with nil).
+    public func assign(_ scope: SessionScope, _ id: TicketID, to assignee: UserID?) async throws(DesklineError) -> (Ticket, TicketEntry) {
+        try staff(scope)
+        var name: String?
+        if let assignee {
+            guard let user = try await store.user(assignee, in: scope.tenantId), user.role.isStaff else {
+                throw .notFound("No agent or admin \(assignee) in your helpdesk.")
+            }
+            name = user.displayName
+        }
+        let text = name.map { "assigned to \($0)" } ?? "unassigned"
+        let assigneeName = name
+        return try await change(scope, id, entry: .status, text: text) { (t: inout Ticket) throws(DesklineError) in
+            t.assigneeId = assignee
+            t.assigneeName = assigneeName
+        }
+    }
+
+    /// Sets a ticket's status. Staff may also reopen a closed ticket.
+    public func setStatus(_ scope: SessionScope, _ id: TicketID, _ status: TicketStatus) async throws(DesklineError) -> (Ticket, TicketEntry) {
+        try staff(scope)
+        return try await change(scope, id, entry: .status, text: status.rawValue) { (t: inout Ticket) throws(DesklineError) in
+            t.status = status
+        }
+    }
+
+    /// The staff user with this email in the caller's tenant (for ASSIGN).
+    public func staffUser(_ scope: SessionScope, email rawEmail: String) async throws(DesklineError) -> User {
+        let email = try InputRules.email(rawEmail)
+        let refs = try await store.accounts(withEmail: email).filter { $0.tenantId == scope.tenantId }
+        guard let ref = refs.first, let user = try await store.user(ref.userId, in: scope.tenantId), user.role.isStaff else {
+            throw .notFound("No agent or admin \(email) in your helpdesk.")
+        }
+        return user
     }
 
     /// Marks what the customer just saw as read: only the unread messages counted when the
@@ -162,13 +266,26 @@ public struct TicketService: Sendable {
             throw .notFound("your customer record no longer exists")
         }
         guard let phone = customer.phone else { throw .noPhone }
-        return try await store.createCall(customer: customerId, ticket: ticket, phone: phone, note: note,
-                                          in: scope.tenantId, at: now())
+        let call = try await store.createCall(customer: customerId, ticket: ticket, phone: phone, note: note,
+                                              in: scope.tenantId, at: now())
+        let user = try await author(scope)
+        let about = try await ticket.asyncMap { (id) throws(DesklineError) in try await store.ticket(id, in: scope.tenantId) } ?? nil
+        await emit(TicketEvent(kind: .call, tenantId: scope.tenantId, ticket: about, call: call, actor: actor(user),
+                               at: call.createdAt, customerUserId: user.id), scope)
+        return call
     }
 
     /// The caller's own call requests, newest first.
     public func calls(_ scope: SessionScope) async throws(DesklineError) -> [CallRequest] {
         let customerId = try customerId(scope)
         return try await store.calls(ofCustomer: customerId, in: scope.tenantId).sorted { $0.id.number > $1.id.number }
+    }
+}
+
+extension Optional {
+    /// `map` for an async transform.
+    func asyncMap<U, E: Error>(_ transform: (Wrapped) async throws(E) -> U) async throws(E) -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }

@@ -45,6 +45,7 @@ struct CommandAccess: Sendable {
     static let loggedIn = CommandAccess(beforeLogin: false, roles: Set(Role.allCases))
     static let guestOnly = CommandAccess(beforeLogin: true, roles: [])
     static let customers = CommandAccess(beforeLogin: false, roles: [.customer])
+    static let staff = CommandAccess(beforeLogin: false, roles: [.agent, .admin])
 }
 
 /// One protocol command: the single source for dispatch, access checks, HELP and the command
@@ -100,6 +101,8 @@ struct CommandContext {
     let arguments: Arguments
     let services: GatewayServices
     let logger: Logger
+    /// This connection, for the session's channels (JOIN/PART).
+    let sessionId: Int
     /// The logged-in identity, or nil. Only LOGIN sets it.
     var scope: SessionScope?
     /// Set by QUIT: the session ends after this reply.
@@ -146,6 +149,7 @@ struct CommandTable: Sendable {
     static let standard: CommandTable = CommandTable([
         .help, .login, .me, .ping, .pong, .quit,
         .tickets, .new, .show, .history, .msg, .close, .call, .calls, .profile, .passwd,
+        .queue, .join, .part, .note, .assign, .status, .notifications, .read,
     ])
 
     /// Matches `message`'s parameters to `command`'s shape. Returns nil and a refusal if they do

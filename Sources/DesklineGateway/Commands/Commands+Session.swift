@@ -41,10 +41,16 @@ extension Command {
             throw error
         }
         let profile = try await ctx.services.accounts.profile(scope)
+        let unread = (try? await ctx.services.notifications.unreadCount(scope)) ?? 0
         ctx.scope = scope
         ctx.logger.info("login", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)", "role": "\(scope.role.rawValue)"])
-        return [ServerLine(.ok, "LOGIN", [scope.role.rawValue, scope.tenantId.rawValue, scope.userId.rawValue],
-                           text: "Welcome, \(profile.user.displayName) (\(profile.tenant.name))")]
+        var lines = [ServerLine(.ok, "LOGIN", [scope.role.rawValue, scope.tenantId.rawValue, scope.userId.rawValue],
+                                text: "Welcome, \(profile.user.displayName) (\(profile.tenant.name))")]
+        if unread > 0 {
+            lines.append(ServerLine(.event, "NOTIFICATIONS", [String(unread)],
+                                    text: "You have \(unread) unread notifications. NOTIFICATIONS lists them."))
+        }
+        return lines
     }
 
     static let me: Command = Command(

@@ -174,7 +174,7 @@ extension Command {
     /// `RPL <COMMAND> #<ticket> [<key>] <msgid> <time> <kind> <role> <author> :<text>`.
     static func entryLine(_ command: String, _ ticket: TicketID, _ e: TicketEntry, key: String? = nil) -> ServerLine {
         ServerLine(.rpl, command, [ticket.description] + (key.map { [$0] } ?? [])
-                   + [String(e.seq), Timestamp.format(e.at), e.kind.rawValue, e.authorRole.rawValue, e.authorName],
+                   + [e.messageID, Timestamp.format(e.at), e.kind.rawValue, e.authorRole.rawValue, e.authorName],
                    text: e.text)
     }
 }

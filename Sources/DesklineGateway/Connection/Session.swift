@@ -45,7 +45,10 @@ struct Session {
                     await Self.drain(outbox, to: outbound)
                     return
                 }
-                defer { registry.remove(id) }
+                defer {
+                    registry.remove(id)
+                    services.hub.detach(id)
+                }
                 outbox.send(ServerLine(.event, "HELLO", ["deskline", DesklineVersion.current],
                                        text: "Welcome to Deskline. Log in with LOGIN <email> <password>; HELP lists commands."))
                 logger.debug("connection opened")
@@ -132,8 +135,10 @@ struct Session {
                     logger.info("closing connection", metadata: ["reason": "SENDQ_EXCEEDED"])
                     return
                 }
-                if outcome.scope != nil && scope == nil {
-                    scope = outcome.scope
+                if let newScope = outcome.scope, scope == nil {
+                    // From now on the session acts as this login, from this connection.
+                    scope = newScope.onSession(id)
+                    services.hub.attach(id, scope: newScope.onSession(id), outbox: outbox)
                     machine.state.withLock { $0.loggedIn(now: clock.now) }
                 }
                 if machine.state.withLock({ $0.commandFinished() }) {
@@ -196,7 +201,8 @@ struct Session {
         case .success(let a): arguments = a
         case .failure(let e): return refuse(e.code, e.text, command: verb, label: label)
         }
-        var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger, scope: scope)
+        var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger,
+                                     sessionId: id, scope: scope)
         var lines: [ServerLine]
         var newScope = scope
         do {
@@ -208,7 +214,8 @@ struct Session {
             }
             lines = [.error(command: verb, code: error.code, text: error.message)]
         }
-        for i in lines.indices { lines[i].label = label }
+        // The reply's lines carry the label; events a handler adds after its reply never do.
+        for i in lines.indices where lines[i].kind != .event { lines[i].label = label }
         return Outcome(lines: lines, scope: newScope, quit: context.quit)
     }
 }

@@ -1,0 +1,88 @@
+import struct Foundation.Date
+
+/// Users' inboxes: every notification the rules send someone is kept until they read it, so
+/// nothing is missed while offline.
+public struct NotificationService: Sendable {
+    let store: any Store
+
+    public init(store: any Store) {
+        self.store = store
+    }
+
+    /// Works out who is notified of `event` and stores it in their inboxes. Returns the event
+    /// with its recipients filled in.
+    func record(_ event: TicketEvent) async throws(DesklineError) -> TicketEvent {
+        var event = event
+        if event.customerUserId == nil, let customerId = event.ticket?.customerId ?? event.call?.customerId {
+            event.customerUserId = try await store.customer(customerId, in: event.tenantId)?.userId
+        }
+        let users = try await store.users(in: event.tenantId)
+        event.recipients = NotificationPolicy.recipients(
+            of: event, agents: users.filter { $0.role == .agent }.map(\.id), admins: users.filter { $0.role == .admin }.map(\.id))
+        guard !event.recipients.isEmpty else { return event }
+        let draft = Self.draft(for: event)
+        try await store.appendNotification(draft, for: event.recipients, in: event.tenantId)
+        return event
+    }
+
+    static func draft(for event: TicketEvent) -> NotificationDraft {
+        switch event.kind {
+        case .created:
+            return NotificationDraft(type: "new", ticket: event.ticket?.id, call: nil, actorName: event.actor.name,
+                                     text: event.ticket?.subject ?? "", at: event.at)
+        case .call:
+            let call = event.call
+            let text = "call \(call?.phone ?? "")" + (call?.note.map { ": \($0)" } ?? "")
+            return NotificationDraft(type: "call", ticket: call?.ticketId, call: call?.id, actorName: event.actor.name,
+                                     text: text, at: event.at)
+        case .entry:
+            return NotificationDraft(type: event.entry?.kind.rawValue ?? "message", ticket: event.ticket?.id, call: nil,
+                                     actorName: event.actor.name, text: event.entry?.text ?? "", at: event.at)
+        }
+    }
+
+    /// The caller's notifications, oldest first: unread ones, or all with `all`.
+    public func list(_ scope: SessionScope, all: Bool) async throws(DesklineError) -> [(Notification, read: Bool)] {
+        let inbox = try await store.inbox(of: scope.userId, in: scope.tenantId)
+        return inbox.items.map { ($0, inbox.isRead($0.id)) }.filter { all || !$0.1 }
+    }
+
+    public func unreadCount(_ scope: SessionScope) async throws(DesklineError) -> Int {
+        try await store.inbox(of: scope.userId, in: scope.tenantId).unreadCount
+    }
+
+    /// Marks one notification (or all, with nil) read. Unknown ids are `NOT_FOUND`.
+    public func markRead(_ scope: SessionScope, id: Int?) async throws(DesklineError) {
+        try await store.markNotificationsRead(id, of: scope.userId, in: scope.tenantId)
+    }
+}
+
+/// A notification as handed to the store, which numbers it per user.
+public struct NotificationDraft: Sendable {
+    public var type: String
+    public var ticket: TicketID?
+    public var call: CallID?
+    public var actorName: String
+    public var text: String
+    public var at: Date
+}
+
+/// A user's inbox: the notifications and which of them are read.
+public struct Inbox: Sendable, Equatable {
+    public var items: [Notification]
+    /// Every id up to this one is read ...
+    public var readUpTo: Int
+    /// ... and these above it.
+    public var readIds: Set<Int>
+    public var lastId: Int
+
+    public init(items: [Notification], readUpTo: Int, readIds: Set<Int>, lastId: Int) {
+        self.items = items
+        self.readUpTo = readUpTo
+        self.readIds = readIds
+        self.lastId = lastId
+    }
+
+    public func isRead(_ id: Int) -> Bool { id <= readUpTo || readIds.contains(id) }
+    public var unreadCount: Int { max(0, lastId - readUpTo - readIds.count) }
+}

@@ -1,0 +1,114 @@
+import DesklineCore
+import DesklineProtocol
+
+// The helpdesk side: QUEUE, JOIN, PART, NOTE, ASSIGN, STATUS; and everyone's NOTIFICATIONS, READ.
+
+extension Command {
+    static let queue: Command = Command(
+        name: "QUEUE", access: .staff, parameters: [.optionalWord("filter")],
+        summary: "The helpdesk's tickets, newest activity first: unassigned, mine, open, pending, resolved, closed or all (default: all but closed)."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        var filter: TicketService.QueueFilter?
+        if let raw = ctx.arguments["filter"] {
+            guard let f = TicketService.QueueFilter(rawValue: raw.lowercased()) else {
+                throw .invalidArgument("'\(raw.prefix(20))' is not a queue filter; use \(TicketService.QueueFilter.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            filter = f
+        }
+        let list = try await ctx.services.tickets.queue(try ctx.requireScope(), filter)
+        return list.map { t in
+            ServerLine(.rpl, "QUEUE", [t.id.description, t.status.rawValue, Timestamp.format(t.updatedAt),
+                                       t.customerId.rawValue, t.assigneeName ?? ""], text: t.subject)
+        } + [ServerLine(.ok, "QUEUE", [String(list.count)], text: "\(list.count) tickets")]
+    }
+
+    static let join: Command = Command(
+        name: "JOIN", access: .staff, parameters: [.word("ticket")],
+        summary: "Follow a ticket live: every new message, note and status change is pushed to you (tickets assigned to you are followed anyway)."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let id = try parseTicket(ctx.arguments.required("ticket"))
+        let (ticket, _) = try await ctx.services.tickets.show(try ctx.requireScope(), id)
+        let added = ctx.services.hub.setJoined(ctx.sessionId, ticket.id, true)
+        return [ServerLine(.ok, "JOIN", [ticket.id.description, ticket.status.rawValue],
+                           text: added ? "Following \(ticket.id): \(ticket.subject)" : "Already following \(ticket.id)")]
+    }
+
+    static let part: Command = Command(
+        name: "PART", access: .staff, parameters: [.word("ticket")],
+        summary: "Stop following a ticket."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let id = try parseTicket(ctx.arguments.required("ticket"))
+        guard ctx.services.hub.setJoined(ctx.sessionId, id, false) else {
+            throw .notFound("You are not following \(id).")
+        }
+        return [ServerLine(.ok, "PART", [id.description], text: "No longer following \(id)")]
+    }
+
+    static let note: Command = Command(
+        name: "NOTE", access: .staff, parameters: [.word("ticket"), .text("text")],
+        summary: "Add an internal note to a ticket: staff see it, the customer never does."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let id = try parseTicket(ctx.arguments.required("ticket"))
+        let (ticket, entry) = try await ctx.services.tickets.note(try ctx.requireScope(), id, text: ctx.arguments.required("text"))
+        return [ServerLine(.ok, "NOTE", [ticket.id.description, entry.messageID], text: "Note \(entry.messageID) added to \(ticket.id)")]
+    }
+
+    static let assign: Command = Command(
+        name: "ASSIGN", access: .staff, parameters: [.word("ticket"), .word("agent-email|me|none")],
+        summary: "Assign a ticket to an agent or admin (by email), to yourself (me), or to nobody (none)."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let scope = try ctx.requireScope()
+        let id = try parseTicket(ctx.arguments.required("ticket"))
+        let who = ctx.arguments.required("agent-email|me|none")
+        let assignee: UserID?
+        switch who.lowercased() {
+        case "me": assignee = scope.userId
+        case "none": assignee = nil
+        default: assignee = try await ctx.services.tickets.staffUser(scope, email: who).id
+        }
+        let (ticket, entry) = try await ctx.services.tickets.assign(scope, id, to: assignee)
+        return [ServerLine(.ok, "ASSIGN", [ticket.id.description, String(entry.seq), ticket.assigneeName ?? ""],
+                           text: "Ticket \(ticket.id) \(entry.text)")]
+    }
+
+    static let status: Command = Command(
+        name: "STATUS", access: .staff, parameters: [.word("ticket"), .word("status")],
+        summary: "Set a ticket's status: open, pending, resolved or closed."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let id = try parseTicket(ctx.arguments.required("ticket"))
+        let status = try parseStatus(ctx.arguments.required("status"))
+        let (ticket, entry) = try await ctx.services.tickets.setStatus(try ctx.requireScope(), id, status)
+        return [ServerLine(.ok, "STATUS", [ticket.id.description, String(entry.seq), ticket.status.rawValue],
+                           text: "Ticket \(ticket.id) is \(ticket.status.rawValue)")]
+    }
+
+    static let notifications: Command = Command(
+        name: "NOTIFICATIONS", access: .loggedIn, parameters: [.optionalWord("all")],
+        summary: "List your unread notifications (with all: read ones too), oldest first."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        var all = false
+        if let raw = ctx.arguments["all"] {
+            guard raw.lowercased() == "all" else { throw .invalidArgument("Usage: NOTIFICATIONS [all]") }
+            all = true
+        }
+        let list = try await ctx.services.notifications.list(try ctx.requireScope(), all: all)
+        return list.map { n, read in
+            ServerLine(.rpl, "NOTIFICATIONS", [String(n.id), Timestamp.format(n.at), read ? "read" : "unread", n.type,
+                                               n.ticket?.description ?? "", n.actorName], text: n.text)
+        } + [ServerLine(.ok, "NOTIFICATIONS", [String(list.count)], text: "\(list.count) notifications")]
+    }
+
+    static let read: Command = Command(
+        name: "READ", access: .loggedIn, parameters: [.word("id|all")],
+        summary: "Mark a notification (or all of them) read."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let raw = ctx.arguments.required("id|all")
+        var id: Int?
+        if raw.lowercased() != "all" {
+            guard let n = Int(raw), n > 0 else { throw .invalidArgument("'\(raw.prefix(20))' is not a notification id; use a number or all") }
+            id = n
+        }
+        try await ctx.services.notifications.markRead(try ctx.requireScope(), id: id)
+        return [ServerLine(.ok, "READ", [id.map(String.init) ?? "all"], text: id.map { "Notification \($0) read" } ?? "All notifications read")]
+    }
+}
