@@ -92,6 +92,31 @@ final class TestClient {
         return try await readReply()
     }
 
+    /// Lines the server sends within `window` (events arriving on their own).
+    func drain(for window: Duration = .milliseconds(300)) async throws -> [String] {
+        var lines: [String] = []
+        let deadline = ContinuousClock.now + window
+        while ContinuousClock.now < deadline {
+            do {
+                guard let line = try await readLine(timeout: deadline - ContinuousClock.now) else { break }
+                lines.append(line)
+            } catch is TestClientTimeout {
+                break
+            }
+        }
+        return lines
+    }
+
+    /// The next line that starts with `prefix`, skipping others (up to `timeout`).
+    func expectLine(startingWith prefix: String, timeout: Duration = .seconds(10)) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            guard let line = try await readLine(timeout: deadline - ContinuousClock.now) else { break }
+            if line.hasPrefix(prefix) { return line }
+        }
+        throw TestClientTimeout(waitingFor: "a line starting with \(prefix)")
+    }
+
     /// Reads until the server closes; returns what it sent before closing.
     func readUntilClosed(timeout: Duration = .seconds(10)) async throws -> [String] {
         var rest: [String] = []

@@ -9,8 +9,8 @@ import NIOPosix
 import Testing
 
 /// A real server on 127.0.0.1, port 0, over a fresh data directory, with one tenant `acme`
-/// (customer Ann c1/u1, agent Amy u2, admin Ada u3, customer Bob c2/u4) and one tenant `globex`
-/// (customer Gus c1/u1). Passwords use a cheap scrypt cost; everything else is production code.
+/// (customer Ann c1/u1, agent Amy u2, admin Ada u3, customer Bob c2/u4, agent Abe u5) and one
+/// tenant `globex` (customer Gus c1/u1, agent Gia u2, admin Gil u3). Passwords use a cheap scrypt cost; everything else is production code.
 struct TestServer {
     static let password = "correct horse battery"
 
@@ -52,9 +52,12 @@ struct TestServer {
         _ = try await accounts.createUser(in: acme, email: "ada@acme.test", displayName: "Ada Admin", role: .admin, customer: nil, password: password)
         let bob = try await accounts.createCustomer(in: acme, name: "Bob Other", email: "bob@acme.test", phone: "+1 555 0102")
         _ = try await accounts.createUser(in: acme, email: "bob@acme.test", displayName: nil, role: .customer, customer: bob.id, password: password)
+        _ = try await accounts.createUser(in: acme, email: "abe@acme.test", displayName: "Abe Agent", role: .agent, customer: nil, password: password)
         let globex = try await accounts.createTenant(id: "globex", name: "Globex").id
         let gus = try await accounts.createCustomer(in: globex, name: "Gus", email: "gus@globex.test", phone: nil)
         _ = try await accounts.createUser(in: globex, email: "gus@globex.test", displayName: nil, role: .customer, customer: gus.id, password: password)
+        _ = try await accounts.createUser(in: globex, email: "gia@globex.test", displayName: "Gia Agent", role: .agent, customer: nil, password: password)
+        _ = try await accounts.createUser(in: globex, email: "gil@globex.test", displayName: "Gil Admin", role: .admin, customer: nil, password: password)
     }
 
     func connect() async throws -> TestClient {

@@ -1,0 +1,161 @@
+import DesklineCore
+import Testing
+
+/// Live pushes and inboxes, with several real clients at once. Seed: acme has customers Ann (u1)
+/// and Bob, agents Amy (u2) and Abe (u5), admin Ada (u3); globex has customer Gus, agent Gia and
+/// admin Gil.
+@Suite struct NotificationTests {
+    @Test func newTicketGoesToEveryAdminOfTheTenantOnly() async throws {
+        try await withServer { server in
+            let ada = try await server.login("ada@acme.test")
+            let gil = try await server.login("gil@globex.test")
+            let amy = try await server.login("amy@acme.test")
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Printer on fire")
+            let event = try await ada.expectLine(startingWith: "EVENT NEW")
+            #expect(event.hasPrefix("EVENT NEW #1001 20"))
+            #expect(event.hasSuffix(#" c1 Ann\sCustomer :Printer on fire"#))
+            #expect(try await amy.drain().isEmpty) // agents are told when customers write, not on NEW
+            #expect(try await gil.drain().isEmpty) // never across tenants
+            #expect(try await ann.drain().isEmpty) // not echoed to the session that did it
+            for c in [ada, gil, amy, ann] { await c.close() }
+        }
+    }
+
+    @Test func messageInUnassignedTicketReachesEveryAgentAndWaitsForOfflineOnes() async throws {
+        try await withServer { server in
+            let amy = try await server.login("amy@acme.test")
+            let gia = try await server.login("gia@globex.test")
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Help")
+            _ = try await ann.command("MSG #1001 is anyone there?")
+            let live = try await amy.expectLine(startingWith: "EVENT TICKET")
+            #expect(live.hasPrefix("EVENT TICKET #1001 1 20"))
+            #expect(live.hasSuffix(#" message customer Ann\sCustomer :is anyone there?"#))
+            #expect(try await gia.drain().isEmpty)
+
+            // Abe was offline: the inbox has it, and LOGIN says so.
+            let abe = try await server.guest()
+            try await abe.send("LOGIN abe@acme.test \(TestServer.password)")
+            #expect(try await abe.readLine()?.hasPrefix("OK LOGIN agent acme u5") == true)
+            #expect(try await abe.readLine() == "EVENT NOTIFICATIONS 1 :You have 1 unread notifications. NOTIFICATIONS lists them.")
+            let list = try await abe.command("NOTIFICATIONS")
+            #expect(list.count == 2)
+            #expect(list[0].hasPrefix("RPL NOTIFICATIONS 1 20"))
+            #expect(list[0].hasSuffix(#" unread message #1001 Ann\sCustomer :is anyone there?"#))
+            #expect(try await abe.command("READ 1") == ["OK READ 1 :Notification 1 read"])
+            #expect(try await abe.command("NOTIFICATIONS") == ["OK NOTIFICATIONS 0 :0 notifications"])
+            #expect(try await abe.command("NOTIFICATIONS all").first?.contains(" read message #1001 ") == true)
+            #expect(try await abe.command("READ 7").last == "ERR READ NOT_FOUND :You have no notification 7.")
+            for c in [amy, gia, ann, abe] { await c.close() }
+        }
+    }
+
+    @Test func assignedTicketGoesToTheAssigneeOnlyInEverySession() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Assigned")
+            let amy1 = try await server.login("amy@acme.test")
+            let amy2 = try await server.login("amy@acme.test")
+            let abe = try await server.login("abe@acme.test")
+            #expect(try await amy1.command("ASSIGN #1001 me").first?.hasPrefix("OK ASSIGN #1001 1 Amy\\sAgent") == true)
+            // The customer is told about the assignment; Amy's other session sees it too.
+            #expect(try await ann.expectLine(startingWith: "EVENT TICKET").hasSuffix(#" status agent Amy\sAgent :assigned to Amy Agent"#))
+            #expect(try await amy2.expectLine(startingWith: "EVENT TICKET").hasSuffix(":assigned to Amy Agent"))
+            _ = try await ann.command("MSG #1001 for Amy")
+            for amy in [amy1, amy2] {
+                #expect(try await amy.expectLine(startingWith: "EVENT TICKET").hasSuffix(":for Amy"))
+            }
+            #expect(try await abe.drain().isEmpty)
+            for c in [ann, amy1, amy2, abe] { await c.close() }
+        }
+    }
+
+    @Test func repliesReachTheCustomerButNotesNeverDo() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Notes")
+            _ = try await ann.command("MSG #1001 first")
+            let amy = try await server.login("amy@acme.test")
+            #expect(try await amy.readLine() == "EVENT NOTIFICATIONS 1 :You have 1 unread notifications. NOTIFICATIONS lists them.")
+            #expect(try await amy.command("NOTE #1001 customer sounds annoyed") == ["OK NOTE #1001 1.1 :Note 1.1 added to #1001"])
+            #expect(try await amy.command("MSG #1001 On it!").first == "OK MSG #1001 2 open :Message 2 added to #1001")
+            // The customer gets the reply, not the note, and sees no gap in the numbering.
+            let pushed = try await ann.expectLine(startingWith: "EVENT TICKET")
+            #expect(pushed.hasPrefix("EVENT TICKET #1001 2 "))
+            #expect(pushed.hasSuffix(#" message agent Amy\sAgent :On it!"#))
+            #expect(try await ann.drain().isEmpty)
+            let history = try await ann.command("HISTORY #1001")
+            #expect(history.count == 3)
+            #expect(!history.joined().contains("annoyed"))
+            #expect(try await ann.command("SHOW #1001").contains("RPL SHOW #1001 entries :2"))
+            let inbox = try await ann.command("NOTIFICATIONS all")
+            #expect(!inbox.joined().contains("annoyed"))
+            #expect(inbox.first?.hasSuffix(#" message #1001 Amy\sAgent :On it!"#) == true)
+            // Staff see everything, in order, and the pushed line is the HISTORY line.
+            let staffHistory = try await amy.command("HISTORY #1001")
+            #expect(staffHistory.dropLast().map { $0.split(separator: " ")[3] } == ["1", "1.1", "2"])
+            #expect(history[1] == "RPL HISTORY" + pushed.dropFirst("EVENT TICKET".count))
+            for c in [ann, amy] { await c.close() }
+        }
+    }
+
+    @Test func joinFollowsATicketLiveAndPartStops() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Follow me")
+            let ada = try await server.login("ada@acme.test")
+            _ = try await ada.drain() // EVENT NEW
+            #expect(try await ada.command("JOIN #1001") == ["OK JOIN #1001 open :Following #1001: Follow me"])
+            #expect(try await ada.command("JOIN #1001") == ["OK JOIN #1001 open :Already following #1001"])
+            let amy = try await server.login("amy@acme.test")
+            _ = try await amy.command("NOTE #1001 internal")
+            #expect(try await ada.expectLine(startingWith: "EVENT TICKET").hasSuffix(" note agent Amy\\sAgent :internal"))
+            #expect(try await ada.command("PART #1001") == ["OK PART #1001 :No longer following #1001"])
+            _ = try await amy.command("NOTE #1001 second")
+            #expect(try await ada.drain().isEmpty)
+            #expect(try await ada.command("PART #1001").last == "ERR PART NOT_FOUND :You are not following #1001.")
+            // A ticket of another tenant cannot be joined.
+            let gil = try await server.login("gil@globex.test")
+            #expect(try await gil.command("JOIN #1001").last == "ERR JOIN NO_SUCH_TICKET :No ticket #1001 that you can see. TICKETS lists yours.")
+            for c in [ann, ada, amy, gil] { await c.close() }
+        }
+    }
+
+    @Test func callRequestsGoToTheAssigneeOrEveryAgent() async throws {
+        try await withServer { server in
+            let amy = try await server.login("amy@acme.test")
+            let abe = try await server.login("abe@acme.test")
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Call")
+            _ = try await ann.command("CALL please ring")
+            for agent in [amy, abe] {
+                let event = try await agent.expectLine(startingWith: "EVENT CALL")
+                #expect(event.hasPrefix("EVENT CALL 1 20"))
+                #expect(event.hasSuffix(#" * Ann\sCustomer +1\s555\s0101 :please ring"#))
+            }
+            _ = try await amy.command("ASSIGN #1001 me")
+            _ = try await ann.drain()
+            _ = try await ann.command("CALL #1001 about this one")
+            #expect(try await amy.expectLine(startingWith: "EVENT CALL 2 ").hasSuffix(":about this one"))
+            #expect(try await abe.drain().filter { $0.hasPrefix("EVENT CALL") }.isEmpty)
+            for c in [amy, abe, ann] { await c.close() }
+        }
+    }
+
+    @Test func customersNeverReceiveOtherCustomersEvents() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            let bob = try await server.login("bob@acme.test")
+            let gus = try await server.login("gus@globex.test")
+            _ = try await bob.command("NEW Bob's")
+            let amy = try await server.login("amy@acme.test")
+            _ = try await amy.command("MSG #1001 reply to Bob")
+            _ = try await amy.command("STATUS #1001 resolved")
+            #expect(try await bob.expectLine(startingWith: "EVENT TICKET").hasSuffix(":reply to Bob"))
+            #expect(try await ann.drain().isEmpty)
+            #expect(try await gus.drain().isEmpty)
+            for c in [ann, bob, gus, amy] { await c.close() }
+        }
+    }
+}
