@@ -26,15 +26,19 @@ struct CLIProcess {
     let stderrPath: String
     private let exited: Task<Int32, Never>
 
-    /// Starts `deskline <arguments>`; `stdin` (if any) is written and closed.
-    init(_ arguments: [String], stdin: String? = nil) throws {
+    /// Starts `deskline <arguments>` (or another `executable`); `stdin` (if any) is written and closed.
+    init(_ arguments: [String], stdin: String? = nil, executable: URL = CLIProcess.executable,
+         environment: [String: String] = [:]) throws {
         let base = NSTemporaryDirectory() + "deskline-cli-" + UUID().uuidString
         stdoutPath = base + ".out"
         stderrPath = base + ".err"
         _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = Self.executable
+        process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         let input = Pipe()
