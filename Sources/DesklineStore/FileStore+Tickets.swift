@@ -240,3 +240,29 @@ extension FileStore {
         }
     }
 }
+
+extension FileStore {
+    public func calls(in tenant: TenantID) async throws(DesklineError) -> [CallRequest] {
+        try await io {
+            try DurableFile.list(self.tenantDir(tenant) + "/calls").compactMap { name -> CallRequest? in
+                guard name.hasSuffix(".json"), let n = Int(name.dropLast(5)) else { return nil }
+                return try self.load(CallRequest.self, self.tenantDir(tenant) + "/calls/\(n).json")
+            }
+        }
+    }
+
+    public func updateCall(_ id: CallID, in tenant: TenantID, at time: Date,
+                           _ change: @escaping @Sendable (inout CallRequest) throws(DesklineError) -> Void) async throws(DesklineError) -> CallRequest? {
+        let time = Self.storedPrecision(time)
+        return try await io { () throws -> CallRequest? in
+            try self.withTenantLock(tenant) { () throws -> CallRequest? in
+                let path = self.tenantDir(tenant) + "/calls/\(id.number).json"
+                guard var call = try self.load(CallRequest.self, path) else { return nil }
+                try change(&call)
+                call.updatedAt = time
+                try self.save(call, path)
+                return call
+            }
+        }
+    }
+}

@@ -131,7 +131,7 @@ import Testing
             _ = try await ann.command("CALL please ring")
             for agent in [amy, abe] {
                 let event = try await agent.expectLine(startingWith: "EVENT CALL")
-                #expect(event.hasPrefix("EVENT CALL 1 20"))
+                #expect(event.hasPrefix("EVENT CALL 1 requested 20"))
                 #expect(event.hasSuffix(#" * Ann\sCustomer +1\s555\s0101 :please ring"#))
             }
             _ = try await amy.command("ASSIGN #1001 me")
@@ -139,6 +139,23 @@ import Testing
             _ = try await ann.command("CALL #1001 about this one")
             #expect(try await amy.expectLine(startingWith: "EVENT CALL 2 ").hasSuffix(":about this one"))
             #expect(try await abe.drain().filter { $0.hasPrefix("EVENT CALL") }.isEmpty)
+
+            // The agents' side: the queue, accepting (the customer is told), and done.
+            let queue = try await abe.command("CALLS")
+            #expect(queue.count == 3)
+            #expect(queue[0].hasPrefix("RPL CALLS 1 requested 20"))
+            #expect(queue[0].hasSuffix(#" * +1\s555\s0101 c1 * :please ring"#))
+            #expect(try await abe.command("CALL ACCEPT 1") == ["OK CALL 1 accepted +1\\s555\\s0101 :Call 1 is yours: phone +1 555 0101"])
+            let told = try await ann.expectLine(startingWith: "EVENT CALL 1 accepted")
+            #expect(told.hasSuffix(#" * Abe\sAgent +1\s555\s0101 :"#))
+            #expect(try await amy.command("CALL ACCEPT 1").last == "ERR CALL CONFLICT :Call 1 was already accepted by Abe Agent.")
+            #expect(try await amy.command("CALL DONE 1").last == "ERR CALL CONFLICT :Call 1 was accepted by Abe Agent; they mark it done.")
+            #expect(try await abe.command("CALLS mine").count == 2)
+            #expect(try await abe.command("CALL DONE 1 spoke, all good") == ["OK CALL 1 done +1\\s555\\s0101 :Call 1 done"])
+            #expect(try await ann.expectLine(startingWith: "EVENT CALL 1 done").hasSuffix(":spoke, all good"))
+            #expect(try await ann.command("CALLS").first?.hasPrefix("RPL CALLS 2 requested") == true)
+            #expect(try await abe.command("CALLS").count == 2) // only call 2 is still open
+            #expect(try await abe.command("CALL RING 2").last == "ERR CALL INVALID_ARGUMENT :'RING' is not ACCEPT or DONE. Usage: CALL ACCEPT|DONE <call> [<note>]")
             for c in [amy, abe, ann] { await c.close() }
         }
     }

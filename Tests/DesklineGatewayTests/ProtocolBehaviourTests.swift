@@ -18,7 +18,8 @@ import Testing
             let agent = try await server.login("amy@acme.test")
             let staff = try await agent.command("HELP")
             #expect(staff.map { $0.split(separator: " ")[2] } == ["HELP", "ME", "PING", "PONG", "QUIT", "SHOW", "HISTORY", "MSG", "PASSWD",
-                                                                  "QUEUE", "JOIN", "PART", "NOTE", "ASSIGN", "STATUS", "NOTIFICATIONS", "READ", "17"])
+                                                                  "QUEUE", "JOIN", "PART", "NOTE", "ASSIGN", "STATUS", "CALLS", "CALL",
+                                                                  "NOTIFICATIONS", "READ", "19"])
             await agent.close()
             #expect(try await customer.command("HELP login") == ["ERR HELP NOT_FOUND :No command 'LOGIN' is available to you. Type HELP for the list."])
             #expect(try await customer.command("HELP me") == [

@@ -154,6 +154,11 @@ public struct CallRequest: Sendable, Codable, Equatable {
     public var status: Status
     public var createdAt: Date
     public var updatedAt: Date
+    /// The agent who accepted the call.
+    public var agentId: UserID?
+    public var agentName: String?
+    /// What the agent noted when the call was done.
+    public var outcome: String?
 
     public init(id: CallID, tenantId: TenantID, customerId: CustomerID, ticketId: TicketID?, phone: String,
                 note: String?, status: Status, createdAt: Date, updatedAt: Date) {

@@ -32,7 +32,12 @@ public struct NotificationService: Sendable {
                                      text: event.ticket?.subject ?? "", at: event.at)
         case .call:
             let call = event.call
-            let text = "call \(call?.phone ?? "")" + (call?.note.map { ": \($0)" } ?? "")
+            let text: String
+            switch call?.status {
+            case .accepted?: text = "\(call?.agentName ?? "An agent") will phone you at \(call?.phone ?? "")"
+            case .done?: text = "call done" + (call?.outcome.map { ": \($0)" } ?? "")
+            default: text = "call \(call?.phone ?? "")" + (call?.note.map { ": \($0)" } ?? "")
+            }
             return NotificationDraft(type: "call", ticket: call?.ticketId, call: call?.id, actorName: event.actor.name,
                                      text: text, at: event.at)
         case .entry:

@@ -56,7 +56,8 @@ public struct TicketEvent: Sendable, Equatable {
 /// The seed's notification rules: who is told about what.
 public enum NotificationPolicy {
     /// - Customer writes in a ticket → the assigned agent; unassigned → every agent of the tenant.
-    /// - Customer requests a call → the assigned agent of the tied ticket, else every agent.
+    /// - Customer requests a call → the assigned agent of the tied ticket, else every agent; an
+    ///   agent accepting it or marking it done → the customer.
     /// - Customer opens a ticket → every admin of the tenant.
     /// - Helpdesk reply, status change or assignment → the ticket's customer (never for notes);
     ///   an assignment also tells the new assignee.
@@ -68,8 +69,10 @@ public enum NotificationPolicy {
         switch event.kind {
         case .created:
             users = admins
-        case .call:
+        case .call where event.actor.role == .customer:
             users = assignee.map { [$0] } ?? agents
+        case .call: // an agent accepted or finished it: tell the customer
+            users = event.customerUserId.map { [$0] } ?? []
         case .entry:
             guard let entry = event.entry else { break }
             switch (entry.kind, event.actor.role) {

@@ -75,6 +75,11 @@ public protocol Store: Sendable {
     func createCall(customer: CustomerID, ticket: TicketID?, phone: String, note: String?,
                     in tenant: TenantID, at time: Date) async throws(DesklineError) -> CallRequest
     func calls(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [CallRequest]
+    /// Every call request of a tenant (the agents' call queue).
+    func calls(in tenant: TenantID) async throws(DesklineError) -> [CallRequest]
+    /// Reads a call, lets `change` check and modify it (throwing refuses), stores it. Nil if none.
+    func updateCall(_ id: CallID, in tenant: TenantID, at time: Date,
+                    _ change: @escaping @Sendable (inout CallRequest) throws(DesklineError) -> Void) async throws(DesklineError) -> CallRequest?
 }
 
 /// An entry to append; the store assigns its sequence number.

@@ -275,6 +275,73 @@ public struct TicketService: Sendable {
         return call
     }
 
+    /// What the agents' CALLS can show.
+    public enum CallFilter: String, Sendable, CaseIterable {
+        /// Requested or accepted, not done.
+        case open
+        /// Accepted by the caller, not done.
+        case mine
+        case all
+    }
+
+    /// The tenant's call requests for agents and admins, oldest first (the order to call back in).
+    public func callQueue(_ scope: SessionScope, _ filter: CallFilter) async throws(DesklineError) -> [CallRequest] {
+        try staff(scope)
+        return try await store.calls(in: scope.tenantId).filter { c in
+            switch filter {
+            case .open: c.status != .done
+            case .mine: c.status == .accepted && c.agentId == scope.userId
+            case .all: true
+            }
+        }.sorted { $0.id.number < $1.id.number }
+    }
+
+    /// An agent takes a requested call; the customer is told who will phone.
+    public func acceptCall(_ scope: SessionScope, _ id: CallID) async throws(DesklineError) -> CallRequest {
+        try staff(scope)
+        let user = try await author(scope)
+        let call = try await store.updateCall(id, in: scope.tenantId, at: now()) { (c: inout CallRequest) throws(DesklineError) in
+            switch c.status {
+            case .requested: break
+            case .accepted where c.agentId == user.id: throw .conflict("You have already accepted call \(id).")
+            case .accepted: throw .conflict("Call \(id) was already accepted by \(c.agentName ?? "another agent").")
+            case .done: throw .conflict("Call \(id) is already done.")
+            }
+            c.status = .accepted
+            c.agentId = user.id
+            c.agentName = user.displayName
+        }
+        guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
+        await emitCall(call, actor: actor(user), scope)
+        return call
+    }
+
+    /// The call happened: marked done by the agent who accepted it (or an admin), with an
+    /// optional note of the outcome.
+    public func finishCall(_ scope: SessionScope, _ id: CallID, outcome rawOutcome: String?) async throws(DesklineError) -> CallRequest {
+        try staff(scope)
+        let user = try await author(scope)
+        let outcome = try rawOutcome.map { (o) throws(DesklineError) in try InputRules.messageText(o, field: "note") }
+        let call = try await store.updateCall(id, in: scope.tenantId, at: now()) { (c: inout CallRequest) throws(DesklineError) in
+            guard c.status == .accepted else {
+                throw .conflict(c.status == .done ? "Call \(id) is already done." : "Accept call \(id) first: CALL ACCEPT \(id).")
+            }
+            guard c.agentId == user.id || user.role == .admin else {
+                throw .conflict("Call \(id) was accepted by \(c.agentName ?? "another agent"); they mark it done.")
+            }
+            c.status = .done
+            c.outcome = outcome
+        }
+        guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
+        await emitCall(call, actor: actor(user), scope)
+        return call
+    }
+
+    private func emitCall(_ call: CallRequest, actor: Actor, _ scope: SessionScope) async {
+        let about = try? await call.ticketId.asyncMap { (id) throws(DesklineError) in try await store.ticket(id, in: scope.tenantId) } ?? nil
+        await emit(TicketEvent(kind: .call, tenantId: scope.tenantId, ticket: about, call: call, actor: actor, at: call.updatedAt), scope)
+    }
+
     /// The caller's own call requests, newest first.
     public func calls(_ scope: SessionScope) async throws(DesklineError) -> [CallRequest] {
         let customerId = try customerId(scope)

@@ -133,23 +133,37 @@ enum CommandRefusal {
     }
 }
 
-/// The command table.
+/// The command table. A name may have one entry per set of roles (CALL and CALLS mean one thing
+/// to a customer and another to an agent); the session runs the entry meant for its role.
 struct CommandTable: Sendable {
     let commands: [Command]
-    private let byName: [String: Command]
+    private let byName: [String: [Command]]
 
     init(_ commands: [Command]) {
         self.commands = commands
-        self.byName = Dictionary(uniqueKeysWithValues: commands.map { ($0.name, $0) })
+        self.byName = Dictionary(grouping: commands, by: \.name)
+        for (name, entries) in byName where entries.count > 1 {
+            for (i, a) in entries.enumerated() {
+                for b in entries[(i + 1)...] {
+                    precondition(a.access.roles.isDisjoint(with: b.access.roles) && !(a.access.beforeLogin && b.access.beforeLogin),
+                                 "two \(name) entries for the same role")
+                }
+            }
+        }
     }
 
-    subscript(_ verb: String) -> Command? { byName[verb] }
+    /// The entry of `verb` for `scope` (nil: not logged in); if none is for it, the first one,
+    /// whose access check then refuses with the right error. Nil for an unknown command.
+    func command(_ verb: String, for scope: SessionScope?) -> Command? {
+        guard let entries = byName[verb] else { return nil }
+        return entries.first { $0.isAvailable(to: scope) } ?? entries.first
+    }
 
     /// Every command, in HELP order.
     static let standard: CommandTable = CommandTable([
         .help, .login, .me, .ping, .pong, .quit,
         .tickets, .new, .show, .history, .msg, .close, .call, .calls, .profile, .passwd,
-        .queue, .join, .part, .note, .assign, .status, .notifications, .read,
+        .queue, .join, .part, .note, .assign, .status, .callQueue, .callHandling, .notifications, .read,
     ])
 
     /// Matches `message`'s parameters to `command`'s shape. Returns nil and a refusal if they do

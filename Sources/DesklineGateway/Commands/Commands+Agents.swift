@@ -82,6 +82,45 @@ extension Command {
                            text: "Ticket \(ticket.id) is \(ticket.status.rawValue)")]
     }
 
+    static let callQueue: Command = Command(
+        name: "CALLS", access: .staff, parameters: [.optionalWord("open|mine|all")],
+        summary: "The helpdesk's call requests, oldest first: open (default: not done yet), mine (accepted by you) or all."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let raw = ctx.arguments["open|mine|all"]?.lowercased() ?? "open"
+        guard let filter = TicketService.CallFilter(rawValue: raw) else {
+            throw .invalidArgument("'\(raw.prefix(20))' is not a call filter; use open, mine or all")
+        }
+        let list = try await ctx.services.tickets.callQueue(try ctx.requireScope(), filter)
+        return list.map { c in
+            ServerLine(.rpl, "CALLS", [c.id.description, c.status.rawValue, Timestamp.format(c.createdAt), c.ticketId?.description ?? "",
+                                       c.phone, c.customerId.rawValue, c.agentName ?? ""], text: c.outcome ?? c.note ?? "")
+        } + [ServerLine(.ok, "CALLS", [String(list.count)], text: "\(list.count) call requests")]
+    }
+
+    static let callHandling: Command = Command(
+        name: "CALL", access: .staff, parameters: [.word("ACCEPT|DONE"), .word("call"), .optionalText("note")],
+        summary: "Take a call request (ACCEPT: the customer is told you will phone) or mark it done with an optional note.",
+        usage: "CALL ACCEPT|DONE <call> [<note>]"
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let scope = try ctx.requireScope()
+        let action = ctx.arguments.required("ACCEPT|DONE").uppercased()
+        guard let n = Int(ctx.arguments.required("call")), n > 0 else {
+            throw .invalidArgument("'\(ctx.arguments.required("call").prefix(20))' is not a call number")
+        }
+        let call: CallRequest
+        switch action {
+        case "ACCEPT":
+            guard ctx.arguments["note"] == nil else { throw .invalidArgument("Usage: CALL ACCEPT <call>") }
+            call = try await ctx.services.tickets.acceptCall(scope, CallID(n))
+        case "DONE":
+            call = try await ctx.services.tickets.finishCall(scope, CallID(n), outcome: ctx.arguments["note"])
+        default:
+            throw .invalidArgument("'\(action.prefix(20))' is not ACCEPT or DONE. Usage: CALL ACCEPT|DONE <call> [<note>]")
+        }
+        return [ServerLine(.ok, "CALL", [call.id.description, call.status.rawValue, call.phone],
+                           text: call.status == .accepted ? "Call \(call.id) is yours: phone \(call.phone)" : "Call \(call.id) done")]
+    }
+
     static let notifications: Command = Command(
         name: "NOTIFICATIONS", access: .loggedIn, parameters: [.optionalWord("all")],
         summary: "List your unread notifications (with all: read ones too), oldest first."

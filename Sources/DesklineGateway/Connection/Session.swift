@@ -184,7 +184,7 @@ struct Session {
             return refuse("BAD_LABEL", "The label tag must be 1-64 bytes.", command: verb)
         }
         let label = message.label
-        guard let command = table[verb] else {
+        guard let command = table.command(verb, for: scope) else {
             let r = CommandRefusal.unknown(verb)
             return refuse(r.code, r.text, command: verb, label: label)
         }

@@ -81,9 +81,10 @@ public final class SessionHub: EventSink, Sendable {
                                               ticket.customerId.rawValue, event.actor.name], text: ticket.subject)
         case .call:
             guard let call = event.call else { break }
-            return ServerLine(.event, "CALL", [call.id.description, Timestamp.format(call.createdAt),
+            let text = call.status == .requested ? call.note : (call.status == .done ? call.outcome : nil)
+            return ServerLine(.event, "CALL", [call.id.description, call.status.rawValue, Timestamp.format(call.updatedAt),
                                                call.ticketId?.description ?? "", event.actor.name, call.phone],
-                              text: call.note ?? "")
+                              text: text ?? "")
         }
         return nil // an event without the record it is about: nothing to show
     }
