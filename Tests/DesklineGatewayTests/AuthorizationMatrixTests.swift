@@ -22,6 +22,7 @@ import Testing
         "MSG": [.customer, .agent, .admin], "PASSWD": [.customer, .agent, .admin],
         "QUEUE": [.agent, .admin], "JOIN": [.agent, .admin], "PART": [.agent, .admin], "NOTE": [.agent, .admin],
         "ASSIGN": [.agent, .admin], "STATUS": [.agent, .admin],
+        "AGENTS": [.agent, .admin], "AWAY": [.agent, .admin], "BACK": [.agent, .admin], "CUSTOMER": [.admin],
         "NOTIFICATIONS": [.customer, .agent, .admin], "READ": [.customer, .agent, .admin],
     ]
 
@@ -108,6 +109,8 @@ import Testing
                 ("LOGIN", "LOGIN nobody@acme.test wrong", "LOGIN_FAILED"),
                 ("QUEUE", "QUEUE all", "OK"), ("PART", "PART #1001", "OK"), // staff JOINed #1001 above
                 ("NOTIFICATIONS", "NOTIFICATIONS all", "OK"), ("READ", "READ all", "OK"),
+                ("AGENTS", "AGENTS", "OK"), ("AWAY", "AWAY lunch", "OK"), ("BACK", "BACK", "OK"),
+                ("CUSTOMER", "CUSTOMER LOGIN c1", "CONFLICT"), // Ann (c1) already has a login
             ]
             for (name, line, allowed) in plain {
                 for role in Role.allCases {

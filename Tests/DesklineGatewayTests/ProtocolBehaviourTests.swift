@@ -19,7 +19,10 @@ import Testing
             let staff = try await agent.command("HELP")
             #expect(staff.map { $0.split(separator: " ")[2] } == ["HELP", "ME", "PING", "PONG", "QUIT", "SHOW", "HISTORY", "MSG", "PASSWD",
                                                                   "QUEUE", "JOIN", "PART", "NOTE", "ASSIGN", "STATUS", "CALLS", "CALL",
-                                                                  "NOTIFICATIONS", "READ", "19"])
+                                                                  "AGENTS", "AWAY", "BACK", "NOTIFICATIONS", "READ", "22"])
+            let admin = try await server.login("ada@acme.test")
+            #expect(try await admin.command("HELP").last == "OK HELP 23 :23 commands available as admin")
+            await admin.close()
             await agent.close()
             #expect(try await customer.command("HELP login") == ["ERR HELP NOT_FOUND :No command 'LOGIN' is available to you. Type HELP for the list."])
             #expect(try await customer.command("HELP me") == [

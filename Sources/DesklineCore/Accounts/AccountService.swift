@@ -163,6 +163,50 @@ public struct AccountService: Sendable {
         }
     }
 
+    // MARK: Tenant administration (admins, over the protocol)
+
+    /// The agents and admins of the caller's tenant, by name (for AGENTS).
+    public func staff(_ scope: SessionScope) async throws(DesklineError) -> [User] {
+        guard scope.role.isStaff else { throw .forbidden("only agents and admins see the helpdesk's staff") }
+        return try await store.users(in: scope.tenantId).filter(\.role.isStaff)
+            .sorted { ($0.displayName, $0.email) < ($1.displayName, $1.email) }
+    }
+
+    private func requireAdmin(_ scope: SessionScope) throws(DesklineError) {
+        guard scope.role == .admin else { throw .forbidden("only admins manage customers") }
+    }
+
+    /// An admin creates a customer record in their own tenant.
+    public func adminCreateCustomer(_ scope: SessionScope, name: String, email: String, phone: String?) async throws(DesklineError) -> Customer {
+        try requireAdmin(scope)
+        return try await createCustomer(in: scope.tenantId, name: name, email: email, phone: phone)
+    }
+
+    /// An admin gives a customer record of their tenant a login (with the record's email, the
+    /// seed's createCustomerUser rule). Returns the user and its generated initial password.
+    public func adminCreateCustomerLogin(_ scope: SessionScope, customer id: CustomerID) async throws(DesklineError) -> (User, password: String) {
+        try requireAdmin(scope)
+        guard let customer = try await store.customer(id, in: scope.tenantId) else {
+            throw .notFound("No customer \(id) in your helpdesk.")
+        }
+        let password = PasswordGenerator.make()
+        let user = try await createUser(in: scope.tenantId, email: customer.email, displayName: nil, role: .customer,
+                                        customer: id, password: password)
+        return (user, password)
+    }
+
+    /// An admin resets the password of a customer's login in their tenant; returns the new one.
+    public func adminResetCustomerPassword(_ scope: SessionScope, customer id: CustomerID) async throws(DesklineError) -> (Customer, password: String) {
+        try requireAdmin(scope)
+        guard let customer = try await store.customer(id, in: scope.tenantId) else {
+            throw .notFound("No customer \(id) in your helpdesk.")
+        }
+        guard customer.userId != nil else { throw .notFound("Customer \(id) has no login yet: CUSTOMER LOGIN \(id).") }
+        let password = PasswordGenerator.make()
+        try await setPassword(in: scope.tenantId, email: customer.email, password: password)
+        return (customer, password)
+    }
+
     // MARK: Profile
 
     /// What `ME` shows: the caller's own user, tenant and (customers) customer record.

@@ -46,6 +46,7 @@ struct CommandAccess: Sendable {
     static let guestOnly = CommandAccess(beforeLogin: true, roles: [])
     static let customers = CommandAccess(beforeLogin: false, roles: [.customer])
     static let staff = CommandAccess(beforeLogin: false, roles: [.agent, .admin])
+    static let admins = CommandAccess(beforeLogin: false, roles: [.admin])
 }
 
 /// One protocol command: the single source for dispatch, access checks, HELP and the command
@@ -163,7 +164,8 @@ struct CommandTable: Sendable {
     static let standard: CommandTable = CommandTable([
         .help, .login, .me, .ping, .pong, .quit,
         .tickets, .new, .show, .history, .msg, .close, .call, .calls, .profile, .passwd,
-        .queue, .join, .part, .note, .assign, .status, .callQueue, .callHandling, .notifications, .read,
+        .queue, .join, .part, .note, .assign, .status, .callQueue, .callHandling, .agents, .away, .back,
+        .customer, .notifications, .read,
     ])
 
     /// Matches `message`'s parameters to `command`'s shape. Returns nil and a refusal if they do

@@ -121,6 +121,73 @@ extension Command {
                            text: call.status == .accepted ? "Call \(call.id) is yours: phone \(call.phone)" : "Call \(call.id) done")]
     }
 
+    static let agents: Command = Command(
+        name: "AGENTS", access: .staff, parameters: [],
+        summary: "Who of the helpdesk is online, away or offline."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let scope = try ctx.requireScope()
+        let staff = try await ctx.services.accounts.staff(scope)
+        let online = ctx.services.hub.online(in: scope.tenantId)
+        let away = ctx.services.hub.awayMessages(in: scope.tenantId)
+        let lines = staff.map { user -> ServerLine in
+            let sessions = online[user.id] ?? 0
+            let state = sessions == 0 ? "offline" : (away[user.id] != nil ? "away" : "online")
+            return ServerLine(.rpl, "AGENTS", [user.email, user.role.rawValue, state, String(sessions), user.displayName],
+                              text: sessions > 0 ? away[user.id] ?? "" : "")
+        }
+        return lines + [ServerLine(.ok, "AGENTS", [String(lines.count)], text: "\(online.filter { o in staff.contains { $0.id == o.key } }.count) of \(lines.count) online")]
+    }
+
+    static let away: Command = Command(
+        name: "AWAY", access: .staff, parameters: [.optionalText("reason")],
+        summary: "Mark yourself away (AGENTS shows it), with an optional reason."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let reason = try ctx.arguments["reason"].map { (r) throws(DesklineError) in try InputRules.messageText(r, field: "reason") } ?? "away"
+        ctx.services.hub.setAway(try ctx.requireScope(), reason)
+        return [ServerLine(.ok, "AWAY", text: reason)]
+    }
+
+    static let back: Command = Command(
+        name: "BACK", access: .staff, parameters: [],
+        summary: "You are available again."
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        ctx.services.hub.setAway(try ctx.requireScope(), nil)
+        return [ServerLine(.ok, "BACK", text: "You are back")]
+    }
+
+    static let customer: Command = Command(
+        name: "CUSTOMER", access: .admins, parameters: [.word("NEW|LOGIN|PASSWORD"), .word("email|customer"), .optionalWord("phone"), .optionalText("name")],
+        summary: "Admins: create a customer record (NEW), give it a login with a generated password (LOGIN), or reset that password (PASSWORD).",
+        usage: "CUSTOMER NEW <email> <phone|none> <name> | CUSTOMER LOGIN <customer> | CUSTOMER PASSWORD <customer>"
+    ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let scope = try ctx.requireScope()
+        let action = ctx.arguments.required("NEW|LOGIN|PASSWORD").uppercased()
+        let target = ctx.arguments.required("email|customer")
+        switch action {
+        case "NEW":
+            guard let phone = ctx.arguments["phone"], let name = ctx.arguments["name"] else {
+                throw .invalidArgument("Usage: CUSTOMER NEW <email> <phone|none> <name>")
+            }
+            let customer = try await ctx.services.accounts.adminCreateCustomer(
+                scope, name: name, email: target, phone: phone.lowercased() == "none" ? nil : TagValue.unescape(Substring(phone)))
+            return [ServerLine(.ok, "CUSTOMER", ["NEW", customer.id.rawValue, customer.email],
+                               text: "Customer \(customer.id) created: \(customer.name)")]
+        case "LOGIN", "PASSWORD":
+            guard ctx.arguments["phone"] == nil else { throw .invalidArgument("Usage: CUSTOMER \(action) <customer>") }
+            let id = try CustomerID(validating: target)
+            if action == "LOGIN" {
+                let (user, password) = try await ctx.services.accounts.adminCreateCustomerLogin(scope, customer: id)
+                return [ServerLine(.ok, "CUSTOMER", ["LOGIN", id.rawValue, user.id.rawValue, user.email],
+                                   text: "Login \(user.email) created; initial password: \(password)")]
+            }
+            let (customer, password) = try await ctx.services.accounts.adminResetCustomerPassword(scope, customer: id)
+            return [ServerLine(.ok, "CUSTOMER", ["PASSWORD", id.rawValue, customer.email],
+                               text: "New password for \(customer.email): \(password)")]
+        default:
+            throw .invalidArgument("'\(action.prefix(20))' is not NEW, LOGIN or PASSWORD")
+        }
+    }
+
     static let notifications: Command = Command(
         name: "NOTIFICATIONS", access: .loggedIn, parameters: [.optionalWord("all")],
         summary: "List your unread notifications (with all: read ones too), oldest first."

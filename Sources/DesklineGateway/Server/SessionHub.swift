@@ -16,6 +16,9 @@ public final class SessionHub: EventSink, Sendable {
     }
 
     private let members = Mutex<[Int: Member]>([:])
+    /// Away messages of staff users, by tenant and user; cleared by BACK or when the user's last
+    /// session ends.
+    private let away = Mutex<[TenantID: [UserID: String]]>([:])
 
     public init() {}
 
@@ -24,7 +27,20 @@ public final class SessionHub: EventSink, Sendable {
     }
 
     func detach(_ session: Int) {
-        _ = members.withLock { $0.removeValue(forKey: session) }
+        let gone = members.withLock { m -> SessionScope? in
+            guard let scope = m.removeValue(forKey: session)?.scope else { return nil }
+            return m.values.contains { $0.scope.tenantId == scope.tenantId && $0.scope.userId == scope.userId } ? nil : scope
+        }
+        if let gone { setAway(gone, nil) }
+    }
+
+    /// Sets (or with nil clears) a user's away message.
+    func setAway(_ scope: SessionScope, _ reason: String?) {
+        away.withLock { $0[scope.tenantId, default: [:]][scope.userId] = reason }
+    }
+
+    func awayMessages(in tenant: TenantID) -> [UserID: String] {
+        away.withLock { $0[tenant] ?? [:] }
     }
 
     /// Adds (true) or removes (false) a ticket from a session's channels; returns whether that

@@ -1,0 +1,52 @@
+import Testing
+
+@Suite struct AdminAndPresenceTests {
+    @Test func agentsSeeWhoIsOnlineAwayOrOffline() async throws {
+        try await withServer { server in
+            let amy = try await server.login("amy@acme.test")
+            let ada = try await server.login("ada@acme.test")
+            #expect(try await ada.command("AWAY at lunch, back 2pm") == ["OK AWAY :at lunch, back 2pm"])
+            let list = try await amy.command("AGENTS")
+            #expect(list == [
+                #"RPL AGENTS abe@acme.test agent offline 0 Abe\sAgent :"#,
+                #"RPL AGENTS ada@acme.test admin away 1 Ada\sAdmin :at lunch, back 2pm"#,
+                #"RPL AGENTS amy@acme.test agent online 1 Amy\sAgent :"#,
+                "OK AGENTS 3 :2 of 3 online",
+            ])
+            #expect(try await ada.command("BACK") == ["OK BACK :You are back"])
+            #expect(try await amy.command("AGENTS")[1] == #"RPL AGENTS ada@acme.test admin online 1 Ada\sAdmin :"#)
+            // Away ends with the last session.
+            _ = try await ada.command("AWAY gone")
+            await ada.close()
+            try await Task.sleep(for: .milliseconds(200))
+            let again = try await server.login("ada@acme.test")
+            #expect(try await amy.command("AGENTS")[1] == #"RPL AGENTS ada@acme.test admin online 1 Ada\sAdmin :"#)
+            for c in [amy, again] { await c.close() }
+        }
+    }
+
+    @Test func adminCreatesACustomerWithALoginAndResetsItsPassword() async throws {
+        try await withServer { server in
+            let ada = try await server.login("ada@acme.test")
+            #expect(try await ada.command(#"CUSTOMER NEW cleo@acme.test +1\s555\s0123 Cleo Customer"#)
+                    == ["OK CUSTOMER NEW c3 cleo@acme.test :Customer c3 created: Cleo Customer"])
+            #expect(try await ada.command("CUSTOMER NEW cleo@acme.test none Cleo Again").last
+                    == "ERR CUSTOMER CONFLICT :tenant acme already has a customer with email cleo@acme.test (c3)")
+            let login = try #require(try await ada.command("CUSTOMER LOGIN c3").first)
+            #expect(login.hasPrefix("OK CUSTOMER LOGIN c3 u6 cleo@acme.test :Login cleo@acme.test created; initial password: "))
+            let password = String(login.split(separator: " ").last!)
+            let cleo = try await server.login("cleo@acme.test", password: password)
+            #expect(try await cleo.command("ME").contains("RPL ME phone :+1 555 0123"))
+            let reset = try #require(try await ada.command("CUSTOMER PASSWORD c3").first)
+            #expect(reset.hasPrefix("OK CUSTOMER PASSWORD c3 cleo@acme.test :New password for cleo@acme.test: "))
+            _ = try await server.login("cleo@acme.test", password: String(reset.split(separator: " ").last!))
+            // Only within the admin's own tenant, and only admins.
+            #expect(try await ada.command("CUSTOMER LOGIN c9").last == "ERR CUSTOMER NOT_FOUND :No customer c9 in your helpdesk.")
+            let gil = try await server.login("gil@globex.test")
+            #expect(try await gil.command("CUSTOMER PASSWORD c3").last == "ERR CUSTOMER NOT_FOUND :No customer c3 in your helpdesk.")
+            let amy = try await server.login("amy@acme.test")
+            #expect(try await amy.command("CUSTOMER LOGIN c3").last == "ERR CUSTOMER FORBIDDEN :CUSTOMER is not available to the agent role. Type HELP for the commands you can use.")
+            for c in [ada, cleo, gil, amy] { await c.close() }
+        }
+    }
+}
