@@ -58,4 +58,42 @@ import Testing
             try? await stalled.close()
         }
     }
+
+    @Test func stalledAgentIsCutOffWhileAnotherKeepsReceivingEveryEvent() async throws {
+        try await withServer(configure: {
+            $0.limits.sendQueueLines = 16
+            $0.limits.maxLineBytes = 16_384
+        }) { server in
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Busy ticket")
+            let abe = try await server.login("abe@acme.test")
+            // Amy logs in and follows the ticket, then never reads again; a small receive buffer
+            // makes her side fill up quickly.
+            let stalled = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.autoRead, value: false)
+                .channelOption(.socketOption(.so_rcvbuf), value: 4096)
+                .connect(host: "127.0.0.1", port: server.port).get()
+            try await stalled.writeAndFlush(ByteBuffer(string: "LOGIN amy@acme.test \(TestServer.password)\r\nJOIN #1001\r\n")).get()
+            let deadline = ContinuousClock.now + .seconds(60)
+            while server.server.sessionCount < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(200)) // let LOGIN and JOIN complete
+
+            let text = String(repeating: "x", count: 3000)
+            var posted = 0
+            while server.server.sessionCount == 3, posted < 2000, ContinuousClock.now < deadline {
+                posted += 1
+                #expect(try await ann.command("MSG #1001 \(posted) \(text)").first?.hasPrefix("OK MSG") == true)
+            }
+            #expect(server.server.sessionCount == 2, "the stalled session is still connected after \(posted) messages")
+            // Abe got every one of them, in order, without waiting for the stalled session.
+            var received: [Int] = []
+            while received.count < posted {
+                let line = try await abe.expectLine(startingWith: "EVENT TICKET #1001 ", timeout: .seconds(20))
+                received.append(Int(line.split(separator: ":").last!.split(separator: " ").first!)!)
+            }
+            #expect(received == Array(1...posted))
+            try? await stalled.close()
+            for c in [ann, abe] { await c.close() }
+        }
+    }
 }
