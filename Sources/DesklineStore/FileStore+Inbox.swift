@@ -28,8 +28,10 @@ extension FileStore {
         }
     }
 
-    public func appendNotification(_ draft: NotificationDraft, for users: [UserID], in tenant: TenantID) async throws(DesklineError) {
-        let at = Self.storedPrecision(draft.at)
+    public func appendNotification(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError) {
+        var template = notification
+        template.at = Self.storedPrecision(notification.at)
+        let stamped = template
         try await io {
             try self.withTenantLock(tenant) {
                 try DurableFile.makeDirectories(self.inboxDir(tenant))
@@ -38,8 +40,8 @@ extension FileStore {
                     state.lastId += 1
                     // State first: after a crash in between an id is skipped, never reused.
                     try self.save(state, self.inboxStateFile(user, tenant))
-                    let item = Notification(id: state.lastId, type: draft.type, ticket: draft.ticket, call: draft.call,
-                                            actorName: draft.actorName, text: draft.text, at: at)
+                    var item = stamped
+                    item.id = state.lastId
                     try self.appendLine(item, self.inboxLog(user, tenant))
                 }
             }
@@ -49,7 +51,7 @@ extension FileStore {
     public func inbox(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Inbox {
         try await io {
             let state = try self.load(InboxState.self, self.inboxStateFile(user, tenant)) ?? InboxState()
-            let items = try self.readLines(Notification.self, self.inboxLog(user, tenant))
+            let items = try self.readLines(DesklineCore.Notification.self, self.inboxLog(user, tenant))
             return Inbox(items: items, readUpTo: state.readUpTo, readIds: Set(state.readIds), lastId: state.lastId)
         }
     }

@@ -25,10 +25,11 @@ public struct NotificationService: Sendable {
         return event
     }
 
-    static func draft(for event: TicketEvent) -> NotificationDraft {
+    /// The notification for `event`; the store numbers it per recipient (`id` here is 0).
+    static func draft(for event: TicketEvent) -> Notification {
         switch event.kind {
         case .created:
-            return NotificationDraft(type: "new", ticket: event.ticket?.id, call: nil, actorName: event.actor.name,
+            return Notification(id: 0, type: "new", ticket: event.ticket?.id, call: nil, actorName: event.actor.name,
                                      text: event.ticket?.subject ?? "", at: event.at)
         case .call:
             let call = event.call
@@ -38,10 +39,10 @@ public struct NotificationService: Sendable {
             case .done?: text = "call done" + (call?.outcome.map { ": \($0)" } ?? "")
             default: text = "call \(call?.phone ?? "")" + (call?.note.map { ": \($0)" } ?? "")
             }
-            return NotificationDraft(type: "call", ticket: call?.ticketId, call: call?.id, actorName: event.actor.name,
+            return Notification(id: 0, type: "call", ticket: call?.ticketId, call: call?.id, actorName: event.actor.name,
                                      text: text, at: event.at)
         case .entry:
-            return NotificationDraft(type: event.entry?.kind.rawValue ?? "message", ticket: event.ticket?.id, call: nil,
+            return Notification(id: 0, type: event.entry?.kind.rawValue ?? "message", ticket: event.ticket?.id, call: nil,
                                      actorName: event.actor.name, text: event.entry?.text ?? "", at: event.at)
         }
     }
@@ -60,16 +61,6 @@ public struct NotificationService: Sendable {
     public func markRead(_ scope: SessionScope, id: Int?) async throws(DesklineError) {
         try await store.markNotificationsRead(id, of: scope.userId, in: scope.tenantId)
     }
-}
-
-/// A notification as handed to the store, which numbers it per user.
-public struct NotificationDraft: Sendable {
-    public var type: String
-    public var ticket: TicketID?
-    public var call: CallID?
-    public var actorName: String
-    public var text: String
-    public var at: Date
 }
 
 /// A user's inbox: the notifications and which of them are read.

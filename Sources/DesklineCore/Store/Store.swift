@@ -63,8 +63,9 @@ public protocol Store: Sendable {
 
     /// Every user of a tenant.
     func users(in tenant: TenantID) async throws(DesklineError) -> [User]
-    /// Appends the same notification to each user's inbox, numbering it per user.
-    func appendNotification(_ draft: NotificationDraft, for users: [UserID], in tenant: TenantID) async throws(DesklineError)
+    /// Appends the same notification to each user's inbox, numbering it per user (its `id` is
+    /// replaced by the user's next number).
+    func appendNotification(_ notification: Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError)
     /// A user's inbox (empty if they never got anything).
     func inbox(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Inbox
     /// Marks notification `id` (or, with nil, all) read; `notFound` for an id never handed out.
