@@ -48,6 +48,13 @@ extension FileStore {
         }
     }
 
+    public func unreadNotificationCount(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Int {
+        try await io {
+            let state = try self.load(InboxState.self, self.inboxStateFile(user, tenant)) ?? InboxState()
+            return Inbox(items: [], readUpTo: state.readUpTo, readIds: Set(state.readIds), lastId: state.lastId).unreadCount
+        }
+    }
+
     public func inbox(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Inbox {
         try await io {
             let state = try self.load(InboxState.self, self.inboxStateFile(user, tenant)) ?? InboxState()

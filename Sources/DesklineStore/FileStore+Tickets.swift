@@ -200,14 +200,14 @@ extension FileStore {
         }
     }
 
-    public func entries(of ticket: TicketID, in tenant: TenantID, after: Int?, before: Int?, limit: Int,
+    public func entries(of ticket: TicketID, in tenant: TenantID, after: EntryPosition?, before: EntryPosition?, limit: Int,
                         includeNotes: Bool) async throws(DesklineError) -> [TicketEntry] {
         try await io {
-            // A note written after entry 5 sorts as (5, n): "after 5" includes it, "before 6" too.
+            // Note 5.n sits after entry 5: "after 5" includes it, "before 6" too.
             let all = try self.readLines(TicketEntry.self, self.ticketLog(ticket, tenant)).filter { entry in
                 (includeNotes || entry.isVisibleToCustomer)
-                    && after.map { entry.order > ($0, 0) } ?? true
-                    && before.map { entry.order < ($0, 0) } ?? true
+                    && after.map { entry.position > $0 } ?? true
+                    && before.map { entry.position < $0 } ?? true
             }
             return after == nil ? Array(all.suffix(limit)) : Array(all.prefix(limit))
         }

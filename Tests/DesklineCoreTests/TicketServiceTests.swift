@@ -61,7 +61,7 @@ struct TicketServiceTests {
         _ = try await w.store.updateTicket(t.id, in: w.ann.tenantId, appending: note, at: Date()) { _ in }
         #expect(try await w.tickets.history(w.ann, t.id, before: nil, after: nil, limit: nil).map(\.text) == ["Visible"])
         #expect(try await w.tickets.show(w.ann, t.id).1.map(\.text) == ["Visible"])
-        #expect(try await w.tickets.history(w.ann, t.id, before: nil, after: 1, limit: 5).isEmpty)
+        #expect(try await w.tickets.history(w.ann, t.id, before: nil, after: EntryPosition(1), limit: 5).isEmpty)
         #expect(try await w.tickets.history(w.amy, t.id, before: nil, after: nil, limit: nil).map(\.text) == ["Visible", "customer seems upset"])
     }
 

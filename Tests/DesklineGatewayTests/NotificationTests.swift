@@ -176,3 +176,64 @@ import Testing
         }
     }
 }
+
+extension NotificationTests {
+    @Test func staffHistoryPagesThroughNotesWithoutLosingEntries() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Paging with notes")
+            _ = try await ann.command("MSG #1001 one")
+            _ = try await ann.command("MSG #1001 two")
+            let amy = try await server.login("amy@acme.test")
+            for n in 1...4 { _ = try await amy.command("NOTE #1001 note \(n)") }
+            _ = try await ann.command("MSG #1001 three")
+            _ = try await amy.drain() // the notifications and the push of "three"
+            func ids(_ reply: [String]) -> [String] { reply.filter { $0.hasPrefix("RPL ") }.map { String($0.split(separator: " ")[3]) } }
+            #expect(ids(try await amy.command("HISTORY #1001 before 3 3")) == ["2.2", "2.3", "2.4"])
+            #expect(ids(try await amy.command("HISTORY #1001 before 2.2 3")) == ["1", "2", "2.1"])
+            #expect(ids(try await amy.command("HISTORY #1001 after 2 2")) == ["2.1", "2.2"])
+            #expect(ids(try await amy.command("HISTORY #1001 after 2.2 10")) == ["2.3", "2.4", "3"])
+            #expect(ids(try await ann.command("HISTORY #1001 after 1")) == ["2", "3"])
+            #expect(try await amy.command("HISTORY #1001 before 2.x").last?.hasPrefix("ERR HISTORY INVALID_ARGUMENT") == true)
+            for c in [ann, amy] { await c.close() }
+        }
+    }
+
+    @Test func readMarksCatchUpInAnyOrder() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Inbox")
+            for n in 1...3 { _ = try await ann.command("MSG #1001 m\(n)") }
+            let abe = try await server.guest()
+            _ = try await abe.command("LOGIN abe@acme.test \(TestServer.password)")
+            #expect(try await abe.readLine() == "EVENT NOTIFICATIONS 3 :You have 3 unread notifications. NOTIFICATIONS lists them.")
+            _ = try await abe.command("READ 2")
+            #expect(try await abe.command("NOTIFICATIONS").dropLast().map { String($0.split(separator: " ")[2]) } == ["1", "3"])
+            _ = try await abe.command("READ 1")
+            #expect(try await abe.command("NOTIFICATIONS").dropLast().map { String($0.split(separator: " ")[2]) } == ["3"])
+            _ = try await abe.command("READ 3")
+            #expect(try await abe.command("NOTIFICATIONS") == ["OK NOTIFICATIONS 0 :0 notifications"])
+            #expect(try await abe.command("NOTIFICATIONS all").count == 4)
+            for c in [ann, abe] { await c.close() }
+        }
+    }
+
+    @Test func customerClosingAndStaffStatusChangesTellTheOtherSide() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("NEW Status")
+            let amy = try await server.login("amy@acme.test")
+            _ = try await amy.command("ASSIGN #1001 me")
+            _ = try await ann.drain()
+            let abe = try await server.login("abe@acme.test")
+            _ = try await abe.command("STATUS #1001 resolved")
+            // The customer and the assignee are told; Abe did it himself.
+            #expect(try await ann.expectLine(startingWith: "EVENT TICKET").hasSuffix(#" status agent Abe\sAgent :resolved"#))
+            #expect(try await amy.expectLine(startingWith: "EVENT TICKET").hasSuffix(":resolved"))
+            _ = try await ann.command("CLOSE #1001")
+            #expect(try await amy.expectLine(startingWith: "EVENT TICKET").hasSuffix(#" status customer Ann\sCustomer :closed"#))
+            #expect(try await amy.command("NOTIFICATIONS").dropLast().map { String($0.split(separator: ":").last!) } == ["resolved", "closed"])
+            for c in [ann, amy, abe] { await c.close() }
+        }
+    }
+}

@@ -116,8 +116,31 @@ public struct TicketEntry: Sendable, Codable, Equatable {
     /// The message id on the wire: `5`, or `5.2` for the second note after entry 5.
     public var messageID: String { note.map { "\(seq).\($0)" } ?? String(seq) }
 
-    /// Sorts entries in the order they were written: a note after the entry it follows.
-    public var order: (Int, Int) { (seq, note ?? 0) }
+    /// Where the entry stands in the conversation: a note right after the entry it follows.
+    public var position: EntryPosition { EntryPosition(seq, note: note ?? 0) }
+}
+
+/// A place in a ticket's conversation, for HISTORY paging: entry `5` or note `5.2`.
+public struct EntryPosition: Sendable, Equatable, Comparable, CustomStringConvertible {
+    public var seq: Int
+    public var note: Int
+
+    public init(_ seq: Int, note: Int = 0) {
+        self.seq = seq
+        self.note = note
+    }
+
+    /// Parses `5` or `5.2` (non-negative whole numbers).
+    public init?(parsing text: String) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), parts.allSatisfy({ !$0.isEmpty && $0.count <= 9 && $0.allSatisfy { $0.isASCII && $0.isNumber } }),
+              let seq = Int(parts[0]), let note = parts.count == 2 ? Int(parts[1]) : 0
+        else { return nil }
+        self.init(seq, note: note)
+    }
+
+    public var description: String { note == 0 ? String(seq) : "\(seq).\(note)" }
+    public static func < (a: EntryPosition, b: EntryPosition) -> Bool { (a.seq, a.note) < (b.seq, b.note) }
 }
 
 /// A call request number, unique within its tenant.

@@ -9,9 +9,8 @@ public struct NotificationService: Sendable {
         self.store = store
     }
 
-    /// Works out who is notified of `event` and stores it in their inboxes. Returns the event
-    /// with its recipients filled in.
-    func record(_ event: TicketEvent) async throws(DesklineError) -> TicketEvent {
+    /// Works out who is notified of `event`: fills in its recipients and the customer's login.
+    func address(_ event: TicketEvent) async throws(DesklineError) -> TicketEvent {
         var event = event
         if event.customerUserId == nil, let customerId = event.ticket?.customerId ?? event.call?.customerId {
             event.customerUserId = try await store.customer(customerId, in: event.tenantId)?.userId
@@ -19,10 +18,13 @@ public struct NotificationService: Sendable {
         let users = try await store.users(in: event.tenantId)
         event.recipients = NotificationPolicy.recipients(
             of: event, agents: users.filter { $0.role == .agent }.map(\.id), admins: users.filter { $0.role == .admin }.map(\.id))
-        guard !event.recipients.isEmpty else { return event }
-        let draft = Self.draft(for: event)
-        try await store.appendNotification(draft, for: event.recipients, in: event.tenantId)
         return event
+    }
+
+    /// Stores an addressed event in its recipients' inboxes.
+    func deliver(_ event: TicketEvent) async throws(DesklineError) {
+        guard !event.recipients.isEmpty else { return }
+        try await store.appendNotification(Self.draft(for: event), for: event.recipients, in: event.tenantId)
     }
 
     /// The notification for `event`; the store numbers it per recipient (`id` here is 0).
@@ -54,7 +56,7 @@ public struct NotificationService: Sendable {
     }
 
     public func unreadCount(_ scope: SessionScope) async throws(DesklineError) -> Int {
-        try await store.inbox(of: scope.userId, in: scope.tenantId).unreadCount
+        try await store.unreadNotificationCount(of: scope.userId, in: scope.tenantId)
     }
 
     /// Marks one notification (or all, with nil) read. Unknown ids are `NOT_FOUND`.

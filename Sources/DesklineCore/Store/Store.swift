@@ -54,9 +54,9 @@ public protocol Store: Sendable {
     /// sequence number, and stores the ticket. Returns both as stored. `nil` if no such ticket.
     func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
                       _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)?
-    /// Entries of a ticket, oldest first: those with `seq` > `after` and < `before`, at most
+    /// Entries of a ticket, oldest first: those after `after` and before `before`, at most
     /// `limit`, taken from the newest end unless `after` is given.
-    func entries(of ticket: TicketID, in tenant: TenantID, after: Int?, before: Int?, limit: Int,
+    func entries(of ticket: TicketID, in tenant: TenantID, after: EntryPosition?, before: EntryPosition?, limit: Int,
                  includeNotes: Bool) async throws(DesklineError) -> [TicketEntry]
 
     // MARK: Users and inboxes
@@ -66,6 +66,8 @@ public protocol Store: Sendable {
     /// Appends the same notification to each user's inbox, numbering it per user (its `id` is
     /// replaced by the user's next number).
     func appendNotification(_ notification: Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError)
+    /// How many of a user's notifications are unread (without reading the notifications).
+    func unreadNotificationCount(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Int
     /// A user's inbox (empty if they never got anything).
     func inbox(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Inbox
     /// Marks notification `id` (or, with nil, all) read; `notFound` for an id never handed out.

@@ -1,4 +1,5 @@
 import struct Foundation.Date
+import Logging
 
 /// Tickets and call requests, with the access rules that decide who sees and does what.
 ///
@@ -13,26 +14,35 @@ public struct TicketService: Sendable {
     let now: @Sendable () -> Date
     let sink: (any EventSink)?
     let notifications: NotificationService
+    let logger: Logger
     /// One change at a time per ticket, stored and then published, so pushes come in ticket order.
     let serializer = KeyedSerializer<String>()
 
     /// - Parameter sink: where events go once stored (the gateway's session hub).
-    public init(store: any Store, sink: (any EventSink)? = nil, now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(store: any Store, sink: (any EventSink)? = nil, logger: Logger = Logger(label: "deskline.tickets"),
+                now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
         self.now = now
         self.sink = sink
+        self.logger = logger
         self.notifications = NotificationService(store: store)
     }
 
     private func key(_ tenant: TenantID, _ ticket: TicketID) -> String { "\(tenant.rawValue)#\(ticket.number)" }
 
     /// Stores the notifications of a durable change, then publishes it. Inbox trouble does not
-    /// undo the change the caller has already made; live delivery goes ahead regardless.
+    /// undo the change the caller has already made: it is logged, and live delivery to everyone
+    /// the event is meant for goes ahead regardless.
     private func emit(_ event: TicketEvent, _ scope: SessionScope) async {
         var event = event
         event.originSession = scope.sessionId
-        let recorded = (try? await notifications.record(event)) ?? event
-        await sink?.publish(recorded)
+        do {
+            event = try await notifications.address(event)
+            try await notifications.deliver(event)
+        } catch {
+            logger.error("could not store notifications", metadata: ["tenant": "\(event.tenantId)", "error": "\(error)"])
+        }
+        await sink?.publish(event)
     }
 
     private func actor(_ user: User) -> Actor { Actor(id: user.id, name: user.displayName, role: user.role) }
@@ -148,8 +158,8 @@ public struct TicketService: Sendable {
         return (ticket, entries)
     }
 
-    /// A page of a ticket's entries, oldest first. `before`/`after` are message ids (seq).
-    public func history(_ scope: SessionScope, _ id: TicketID, before: Int?, after: Int?, limit: Int?) async throws(DesklineError) -> [TicketEntry] {
+    /// A page of a ticket's entries, oldest first, before or after a message id (`5`, `5.2`).
+    public func history(_ scope: SessionScope, _ id: TicketID, before: EntryPosition?, after: EntryPosition?, limit: Int?) async throws(DesklineError) -> [TicketEntry] {
         let limit = limit ?? Self.defaultHistoryLimit
         guard (1...Self.maximumHistoryLimit).contains(limit) else {
             throw .invalidArgument("the limit must be 1-\(Self.maximumHistoryLimit)")
@@ -300,20 +310,24 @@ public struct TicketService: Sendable {
     public func acceptCall(_ scope: SessionScope, _ id: CallID) async throws(DesklineError) -> CallRequest {
         try staff(scope)
         let user = try await author(scope)
-        let call = try await store.updateCall(id, in: scope.tenantId, at: now()) { (c: inout CallRequest) throws(DesklineError) in
-            switch c.status {
-            case .requested: break
-            case .accepted where c.agentId == user.id: throw .conflict("You have already accepted call \(id).")
-            case .accepted: throw .conflict("Call \(id) was already accepted by \(c.agentName ?? "another agent").")
-            case .done: throw .conflict("Call \(id) is already done.")
+        let store = self.store
+        let time = now()
+        return try await serializer.run("\(scope.tenantId.rawValue)/call\(id.number)") { () throws(DesklineError) -> CallRequest in
+            let call = try await store.updateCall(id, in: scope.tenantId, at: time) { (c: inout CallRequest) throws(DesklineError) in
+                switch c.status {
+                case .requested: break
+                case .accepted where c.agentId == user.id: throw .conflict("You have already accepted call \(id).")
+                case .accepted: throw .conflict("Call \(id) was already accepted by \(c.agentName ?? "another agent").")
+                case .done: throw .conflict("Call \(id) is already done.")
+                }
+                c.status = .accepted
+                c.agentId = user.id
+                c.agentName = user.displayName
             }
-            c.status = .accepted
-            c.agentId = user.id
-            c.agentName = user.displayName
+            guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
+            await emitCall(call, actor: actor(user), scope)
+            return call
         }
-        guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
-        await emitCall(call, actor: actor(user), scope)
-        return call
     }
 
     /// The call happened: marked done by the agent who accepted it (or an admin), with an
@@ -322,19 +336,23 @@ public struct TicketService: Sendable {
         try staff(scope)
         let user = try await author(scope)
         let outcome = try rawOutcome.map { (o) throws(DesklineError) in try InputRules.messageText(o, field: "note") }
-        let call = try await store.updateCall(id, in: scope.tenantId, at: now()) { (c: inout CallRequest) throws(DesklineError) in
-            guard c.status == .accepted else {
-                throw .conflict(c.status == .done ? "Call \(id) is already done." : "Accept call \(id) first: CALL ACCEPT \(id).")
+        let store = self.store
+        let time = now()
+        return try await serializer.run("\(scope.tenantId.rawValue)/call\(id.number)") { () throws(DesklineError) -> CallRequest in
+            let call = try await store.updateCall(id, in: scope.tenantId, at: time) { (c: inout CallRequest) throws(DesklineError) in
+                guard c.status == .accepted else {
+                    throw .conflict(c.status == .done ? "Call \(id) is already done." : "Accept call \(id) first: CALL ACCEPT \(id).")
+                }
+                guard c.agentId == user.id || user.role == .admin else {
+                    throw .conflict("Call \(id) was accepted by \(c.agentName ?? "another agent"); they mark it done.")
+                }
+                c.status = .done
+                c.outcome = outcome
             }
-            guard c.agentId == user.id || user.role == .admin else {
-                throw .conflict("Call \(id) was accepted by \(c.agentName ?? "another agent"); they mark it done.")
-            }
-            c.status = .done
-            c.outcome = outcome
+            guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
+            await emitCall(call, actor: actor(user), scope)
+            return call
         }
-        guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
-        await emitCall(call, actor: actor(user), scope)
-        return call
     }
 
     private func emitCall(_ call: CallRequest, actor: Actor, _ scope: SessionScope) async {

@@ -106,6 +106,8 @@ struct CommandContext {
     let sessionId: Int
     /// The logged-in identity, or nil. Only LOGIN sets it.
     var scope: SessionScope?
+    /// Registers this connection with the hub as `scope`, so events reach it (LOGIN).
+    let attach: @Sendable (SessionScope) -> Void
     /// Set by QUIT: the session ends after this reply.
     var quit = false
 

@@ -41,6 +41,9 @@ extension Command {
             throw error
         }
         let profile = try await ctx.services.accounts.profile(scope)
+        // Receive events from now on, and only then count what is waiting: an event stored in
+        // between is then either counted or pushed, never neither.
+        ctx.attach(scope)
         let unread = (try? await ctx.services.notifications.unreadCount(scope)) ?? 0
         ctx.scope = scope
         ctx.logger.info("login", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)", "role": "\(scope.role.rawValue)"])

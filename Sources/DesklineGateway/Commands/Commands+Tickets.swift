@@ -51,11 +51,11 @@ extension Command {
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let id = try parseTicket(ctx.arguments.required("ticket"))
         var rest = ctx.message.params.dropFirst()
-        var before: Int?
-        var after: Int?
+        var before: EntryPosition?
+        var after: EntryPosition?
         if let direction = rest.first?.lowercased(), direction == "before" || direction == "after" {
             rest = rest.dropFirst()
-            guard let raw = rest.first, let seq = Int(raw), seq >= 0 else {
+            guard let raw = rest.first, let seq = EntryPosition(parsing: raw) else {
                 throw .invalidArgument("\(direction) needs a message id. Usage: HISTORY <ticket> [before|after <msgid>] [<limit>]")
             }
             if direction == "before" { before = seq } else { after = seq }

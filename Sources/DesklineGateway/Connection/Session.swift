@@ -130,15 +130,15 @@ struct Session {
                     return m.commandStarted()
                 }
                 guard proceed else { return } // shutting down; the notice was sent
-                let outcome = await handle(frame, scope: scope, logger: logger)
+                let outcome = await handle(frame, scope: scope, outbox: outbox, logger: logger)
                 for line in outcome.lines where !outbox.send(line) {
                     logger.info("closing connection", metadata: ["reason": "SENDQ_EXCEEDED"])
                     return
                 }
                 if let newScope = outcome.scope, scope == nil {
-                    // From now on the session acts as this login, from this connection.
+                    // From now on the session acts as this login, from this connection. (LOGIN
+                    // already attached it to the hub, before counting unread notifications.)
                     scope = newScope.onSession(id)
-                    services.hub.attach(id, scope: newScope.onSession(id), outbox: outbox)
                     machine.state.withLock { $0.loggedIn(now: clock.now) }
                 }
                 if machine.state.withLock({ $0.commandFinished() }) {
@@ -159,7 +159,7 @@ struct Session {
     }
 
     /// Turns one frame into its reply lines. Pure apart from the command handler it calls.
-    func handle(_ frame: LineFrame, scope: SessionScope?, logger: Logger) async -> Outcome {
+    func handle(_ frame: LineFrame, scope: SessionScope?, outbox: Outbox, logger: Logger) async -> Outcome {
         func refuse(_ code: String, _ text: String, command: String = "*", label: String? = nil) -> Outcome {
             Outcome(lines: [.error(label: label, command: command, code: code, text: text)], scope: scope)
         }
@@ -201,8 +201,10 @@ struct Session {
         case .success(let a): arguments = a
         case .failure(let e): return refuse(e.code, e.text, command: verb, label: label)
         }
+        let (hub, session) = (services.hub, id)
         var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger,
-                                     sessionId: id, scope: scope)
+                                     sessionId: id, scope: scope,
+                                     attach: { hub.attach(session, scope: $0.onSession(session), outbox: outbox) })
         var lines: [ServerLine]
         var newScope = scope
         do {
