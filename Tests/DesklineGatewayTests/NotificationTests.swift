@@ -155,7 +155,7 @@ import Testing
             #expect(try await ann.expectLine(startingWith: "EVENT CALL 1 done").hasSuffix(":spoke, all good"))
             #expect(try await ann.command("CALLS").first?.hasPrefix("RPL CALLS 2 requested") == true)
             #expect(try await abe.command("CALLS").count == 2) // only call 2 is still open
-            #expect(try await abe.command("CALL RING 2").last == "ERR CALL INVALID_ARGUMENT :'RING' is not ACCEPT or DONE. Usage: CALL ACCEPT|DONE <call> [<note>]")
+            #expect(try await abe.command("CALL RING 2").last == "ERR CALL INVALID_ARGUMENT :'RING' is not ACCEPT or DONE. Usage: CALL ACCEPT|DONE <call> [<outcome>]")
             for c in [amy, abe, ann] { await c.close() }
         }
     }

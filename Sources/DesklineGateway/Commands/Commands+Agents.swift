@@ -98,9 +98,9 @@ extension Command {
     }
 
     static let callHandling: Command = Command(
-        name: "CALL", access: .staff, parameters: [.word("ACCEPT|DONE"), .word("call"), .optionalText("note")],
-        summary: "Take a call request (ACCEPT: the customer is told you will phone) or mark it done with an optional note.",
-        usage: "CALL ACCEPT|DONE <call> [<note>]"
+        name: "CALL", access: .staff, parameters: [.word("ACCEPT|DONE"), .word("call"), .optionalText("outcome")],
+        summary: "Take a call request (ACCEPT: the customer is told you will phone) or mark it done, with an outcome the customer sees.",
+        usage: "CALL ACCEPT|DONE <call> [<outcome>]"
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let scope = try ctx.requireScope()
         let action = ctx.arguments.required("ACCEPT|DONE").uppercased()
@@ -110,12 +110,12 @@ extension Command {
         let call: CallRequest
         switch action {
         case "ACCEPT":
-            guard ctx.arguments["note"] == nil else { throw .invalidArgument("Usage: CALL ACCEPT <call>") }
+            guard ctx.arguments["outcome"] == nil else { throw .invalidArgument("Usage: CALL ACCEPT <call>") }
             call = try await ctx.services.tickets.acceptCall(scope, CallID(n))
         case "DONE":
-            call = try await ctx.services.tickets.finishCall(scope, CallID(n), outcome: ctx.arguments["note"])
+            call = try await ctx.services.tickets.finishCall(scope, CallID(n), outcome: ctx.arguments["outcome"])
         default:
-            throw .invalidArgument("'\(action.prefix(20))' is not ACCEPT or DONE. Usage: CALL ACCEPT|DONE <call> [<note>]")
+            throw .invalidArgument("'\(action.prefix(20))' is not ACCEPT or DONE. Usage: CALL ACCEPT|DONE <call> [<outcome>]")
         }
         return [ServerLine(.ok, "CALL", [call.id.description, call.status.rawValue, call.phone],
                            text: call.status == .accepted ? "Call \(call.id) is yours: phone \(call.phone)" : "Call \(call.id) done")]
