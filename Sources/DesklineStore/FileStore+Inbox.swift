@@ -8,16 +8,16 @@ import Foundation
 //
 // Written only by the server, under the tenant's lock.
 
-private struct InboxState: Codable {
+struct InboxState: Codable {
     var lastId = 0
     var readUpTo = 0
     var readIds: [Int] = []
 }
 
 extension FileStore {
-    private func inboxDir(_ t: TenantID) -> String { tenantDir(t) + "/inbox" }
-    private func inboxLog(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).jsonl" }
-    private func inboxStateFile(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).state.json" }
+    func inboxDir(_ t: TenantID) -> String { tenantDir(t) + "/inbox" }
+    func inboxLog(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).jsonl" }
+    func inboxStateFile(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).state.json" }
 
     public func users(in tenant: TenantID) async throws(DesklineError) -> [User] {
         try await io {

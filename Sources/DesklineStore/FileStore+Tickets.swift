@@ -31,26 +31,26 @@ final class TenantLocks: Sendable {
     }
 }
 
-private struct TicketCounters: Codable {
+struct TicketCounters: Codable {
     var ticket = 1000
     var call = 0
 }
 
-private struct TicketRef: Codable {
+struct TicketRef: Codable {
     var ticket: TicketID
 }
 
-private struct CallRef: Codable {
+struct CallRef: Codable {
     var call: CallID
 }
 
 extension FileStore {
-    private func ticketsDir(_ t: TenantID) -> String { tenantDir(t) + "/tickets" }
-    private func ticketFile(_ id: TicketID, _ t: TenantID) -> String { ticketsDir(t) + "/\(id.number).json" }
-    private func ticketLog(_ id: TicketID, _ t: TenantID) -> String { ticketsDir(t) + "/\(id.number).jsonl" }
-    private func customerTicketsFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customer-tickets/\(c.rawValue).jsonl" }
-    private func callFile(_ id: CallID, _ t: TenantID) -> String { tenantDir(t) + "/calls/\(id.number).json" }
-    private func customerCallsFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customer-calls/\(c.rawValue).jsonl" }
+    func ticketsDir(_ t: TenantID) -> String { tenantDir(t) + "/tickets" }
+    func ticketFile(_ id: TicketID, _ t: TenantID) -> String { ticketsDir(t) + "/\(id.number).json" }
+    func ticketLog(_ id: TicketID, _ t: TenantID) -> String { ticketsDir(t) + "/\(id.number).jsonl" }
+    func customerTicketsFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customer-tickets/\(c.rawValue).jsonl" }
+    func callFile(_ id: CallID, _ t: TenantID) -> String { tenantDir(t) + "/calls/\(id.number).json" }
+    func customerCallsFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customer-calls/\(c.rawValue).jsonl" }
 
     private static let lineEncoder: JSONEncoder = {
         let e = JSONEncoder()

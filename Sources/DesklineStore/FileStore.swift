@@ -65,8 +65,8 @@ public final class FileStore: Store {
     func countersFile(_ t: TenantID) -> String { tenantDir(t) + "/counters.json" }
     func userFile(_ u: UserID, _ t: TenantID) -> String { tenantDir(t) + "/users/" + u.rawValue + ".json" }
     func customerFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customers/" + c.rawValue + ".json" }
-    private func loginFile(_ email: String) -> String { root + "/logins/" + Self.digest(email) + ".json" }
-    private func customerEmailFile(_ email: String, _ t: TenantID) -> String {
+    func loginFile(_ email: String) -> String { root + "/logins/" + Self.digest(email) + ".json" }
+    func customerEmailFile(_ email: String, _ t: TenantID) -> String {
         tenantDir(t) + "/customer-emails/" + Self.digest(email) + ".json"
     }
     /// Emails become fixed-length, path-safe file names.
@@ -192,7 +192,7 @@ public final class FileStore: Store {
     // MARK: Helpers (blocking; called inside `io`)
 
     /// `customer-emails/<sha256>.json`: keeps customer emails unique within a tenant.
-    private struct CustomerEmail: Codable {
+    struct CustomerEmail: Codable {
         var customerId: CustomerID
     }
 

@@ -86,3 +86,23 @@ import Testing
         #expect(await server.wait().status == 0)
     }
 }
+
+extension CLITests {
+    @Test func checkReportsDamageAndRepairFixesIt() async throws {
+        #expect(try await deskline(["tenant", "add", "acme", "--name", "Acme"]).status == 0)
+        _ = try await deskline(["customer", "add", "--tenant", "acme", "--name", "Ann", "--email", "ann@acme.test"])
+        _ = try await deskline(["user", "add", "--tenant", "acme", "--role", "customer", "--customer", "c1", "--email", "ann@acme.test"],
+                               stdin: "a good password\n")
+        let clean = try await deskline(["check"])
+        #expect(clean.status == 0, "\(clean.stdout) \(clean.stderr)")
+        #expect(clean.stdout.hasSuffix("clean\n"))
+        for f in try FileManager.default.contentsOfDirectory(atPath: data + "/logins") { try FileManager.default.removeItem(atPath: data + "/logins/" + f) }
+        let broken = try await deskline(["check"])
+        #expect(broken.status == 1)
+        #expect(broken.stdout.contains("problem: login index for ann@acme.test does not match the users"))
+        let repaired = try await deskline(["check", "--repair"])
+        #expect(repaired.status == 0, "\(repaired.stdout) \(repaired.stderr)")
+        #expect(repaired.stdout.contains("repaired: login index for ann@acme.test does not match the users"))
+        #expect(try await deskline(["check"]).status == 0)
+    }
+}

@@ -187,3 +187,65 @@ extension FileStoreTests {
         #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 6)
     }
 }
+
+struct FileStoreCheckTests {
+    let root = NSTemporaryDirectory() + "deskline-check-" + UUID().uuidString
+
+    func seeded() async throws -> FileStore {
+        let store = try await FileStore(root: root)
+        let acme = TenantID(rawValue: "acme")!
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
+        let u = try await store.createUser(NewUser(email: "ann@x.test", displayName: "Ann", role: .customer, passwordHash: hash, customerId: c.id), in: acme, at: Date())
+        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date())
+        let draft = TicketEntryDraft(kind: .message, authorId: u.id, authorName: "Ann", authorRole: .customer, text: "hi")
+        _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in }
+        _ = try await store.createCall(customer: c.id, ticket: t.id, phone: "+1 555 0100", note: nil, in: acme, at: Date())
+        try await store.appendNotification(DesklineCore.Notification(id: 0, type: "new", ticket: t.id, call: nil, actorName: "Ann", text: "s", at: Date()),
+                                           for: [u.id], in: acme)
+        return store
+    }
+
+    @Test func aConsistentStoreIsClean() async throws {
+        let report = try await seeded().check(repair: false)
+        #expect(report.problems == [])
+        #expect(report.counts == ["tenants": 1, "users": 1, "customers": 1, "tickets": 1, "entries": 1, "calls": 1, "notifications": 1, "logins": 1])
+    }
+
+    @Test func damageIsFoundAndWhatCanBeDerivedIsRepaired() async throws {
+        let store = try await seeded()
+        let t = root + "/tenants/acme"
+        // A torn log tail, a lost login index, a stale customer index, a leftover temp file,
+        // and an inbox number handed out by a write that never finished.
+        let log = FileHandle(forWritingAtPath: t + "/tickets/1001.jsonl")!
+        log.seekToEndOfFile()
+        log.write(Data(#"{"seq":2,"te"#.utf8))
+        try log.close()
+        for f in try FileManager.default.contentsOfDirectory(atPath: root + "/logins") { try FileManager.default.removeItem(atPath: root + "/logins/" + f) }
+        try Data().write(to: URL(fileURLWithPath: t + "/customer-tickets/c1.jsonl"))
+        #expect(FileManager.default.createFile(atPath: t + "/users/.tmp-u1.json-x", contents: Data("{".utf8)))
+        try Data(#"{"lastId": 2, "readUpTo": 0, "readIds": []}"#.utf8).write(to: URL(fileURLWithPath: t + "/inbox/u1.state.json"))
+
+        let found = try await store.check(repair: false)
+        #expect(found.problems.count == 5, "\(found.problems)")
+        let repaired = try await store.check(repair: true)
+        #expect(repaired.problems == [])
+        #expect(repaired.repaired.count == 5)
+        #expect(try await store.check(repair: false).problems == [])
+        // The repaired store works: the login index finds Ann again, the index lists her ticket,
+        // and only the one real notification is unread.
+        let acme = TenantID(rawValue: "acme")!
+        #expect(try await store.accounts(withEmail: "ann@x.test").map(\.userId) == [UserID(rawValue: "u1")!])
+        #expect(try await store.ticketIDs(ofCustomer: CustomerID(rawValue: "c1")!, in: acme) == [TicketID(1001)])
+        #expect(try await store.unreadNotificationCount(of: UserID(rawValue: "u1")!, in: acme) == 1)
+    }
+
+    @Test func brokenLinksAreReportedNotGuessed() async throws {
+        let store = try await seeded()
+        try Data(#"{"id":"c1","tenantId":"acme","name":"Ann","email":"ann@x.test","status":"active","createdAt":"2026-01-01T00:00:00.000Z"}"#.utf8)
+            .write(to: URL(fileURLWithPath: root + "/tenants/acme/customers/c1.json"))
+        let report = try await store.check(repair: true)
+        #expect(report.problems == ["user acme/u1 names customer c1, which does not link back"])
+    }
+}

@@ -1,0 +1,242 @@
+import DesklineCore
+import Foundation
+
+/// What `deskline check` found, and what `--repair` fixed.
+public struct CheckReport: Sendable {
+    /// Problems still there (after repair, those it cannot fix).
+    public var problems: [String] = []
+    /// What was fixed (with `--repair`).
+    public var repaired: [String] = []
+    /// How many of each kind of record were looked at.
+    public var counts: [String: Int] = [:]
+
+    public var isClean: Bool { problems.isEmpty }
+}
+
+extension FileStore {
+    /// Verifies every tenant directory: each file parses, ids match their file names and are
+    /// unique, the user↔customer links and the login, customer-email, customer-ticket and
+    /// customer-call indexes agree with the records, logs have no torn last line and never more
+    /// entries than their ticket says, inbox numbering agrees with the inbox log.
+    ///
+    /// With `repair`, fixes what can be derived again: cuts torn log tails, removes leftover temp
+    /// files, rebuilds the indexes from the records and inbox numbering from the logs. Repair must
+    /// run with no server on the data directory (the caller holds the server lock).
+    public func check(repair: Bool) async throws(DesklineError) -> CheckReport {
+        try await io { () throws -> CheckReport in
+            try FileLock.with(self.accountsLock) { try self.checkAll(repair: repair) }
+        }
+    }
+
+    private func checkAll(repair: Bool) throws -> CheckReport {
+        var report = CheckReport()
+        func problem(_ text: String, fix: (() throws -> Void)? = nil) {
+            if repair, let fix {
+                do {
+                    try fix()
+                    report.repaired.append(text)
+                    return
+                } catch {
+                    report.problems.append("\(text) (repair failed: \(error))")
+                    return
+                }
+            }
+            report.problems.append(text)
+        }
+        func parse<T: Decodable>(_ type: T.Type, _ path: String) -> T? {
+            do {
+                guard let data = try DurableFile.read(path) else { return nil }
+                return try Self.decoder.decode(T.self, from: data)
+            } catch {
+                problem("\(path): cannot be read or parsed (\(error))")
+                return nil
+            }
+        }
+        /// Complete lines of a log; a torn tail is a problem (repair: cut it).
+        func lines<T: Decodable>(_ type: T.Type, _ path: String) -> [T] {
+            guard let data = try? DurableFile.read(path) else { return [] }
+            if !data.isEmpty, data.last != 0x0A {
+                let keep = (data.lastIndex(of: 0x0A).map { $0 + 1 }) ?? 0
+                problem("\(path): torn last line (\(data.count - keep) bytes of an unfinished write)") {
+                    let fd = open(path, O_WRONLY | O_CLOEXEC)
+                    guard fd >= 0, ftruncate(fd, off_t(keep)) == 0, fsync(fd) == 0 else {
+                        if fd >= 0 { close(fd) }
+                        throw DurableFile.IOError(operation: "truncate", path: path, errno: errno)
+                    }
+                    close(fd)
+                }
+            }
+            var result: [T] = []
+            var complete = data.split(separator: 0x0A)
+            if data.last != 0x0A, !complete.isEmpty { complete.removeLast() }
+            for (n, line) in complete.enumerated() {
+                do {
+                    result.append(try Self.decoder.decode(T.self, from: Data(line)))
+                } catch {
+                    problem("\(path): line \(n + 1) cannot be parsed")
+                }
+            }
+            return result
+        }
+        func sweep(_ dir: String) {
+            for name in (try? DurableFile.list(dir)) ?? [] where name.hasPrefix(DurableFile.tempPrefix) {
+                problem("\(dir)/\(name): leftover temp file of an interrupted write") {
+                    guard unlink(dir + "/" + name) == 0 else { throw DurableFile.IOError(operation: "unlink", path: name, errno: errno) }
+                }
+            }
+        }
+        func records<ID, T: Decodable>(_ dir: String, _ id: (String) -> ID?, _ type: T.Type) -> [(ID, T)] {
+            sweep(dir)
+            return ((try? DurableFile.list(dir)) ?? []).sorted().compactMap { name in
+                guard name.hasSuffix(".json"), !name.hasSuffix(".state.json"), name != "counters.json" else { return nil }
+                guard let key = id(String(name.dropLast(5))) else {
+                    problem("\(dir)/\(name): not a valid record name")
+                    return nil
+                }
+                return parse(T.self, dir + "/" + name).map { (key, $0) }
+            }
+        }
+
+        sweep(root + "/logins")
+        var expectedLogins: [String: Set<AccountRef>] = [:]
+        for tenantName in try DurableFile.list(root + "/tenants").sorted() {
+            guard let tenant = TenantID(rawValue: tenantName) else {
+                problem("tenants/\(tenantName): not a valid tenant id")
+                continue
+            }
+            let dir = tenantDir(tenant)
+            sweep(dir)
+            guard let t = parse(Tenant.self, tenantFile(tenant)) else {
+                problem("\(dir): no readable tenant.json")
+                continue
+            }
+            if t.id != tenant { problem("\(tenantFile(tenant)): id \(t.id) does not match its directory") }
+            report.counts["tenants", default: 0] += 1
+
+            let users = Dictionary(records(dir + "/users", UserID.init(rawValue:), User.self), uniquingKeysWith: { a, _ in a })
+            let customers = Dictionary(records(dir + "/customers", CustomerID.init(rawValue:), Customer.self), uniquingKeysWith: { a, _ in a })
+            report.counts["users", default: 0] += users.count
+            report.counts["customers", default: 0] += customers.count
+            for (id, user) in users {
+                if user.id != id || user.tenantId != tenant { problem("\(userFile(id, tenant)): id or tenant does not match its place") }
+                expectedLogins[user.email, default: []].insert(AccountRef(tenantId: tenant, userId: id))
+                if let cid = user.customerId, customers[cid]?.userId != id {
+                    problem("user \(tenant)/\(id) names customer \(cid), which does not link back")
+                }
+            }
+            var emails: [String: CustomerID] = [:]
+            for (id, customer) in customers {
+                if customer.id != id || customer.tenantId != tenant { problem("\(customerFile(id, tenant)): id or tenant does not match its place") }
+                if let uid = customer.userId, users[uid]?.customerId != id {
+                    problem("customer \(tenant)/\(id) names user \(uid), which does not link back")
+                }
+                if let other = emails[customer.email] { problem("customers \(tenant)/\(other) and \(id) share the email \(customer.email)") }
+                emails[customer.email] = id
+                let indexPath = customerEmailFile(customer.email, tenant)
+                if (try? load(CustomerEmail.self, indexPath))??.customerId != id {
+                    problem("customer-email index of \(tenant)/\(id) is missing or wrong") {
+                        try DurableFile.makeDirectories((indexPath as NSString).deletingLastPathComponent)
+                        try self.save(CustomerEmail(customerId: id), indexPath)
+                    }
+                }
+            }
+
+            // Tickets, their logs and the per-customer index.
+            var byCustomer: [CustomerID: [TicketID]] = [:]
+            for (id, ticket) in records(ticketsDir(tenant), { Int($0).map(TicketID.init) }, Ticket.self) {
+                report.counts["tickets", default: 0] += 1
+                if ticket.id != id { problem("\(ticketFile(id, tenant)): id does not match its file") }
+                if customers[ticket.customerId] == nil { problem("ticket \(tenant)/\(id) belongs to missing customer \(ticket.customerId)") }
+                byCustomer[ticket.customerId, default: []].append(id)
+                let entries = lines(TicketEntry.self, ticketLog(id, tenant))
+                report.counts["entries", default: 0] += entries.count
+                if zip(entries, entries.dropFirst()).contains(where: { !($0.position < $1.position) }) {
+                    problem("\(ticketLog(id, tenant)): entries out of order or repeated")
+                }
+                if let last = entries.last, last.seq > ticket.lastSeq || (last.note ?? 0) > (ticket.noteCount ?? 0) {
+                    problem("ticket \(tenant)/\(id) says \(ticket.lastSeq) entries but its log has \(last.messageID)")
+                }
+            }
+            for (customer, ids) in byCustomer {
+                let path = customerTicketsFile(customer, tenant)
+                let listed = lines(TicketRef.self, path).map(\.ticket)
+                if Set(listed) != Set(ids) || listed.count != Set(listed).count {
+                    problem("ticket index of customer \(tenant)/\(customer) does not match the tickets") {
+                        try self.rewriteIndex(ids.sorted().map { TicketRef(ticket: $0) }, path)
+                    }
+                }
+            }
+            var callsByCustomer: [CustomerID: [CallID]] = [:]
+            for (id, call) in records(dir + "/calls", { Int($0).map(CallID.init) }, CallRequest.self) {
+                report.counts["calls", default: 0] += 1
+                if call.id != id { problem("\(callFile(id, tenant)): id does not match its file") }
+                callsByCustomer[call.customerId, default: []].append(id)
+            }
+            for (customer, ids) in callsByCustomer {
+                let path = customerCallsFile(customer, tenant)
+                let listed = lines(CallRef.self, path).map(\.call)
+                if Set(listed) != Set(ids) || listed.count != Set(listed).count {
+                    problem("call index of customer \(tenant)/\(customer) does not match the calls") {
+                        try self.rewriteIndex(ids.sorted { $0.number < $1.number }.map { CallRef(call: $0) }, path)
+                    }
+                }
+            }
+
+            // Inboxes: the numbering must cover exactly what the log holds.
+            sweep(inboxDir(tenant))
+            for name in ((try? DurableFile.list(inboxDir(tenant))) ?? []).sorted() where name.hasSuffix(".jsonl") {
+                guard let user = UserID(rawValue: String(name.dropLast(6))) else { continue }
+                let items = lines(DesklineCore.Notification.self, inboxLog(user, tenant))
+                report.counts["notifications", default: 0] += items.count
+                let state = parse(InboxState.self, inboxStateFile(user, tenant)) ?? InboxState()
+                let ids = Set(items.map(\.id))
+                let missing = state.lastId > 0 ? Set(1...state.lastId).subtracting(ids) : []
+                if let highest = ids.max(), highest > state.lastId {
+                    problem("inbox of \(tenant)/\(user) holds id \(highest) beyond its numbering \(state.lastId)")
+                }
+                let unreadGhosts = missing.filter { $0 > state.readUpTo && !state.readIds.contains($0) }
+                if !unreadGhosts.isEmpty {
+                    // Numbers handed out by a write that never finished: mark them read.
+                    problem("inbox of \(tenant)/\(user) counts \(unreadGhosts.count) notifications that were never written as unread") {
+                        var fixed = state
+                        var read = Set(fixed.readIds).union(unreadGhosts)
+                        while read.remove(fixed.readUpTo + 1) != nil { fixed.readUpTo += 1 }
+                        fixed.readIds = read.sorted()
+                        try self.save(fixed, self.inboxStateFile(user, tenant))
+                    }
+                }
+            }
+        }
+
+        // The login index: exactly one entry per user, under the user's email.
+        var seenFiles = Set<String>()
+        for (email, refs) in expectedLogins {
+            let path = loginFile(email)
+            seenFiles.insert((path as NSString).lastPathComponent)
+            let stored = Set((try? load([AccountRef].self, path)) ?? [])
+            if stored != refs {
+                problem("login index for \(email) does not match the users") { try self.save(refs.sorted { ($0.tenantId.rawValue, $0.userId.rawValue) < ($1.tenantId.rawValue, $1.userId.rawValue) }, path) }
+            }
+        }
+        for name in ((try? DurableFile.list(root + "/logins")) ?? []) where !seenFiles.contains(name) && name.hasSuffix(".json") {
+            problem("logins/\(name): index entry for an email no user has") {
+                guard unlink(self.root + "/logins/" + name) == 0 else { throw DurableFile.IOError(operation: "unlink", path: name, errno: errno) }
+            }
+        }
+        report.counts["logins", default: 0] += expectedLogins.values.reduce(0) { $0 + $1.count }
+        return report
+    }
+
+    /// Replaces a JSON-lines index atomically with exactly `items`.
+    private func rewriteIndex<T: Encodable>(_ items: [T], _ path: String) throws {
+        var data = Data()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for item in items {
+            data.append(try encoder.encode(item))
+            data.append(0x0A)
+        }
+        try DurableFile.makeDirectories((path as NSString).deletingLastPathComponent)
+        try DurableFile.replace(path, with: data)
+    }
+}

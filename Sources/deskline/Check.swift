@@ -1,0 +1,43 @@
+import ArgumentParser
+import DesklineStore
+import Foundation
+
+extension Deskline {
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Verify the data directory; with --repair, fix what can be derived again.",
+            discussion: """
+            Checks every tenant: files parse, ids are unique and match their files, user and customer
+            records link both ways, the login, customer-email, customer-ticket and customer-call indexes
+            match the records, ticket and inbox logs have no torn last line. Exits 1 if problems remain.
+            --repair needs the server stopped: it cuts torn log tails, removes leftover temp files and
+            rebuilds indexes and inbox numbering from the records.
+            """)
+
+        @OptionGroup var options: DataOptions
+        @Flag(help: "Fix what can be fixed (the server must not be running).")
+        var repair = false
+
+        func run() async throws {
+            let configuration = try options.loadConfiguration()
+            let store = try await FileStore(root: configuration.dataDirectory, create: false)
+            var lock: FileStore.ServerLock?
+            if repair {
+                lock = try await store.lockForServer(pid: getpid())
+            } else if await store.isServerRunning() {
+                print("note: a server is running on \(store.root); this check sees a live store")
+            }
+            defer { lock?.release() }
+            let report = try await store.check(repair: repair)
+            let counts = report.counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            print("checked \(store.root): \(counts.isEmpty ? "no data" : counts)")
+            for line in report.repaired { print("repaired: \(line)") }
+            for line in report.problems { print("problem: \(line)") }
+            guard report.isClean else {
+                print("\(report.problems.count) problems\(repair ? " left" : "; deskline check --repair fixes what can be derived again")")
+                throw ExitCode(1)
+            }
+            print(report.repaired.isEmpty ? "clean" : "clean after \(report.repaired.count) repairs")
+        }
+    }
+}
