@@ -28,7 +28,11 @@ extension Deskline {
             let store = try await FileStore(root: configuration.dataDirectory, logger: Logger(label: "deskline.store"))
             let serverLock = try await store.lockForServer(pid: getpid())
             defer { serverLock.release() }
-            try await store.removeLeftoverTempFiles()
+            // Recovery after a crash: cut torn log tails, remove temp files of interrupted writes,
+            // rebuild derivable indexes. (Reads every log; lazy per-tenant recovery is issue #5.)
+            let recovery = try await store.check(repair: true)
+            for line in recovery.repaired { logger.notice("recovered", metadata: ["repair": "\(line)"]) }
+            for line in recovery.problems { logger.warning("data problem", metadata: ["problem": "\(line)"]) }
 
             let pool = PasswordWorkPool(concurrency: configuration.limits.passwordCheckConcurrency,
                                         queueLimit: configuration.limits.passwordCheckQueue)

@@ -106,3 +106,17 @@ extension CLITests {
         #expect(try await deskline(["check"]).status == 0)
     }
 }
+
+extension CLITests {
+    /// Scripts/crash-test: kill -9 while customers write; every acknowledged message survives
+    /// exactly once and `deskline check` is clean after the restart. A few rounds here; the
+    /// script's default is 20.
+    @Test func killingTheServerLosesNoAcknowledgedMessage() async throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/crash-test").path
+        let run = try await CLIProcess.run(["python3", script, "--rounds", "3", "--binary", CLIProcess.executable.path],
+                                           executable: URL(fileURLWithPath: "/usr/bin/env"))
+        #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+        #expect(run.stdout.contains("3 passed, 0 failed"))
+    }
+}

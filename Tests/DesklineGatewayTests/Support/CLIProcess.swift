@@ -73,7 +73,7 @@ struct CLIProcess {
         return false
     }
 
-    static func run(_ arguments: [String], stdin: String? = nil) async throws -> Result {
-        try await CLIProcess(arguments, stdin: stdin).wait()
+    static func run(_ arguments: [String], stdin: String? = nil, executable: URL = CLIProcess.executable) async throws -> Result {
+        try await CLIProcess(arguments, stdin: stdin, executable: executable).wait()
     }
 }
