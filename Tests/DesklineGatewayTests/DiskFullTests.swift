@@ -1,0 +1,66 @@
+import DesklineCore
+import Foundation
+import Testing
+
+/// Whether this machine lets the tests mount a tmpfs (root in a namespace that allows it).
+let canMountTmpfs: Bool = {
+    let probe = NSTemporaryDirectory() + "deskline-mount-probe-" + UUID().uuidString
+    defer { try? FileManager.default.removeItem(atPath: probe) }
+    guard (try? FileManager.default.createDirectory(atPath: probe, withIntermediateDirectories: true)) != nil,
+          DiskFullTests.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe]) == 0 else { return false }
+    return DiskFullTests.run("/bin/umount", [probe]) == 0
+}()
+
+/// A real full disk: a 2 MiB tmpfs mounted for the test (needs root; skipped otherwise).
+@Suite(.enabled(if: canMountTmpfs, "needs root to mount a small tmpfs"))
+struct DiskFullTests {
+    @discardableResult
+    static func run(_ tool: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return -1 }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    @Test func fullDiskRefusesWritesKeepsReadsAndRecovers() async throws {
+        let mount = NSTemporaryDirectory() + "deskline-full-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        try #require(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mount]) == 0)
+        defer {
+            Self.run("/bin/umount", [mount])
+            try? FileManager.default.removeItem(atPath: mount)
+        }
+        let server = try await TestServer.start(root: mount + "/data")
+        let ann = try await server.login("ann@acme.test")
+        _ = try await ann.command("NEW Before the disk fills")
+        #expect(try await ann.command("MSG #1001 stored").first?.hasPrefix("OK MSG #1001 1") == true)
+
+        // Fill the disk to the last byte.
+        let filler = mount + "/filler"
+        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
+        let handle = try #require(FileHandle(forWritingAtPath: filler))
+        let chunk = Data(repeating: 0x41, count: 4096)
+        while (try? handle.write(contentsOf: chunk)) != nil {}
+        try? handle.close()
+
+        #expect(try await ann.command("MSG #1001 lost to a full disk").last
+                == "ERR MSG STORAGE_ERROR :the store could not complete the operation; nothing was changed")
+        #expect(try await ann.command("NEW Another").last?.hasPrefix("ERR NEW STORAGE_ERROR") == true)
+        // Reads still work, and show only what was acknowledged.
+        let history = try await ann.command("HISTORY #1001")
+        #expect(history.count == 2 && history[0].hasSuffix(":stored"))
+        #expect(try await ann.command("TICKETS").count == 2)
+
+        // Space returns: writing works again, and the store is consistent.
+        try FileManager.default.removeItem(atPath: filler)
+        #expect(try await ann.command("MSG #1001 after the disk was freed").first?.hasPrefix("OK MSG #1001 2") == true)
+        #expect(try await ann.command("HISTORY #1001").dropLast().map { String($0.split(separator: ":").last!) } == ["stored", "after the disk was freed"])
+        #expect(try await server.store.check(repair: false).problems == [])
+        await ann.close()
+        try await server.stopKeepingData()
+    }
+}
