@@ -40,7 +40,7 @@ extension Deskline {
                                           passwordWork: pool)
             if demo { try await seedDemo(accounts, dataDirectory: store.root) }
 
-            let server = GatewayServer(configuration: configuration, services: .make(store: store, accounts: accounts),
+            let server = GatewayServer(configuration: configuration, services: .make(store: store, accounts: accounts, limits: configuration.limits),
                                        logger: logger)
             let address: SocketAddress
             do {

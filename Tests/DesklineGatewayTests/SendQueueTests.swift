@@ -63,6 +63,7 @@ import Testing
         try await withServer(configure: {
             $0.limits.sendQueueLines = 16
             $0.limits.maxLineBytes = 16_384
+            $0.limits.floodCommandsPerSecond = 10_000 // the customer writes as fast as it can here
         }) { server in
             let ann = try await server.login("ann@acme.test")
             _ = try await ann.command("NEW Busy ticket")

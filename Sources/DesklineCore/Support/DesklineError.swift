@@ -13,6 +13,7 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
         case ticketClosed = "TICKET_CLOSED"
         case noPhone = "NO_PHONE"
         case wrongPassword = "WRONG_PASSWORD"
+        case throttled = "THROTTLED"
     }
 
     private let kind: Kind
@@ -54,6 +55,11 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
     }
     /// A call needs a phone number on record.
     public static let noPhone = DesklineError(.noPhone, "There is no phone number on your record. Add one with PROFILE phone <number>, then CALL again.")
+    /// Too many failed logins from this address or for this account; says when to retry and
+    /// nothing about whether the account exists.
+    public static func throttled(retryAfterSeconds seconds: Int) -> Self {
+        .init(.throttled, "Too many failed logins. Try again in \(seconds) seconds.")
+    }
     /// The current password given to change it was wrong.
     public static let wrongPassword = DesklineError(.wrongPassword, "The current password is not correct; nothing was changed.")
 }

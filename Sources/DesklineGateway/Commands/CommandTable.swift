@@ -104,6 +104,8 @@ struct CommandContext {
     let logger: Logger
     /// This connection, for the session's channels (JOIN/PART).
     let sessionId: Int
+    /// The client's IP address (for LOGIN's failure limits).
+    let remoteAddress: String
     /// The logged-in identity, or nil. Only LOGIN sets it.
     var scope: SessionScope?
     /// Registers this connection with the hub as `scope`, so events reach it (LOGIN).

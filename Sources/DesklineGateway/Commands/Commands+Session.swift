@@ -28,10 +28,18 @@ extension Command {
         summary: "Log in. Use <tenant>/<email> if your email is registered with several helpdesks. The password may contain spaces."
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let login = ctx.arguments.required("email")
+        let account = LoginThrottle.accountKey(login)
+        let loginGuard = ctx.services.loginGuard
+        if let wait = loginGuard.retryAfter(address: ctx.remoteAddress, account: account) {
+            ctx.logger.notice("login throttled", metadata: ["address": "\(ctx.remoteAddress)"])
+            throw .throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1))
+        }
         let scope: SessionScope
         do throws(DesklineError) {
             scope = try await ctx.services.accounts.login(login, password: ctx.arguments.required("password"))
+            loginGuard.succeeded(account: account)
         } catch {
+            if error == .loginFailed { loginGuard.failed(address: ctx.remoteAddress, account: account) }
             // The attempted login goes to the log (for audits and fail2ban-style tools), cut
             // and stripped of control characters so it cannot forge log lines.
             ctx.logger.notice("login failed", metadata: [

@@ -27,6 +27,20 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var passwordCheckConcurrency = 1
         /// Password checks allowed to wait; beyond that LOGIN answers `ERR LOGIN BUSY`.
         public var passwordCheckQueue = 64
+        /// Flood control: a session may send this many commands at once ...
+        public var floodBurst = 100
+        /// ... and then this many per second; faster commands wait (they are not refused).
+        public var floodCommandsPerSecond = 50
+        /// Connections at once, in total and from one address, and new ones per address per minute.
+        public var maxConnections = 10_000
+        public var maxConnectionsPerAddress = 20
+        public var maxNewConnectionsPerAddressPerMinute = 60
+        /// Failed logins allowed from one address within the window ...
+        public var loginFailuresPerAddress = 5
+        public var loginFailureWindowPerAddressSeconds = 300.0
+        /// ... and for one account (the login as typed), before LOGIN answers `THROTTLED`.
+        public var loginFailuresPerAccount = 10
+        public var loginFailureWindowPerAccountSeconds = 900.0
         public init() {}
     }
 
@@ -93,6 +107,18 @@ extension GatewayConfiguration {
             c.limits.sendQueueLines = try l.int("sendQueueLines", in: 16...1_000_000) ?? c.limits.sendQueueLines
             c.limits.passwordCheckConcurrency = try l.int("passwordCheckConcurrency", in: 1...64) ?? c.limits.passwordCheckConcurrency
             c.limits.passwordCheckQueue = try l.int("passwordCheckQueue", in: 0...100_000) ?? c.limits.passwordCheckQueue
+            c.limits.floodBurst = try l.int("floodBurst", in: 1...100_000) ?? c.limits.floodBurst
+            c.limits.floodCommandsPerSecond = try l.int("floodCommandsPerSecond", in: 1...100_000) ?? c.limits.floodCommandsPerSecond
+            c.limits.maxConnections = try l.int("maxConnections", in: 1...1_000_000) ?? c.limits.maxConnections
+            c.limits.maxConnectionsPerAddress = try l.int("maxConnectionsPerAddress", in: 1...1_000_000) ?? c.limits.maxConnectionsPerAddress
+            c.limits.maxNewConnectionsPerAddressPerMinute = try l.int("maxNewConnectionsPerAddressPerMinute", in: 1...1_000_000)
+                ?? c.limits.maxNewConnectionsPerAddressPerMinute
+            c.limits.loginFailuresPerAddress = try l.int("loginFailuresPerAddress", in: 1...1_000_000) ?? c.limits.loginFailuresPerAddress
+            c.limits.loginFailureWindowPerAddressSeconds = try l.seconds("loginFailureWindowPerAddressSeconds")
+                ?? c.limits.loginFailureWindowPerAddressSeconds
+            c.limits.loginFailuresPerAccount = try l.int("loginFailuresPerAccount", in: 1...1_000_000) ?? c.limits.loginFailuresPerAccount
+            c.limits.loginFailureWindowPerAccountSeconds = try l.seconds("loginFailureWindowPerAccountSeconds")
+                ?? c.limits.loginFailureWindowPerAccountSeconds
             try l.finish()
         }
         if var p = try r.object("passwordHashing") {

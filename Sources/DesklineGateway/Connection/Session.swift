@@ -20,6 +20,8 @@ struct Session {
     /// How long the last lines of an ended session may take to be read before the connection is
     /// closed anyway.
     let lingerTime: Duration
+    /// The client's IP address.
+    var remoteAddress = "unknown"
 
     private enum Part {
         case writer, reader, timer, linger
@@ -110,6 +112,19 @@ struct Session {
         }
     }
 
+    /// Tells a connection over the limits why, and closes it.
+    static func refuse(_ connection: NIOAsyncChannel<LineFrame, ByteBuffer>, _ refusal: ConnectionLimiter.Refusal) async {
+        let text = switch refusal {
+        case .serverFull: "The server has too many connections; try again later."
+        case .tooManyFromAddress: "Too many connections from your address."
+        case .tooFast: "Too many new connections from your address; wait a minute."
+        }
+        let line = ServerLine(.event, "ERROR", ["TOO_MANY_CONNECTIONS"], text: text).serialized() + "\r\n"
+        try? await connection.executeThenClose { _, outbound in
+            try await outbound.write(ByteBuffer(string: line))
+        }
+    }
+
     private static func drain(_ outbox: Outbox, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async {
         for await buffer in outbox.stream {
             do {
@@ -123,8 +138,12 @@ struct Session {
     private func read(_ inbound: NIOAsyncChannelInboundStream<LineFrame>, outbox: Outbox,
                       machine: SharedMachine, clock: ContinuousClock, logger: Logger) async {
         var scope: SessionScope?
+        var flood = TokenBucket(burst: limits.floodBurst, ratePerSecond: Double(limits.floodCommandsPerSecond), now: clock.now)
         do {
             for try await frame in inbound {
+                // Flood control: past the burst, wait for a token before reading on.
+                let wait = flood.take(now: clock.now)
+                if wait > .zero { try await Task.sleep(for: wait) }
                 let proceed = machine.state.withLock { m in
                     m.inputReceived(now: clock.now)
                     return m.commandStarted()
@@ -203,7 +222,7 @@ struct Session {
         }
         let (hub, session) = (services.hub, id)
         var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger,
-                                     sessionId: id, scope: scope,
+                                     sessionId: id, remoteAddress: remoteAddress, scope: scope,
                                      attach: { hub.attach(session, scope: $0.onSession(session), outbox: outbox) })
         var lines: [ServerLine]
         var newScope = scope

@@ -19,6 +19,7 @@ public final class GatewayServer: Service, Sendable {
     private let registry = SessionRegistry()
     private let state = Mutex<State>(.idle)
     private let nextSessionID = Atomic<Int>(0)
+    private let limiter: ConnectionLimiter
     /// How long shutdown waits for clients to receive `EVENT SHUTDOWN` before closing them anyway.
     private let shutdownGracePeriod: Duration
     /// How long an ended session's last lines may wait for a client that does not read them.
@@ -39,6 +40,9 @@ public final class GatewayServer: Service, Sendable {
         self.group = group
         self.shutdownGracePeriod = shutdownGracePeriod
         self.lingerTime = lingerTime
+        self.limiter = ConnectionLimiter(maxTotal: configuration.limits.maxConnections,
+                                         maxPerAddress: configuration.limits.maxConnectionsPerAddress,
+                                         maxNewPerAddressPerMinute: configuration.limits.maxNewConnectionsPerAddressPerMinute)
     }
 
     /// Binds the listening socket (if not yet bound) and returns its address; with port 0 the
@@ -82,9 +86,21 @@ public final class GatewayServer: Service, Sendable {
                 try await withThrowingDiscardingTaskGroup { tasks in
                     for try await connection in inbound {
                         let id = nextSessionID.add(1, ordering: .relaxed).newValue
-                        let session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
+                        var session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
                                               registry: registry, logger: logger, lingerTime: lingerTime)
-                        tasks.addTask { await session.run(connection) }
+                        let address = connection.channel.remoteAddress?.ipAddress ?? "unknown"
+                        session.remoteAddress = address
+                        let limiter = self.limiter
+                        let logger = self.logger
+                        tasks.addTask {
+                            if let refusal = limiter.admit(address, now: .now) {
+                                logger.notice("connection refused", metadata: ["address": "\(address)", "reason": "\(refusal)"])
+                                await Session.refuse(connection, refusal)
+                                return
+                            }
+                            defer { limiter.release(address) }
+                            await session.run(connection)
+                        }
                     }
                     // Listener closed (shutdown): the sessions were told; give stragglers a deadline.
                     let registry = self.registry

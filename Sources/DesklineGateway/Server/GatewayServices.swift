@@ -1,4 +1,5 @@
 import DesklineCore
+import Synchronization
 
 /// The domain services the gateway's commands call.
 public struct GatewayServices: Sendable {
@@ -7,18 +8,42 @@ public struct GatewayServices: Sendable {
     public var notifications: NotificationService
     /// Live sessions; also the ``EventSink`` the ticket service publishes to.
     public var hub: SessionHub
+    /// Failed-login limits shared by all sessions.
+    let loginGuard: LoginGuard
 
-    public init(accounts: AccountService, tickets: TicketService, notifications: NotificationService, hub: SessionHub) {
+    public init(accounts: AccountService, tickets: TicketService, notifications: NotificationService, hub: SessionHub,
+                limits: GatewayConfiguration.Limits = .init()) {
         self.accounts = accounts
         self.tickets = tickets
         self.notifications = notifications
         self.hub = hub
+        self.loginGuard = LoginGuard(LoginThrottle(
+            perAddress: .init(limit: limits.loginFailuresPerAddress, window: .seconds(limits.loginFailureWindowPerAddressSeconds)),
+            perAccount: .init(limit: limits.loginFailuresPerAccount, window: .seconds(limits.loginFailureWindowPerAccountSeconds))))
     }
 
     /// Wires the services over one store, with ticket events going to a fresh hub.
-    public static func make(store: any Store, accounts: AccountService) -> GatewayServices {
+    public static func make(store: any Store, accounts: AccountService, limits: GatewayConfiguration.Limits = .init()) -> GatewayServices {
         let hub = SessionHub()
         return GatewayServices(accounts: accounts, tickets: TicketService(store: store, sink: hub),
-                               notifications: NotificationService(store: store), hub: hub)
+                               notifications: NotificationService(store: store), hub: hub, limits: limits)
+    }
+}
+
+/// The ``LoginThrottle`` behind a lock.
+final class LoginGuard: Sendable {
+    private let throttle: Mutex<LoginThrottle>
+    init(_ throttle: LoginThrottle) { self.throttle = Mutex(throttle) }
+
+    func retryAfter(address: String, account: String) -> Duration? {
+        throttle.withLock { $0.retryAfter(address: address, account: account, now: .now) }
+    }
+
+    func failed(address: String, account: String) {
+        throttle.withLock { $0.recordFailure(address: address, account: account, now: .now) }
+    }
+
+    func succeeded(account: String) {
+        throttle.withLock { $0.recordSuccess(account: account) }
     }
 }

@@ -37,7 +37,7 @@ struct TestServer {
         if seed { try await Self.seed(accounts) }
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let server = GatewayServer(configuration: config, services: .make(store: store, accounts: accounts), logger: logger,
+        let server = GatewayServer(configuration: config, services: .make(store: store, accounts: accounts, limits: config.limits), logger: logger,
                                    shutdownGracePeriod: .milliseconds(500), lingerTime: .milliseconds(500))
         let port = try await server.bind().port!
         let task = Task { try await server.run() }

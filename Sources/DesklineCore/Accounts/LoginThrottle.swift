@@ -1,0 +1,58 @@
+/// Failed-login limits, per source address and per account (the login as typed, normalised):
+/// after `limit` failures within `window`, further attempts are refused until the oldest failure
+/// leaves the window. Refusals look the same whether the account exists or not, and cost no
+/// password derivation. A successful login clears the account's failures.
+///
+/// A pure value: the caller supplies the time and keeps it behind a lock.
+public struct LoginThrottle: Sendable {
+    public struct Rule: Sendable, Equatable {
+        public var limit: Int
+        public var window: Duration
+        public init(limit: Int, window: Duration) {
+            self.limit = limit
+            self.window = window
+        }
+    }
+
+    public let perAddress: Rule
+    public let perAccount: Rule
+    private var addressFailures: [String: [ContinuousClock.Instant]] = [:]
+    private var accountFailures: [String: [ContinuousClock.Instant]] = [:]
+
+    public init(perAddress: Rule, perAccount: Rule) {
+        self.perAddress = perAddress
+        self.perAccount = perAccount
+    }
+
+    /// The key for an account: what LOGIN's first parameter names, case-insensitively.
+    public static func accountKey(_ login: String) -> String { login.lowercased() }
+
+    /// Nil if an attempt may go ahead; otherwise how long until one may.
+    public mutating func retryAfter(address: String, account: String, now: ContinuousClock.Instant) -> Duration? {
+        let a = Self.wait(&addressFailures, address, perAddress, now)
+        let b = Self.wait(&accountFailures, account, perAccount, now)
+        switch (a, b) {
+        case (nil, nil): return nil
+        case (let x?, nil), (nil, let x?): return x
+        case (let x?, let y?): return max(x, y)
+        }
+    }
+
+    public mutating func recordFailure(address: String, account: String, now: ContinuousClock.Instant) {
+        addressFailures[address, default: []].append(now)
+        accountFailures[account, default: []].append(now)
+    }
+
+    public mutating func recordSuccess(account: String) {
+        accountFailures[account] = nil
+    }
+
+    private static func wait(_ table: inout [String: [ContinuousClock.Instant]], _ key: String, _ rule: Rule,
+                             _ now: ContinuousClock.Instant) -> Duration? {
+        guard var times = table[key] else { return nil }
+        times.removeAll { now - $0 >= rule.window }
+        table[key] = times.isEmpty ? nil : times
+        guard times.count >= rule.limit, let oldest = times.first else { return nil }
+        return rule.window - (now - oldest)
+    }
+}
