@@ -204,9 +204,8 @@ public enum TagValue {
     /// Undoes `\:` `\s` `\\` `\r` `\n`; a backslash before any other character is dropped, and
     /// so is a lone trailing backslash.
     public static func unescape(_ value: Substring) -> String {
-        var out = ""
-        out.reserveCapacity(value.utf8.count)
-        var iterator = value.makeIterator()
+        var out = String.UnicodeScalarView()
+        var iterator = value.unicodeScalars.makeIterator()
         while let c = iterator.next() {
             guard c == "\\" else { out.append(c); continue }
             guard let next = iterator.next() else { break }
@@ -219,24 +218,23 @@ public enum TagValue {
             default: out.append(next)
             }
         }
-        return out
+        return String(out)
     }
 
-    /// Escapes a value so it survives inside a tag.
+    /// Escapes a value so it survives inside a tag. Works on Unicode scalars, not Characters: a
+    /// space followed by a combining mark is one Character but must still become `\s`.
     public static func escape(_ value: String) -> String {
-        var out = ""
-        out.reserveCapacity(value.utf8.count)
-        for c in value {
+        var out = String.UnicodeScalarView()
+        for c in value.unicodeScalars {
             switch c {
-            case ";": out += "\\:"
-            case " ": out += "\\s"
-            case "\\": out += "\\\\"
-            case "\r": out += "\\r"
-            case "\n": out += "\\n"
-            case "\r\n": out += "\\r\\n"
+            case ";": out.append(contentsOf: "\\:".unicodeScalars)
+            case " ": out.append(contentsOf: "\\s".unicodeScalars)
+            case "\\": out.append(contentsOf: "\\\\".unicodeScalars)
+            case "\r": out.append(contentsOf: "\\r".unicodeScalars)
+            case "\n": out.append(contentsOf: "\\n".unicodeScalars)
             default: out.append(c)
             }
         }
-        return out
+        return String(out)
     }
 }

@@ -87,8 +87,9 @@ public struct ServerLine: Sendable, Equatable {
     /// the same unescaping it uses for tags. An empty word is `*`; a leading `:` becomes `_`.
     static func word(_ s: String) -> String {
         if s.isEmpty { return "*" }
-        var w = TagValue.escape(clean(s))
-        if w.first == ":" { w = "_" + w.dropFirst() }
+        let w = TagValue.escape(clean(s))
+        // Scalars, not Characters: ":" followed by a combining mark is one Character.
+        if w.unicodeScalars.first == ":" { return "_" + String(w.unicodeScalars.dropFirst()) }
         return w
     }
 }

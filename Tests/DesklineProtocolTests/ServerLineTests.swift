@@ -36,6 +36,15 @@ struct ServerLineTests {
         #expect(line.serialized() == #"@label=l?[31m\s ERR X? a?b :t?2J?"# + "\tz")
     }
 
+    @Test func combiningMarksCannotHideSpacesOrColons() throws {
+        // " \u{313}" and ":\u{313}" are single Characters; escaping must still see the space and colon.
+        let line = ServerLine(label: "a \u{313}b", .rpl, "X", [" \u{313}k", ":\u{313}c"], text: "t")
+        let wire = line.serialized()
+        let parsed = try #require(try ClientMessage.parse(wire))
+        #expect(parsed.label == "a \u{313}b")
+        #expect(parsed.params.map { TagValue.unescape(Substring($0)) } == ["X", " \u{313}k", "_\u{313}c", "t"])
+    }
+
     @Test func middleParametersStayOneWord() {
         let wire = ServerLine(.rpl, "X", ["", ":colon", "two words", #"back\slash;semi"#]).serialized()
         #expect(wire == #"RPL X * _colon two\swords back\\slash\:semi"#)
