@@ -35,28 +35,6 @@ public final class FileStore: Store {
         }
     }
 
-    /// Removes temp files left by writes that were interrupted (crash, kill -9). The server calls
-    /// this once it holds the server lock; it takes the account lock so that a write the admin CLI
-    /// is making right now is not mistaken for a leftover.
-    public func removeLeftoverTempFiles() async throws(DesklineError) {
-        let root = self.root
-        let removed = try await io { () throws -> Int in
-            try FileLock.with(self.accountsLock) {
-                var removed = try DurableFile.removeLeftoverTempFiles(in: root + "/logins")
-                for tenant in try DurableFile.list(root + "/tenants") where TenantID.isValid(tenant) {
-                    let dir = root + "/tenants/" + tenant
-                    for sub in ["", "/users", "/customers", "/customer-emails", "/tickets", "/calls", "/inbox"] {
-                        removed += try DurableFile.removeLeftoverTempFiles(in: dir + sub)
-                    }
-                }
-                return removed
-            }
-        }
-        if removed > 0 {
-            logger.notice("removed leftover temp files of interrupted writes", metadata: ["count": "\(removed)", "root": "\(root)"])
-        }
-    }
-
     // MARK: Paths (every component is a validated identifier or a hex digest)
 
     var accountsLock: String { root + "/accounts.lock" }

@@ -43,8 +43,8 @@ struct FileStoreTests {
         // Opening does not touch them (the CLI opens stores while a server may be writing) ...
         let reopened = try await FileStore(root: root)
         #expect(FileManager.default.fileExists(atPath: stray))
-        // ... the server's explicit sweep, under the account lock, does.
-        try await reopened.removeLeftoverTempFiles()
+        // ... the server's recovery at start (check --repair, under the account lock) does.
+        _ = try await reopened.check(repair: true)
         #expect(!FileManager.default.fileExists(atPath: stray))
     }
 

@@ -44,10 +44,6 @@ struct ConnectionStateMachine {
         if case .registering = state { state = .active(lastInput: now, pingSentAt: nil) }
     }
 
-    mutating func closed() {
-        state = .closed
-    }
-
     /// A command is about to run. Returns false if the server is shutting down: the session
     /// has been (or is about to be) told, and must not start anything new.
     mutating func commandStarted() -> Bool {

@@ -207,13 +207,13 @@ struct Session {
             let r = CommandRefusal.unknown(verb)
             return refuse(r.code, r.text, command: verb, label: label)
         }
-        if let scope, !command.access.roles.contains(scope.role) {
-            let r = command.access.beforeLogin && command.access.roles.isEmpty
-                ? CommandRefusal.alreadyLoggedIn : CommandRefusal.forbidden(verb, scope.role)
+        if !command.isAvailable(to: scope) {
+            let r = switch scope {
+            case nil: CommandRefusal.notLoggedIn
+            case _? where command.access.roles.isEmpty: CommandRefusal.alreadyLoggedIn
+            case let scope?: CommandRefusal.forbidden(verb, scope.role)
+            }
             return refuse(r.code, r.text, command: verb, label: label)
-        }
-        if scope == nil, !command.access.beforeLogin {
-            return refuse(CommandRefusal.notLoggedIn.code, CommandRefusal.notLoggedIn.text, command: verb, label: label)
         }
         let arguments: Arguments
         switch CommandTable.arguments(for: command, from: message) {

@@ -52,10 +52,6 @@ public final class SessionHub: EventSink, Sendable {
         }
     }
 
-    func joined(_ session: Int) -> [TicketID] {
-        members.withLock { ($0[session]?.joined ?? []).sorted() }
-    }
-
     /// Logged-in sessions of a tenant's users: user → number of sessions.
     func online(in tenant: TenantID) -> [UserID: Int] {
         members.withLock { m in

@@ -147,17 +147,6 @@ enum DurableFile {
         }
     }
 
-    /// Removes temp files left in `dir` by writes that were interrupted (crash, kill -9).
-    /// Returns how many were removed.
-    @discardableResult
-    static func removeLeftoverTempFiles(in dir: String) throws -> Int {
-        var removed = 0
-        for name in try list(dir) where name.hasPrefix(tempPrefix) {
-            if unlink(dir + "/" + name) == 0 { removed += 1 }
-        }
-        return removed
-    }
-
     /// Writes all of `data`, at `position` if given (pwrite), else at the current offset.
     private static func writeAll(_ fd: Int32, _ data: Data, path: String, at position: off_t? = nil) throws {
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
