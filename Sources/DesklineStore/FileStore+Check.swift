@@ -16,12 +16,12 @@ public struct CheckReport: Sendable {
 extension FileStore {
     /// Verifies every tenant directory: each file parses, ids match their file names and are
     /// unique, the user↔customer links and the login, customer-email, customer-ticket and
-    /// customer-call indexes agree with the records, logs have no torn last line and never more
-    /// entries than their ticket says, inbox numbering agrees with the inbox log.
+    /// customer-call indexes agree with the records, logs have no torn last line, entries are in
+    /// order and never beyond their ticket's count, inbox ids run 1, 2, 3, ...
     ///
     /// With `repair`, fixes what can be derived again: cuts torn log tails, removes leftover temp
-    /// files, rebuilds the indexes from the records and inbox numbering from the logs. Repair must
-    /// run with no server on the data directory (the caller holds the server lock).
+    /// files and logs whose first write never finished, rebuilds the indexes from the records.
+    /// Repair must run with no server on the data directory (the caller holds the server lock).
     public func check(repair: Bool) async throws(DesklineError) -> CheckReport {
         try await io { () throws -> CheckReport in
             try FileLock.with(self.accountsLock) { try self.checkAll(repair: repair) }
@@ -141,69 +141,87 @@ extension FileStore {
                 }
             }
 
-            // Tickets, their logs and the per-customer index.
-            var byCustomer: [CustomerID: [TicketID]] = [:]
-            for (id, ticket) in records(ticketsDir(tenant), { Int($0).map(TicketID.init) }, Ticket.self) {
+            // Ticket and call logs, and the per-customer indexes.
+            func logs<Line: Decodable>(_ dir: String, _ type: Line.Type) -> [(Int, [Line])] {
+                sweep(dir)
+                return ((try? logNumbers(in: dir)) ?? []).compactMap { n in
+                    let path = dir + "/\(n).jsonl"
+                    let content = lines(Line.self, path)
+                    if content.isEmpty {
+                        problem("\(path): no complete line (its first write never finished)") {
+                            guard unlink(path) == 0 else { throw DurableFile.IOError(operation: "unlink", path: path, errno: errno) }
+                        }
+                        return nil
+                    }
+                    return (n, content)
+                }
+            }
+            func checkIndex<Line: Codable>(_ owners: [CustomerID: [Int]], _ dir: String, what: String, _ path: (CustomerID) -> String,
+                                           _ number: (Line) -> Int, _ make: (Int) -> Line) {
+                var customers = Set(owners.keys)
+                for name in (try? DurableFile.list(dir)) ?? [] where name.hasSuffix(".jsonl") {
+                    if let customer = CustomerID(rawValue: String(name.dropLast(6))) { customers.insert(customer) }
+                }
+                for customer in customers.sorted(by: { $0.rawValue < $1.rawValue }) {
+                    let listed = lines(Line.self, path(customer)).map(number)
+                    let ids = owners[customer] ?? []
+                    if Set(listed) != Set(ids) || listed.count != ids.count {
+                        let fixed = ids.sorted().map(make), indexPath = path(customer)
+                        problem("\(what) index of customer \(tenant)/\(customer) does not match the \(what)s") {
+                            try self.rewriteIndex(fixed, indexPath)
+                        }
+                    }
+                }
+            }
+            var ticketsByCustomer: [CustomerID: [Int]] = [:]
+            for (n, log) in logs(ticketsDir(tenant), TicketLogLine.self) {
                 report.counts["tickets", default: 0] += 1
-                if ticket.id != id { problem("\(ticketFile(id, tenant)): id does not match its file") }
-                if customers[ticket.customerId] == nil { problem("ticket \(tenant)/\(id) belongs to missing customer \(ticket.customerId)") }
-                byCustomer[ticket.customerId, default: []].append(id)
-                let entries = lines(TicketEntry.self, ticketLog(id, tenant))
+                let path = ticketLog(TicketID(n), tenant)
+                let ticket = log[log.count - 1].ticket
+                if log.contains(where: { $0.ticket.id.number != n || $0.ticket.tenantId != tenant || $0.ticket.customerId != ticket.customerId }) {
+                    problem("\(path): a line names another ticket, tenant or customer")
+                }
+                if customers[ticket.customerId] == nil { problem("ticket \(tenant)/#\(n) belongs to missing customer \(ticket.customerId)") }
+                ticketsByCustomer[ticket.customerId, default: []].append(n)
+                let entries = log.compactMap(\.entry)
                 report.counts["entries", default: 0] += entries.count
                 if zip(entries, entries.dropFirst()).contains(where: { !($0.position < $1.position) }) {
-                    problem("\(ticketLog(id, tenant)): entries out of order or repeated")
+                    problem("\(path): entries out of order or repeated")
                 }
                 if let last = entries.last, last.seq > ticket.lastSeq || (last.note ?? 0) > (ticket.noteCount ?? 0) {
-                    problem("ticket \(tenant)/\(id) says \(ticket.lastSeq) entries but its log has \(last.messageID)")
+                    problem("ticket \(tenant)/#\(n) says \(ticket.lastSeq) entries but its log has \(last.messageID)")
                 }
             }
-            for (customer, ids) in byCustomer {
-                let path = customerTicketsFile(customer, tenant)
-                let listed = lines(TicketRef.self, path).map(\.ticket)
-                if Set(listed) != Set(ids) || listed.count != Set(listed).count {
-                    problem("ticket index of customer \(tenant)/\(customer) does not match the tickets") {
-                        try self.rewriteIndex(ids.sorted().map { TicketRef(ticket: $0) }, path)
-                    }
-                }
-            }
-            var callsByCustomer: [CustomerID: [CallID]] = [:]
-            for (id, call) in records(dir + "/calls", { Int($0).map(CallID.init) }, CallRequest.self) {
+            checkIndex(ticketsByCustomer, dir + "/customer-tickets", what: "ticket", { customerTicketsFile($0, tenant) },
+                       { (line: TicketRef) in line.ticket.number }, { TicketRef(ticket: TicketID($0)) })
+            var callsByCustomer: [CustomerID: [Int]] = [:]
+            for (n, log) in logs(callsDir(tenant), CallRequest.self) {
                 report.counts["calls", default: 0] += 1
-                if call.id != id { problem("\(callFile(id, tenant)): id does not match its file") }
-                callsByCustomer[call.customerId, default: []].append(id)
-            }
-            for (customer, ids) in callsByCustomer {
-                let path = customerCallsFile(customer, tenant)
-                let listed = lines(CallRef.self, path).map(\.call)
-                if Set(listed) != Set(ids) || listed.count != Set(listed).count {
-                    problem("call index of customer \(tenant)/\(customer) does not match the calls") {
-                        try self.rewriteIndex(ids.sorted { $0.number < $1.number }.map { CallRef(call: $0) }, path)
-                    }
+                let call = log[log.count - 1]
+                if log.contains(where: { $0.id.number != n || $0.tenantId != tenant || $0.customerId != call.customerId }) {
+                    problem("\(callLog(call.id, tenant)): a line names another call, tenant or customer")
                 }
+                callsByCustomer[call.customerId, default: []].append(n)
             }
+            checkIndex(callsByCustomer, dir + "/customer-calls", what: "call", { customerCallsFile($0, tenant) },
+                       { (line: CallRef) in line.call.number }, { CallRef(call: CallID($0)) })
 
-            // Inboxes: the numbering must cover exactly what the log holds.
+            // Inboxes: ids 1, 2, 3, ... in order; read marks never beyond them.
             sweep(inboxDir(tenant))
-            for name in ((try? DurableFile.list(inboxDir(tenant))) ?? []).sorted() where name.hasSuffix(".jsonl") {
-                guard let user = UserID(rawValue: String(name.dropLast(6))) else { continue }
+            for name in ((try? DurableFile.list(inboxDir(tenant))) ?? []).sorted() where name.hasSuffix(".jsonl") && !name.hasSuffix(".read.jsonl") {
+                guard let user = UserID(rawValue: String(name.dropLast(6))) else {
+                    problem("\(inboxDir(tenant))/\(name): not a valid inbox name")
+                    continue
+                }
+                if users[user] == nil { problem("inbox of \(tenant)/\(user) belongs to a missing user") }
                 let items = lines(DesklineCore.Notification.self, inboxLog(user, tenant))
                 report.counts["notifications", default: 0] += items.count
-                let state = parse(InboxState.self, inboxStateFile(user, tenant)) ?? InboxState()
-                let ids = Set(items.map(\.id))
-                let missing = state.lastId > 0 ? Set(1...state.lastId).subtracting(ids) : []
-                if let highest = ids.max(), highest > state.lastId {
-                    problem("inbox of \(tenant)/\(user) holds id \(highest) beyond its numbering \(state.lastId)")
+                if items.map(\.id) != (0..<items.count).map({ $0 + 1 }) {
+                    problem("inbox of \(tenant)/\(user): ids are not 1, 2, 3, ... in order")
                 }
-                let unreadGhosts = missing.filter { $0 > state.readUpTo && !state.readIds.contains($0) }
-                if !unreadGhosts.isEmpty {
-                    // Numbers handed out by a write that never finished: mark them read.
-                    problem("inbox of \(tenant)/\(user) counts \(unreadGhosts.count) notifications that were never written as unread") {
-                        var fixed = state
-                        var read = Set(fixed.readIds).union(unreadGhosts)
-                        while read.remove(fixed.readUpTo + 1) != nil { fixed.readUpTo += 1 }
-                        fixed.readIds = read.sorted()
-                        try self.save(fixed, self.inboxStateFile(user, tenant))
-                    }
+                if let read = lines(InboxReadState.self, inboxReadLog(user, tenant)).last,
+                   read.readUpTo > items.count || (read.readIds.max() ?? 0) > items.count {
+                    problem("inbox of \(tenant)/\(user) marks notifications read that it does not hold")
                 }
             }
         }
@@ -228,7 +246,7 @@ extension FileStore {
     }
 
     /// Replaces a JSON-lines index atomically with exactly `items`.
-    private func rewriteIndex<T: Encodable>(_ items: [T], _ path: String) throws {
+    func rewriteIndex<T: Encodable>(_ items: [T], _ path: String) throws {
         var data = Data()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

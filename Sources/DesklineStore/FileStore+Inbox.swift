@@ -3,13 +3,14 @@ import Foundation
 
 // Users' inboxes:
 //
-//   tenants/<t>/inbox/<u>.jsonl        one notification per line (append + fsync)
-//   tenants/<t>/inbox/<u>.state.json   {"lastId", "readUpTo", "readIds"} (atomic replace)
+//   tenants/<t>/inbox/<u>.jsonl        one notification per line, ids 1, 2, 3, ... (append-only;
+//                                      the last line's id is the last one handed out)
+//   tenants/<t>/inbox/<u>.read.jsonl   {"readUpTo", "readIds"} after each READ (append-only; the
+//                                      last line is what is read now)
 //
-// Written only by the server, under the tenant's lock.
+// Written only by the server, through the tenant's writer.
 
-struct InboxState: Codable {
-    var lastId = 0
+struct InboxReadState: Codable {
     var readUpTo = 0
     var readIds: [Int] = []
 }
@@ -17,7 +18,7 @@ struct InboxState: Codable {
 extension FileStore {
     func inboxDir(_ t: TenantID) -> String { tenantDir(t) + "/inbox" }
     func inboxLog(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).jsonl" }
-    func inboxStateFile(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).state.json" }
+    func inboxReadLog(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).read.jsonl" }
 
     public func users(in tenant: TenantID) async throws(DesklineError) -> [User] {
         try await io {
@@ -32,55 +33,58 @@ extension FileStore {
         var template = notification
         template.at = Self.storedPrecision(notification.at)
         let stamped = template
-        try await io {
-            try self.withTenantLock(tenant) {
-                try DurableFile.makeDirectories(self.inboxDir(tenant))
-                for user in users {
-                    var state = try self.load(InboxState.self, self.inboxStateFile(user, tenant)) ?? InboxState()
-                    state.lastId += 1
-                    // State first: after a crash in between an id is skipped, never reused.
-                    try self.save(state, self.inboxStateFile(user, tenant))
-                    var item = stamped
-                    item.id = state.lastId
-                    try self.appendLine(item, self.inboxLog(user, tenant))
-                }
+        try await writer(tenant).write { batch, _ in
+            try DurableFile.makeDirectories(self.inboxDir(tenant))
+            for user in users {
+                let path = self.inboxLog(user, tenant)
+                var item = stamped
+                item.id = (try self.lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0) + 1
+                try batch.append(Self.line(item), to: path)
             }
         }
     }
 
+    /// The last id handed out and what is read, as committed.
+    private func inboxState(of user: UserID, in tenant: TenantID, uncommitted: Bool = false) throws -> (lastId: Int, read: InboxReadState) {
+        let lastId = try lastLine(DesklineCore.Notification.self, inboxLog(user, tenant), uncommitted: uncommitted)?.id ?? 0
+        let read = try lastLine(InboxReadState.self, inboxReadLog(user, tenant), uncommitted: uncommitted) ?? InboxReadState()
+        return (lastId, read)
+    }
+
     public func unreadNotificationCount(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Int {
         try await io {
-            let state = try self.load(InboxState.self, self.inboxStateFile(user, tenant)) ?? InboxState()
-            return Inbox(items: [], readUpTo: state.readUpTo, readIds: Set(state.readIds), lastId: state.lastId).unreadCount
+            let state = try self.inboxState(of: user, in: tenant)
+            return Inbox(items: [], readUpTo: state.read.readUpTo, readIds: Set(state.read.readIds), lastId: state.lastId).unreadCount
         }
     }
 
     public func inbox(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Inbox {
         try await io {
-            let state = try self.load(InboxState.self, self.inboxStateFile(user, tenant)) ?? InboxState()
+            let read = try self.lastLine(InboxReadState.self, self.inboxReadLog(user, tenant)) ?? InboxReadState()
             let items = try self.readLines(DesklineCore.Notification.self, self.inboxLog(user, tenant))
-            return Inbox(items: items, readUpTo: state.readUpTo, readIds: Set(state.readIds), lastId: state.lastId)
+            return Inbox(items: items, readUpTo: read.readUpTo, readIds: Set(read.readIds), lastId: items.last?.id ?? 0)
         }
     }
 
     public func markNotificationsRead(_ id: Int?, of user: UserID, in tenant: TenantID) async throws(DesklineError) {
-        try await io {
-            try self.withTenantLock(tenant) {
-                var state = try self.load(InboxState.self, self.inboxStateFile(user, tenant)) ?? InboxState()
-                if let id {
-                    guard (1...max(1, state.lastId)).contains(id), id <= state.lastId else {
-                        throw DesklineError.notFound("You have no notification \(id).")
-                    }
-                    var read = Set(state.readIds)
-                    if id > state.readUpTo { read.insert(id) }
-                    while read.remove(state.readUpTo + 1) != nil { state.readUpTo += 1 }
-                    state.readIds = read.sorted()
-                } else {
-                    state.readUpTo = state.lastId
-                    state.readIds = []
+        try await writer(tenant).write { batch, _ in
+            let (lastId, before) = try self.inboxState(of: user, in: tenant, uncommitted: true)
+            var state = before
+            if let id {
+                guard (1...max(1, lastId)).contains(id), id <= lastId else {
+                    throw DesklineError.notFound("You have no notification \(id).")
                 }
-                try self.save(state, self.inboxStateFile(user, tenant))
+                var read = Set(state.readIds)
+                if id > state.readUpTo { read.insert(id) }
+                while read.remove(state.readUpTo + 1) != nil { state.readUpTo += 1 }
+                state.readIds = read.sorted()
+            } else {
+                state.readUpTo = lastId
+                state.readIds = []
             }
+            guard state.readUpTo != before.readUpTo || state.readIds != before.readIds else { return }
+            try DurableFile.makeDirectories(self.inboxDir(tenant))
+            try batch.append(Self.line(state), to: self.inboxReadLog(user, tenant))
         }
     }
 }

@@ -4,36 +4,22 @@ import Synchronization
 
 // Tickets, their append-only conversation logs, per-customer indexes and call requests.
 //
-//   tenants/<t>/tickets/counters.json          {"ticket": N, "call": N}
-//   tenants/<t>/tickets/<n>.json               the ticket's current state (atomic replace)
-//   tenants/<t>/tickets/<n>.jsonl              its entries, one JSON object a line (append + fsync)
-//   tenants/<t>/customer-tickets/<c>.jsonl     {"ticket": n} per ticket of customer c (append)
-//   tenants/<t>/calls/<n>.json                 a call request
-//   tenants/<t>/customer-calls/<c>.jsonl       {"call": n} per call of customer c (append)
+//   tenants/<t>/tickets/<n>.jsonl              the ticket's log: one line per change, each holding
+//                                              the ticket's state after it and the entry (if any)
+//   tenants/<t>/customer-tickets/<c>.jsonl     {"ticket": n} per ticket of customer c
+//   tenants/<t>/calls/<n>.jsonl                a call request's log: its state after each change
+//   tenants/<t>/customer-calls/<c>.jsonl       {"call": n} per call of customer c
 //
-// Only the server writes these, one tenant at a time under that tenant's in-process lock.
+// Every file here is an append-only log whose last line is the current state, so a change is one
+// appended line (group-committed by the tenant's writer) and reading the state reads one line
+// from the end. Only the server writes these, through the tenant's ``TenantWriter``.
 
-/// One lock per tenant for ticket and call writes, so tenants never wait for each other.
-final class TenantLocks: Sendable {
-    final class Lock: Sendable {
-        let mutex = Mutex(())
-    }
-
-    private let locks = Mutex<[TenantID: Lock]>([:])
-
-    func lock(_ tenant: TenantID) -> Lock {
-        locks.withLock { locks in
-            if let lock = locks[tenant] { return lock }
-            let lock = Lock()
-            locks[tenant] = lock
-            return lock
-        }
-    }
-}
-
-struct TicketCounters: Codable {
-    var ticket = 1000
-    var call = 0
+/// One line of a ticket's log.
+struct TicketLogLine: Codable {
+    /// The ticket as it is after this line.
+    var ticket: Ticket
+    /// The conversation entry this line adds; nil for a change without one (an assignment).
+    var entry: TicketEntry?
 }
 
 struct TicketRef: Codable {
@@ -46,13 +32,13 @@ struct CallRef: Codable {
 
 extension FileStore {
     func ticketsDir(_ t: TenantID) -> String { tenantDir(t) + "/tickets" }
-    func ticketFile(_ id: TicketID, _ t: TenantID) -> String { ticketsDir(t) + "/\(id.number).json" }
     func ticketLog(_ id: TicketID, _ t: TenantID) -> String { ticketsDir(t) + "/\(id.number).jsonl" }
     func customerTicketsFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customer-tickets/\(c.rawValue).jsonl" }
-    func callFile(_ id: CallID, _ t: TenantID) -> String { tenantDir(t) + "/calls/\(id.number).json" }
+    func callsDir(_ t: TenantID) -> String { tenantDir(t) + "/calls" }
+    func callLog(_ id: CallID, _ t: TenantID) -> String { callsDir(t) + "/\(id.number).jsonl" }
     func customerCallsFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customer-calls/\(c.rawValue).jsonl" }
 
-    private static let lineEncoder: JSONEncoder = {
+    static let lineEncoder: JSONEncoder = {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         e.dateEncodingStrategy = .custom { date, encoder in
@@ -62,39 +48,71 @@ extension FileStore {
         return e
     }()
 
-    /// Appends one JSON line to a log and fsyncs it.
-    func appendLine<T: Encodable>(_ value: T, _ path: String) throws {
-        var data = try Self.lineEncoder.encode(value)
+    /// One JSON line, newline included.
+    static func line<T: Encodable>(_ value: T) throws -> Data {
+        var data = try lineEncoder.encode(value)
         data.append(0x0A)
-        try DurableFile.append(path, data)
+        return data
     }
 
-    /// Every complete line of a JSON-lines log. A last line without its newline is a write that
-    /// never finished (it was never acknowledged) and is skipped.
+    /// Every complete, committed line of a log (writers' lines still in flight are not seen).
+    /// A last line without its newline is a write that never finished and is skipped.
     func readLines<T: Decodable>(_ type: T.Type, _ path: String) throws -> [T] {
-        guard let data = try DurableFile.read(path) else { return [] }
+        guard var data = try DurableFile.read(path) else { return [] }
+        if let limit = visibility.limit(path), data.count > limit { data = data.prefix(Int(limit)) }
         var lines = data.split(separator: 0x0A, omittingEmptySubsequences: true)
         if data.last != 0x0A, !lines.isEmpty { lines.removeLast() }
-        return try lines.map { line in
-            do {
-                return try Self.decoder.decode(T.self, from: Data(line))
-            } catch {
-                logger.error("damaged line in a log", metadata: ["path": "\(path)", "error": "\(error)"])
-                throw DesklineError.storage("stored data is damaged; the operator has been told in the server log")
-            }
+        return try lines.map { try decodeLine(T.self, Data($0), path) }
+    }
+
+    /// The last complete line of a log: committed lines only, unless `uncommitted` (for the
+    /// tenant's writer, which must see its own batch).
+    func lastLine<T: Decodable>(_ type: T.Type, _ path: String, uncommitted: Bool = false) throws -> T? {
+        let limit = uncommitted ? nil : visibility.limit(path)
+        if limit == 0 { return nil }
+        guard var line = try DurableFile.lastLine(path, limit: limit) else { return nil }
+        // Looked up again after reading: a batch that began meanwhile may have added lines.
+        if !uncommitted, let now = visibility.limit(path), limit == nil {
+            guard now > 0, let committed = try DurableFile.lastLine(path, limit: now) else { return nil }
+            line = committed
+        }
+        return try decodeLine(T.self, line, path)
+    }
+
+    private func decodeLine<T: Decodable>(_ type: T.Type, _ line: Data, _ path: String) throws -> T {
+        do {
+            return try Self.decoder.decode(T.self, from: line)
+        } catch {
+            logger.error("damaged line in a log", metadata: ["path": "\(path)", "error": "\(error)"])
+            throw DesklineError.storage("stored data is damaged; the operator has been told in the server log")
         }
     }
 
-    func withTenantLock<T>(_ tenant: TenantID, _ body: () throws -> T) throws -> T {
-        try tenantLocks.lock(tenant).mutex.withLock { _ in try body() }
+    /// The tenant's writer (created on first use).
+    func writer(_ tenant: TenantID) -> TenantWriter {
+        writers.withLock { writers in
+            if let writer = writers[tenant] { return writer }
+            let writer = TenantWriter(tenant: tenant, threadPool: threadPool, visibility: visibility, logger: logger) { memory in
+                if self.recoveryNeeded { self.recoverTenant(tenant) }
+            }
+            writers[tenant] = writer
+            return writer
+        }
     }
 
-    private func nextTicketCounter(_ key: WritableKeyPath<TicketCounters, Int>, in tenant: TenantID) throws -> Int {
-        let path = ticketsDir(tenant) + "/counters.json"
-        var counters = try load(TicketCounters.self, path) ?? TicketCounters()
-        counters[keyPath: key] += 1
-        try save(counters, path)
-        return counters[keyPath: key]
+    /// The highest number among `<n>.jsonl` files in a directory (0 if none).
+    private func highestNumber(in dir: String) throws -> Int {
+        try DurableFile.list(dir).reduce(0) { highest, name in
+            guard name.hasSuffix(".jsonl"), let n = Int(name.dropLast(6)) else { return highest }
+            return max(highest, n)
+        }
+    }
+
+    /// Every `<n>.jsonl` number in a directory, ascending.
+    func logNumbers(in dir: String) throws -> [Int] {
+        try DurableFile.list(dir).compactMap { name in
+            name.hasSuffix(".jsonl") ? Int(name.dropLast(6)) : nil
+        }.sorted()
     }
 
     // MARK: Store
@@ -119,26 +137,29 @@ extension FileStore {
 
     public func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket {
         let time = Self.storedPrecision(time)
-        return try await io {
-            try self.withTenantLock(tenant) {
-                try self.requireTenant(tenant)
-                try DurableFile.makeDirectories(self.ticketsDir(tenant))
-                try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-tickets")
-                let id = TicketID(try self.nextTicketCounter(\.ticket, in: tenant))
-                let ticket = Ticket(id: id, tenantId: tenant, customerId: customer, subject: subject, status: .open,
-                                    createdAt: time, updatedAt: time)
-                try self.save(ticket, self.ticketFile(id, tenant))
-                try self.appendLine(TicketRef(ticket: id), self.customerTicketsFile(customer, tenant))
-                return ticket
-            }
+        return try await writer(tenant).write { batch, memory in
+            try self.requireTenant(tenant)
+            try DurableFile.makeDirectories(self.ticketsDir(tenant))
+            try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-tickets")
+            // Numbers start at 1001; the highest log on disk is the last one handed out (a number
+            // whose creation was never acknowledged may be handed out again, never a used one).
+            let last = try memory.lastTicket ?? max(1000, self.highestNumber(in: self.ticketsDir(tenant)))
+            let id = TicketID(last + 1)
+            memory.lastTicket = id.number
+            let ticket = Ticket(id: id, tenantId: tenant, customerId: customer, subject: subject, status: .open,
+                                createdAt: time, updatedAt: time)
+            // The ticket's log first, then the index: recovery after a crash in between adds a
+            // missing index line; an index line never points at a ticket that is not there.
+            try batch.append(Self.line(TicketLogLine(ticket: ticket, entry: nil)), to: self.ticketLog(id, tenant))
+            try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(customer, tenant))
+            return ticket
         }
     }
 
     public func tickets(in tenant: TenantID) async throws(DesklineError) -> [Ticket] {
         try await io {
-            try DurableFile.list(self.ticketsDir(tenant)).compactMap { name -> Ticket? in
-                guard name.hasSuffix(".json"), let n = Int(name.dropLast(5)) else { return nil }
-                return try self.load(Ticket.self, self.ticketFile(TicketID(n), tenant))
+            try self.logNumbers(in: self.ticketsDir(tenant)).compactMap { n in
+                try self.lastLine(TicketLogLine.self, self.ticketLog(TicketID(n), tenant))?.ticket
             }
         }
     }
@@ -148,55 +169,47 @@ extension FileStore {
     }
 
     public func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket? {
-        try await io { try self.load(Ticket.self, self.ticketFile(id, tenant)) }
+        try await io { try self.lastLine(TicketLogLine.self, self.ticketLog(id, tenant))?.ticket }
     }
 
     public func tickets(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [Ticket] {
         try await io {
             try self.readLines(TicketRef.self, self.customerTicketsFile(customer, tenant)).compactMap { ref in
-                try self.load(Ticket.self, self.ticketFile(ref.ticket, tenant))
-            }
+                try self.lastLine(TicketLogLine.self, self.ticketLog(ref.ticket, tenant))?.ticket
+            }.filter { $0.customerId == customer }
         }
     }
 
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending draft: TicketEntryDraft?, at time: Date,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
         let time = Self.storedPrecision(time)
-        return try await io { () throws -> (Ticket, TicketEntry?)? in
-            try self.withTenantLock(tenant) { () throws -> (Ticket, TicketEntry?)? in
-                guard var ticket = try self.load(Ticket.self, self.ticketFile(id, tenant)) else { return nil }
-                let before = ticket
-                try change(&ticket)
-                var entry: TicketEntry?
-                if let draft {
-                    var note: Int?
-                    if draft.kind == .note {
-                        // Notes neither take a customer-visible number nor change `updatedAt`,
-                        // which customers see.
-                        ticket.noteCount = (ticket.noteCount ?? 0) + 1
-                        note = ticket.noteCount
-                    } else {
-                        ticket.lastSeq += 1
-                        ticket.updatedAt = time
-                    }
-                    entry = TicketEntry(seq: ticket.lastSeq, note: note, kind: draft.kind, authorId: draft.authorId,
-                                        authorName: draft.authorName, authorRole: draft.authorRole,
-                                        text: draft.text, at: time)
+        return try await writer(tenant).write { batch, _ -> (Ticket, TicketEntry?)? in
+            let path = self.ticketLog(id, tenant)
+            guard var ticket = try self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
+            let before = ticket
+            try change(&ticket)
+            var entry: TicketEntry?
+            if let draft {
+                var note: Int?
+                if draft.kind == .note {
+                    // Notes neither take a customer-visible number nor change `updatedAt`,
+                    // which customers see.
+                    ticket.noteCount = (ticket.noteCount ?? 0) + 1
+                    note = ticket.noteCount
+                } else {
+                    ticket.lastSeq += 1
+                    ticket.updatedAt = time
                 }
-                // The ticket first, then its log entry: after a crash in between, a sequence
-                // number is skipped (harmless) but never handed out twice. If the append fails,
-                // the ticket is put back, so a refused write changes nothing.
-                if ticket != before { try self.save(ticket, self.ticketFile(id, tenant)) }
-                if let entry {
-                    do {
-                        try self.appendLine(entry, self.ticketLog(id, tenant))
-                    } catch {
-                        if ticket != before { try? self.save(before, self.ticketFile(id, tenant)) }
-                        throw error
-                    }
-                }
-                return (ticket, entry)
+                entry = TicketEntry(seq: ticket.lastSeq, note: note, kind: draft.kind, authorId: draft.authorId,
+                                    authorName: draft.authorName, authorRole: draft.authorRole,
+                                    text: draft.text, at: time)
             }
+            // One line holds both the entry and the ticket's new state: they are stored together
+            // or not at all.
+            if ticket != before || entry != nil {
+                try batch.append(Self.line(TicketLogLine(ticket: ticket, entry: entry)), to: path)
+            }
+            return (ticket, entry)
         }
     }
 
@@ -204,7 +217,7 @@ extension FileStore {
                         includeNotes: Bool) async throws(DesklineError) -> [TicketEntry] {
         try await io {
             // Note 5.n sits after entry 5: "after 5" includes it, "before 6" too.
-            let all = try self.readLines(TicketEntry.self, self.ticketLog(ticket, tenant)).filter { entry in
+            let all = try self.readLines(TicketLogLine.self, self.ticketLog(ticket, tenant)).compactMap(\.entry).filter { entry in
                 (includeNotes || entry.isVisibleToCustomer)
                     && after.map { entry.position > $0 } ?? true
                     && before.map { entry.position < $0 } ?? true
@@ -216,37 +229,33 @@ extension FileStore {
     public func createCall(customer: CustomerID, ticket: TicketID?, phone: String, note: String?,
                            in tenant: TenantID, at time: Date) async throws(DesklineError) -> CallRequest {
         let time = Self.storedPrecision(time)
-        return try await io {
-            try self.withTenantLock(tenant) {
-                try self.requireTenant(tenant)
-                try DurableFile.makeDirectories(self.ticketsDir(tenant))
-                try DurableFile.makeDirectories(self.tenantDir(tenant) + "/calls")
-                try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-calls")
-                let id = CallID(try self.nextTicketCounter(\.call, in: tenant))
-                let call = CallRequest(id: id, tenantId: tenant, customerId: customer, ticketId: ticket, phone: phone,
-                                       note: note, status: .requested, createdAt: time, updatedAt: time)
-                try self.save(call, self.callFile(id, tenant))
-                try self.appendLine(CallRef(call: id), self.customerCallsFile(customer, tenant))
-                return call
-            }
+        return try await writer(tenant).write { batch, memory in
+            try self.requireTenant(tenant)
+            try DurableFile.makeDirectories(self.callsDir(tenant))
+            try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-calls")
+            let last = try memory.lastCall ?? self.highestNumber(in: self.callsDir(tenant))
+            let id = CallID(last + 1)
+            memory.lastCall = id.number
+            let call = CallRequest(id: id, tenantId: tenant, customerId: customer, ticketId: ticket, phone: phone,
+                                   note: note, status: .requested, createdAt: time, updatedAt: time)
+            try batch.append(Self.line(call), to: self.callLog(id, tenant))
+            try batch.append(Self.line(CallRef(call: id)), to: self.customerCallsFile(customer, tenant))
+            return call
         }
     }
 
     public func calls(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [CallRequest] {
         try await io {
             try self.readLines(CallRef.self, self.customerCallsFile(customer, tenant)).compactMap { ref in
-                try self.load(CallRequest.self, self.callFile(ref.call, tenant))
-            }
+                try self.lastLine(CallRequest.self, self.callLog(ref.call, tenant))
+            }.filter { $0.customerId == customer }
         }
     }
-}
 
-extension FileStore {
     public func calls(in tenant: TenantID) async throws(DesklineError) -> [CallRequest] {
         try await io {
-            try DurableFile.list(self.tenantDir(tenant) + "/calls").compactMap { name -> CallRequest? in
-                guard name.hasSuffix(".json"), let n = Int(name.dropLast(5)) else { return nil }
-                return try self.load(CallRequest.self, self.tenantDir(tenant) + "/calls/\(n).json")
+            try self.logNumbers(in: self.callsDir(tenant)).compactMap { n in
+                try self.lastLine(CallRequest.self, self.callLog(CallID(n), tenant))
             }
         }
     }
@@ -254,15 +263,13 @@ extension FileStore {
     public func updateCall(_ id: CallID, in tenant: TenantID, at time: Date,
                            _ change: @escaping @Sendable (inout CallRequest) throws(DesklineError) -> Void) async throws(DesklineError) -> CallRequest? {
         let time = Self.storedPrecision(time)
-        return try await io { () throws -> CallRequest? in
-            try self.withTenantLock(tenant) { () throws -> CallRequest? in
-                let path = self.tenantDir(tenant) + "/calls/\(id.number).json"
-                guard var call = try self.load(CallRequest.self, path) else { return nil }
-                try change(&call)
-                call.updatedAt = time
-                try self.save(call, path)
-                return call
-            }
+        return try await writer(tenant).write { batch, _ -> CallRequest? in
+            let path = self.callLog(id, tenant)
+            guard var call = try self.lastLine(CallRequest.self, path, uncommitted: true) else { return nil }
+            try change(&call)
+            call.updatedAt = time
+            try batch.append(Self.line(call), to: path)
+            return call
         }
     }
 }

@@ -3,20 +3,28 @@ import DesklineCore
 import Foundation
 import Logging
 import NIOPosix
+import Synchronization
 
-/// The embedded, file-backed ``Store``: one directory per tenant, small JSON documents replaced
-/// atomically. Layout and reasoning: docs/STORAGE.md.
+/// The embedded, file-backed ``Store``: one directory per tenant; accounts are small JSON
+/// documents replaced atomically, tickets, calls and inboxes append-only logs whose last line is
+/// the current state. Layout and reasoning: docs/STORAGE.md.
 ///
 /// All file I/O runs on a thread pool, never on the caller's thread. Account writes hold the
 /// data directory's `accounts.lock` (`flock`), which the admin CLI takes too, so a CLI write
-/// while a server runs is neither lost nor interleaved. Nothing is cached: a login created by the
-/// CLI is visible to a running server at once.
+/// while a server runs is neither lost nor interleaved. Nothing about accounts is cached: a login
+/// created by the CLI is visible to a running server at once. Ticket, call and inbox writes go
+/// through one ``TenantWriter`` per tenant, which group-commits them.
 public final class FileStore: Store {
     /// The data directory.
     public let root: String
-    private let threadPool: NIOThreadPool
+    let threadPool: NIOThreadPool
     let logger: Logger
-    let tenantLocks = TenantLocks()
+    let visibility = LogVisibility()
+    let writers = Mutex<[TenantID: TenantWriter]>([:])
+    /// Set when the server took over a data directory whose last server did not stop cleanly:
+    /// each tenant's files are then checked before its first write (see ``recoverTenant(_:)``).
+    private let needsRecovery = Atomic<Bool>(false)
+    var recoveryNeeded: Bool { needsRecovery.load(ordering: .relaxed) }
 
     /// Opens a data directory; creates it if `create` is set, else refuses one that is not there
     /// (so a mistyped `--data` does not silently start an empty store).
@@ -255,19 +263,33 @@ extension FileStore {
     public final class ServerLock: Sendable {
         fileprivate let lock: FileLock
         fileprivate init(_ lock: FileLock) { self.lock = lock }
-        public func release() { lock.release() }
+
+        /// Releases the lock. `clean` records that every write finished, so the next server can
+        /// skip recovery.
+        public func release(clean: Bool = false) {
+            if clean { lock.write(FileStore.cleanStopMark + "\n") }
+            lock.release()
+        }
     }
+
+    static let cleanStopMark = "stopped cleanly"
 
     private var serverLockPath: String { root + "/server.lock" }
 
     /// Takes the data directory's server lock; throws `conflict` naming the holder if another
-    /// server runs on this directory.
+    /// server runs on this directory. If the last server did not stop cleanly, every tenant is
+    /// checked before its first write (``recoverTenant(_:)``, and ``recoverAllTenants()``).
     public func lockForServer(pid: Int32) async throws(DesklineError) -> ServerLock {
         let path = serverLockPath
         let root = self.root
         let lock = try await io { () throws -> FileLock? in
             guard let lock = try FileLock.tryAcquire(path) else { return nil }
+            let unclean = FileLock.holderDescription(path) != Self.cleanStopMark
             lock.write("pid \(pid)\n")
+            if unclean {
+                self.needsRecovery.store(true, ordering: .relaxed)
+                try FileLock.with(self.accountsLock) { self.sweepTemporaryFiles(in: self.root + "/logins") }
+            }
             return lock
         }
         guard let lock else {

@@ -27,12 +27,12 @@ extension Deskline {
             let logger = Logger(label: "deskline")
             let store = try await FileStore(root: configuration.dataDirectory, logger: Logger(label: "deskline.store"))
             let serverLock = try await store.lockForServer(pid: getpid())
-            defer { serverLock.release() }
-            // Recovery after a crash: cut torn log tails, remove temp files of interrupted writes,
-            // rebuild derivable indexes. (Reads every log; lazy per-tenant recovery is issue #5.)
-            let recovery = try await store.check(repair: true)
-            for line in recovery.repaired { logger.notice("recovered", metadata: ["repair": "\(line)"]) }
-            for line in recovery.problems { logger.warning("data problem", metadata: ["problem": "\(line)"]) }
+            var stoppedCleanly = false
+            defer { serverLock.release(clean: stoppedCleanly) }
+            // After an unclean stop, each tenant is checked before its first write; this walks
+            // the tenants nobody uses yet, without delaying the start (docs/STORAGE.md).
+            let recovery = Task { await store.recoverAllTenants() }
+            defer { recovery.cancel() }
 
             let pool = PasswordWorkPool(concurrency: configuration.limits.passwordCheckConcurrency,
                                         queueLimit: configuration.limits.passwordCheckQueue)
@@ -52,12 +52,14 @@ extension Deskline {
             }
             let host = address.ipAddress ?? configuration.listen.host
             let port = address.port ?? configuration.listen.port
-            print("Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(store.root)")
-            print("Connect with: nc \(host) \(port)    (stop the server with Ctrl-C)")
-            fflush(nil)
-
-            let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            let banner = Banner(text: """
+                Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(store.root)
+                Connect with: nc \(host) \(port)    (stop the server with Ctrl-C)
+                """)
+            let group = ServiceGroup(services: [server, banner], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()
+            await recovery.value
+            stoppedCleanly = await store.waitUntilWritesFinish()
             await pool.shutdown()
         }
 
@@ -82,5 +84,18 @@ extension Deskline {
                 print("The data directory already has tenants; --demo creates demo data only in an empty one.")
             }
         }
+    }
+}
+
+/// Prints the "listening" lines once the service group runs, so a script that starts the server
+/// and sends SIGTERM as soon as it reads them gets a graceful stop (the group has installed its
+/// signal handlers by then), never the default action of the signal.
+private struct Banner: Service {
+    let text: String
+
+    func run() async throws {
+        print(text)
+        fflush(nil)
+        try? await gracefulShutdown()
     }
 }

@@ -43,7 +43,7 @@ struct FileStoreTests {
         // Opening does not touch them (the CLI opens stores while a server may be writing) ...
         let reopened = try await FileStore(root: root)
         #expect(FileManager.default.fileExists(atPath: stray))
-        // ... the server's recovery at start (check --repair, under the account lock) does.
+        // ... `check --repair` (under the account lock) does.
         _ = try await reopened.check(repair: true)
         #expect(!FileManager.default.fileExists(atPath: stray))
     }
@@ -182,9 +182,9 @@ extension FileStoreTests {
         let path = root + "/tenants/acme/tickets/1001.jsonl"
         let inode = try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int
         for _ in 0..<5 { _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in } }
-        // Same file (appended in place, not replaced) and one line per entry.
+        // Same file (appended in place, not replaced): the creation line and one line per entry.
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int == inode)
-        #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 6)
+        #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 7)
     }
 }
 
@@ -217,7 +217,7 @@ struct FileStoreCheckTests {
         let store = try await seeded()
         let t = root + "/tenants/acme"
         // A torn log tail, a lost login index, a stale customer index, a leftover temp file,
-        // and an inbox number handed out by a write that never finished.
+        // and a ticket log whose first write never finished.
         let log = FileHandle(forWritingAtPath: t + "/tickets/1001.jsonl")!
         log.seekToEndOfFile()
         log.write(Data(#"{"seq":2,"te"#.utf8))
@@ -225,7 +225,7 @@ struct FileStoreCheckTests {
         for f in try FileManager.default.contentsOfDirectory(atPath: root + "/logins") { try FileManager.default.removeItem(atPath: root + "/logins/" + f) }
         try Data().write(to: URL(fileURLWithPath: t + "/customer-tickets/c1.jsonl"))
         #expect(FileManager.default.createFile(atPath: t + "/users/.tmp-u1.json-x", contents: Data("{".utf8)))
-        try Data(#"{"lastId": 2, "readUpTo": 0, "readIds": []}"#.utf8).write(to: URL(fileURLWithPath: t + "/inbox/u1.state.json"))
+        try Data().write(to: URL(fileURLWithPath: t + "/tickets/1002.jsonl"))
 
         let found = try await store.check(repair: false)
         #expect(found.problems.count == 5, "\(found.problems)")
@@ -234,11 +234,13 @@ struct FileStoreCheckTests {
         #expect(repaired.repaired.count == 5)
         #expect(try await store.check(repair: false).problems == [])
         // The repaired store works: the login index finds Ann again, the index lists her ticket,
-        // and only the one real notification is unread.
+        // and the next ticket takes the number the unfinished one could not keep.
         let acme = TenantID(rawValue: "acme")!
         #expect(try await store.accounts(withEmail: "ann@x.test").map(\.userId) == [UserID(rawValue: "u1")!])
         #expect(try await store.ticketIDs(ofCustomer: CustomerID(rawValue: "c1")!, in: acme) == [TicketID(1001)])
         #expect(try await store.unreadNotificationCount(of: UserID(rawValue: "u1")!, in: acme) == 1)
+        let next = try await FileStore(root: root).createTicket(customer: CustomerID(rawValue: "c1")!, subject: "again", in: acme, at: Date())
+        #expect(next.id == TicketID(1002))
     }
 
     @Test func brokenLinksAreReportedNotGuessed() async throws {

@@ -79,8 +79,24 @@ enum DurableFile {
         if !existed { try syncDirectory((path as NSString).deletingLastPathComponent) }
     }
 
+    /// Cuts a torn last line (one without its newline) off a log and fsyncs it; returns how many
+    /// bytes were cut (0 if the log was whole or does not exist).
+    static func cutTornTail(_ path: String) throws -> Int64 {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return 0 }
+            throw IOError(operation: "open", path: path, errno: errno)
+        }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        let clean = try lengthWithoutTornLine(fd, path: path)
+        guard size > clean else { return 0 }
+        guard ftruncate(fd, clean) == 0, fsync(fd) == 0 else { throw IOError(operation: "truncate", path: path, errno: errno) }
+        return Int64(size - clean)
+    }
+
     /// The file's length up to and including its last newline.
-    private static func lengthWithoutTornLine(_ fd: Int32, path: String) throws -> off_t {
+    static func lengthWithoutTornLine(_ fd: Int32, path: String) throws -> off_t {
         var end = lseek(fd, 0, SEEK_END)
         guard end >= 0 else { throw IOError(operation: "seek", path: path, errno: errno) }
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -119,6 +135,42 @@ enum DurableFile {
         return result
     }
 
+    /// The last complete line (without its newline) among the first `limit` bytes of the file
+    /// (all of it if nil), reading backwards from the end: its cost does not depend on the
+    /// file's length. Nil if the file does not exist or holds no complete line.
+    static func lastLine(_ path: String, limit: Int64? = nil) throws -> Data? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw IOError(operation: "open", path: path, errno: errno)
+        }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size >= 0 else { throw IOError(operation: "seek", path: path, errno: errno) }
+        let end = min(size, limit.map { off_t($0) } ?? size)
+        // `tail` holds the bytes [start, end).
+        var tail = [UInt8]()
+        var start = end
+        var chunk = 8 * 1024
+        while start > 0 {
+            let from = max(0, start - off_t(chunk))
+            var buffer = [UInt8](repeating: 0, count: Int(start - from))
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, from) }
+            guard n == buffer.count else { throw IOError(operation: "read", path: path, errno: n < 0 ? errno : EIO) }
+            tail = buffer + tail
+            start = from
+            chunk = min(chunk * 2, 1 << 20)
+            // The last newline ends the last complete line; the one before it (or the start of
+            // the file) begins it.
+            guard let last = tail.lastIndex(of: 0x0A) else { continue }
+            if let previous = tail[..<last].lastIndex(of: 0x0A) {
+                return Data(tail[(previous + 1)..<last])
+            }
+            if start == 0 { return Data(tail[..<last]) }
+        }
+        return nil
+    }
+
     /// Creates `path` and any missing parents, fsyncing each parent so the new entries survive a crash.
     static func makeDirectories(_ path: String) throws {
         var isDir: ObjCBool = false
@@ -148,7 +200,7 @@ enum DurableFile {
     }
 
     /// Writes all of `data`, at `position` if given (pwrite), else at the current offset.
-    private static func writeAll(_ fd: Int32, _ data: Data, path: String, at position: off_t? = nil) throws {
+    static func writeAll(_ fd: Int32, _ data: Data, path: String, at position: off_t? = nil) throws {
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             var offset = 0
             while offset < raw.count {

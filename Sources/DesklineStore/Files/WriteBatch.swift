@@ -1,0 +1,144 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import Synchronization
+
+/// How much of each log readers may see while a group commit is writing to it.
+///
+/// A batch registers a log's committed length before its first write to it and withdraws it once
+/// the batch is durable (or rolled back). Readers read first and look here second: whatever they
+/// read beyond a registered length is cut, so nobody ever sees a line that is not yet fsync'd.
+/// (A registration made after the read does no harm: the read could not have seen its bytes.)
+final class LogVisibility: Sendable {
+    private let committed = Mutex<[String: Int64]>([:])
+
+    /// The length readers may see of `path`, or nil if the whole file is committed.
+    func limit(_ path: String) -> Int64? {
+        committed.withLock { $0[path] }
+    }
+
+    func hide(_ path: String, beyond length: Int64) {
+        committed.withLock { $0[path] = length }
+    }
+
+    func reveal(_ paths: some Sequence<String>) {
+        committed.withLock { map in
+            for path in paths { map.removeValue(forKey: path) }
+        }
+    }
+}
+
+/// The appends of one group commit: every log line written by the jobs of one batch, made durable
+/// together by one `fdatasync` per file (and one `fsync` per directory that got a new file), or
+/// all undone.
+///
+/// Used by one thread at a time (the tenant's writer). Jobs in the batch read the files directly
+/// and so see the batch's own earlier lines; everyone else reads through ``LogVisibility``.
+final class WriteBatch {
+    private struct OpenLog {
+        var fd: Int32
+        /// Committed length: where a rollback cuts back to.
+        var base: off_t
+        var end: off_t
+        var created: Bool
+    }
+
+    private var logs: [String: OpenLog] = [:]
+    private let visibility: LogVisibility
+    private let onTornTail: (String, Int64) -> Void
+    /// Lines written so far (a job that fails after writing spoils the whole batch).
+    private(set) var appendCount = 0
+    /// Set once a write failed: nothing more is written and the batch is rolled back.
+    private(set) var failure: (any Error)?
+
+    init(visibility: LogVisibility, onTornTail: @escaping (String, Int64) -> Void) {
+        self.visibility = visibility
+        self.onTornTail = onTornTail
+    }
+
+    func fail(_ error: any Error) {
+        if failure == nil { failure = error }
+    }
+
+    /// Appends whole lines to the log at `path` (created if missing). Not durable until ``commit()``.
+    func append(_ data: Data, to path: String) throws {
+        var log = try openLog(path)
+        do {
+            try DurableFile.writeAll(log.fd, data, path: path, at: log.end)
+        } catch {
+            fail(error)
+            throw error
+        }
+        log.end += off_t(data.count)
+        logs[path] = log
+        appendCount += 1
+    }
+
+    private func openLog(_ path: String) throws -> OpenLog {
+        if let log = logs[path] { return log }
+        let existed = access(path, F_OK) == 0
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            let error = DurableFile.IOError(operation: "open", path: path, errno: errno)
+            fail(error)
+            throw error
+        }
+        do {
+            // A last line without its newline is an unfinished write a crash left behind (never
+            // acknowledged): cut it before appending, so a log never has a torn line inside.
+            let size = lseek(fd, 0, SEEK_END)
+            let clean = try DurableFile.lengthWithoutTornLine(fd, path: path)
+            if size > clean {
+                guard ftruncate(fd, clean) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
+                onTornTail(path, Int64(size - clean))
+            }
+            // Hidden before the batch's first write: no reader sees a line before it is durable.
+            visibility.hide(path, beyond: Int64(clean))
+            let log = OpenLog(fd: fd, base: clean, end: clean, created: !existed)
+            logs[path] = log
+            return log
+        } catch {
+            close(fd)
+            fail(error)
+            throw error
+        }
+    }
+
+    /// Makes every line of the batch durable: `fdatasync` each log once, then `fsync` each
+    /// directory that got a new log.
+    func commit() throws {
+        do {
+            for (path, log) in logs where fdatasync(log.fd) != 0 {
+                throw DurableFile.IOError(operation: "fsync", path: path, errno: errno)
+            }
+            let directories = Set(logs.filter(\.value.created).keys.map { ($0 as NSString).deletingLastPathComponent })
+            for directory in directories { try DurableFile.syncDirectory(directory) }
+        } catch {
+            fail(error)
+            throw error
+        }
+    }
+
+    /// Undoes the batch: new logs are removed, the others cut back to their committed length.
+    func rollback() {
+        for (path, log) in logs {
+            if log.created {
+                unlink(path)
+            } else {
+                _ = ftruncate(log.fd, log.base)
+                _ = fdatasync(log.fd)
+            }
+        }
+    }
+
+    /// Closes the logs and lets readers see what they hold now. Call exactly once, after
+    /// ``commit()`` or ``rollback()``.
+    func end() {
+        for log in logs.values { close(log.fd) }
+        visibility.reveal(logs.keys)
+        logs = [:]
+    }
+}

@@ -1,0 +1,154 @@
+import DesklineCore
+import Foundation
+import Logging
+import NIOPosix
+import Synchronization
+
+/// What a tenant's writer remembers between batches. Only the writer touches it, one batch at a
+/// time; after a failed batch it is forgotten and loaded again from the files.
+struct TenantMemory {
+    /// Last ticket and call numbers handed out (loaded lazily from the directory listings).
+    var lastTicket: Int?
+    var lastCall: Int?
+    /// Whether this tenant's files were checked after an unclean stop.
+    var recovered = false
+}
+
+/// The one writer of a tenant's tickets, calls and inboxes, with group commit.
+///
+/// Writes are queued as jobs. One drain at a time takes every queued job (up to
+/// ``maximumBatch``), runs them one after another against a ``WriteBatch`` (they append without
+/// syncing), makes the batch durable with one `fdatasync` per touched log, and only then resumes
+/// every job's caller. So concurrent writes share their fsyncs, while each caller still waits
+/// for its own data to be durable. Tenants have their own writers and never wait for each other.
+final class TenantWriter: Sendable {
+    /// A job runs its work and returns what to do once the batch's fate is known (nil: durable).
+    typealias Job = @Sendable (WriteBatch, inout TenantMemory) -> @Sendable ((any Error)?) -> Void
+
+    static let maximumBatch = 256
+
+    private struct Queue {
+        var jobs: [Job] = []
+        var draining = false
+    }
+
+    let tenant: TenantID
+    private let queue = Mutex(Queue())
+    private let memory = Mutex(TenantMemory())
+    private let threadPool: NIOThreadPool
+    private let visibility: LogVisibility
+    private let logger: Logger
+    /// Runs once per writer, before its first batch, after an unclean stop.
+    private let recover: @Sendable (inout TenantMemory) -> Void
+
+    init(tenant: TenantID, threadPool: NIOThreadPool, visibility: LogVisibility, logger: Logger,
+         recover: @escaping @Sendable (inout TenantMemory) -> Void) {
+        self.tenant = tenant
+        self.threadPool = threadPool
+        self.visibility = visibility
+        self.logger = logger
+        self.recover = recover
+    }
+
+    /// Runs `work` in the tenant's next batch and returns its result once the batch is durable.
+    ///
+    /// A `DesklineError` thrown before the job wrote anything refuses this job alone. Any failure
+    /// after it wrote (or of the batch's fsync) undoes the whole batch and fails all its jobs
+    /// with `storage`: nothing of it was acknowledged, so nothing of it stays.
+    func write<T: Sendable>(_ work: @escaping @Sendable (WriteBatch, inout TenantMemory) throws -> T) async throws(DesklineError) -> T {
+        do {
+            return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                let job: Job = { batch, memory in
+                    if let failure = batch.failure {
+                        return { _ in continuation.resume(throwing: failure) }
+                    }
+                    let written = batch.appendCount
+                    do {
+                        let value = try work(batch, &memory)
+                        return { failure in
+                            if let failure { continuation.resume(throwing: failure) } else { continuation.resume(returning: value) }
+                        }
+                    } catch {
+                        if batch.appendCount == written && batch.failure == nil {
+                            return { _ in continuation.resume(throwing: error) }
+                        }
+                        batch.fail(error)
+                        return { failure in continuation.resume(throwing: failure ?? error) }
+                    }
+                }
+                enqueue(job)
+            }
+        } catch let error as DesklineError {
+            throw error
+        } catch {
+            logger.error("storage operation failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+            throw .storage("the store could not complete the operation; nothing was changed")
+        }
+    }
+
+    /// Whether a batch is queued or running.
+    var isBusy: Bool { queue.withLock { $0.draining } }
+
+    private func enqueue(_ job: @escaping Job) {
+        let start = queue.withLock { queue -> Bool in
+            queue.jobs.append(job)
+            if queue.draining { return false }
+            queue.draining = true
+            return true
+        }
+        guard start else { return }
+        threadPool.submit { state in
+            guard case .active = state else {
+                self.failQueued(DesklineError.storage("the server is shutting down; nothing was changed"))
+                return
+            }
+            self.drain()
+        }
+    }
+
+    private func failQueued(_ error: any Error) {
+        let jobs = queue.withLock { queue -> [Job] in
+            defer { queue.jobs = []; queue.draining = false }
+            return queue.jobs
+        }
+        let batch = WriteBatch(visibility: visibility, onTornTail: { _, _ in })
+        batch.fail(error)
+        var memory = TenantMemory()
+        for job in jobs { job(batch, &memory)(error) }
+    }
+
+    /// Runs batches until the queue is empty. Only one drain per writer runs at a time.
+    private func drain() {
+        while true {
+            let jobs = queue.withLock { queue -> [Job] in
+                let jobs = Array(queue.jobs.prefix(Self.maximumBatch))
+                queue.jobs.removeFirst(jobs.count)
+                if jobs.isEmpty { queue.draining = false }
+                return jobs
+            }
+            if jobs.isEmpty { return }
+            let logger = self.logger
+            let batch = WriteBatch(visibility: visibility) { path, bytes in
+                logger.notice("cut the torn last line of a log (an unfinished write, never acknowledged)",
+                              metadata: ["path": "\(path)", "bytes": "\(bytes)"])
+            }
+            let completions = memory.withLock { memory in
+                if !memory.recovered {
+                    recover(&memory)
+                    memory.recovered = true
+                }
+                return jobs.map { $0(batch, &memory) }
+            }
+            if batch.failure == nil { try? batch.commit() }
+            var failure: DesklineError?
+            if let error = batch.failure {
+                batch.rollback()
+                memory.withLock { $0 = TenantMemory(recovered: true) }
+                logger.error("a write batch failed and was undone", metadata: ["tenant": "\(tenant)", "jobs": "\(jobs.count)", "error": "\(error)"])
+                failure = .storage("the store could not complete the operation; nothing was changed")
+            }
+            batch.end()
+            for completion in completions { completion(failure) }
+        }
+    }
+}
