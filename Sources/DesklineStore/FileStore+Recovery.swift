@@ -107,6 +107,14 @@ extension FileStore {
         logger.notice("recovery after an unclean stop finished", metadata: ["tenants": "\(names.count)"])
     }
 
+    /// Ticket, call and inbox writes so far, and the group commits (rounds of fsyncs) they
+    /// took: with concurrent writers there are many writes per commit.
+    public func writeStatistics() -> (writes: Int, commits: Int) {
+        writers.withLock { writers in
+            writers.values.reduce((0, 0)) { ($0.0 + $1.jobs.load(ordering: .relaxed), $0.1 + $1.batches.load(ordering: .relaxed)) }
+        }
+    }
+
     /// Waits until no tenant's writer has work (for a clean stop); false if that took longer
     /// than `timeout`.
     public func waitUntilWritesFinish(timeout: Duration = .seconds(10)) async -> Bool {

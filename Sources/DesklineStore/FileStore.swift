@@ -21,6 +21,8 @@ public final class FileStore: Store {
     let logger: Logger
     let visibility = LogVisibility()
     let writers = Mutex<[TenantID: TenantWriter]>([:])
+    /// Failures tests inject into write batches.
+    let faults = FaultInjection()
     /// Set when the server took over a data directory whose last server did not stop cleanly:
     /// each tenant's files are then checked before its first write (see ``recoverTenant(_:)``).
     private let needsRecovery = Atomic<Bool>(false)

@@ -37,15 +37,21 @@ final class TenantWriter: Sendable {
     private let memory = Mutex(TenantMemory())
     private let threadPool: NIOThreadPool
     private let visibility: LogVisibility
+    private let faults: FaultInjection
     private let logger: Logger
+    /// Batches committed or undone, and the jobs they ran (jobs per batch: how many writes
+    /// shared each round of fsyncs).
+    let batches = Atomic<Int>(0)
+    let jobs = Atomic<Int>(0)
     /// Runs once per writer, before its first batch, after an unclean stop.
     private let recover: @Sendable (inout TenantMemory) -> Void
 
-    init(tenant: TenantID, threadPool: NIOThreadPool, visibility: LogVisibility, logger: Logger,
+    init(tenant: TenantID, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection, logger: Logger,
          recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
         self.threadPool = threadPool
         self.visibility = visibility
+        self.faults = faults
         self.logger = logger
         self.recover = recover
     }
@@ -88,6 +94,8 @@ final class TenantWriter: Sendable {
 
     /// Whether a batch is queued or running.
     var isBusy: Bool { queue.withLock { $0.draining } }
+    /// Jobs waiting for the next batch.
+    var queuedJobs: Int { queue.withLock { $0.jobs.count } }
 
     private func enqueue(_ job: @escaping Job) {
         let start = queue.withLock { queue -> Bool in
@@ -128,7 +136,9 @@ final class TenantWriter: Sendable {
             }
             if jobs.isEmpty { return }
             let logger = self.logger
-            let batch = WriteBatch(visibility: visibility) { path, bytes in
+            batches.add(1, ordering: .relaxed)
+            self.jobs.add(jobs.count, ordering: .relaxed)
+            let batch = WriteBatch(visibility: visibility, faults: faults) { path, bytes in
                 logger.notice("cut the torn last line of a log (an unfinished write, never acknowledged)",
                               metadata: ["path": "\(path)", "bytes": "\(bytes)"])
             }

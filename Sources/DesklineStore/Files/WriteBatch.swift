@@ -31,6 +31,35 @@ final class LogVisibility: Sendable {
     }
 }
 
+/// Failures to inject into write batches, for tests of the failure paths (a full disk or a dying
+/// device on a chosen log at a chosen step). Empty in production.
+final class FaultInjection: Sendable {
+    enum Step: Sendable { case write, sync }
+
+    private struct Fault {
+        var step: Step
+        var pathSuffix: String
+        var errno: Int32
+    }
+
+    private let faults = Mutex<[Fault]>([])
+
+    /// Makes the next `step` on a log whose path ends with `pathSuffix` fail with `errno` (once).
+    func failNext(_ step: Step, pathSuffix: String, errno: Int32 = ENOSPC) {
+        faults.withLock { $0.append(Fault(step: step, pathSuffix: pathSuffix, errno: errno)) }
+    }
+
+    func check(_ step: Step, _ path: String) throws {
+        let injected = faults.withLock { faults -> Int32? in
+            guard let i = faults.firstIndex(where: { $0.step == step && path.hasSuffix($0.pathSuffix) }) else { return nil }
+            return faults.remove(at: i).errno
+        }
+        if let injected {
+            throw DurableFile.IOError(operation: step == .write ? "write" : "fsync", path: path, errno: injected)
+        }
+    }
+}
+
 /// The appends of one group commit: every log line written by the jobs of one batch, made durable
 /// together by one `fdatasync` per file (and one `fsync` per directory that got a new file), or
 /// all undone.
@@ -48,14 +77,16 @@ final class WriteBatch {
 
     private var logs: [String: OpenLog] = [:]
     private let visibility: LogVisibility
+    private let faults: FaultInjection?
     private let onTornTail: (String, Int64) -> Void
     /// Lines written so far (a job that fails after writing spoils the whole batch).
     private(set) var appendCount = 0
     /// Set once a write failed: nothing more is written and the batch is rolled back.
     private(set) var failure: (any Error)?
 
-    init(visibility: LogVisibility, onTornTail: @escaping (String, Int64) -> Void) {
+    init(visibility: LogVisibility, faults: FaultInjection? = nil, onTornTail: @escaping (String, Int64) -> Void) {
         self.visibility = visibility
+        self.faults = faults
         self.onTornTail = onTornTail
     }
 
@@ -67,6 +98,7 @@ final class WriteBatch {
     func append(_ data: Data, to path: String) throws {
         var log = try openLog(path)
         do {
+            try faults?.check(.write, path)
             try DurableFile.writeAll(log.fd, data, path: path, at: log.end)
         } catch {
             fail(error)
@@ -111,8 +143,9 @@ final class WriteBatch {
     /// directory that got a new log.
     func commit() throws {
         do {
-            for (path, log) in logs where fdatasync(log.fd) != 0 {
-                throw DurableFile.IOError(operation: "fsync", path: path, errno: errno)
+            for (path, log) in logs {
+                try faults?.check(.sync, path)
+                guard fdatasync(log.fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
             }
             let directories = Set(logs.filter(\.value.created).keys.map { ($0 as NSString).deletingLastPathComponent })
             for directory in directories { try DurableFile.syncDirectory(directory) }

@@ -1,0 +1,152 @@
+import DesklineCore
+@testable import DesklineStore
+import Dispatch
+import Foundation
+import Testing
+
+/// The tenant writer: group commit, all-or-nothing batches, readers that never see a line
+/// before it is durable, and recovery after an unclean stop that runs per tenant, lazily.
+struct GroupCommitTests {
+    let root = NSTemporaryDirectory() + "deskline-commit-" + UUID().uuidString
+    let acme = TenantID(rawValue: "acme")!
+    let globex = TenantID(rawValue: "globex")!
+    let author = UserID(rawValue: "u1")!
+
+    func seeded(tickets: Int = 2) async throws -> (FileStore, CustomerID) {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        try await store.createTenant(Tenant(id: globex, name: "Globex", createdAt: Date()))
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        for i in 0..<tickets { _ = try await store.createTicket(customer: c.id, subject: "t\(i)", in: acme, at: Date()) }
+        return (store, c.id)
+    }
+
+    func message(_ text: String) -> TicketEntryDraft {
+        TicketEntryDraft(kind: .message, authorId: author, authorName: "Ann", authorRole: .customer, text: text)
+    }
+
+    func texts(_ store: FileStore, _ ticket: Int) async throws -> [String] {
+        try await store.entries(of: TicketID(ticket), in: acme, after: nil, before: nil, limit: 1000, includeNotes: true).map(\.text)
+    }
+
+    @Test func concurrentWritesShareCommitsAndEachIsNumberedOnce() async throws {
+        let (store, _) = try await seeded(tickets: 20)
+        let before = store.writeStatistics()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for ticket in 1001...1020 {
+                for n in 1...10 {
+                    group.addTask { _ = try await store.updateTicket(TicketID(ticket), in: acme, appending: message("\(ticket)-\(n)"), at: Date()) { _ in } }
+                }
+            }
+            try await group.waitForAll()
+        }
+        for ticket in 1001...1020 {
+            let entries = try await store.entries(of: TicketID(ticket), in: acme, after: nil, before: nil, limit: 100, includeNotes: true)
+            #expect(entries.map(\.seq) == Array(1...10))
+            #expect(Set(entries.map(\.text)) == Set((1...10).map { "\(ticket)-\($0)" }))
+        }
+        let after = store.writeStatistics()
+        #expect(after.writes - before.writes == 200)
+        // 200 writes arrived at once: they shared rounds of fsyncs.
+        #expect(after.commits - before.commits < 100, "\(after.commits - before.commits) commits for 200 writes")
+    }
+
+    @Test func aFailedCommitUndoesItsWholeBatchAndNothingElse() async throws {
+        let (store, customer) = try await seeded()
+        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("one"), at: Date()) { _ in }
+        _ = try await store.updateTicket(TicketID(1002), in: acme, appending: message("two"), at: Date()) { _ in }
+        // Hold the writer so that the next two writes land in one batch, then fail that batch's
+        // fsync of #1002's log.
+        let gate = DispatchSemaphore(value: 0)
+        let holder = Task { try await store.writer(acme).write { _, _ in gate.wait() } }
+        while store.writer(acme).queuedJobs > 0 || !store.writer(acme).isBusy { try await Task.sleep(for: .milliseconds(1)) }
+        store.faults.failNext(.sync, pathSuffix: "/tickets/1002.jsonl", errno: EIO)
+        let first = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("lost 1"), at: Date()) { _ in } }
+        let second = Task { try await store.updateTicket(TicketID(1002), in: acme, appending: message("lost 2"), at: Date()) { _ in } }
+        while store.writer(acme).queuedJobs < 2 { try await Task.sleep(for: .milliseconds(1)) }
+        gate.signal()
+        try await holder.value
+        let refusal = DesklineError.storage("the store could not complete the operation; nothing was changed")
+        await #expect(throws: refusal) { try await first.value }
+        await #expect(throws: refusal) { try await second.value }
+        // Both were undone, on disk too; the next writes take the numbers they would have had.
+        #expect(try await texts(store, 1001) == ["one"])
+        #expect(try await texts(store, 1002) == ["two"])
+        #expect(try String(contentsOfFile: root + "/tenants/acme/tickets/1001.jsonl", encoding: .utf8).split(separator: "\n").count == 2)
+        let (_, entry) = try #require(try await store.updateTicket(TicketID(1001), in: acme, appending: message("three"), at: Date()) { _ in })
+        #expect(entry?.seq == 2)
+
+        // A ticket whose index line cannot be written is not created at all.
+        store.faults.failNext(.write, pathSuffix: "/customer-tickets/\(customer.rawValue).jsonl")
+        await #expect(throws: refusal) { try await store.createTicket(customer: customer, subject: "lost", in: acme, at: Date()) }
+        #expect(!FileManager.default.fileExists(atPath: root + "/tenants/acme/tickets/1003.jsonl"))
+        #expect(try await store.createTicket(customer: customer, subject: "kept", in: acme, at: Date()).id == TicketID(1003))
+        #expect(try await store.check(repair: false).problems == [])
+    }
+
+    @Test func readersNeverSeeALineBeforeItIsDurable() async throws {
+        let (store, _) = try await seeded()
+        var ticket = try #require(try await store.ticket(TicketID(1001), in: acme))
+        ticket.lastSeq = 1
+        let entry = TicketEntry(seq: 1, kind: .message, authorId: author, authorName: "Ann", authorRole: .customer, text: "in flight", at: Date())
+        let batch = WriteBatch(visibility: store.visibility) { _, _ in }
+        try batch.append(FileStore.line(TicketLogLine(ticket: ticket, entry: entry)), to: store.ticketLog(TicketID(1001), acme))
+        try batch.append(FileStore.line(TicketRef(ticket: TicketID(1001))), to: store.customerTicketsFile(CustomerID(rawValue: "c9")!, acme))
+        // Written but not yet fsync'd: nobody sees it.
+        #expect(try await texts(store, 1001) == [])
+        #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 0)
+        #expect(try await store.ticketIDs(ofCustomer: CustomerID(rawValue: "c9")!, in: acme) == [])
+        try batch.commit()
+        batch.end()
+        #expect(try await texts(store, 1001) == ["in flight"])
+        #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 1)
+    }
+
+    @Test func recoveryAfterAnUncleanStopIsPerTenantAndLazy() async throws {
+        let (store, _) = try await seeded()
+        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }
+        let server = try await store.lockForServer(pid: 1)
+        server.release(clean: false)  // as after kill -9
+
+        // What a crash can leave: a torn line, a ticket logged but not yet indexed, a log whose
+        // first line never made it, a temp file of an interrupted replace.
+        let t = root + "/tenants/acme"
+        let log = try #require(FileHandle(forWritingAtPath: t + "/tickets/1001.jsonl"))
+        log.seekToEndOfFile()
+        log.write(Data(#"{"entry":{"seq":2,"te"#.utf8))
+        try log.close()
+        try Data((try String(contentsOfFile: t + "/customer-tickets/c1.jsonl", encoding: .utf8)).split(separator: "\n")[0].utf8 + [0x0A])
+            .write(to: URL(fileURLWithPath: t + "/customer-tickets/c1.jsonl"))
+        try Data().write(to: URL(fileURLWithPath: t + "/tickets/1003.jsonl"))
+        let stray = t + "/users/" + DurableFile.tempPrefix + "u9.json-x"
+        #expect(FileManager.default.createFile(atPath: stray, contents: Data("{".utf8)))
+        #expect(try await store.check(repair: false).problems.count == 4)
+
+        let restarted = try await FileStore(root: root)
+        let lock = try await restarted.lockForServer(pid: 2)
+        #expect(restarted.recoveryNeeded)
+        // Starting reads nothing: the damage is still there ...
+        #expect(FileManager.default.fileExists(atPath: stray))
+        // ... and readers skip it meanwhile.
+        #expect(try await restarted.entries(of: TicketID(1001), in: acme, after: nil, before: nil, limit: 10, includeNotes: true).map(\.text) == ["kept"])
+        // Another tenant's first write recovers only that tenant.
+        let gus = try await restarted.createCustomer(NewCustomer(name: "Gus", email: "gus@x.test", phone: nil), in: globex, at: Date())
+        _ = try await restarted.createTicket(customer: gus.id, subject: "g", in: globex, at: Date())
+        #expect(FileManager.default.fileExists(atPath: stray))
+        // The tenant's first write recovers it, before the write.
+        let (_, entry) = try #require(try await restarted.updateTicket(TicketID(1001), in: acme, appending: message("after"), at: Date()) { _ in })
+        #expect(entry?.seq == 2)
+        #expect(!FileManager.default.fileExists(atPath: stray))
+        #expect(!FileManager.default.fileExists(atPath: t + "/tickets/1003.jsonl"))
+        #expect(try await restarted.ticketIDs(ofCustomer: CustomerID(rawValue: "c1")!, in: acme) == [TicketID(1001), TicketID(1002)])
+        #expect(try await restarted.check(repair: false).problems == [])
+
+        // A clean stop lets the next start skip recovery.
+        #expect(await restarted.waitUntilWritesFinish())
+        lock.release(clean: true)
+        let again = try await FileStore(root: root)
+        let third = try await again.lockForServer(pid: 3)
+        #expect(!again.recoveryNeeded)
+        third.release(clean: true)
+    }
+}
