@@ -65,6 +65,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Benchmarks (`Scripts/bench-store`); build in release mode.
+        .executableTarget(
+            name: "deskline-bench",
+            dependencies: [
+                "DesklineCore",
+                "DesklineStore",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(
             name: "DesklineProtocolTests",
             dependencies: ["DesklineProtocol"],
