@@ -60,6 +60,7 @@ let package = Package(
                 "DesklineCore",
                 "DesklineStore",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -73,6 +74,19 @@ let package = Package(
                 "DesklineStore",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // libFuzzer target for the command dispatcher (`Scripts/fuzz-dispatch`); a stub otherwise.
+        .executableTarget(
+            name: "deskline-fuzz",
+            dependencies: [
+                "DesklineGateway",
+                "DesklineCore",
+                "DesklineStore",
+                "DesklineProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -22,6 +22,11 @@ struct TicketLogLine: Codable {
     var entry: TicketEntry?
 }
 
+/// A ticket log line read only for its entry (the ticket's state is skipped).
+struct EntryOfLine: Decodable {
+    var entry: TicketEntry?
+}
+
 struct TicketRef: Codable {
     var ticket: TicketID
 }
@@ -68,15 +73,17 @@ extension FileStore {
     /// The last complete line of a log: committed lines only, unless `uncommitted` (for the
     /// tenant's writer, which must see its own batch).
     func lastLine<T: Decodable>(_ type: T.Type, _ path: String, uncommitted: Bool = false) throws -> T? {
-        let limit = uncommitted ? nil : visibility.limit(path)
-        if limit == 0 { return nil }
-        guard var line = try DurableFile.lastLine(path, limit: limit) else { return nil }
-        // Looked up again after reading: a batch that began meanwhile may have added lines.
-        if !uncommitted, let now = visibility.limit(path), limit == nil {
-            guard now > 0, let committed = try DurableFile.lastLine(path, limit: now) else { return nil }
-            line = committed
-        }
+        let visibility = self.visibility
+        guard let line = try DurableFile.lastLine(path, limit: { uncommitted ? nil : visibility.limit(path) }) else { return nil }
         return try decodeLine(T.self, line, path)
+    }
+
+    /// Decodes committed lines of a log from the newest, until `body` returns false.
+    func forEachLineBackward<T: Decodable>(_ type: T.Type, _ path: String, _ body: (T) throws -> Bool) throws {
+        let visibility = self.visibility
+        try DurableFile.forEachLineBackward(path, limit: { visibility.limit(path) }) { line in
+            try body(try decodeLine(T.self, line, path))
+        }
     }
 
     private func decodeLine<T: Decodable>(_ type: T.Type, _ line: Data, _ path: String) throws -> T {
@@ -216,13 +223,18 @@ extension FileStore {
     public func entries(of ticket: TicketID, in tenant: TenantID, after: EntryPosition?, before: EntryPosition?, limit: Int,
                         includeNotes: Bool) async throws(DesklineError) -> [TicketEntry] {
         try await io {
+            // From the newest end, so the usual reads (the latest page, a page just before or
+            // after one seen) cost what they return, not the ticket's whole history.
             // Note 5.n sits after entry 5: "after 5" includes it, "before 6" too.
-            let all = try self.readLines(TicketLogLine.self, self.ticketLog(ticket, tenant)).compactMap(\.entry).filter { entry in
-                (includeNotes || entry.isVisibleToCustomer)
-                    && after.map { entry.position > $0 } ?? true
-                    && before.map { entry.position < $0 } ?? true
+            var newestFirst: [TicketEntry] = []
+            try self.forEachLineBackward(EntryOfLine.self, self.ticketLog(ticket, tenant)) { line in
+                guard let entry = line.entry, includeNotes || entry.isVisibleToCustomer else { return true }
+                if let before, entry.position >= before { return true }
+                if let after, entry.position <= after { return false }
+                newestFirst.append(entry)
+                return after != nil || newestFirst.count < limit
             }
-            return after == nil ? Array(all.suffix(limit)) : Array(all.prefix(limit))
+            return Array(newestFirst.reversed().prefix(limit))
         }
     }
 

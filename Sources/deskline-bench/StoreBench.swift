@@ -27,6 +27,7 @@ struct StoreBench: AsyncParsableCommand {
     static let password = "bench password"
 
     func run() async throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
         let work = directory ?? NSTemporaryDirectory() + "deskline-bench-store-" + UUID().uuidString
         let binary = deskline ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deskline").path
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no deskline binary at \(binary) (--deskline)") }

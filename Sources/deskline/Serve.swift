@@ -5,6 +5,7 @@ import DesklineStore
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 extension Deskline {
@@ -25,7 +26,12 @@ extension Deskline {
                 return handler
             }
             let logger = Logger(label: "deskline")
-            let store = try await FileStore(root: configuration.dataDirectory, logger: Logger(label: "deskline.store"))
+            // The store's own threads: its work mostly waits for the disk, so it gets more
+            // threads than cores, and tenants' writers and readers do not queue behind each other.
+            let storeThreads = NIOThreadPool(numberOfThreads: 16)
+            storeThreads.start()
+            let store = try await FileStore(root: configuration.dataDirectory, threadPool: storeThreads,
+                                            logger: Logger(label: "deskline.store"))
             let serverLock = try await store.lockForServer(pid: getpid())
             var stoppedCleanly = false
             defer { serverLock.release(clean: stoppedCleanly) }
@@ -60,6 +66,7 @@ extension Deskline {
             try await group.run()
             await recovery.value
             stoppedCleanly = await store.waitUntilWritesFinish()
+            try? await storeThreads.shutdownGracefully()
             await pool.shutdown()
         }
 

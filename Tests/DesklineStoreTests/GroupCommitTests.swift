@@ -150,3 +150,55 @@ struct GroupCommitTests {
         third.release(clean: true)
     }
 }
+
+/// Reading logs from the newest end.
+struct BackwardReadingTests {
+    let root = NSTemporaryDirectory() + "deskline-backward-" + UUID().uuidString
+
+    @Test func linesOfEverySizeComeBackNewestFirst() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let path = root + "/log.jsonl"
+        // Lines shorter and much longer than a read chunk, and a torn tail.
+        let lines = (0..<120).map { i in String(repeating: Character(UnicodeScalar(97 + i % 26)!), count: [1, 700, 16_383, 16_384, 40_000][i % 5]) }
+        try Data((lines.joined(separator: "\n") + "\n" + "torn").utf8).write(to: URL(fileURLWithPath: path))
+        var seen: [String] = []
+        try DurableFile.forEachLineBackward(path) { seen.append(String(decoding: $0, as: UTF8.self)); return true }
+        #expect(seen == lines.reversed())
+        #expect(try DurableFile.lastLine(path).map { String(decoding: $0, as: UTF8.self) } == lines.last)
+        // Stopping early, and a visible length that hides the newest lines.
+        var first: [String] = []
+        try DurableFile.forEachLineBackward(path) { first.append(String(decoding: $0, as: UTF8.self)); return first.count < 3 }
+        #expect(first == Array(lines.reversed().prefix(3)))
+        let visible = Int64(lines.prefix(10).reduce(0) { $0 + $1.utf8.count + 1 })
+        #expect(try DurableFile.lastLine(path, limit: { visible }).map { String(decoding: $0, as: UTF8.self) } == lines[9])
+        #expect(try DurableFile.lastLine(root + "/missing.jsonl") == nil)
+    }
+
+    @Test func historyPagesMatchTheWholeLog() async throws {
+        let store = try await FileStore(root: root)
+        let acme = TenantID(rawValue: "acme")!
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date()).id
+        for i in 1...60 {
+            let kind: TicketEntry.Kind = i % 4 == 0 ? .note : .message
+            let draft = TicketEntryDraft(kind: kind, authorId: UserID(rawValue: "u1")!, authorName: "A", authorRole: .agent,
+                                         text: String(repeating: "x", count: i * 500))
+            _ = try await store.updateTicket(t, in: acme, appending: draft, at: Date()) { _ in }
+        }
+        let all = try store.readLines(TicketLogLine.self, store.ticketLog(t, acme)).compactMap(\.entry)
+        for includeNotes in [true, false] {
+            let visible = all.filter { includeNotes || $0.isVisibleToCustomer }
+            for limit in [1, 7, 100] {
+                #expect(try await store.entries(of: t, in: acme, after: nil, before: nil, limit: limit, includeNotes: includeNotes).map(\.position)
+                        == visible.suffix(limit).map(\.position))
+                for pivot in [EntryPosition(0), EntryPosition(10), EntryPosition(12, note: 1), EntryPosition(45), EntryPosition(99)] {
+                    #expect(try await store.entries(of: t, in: acme, after: pivot, before: nil, limit: limit, includeNotes: includeNotes).map(\.position)
+                            == visible.filter { $0.position > pivot }.prefix(limit).map(\.position))
+                    #expect(try await store.entries(of: t, in: acme, after: nil, before: pivot, limit: limit, includeNotes: includeNotes).map(\.position)
+                            == visible.filter { $0.position < pivot }.suffix(limit).map(\.position))
+                }
+            }
+        }
+    }
+}

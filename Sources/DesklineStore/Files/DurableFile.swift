@@ -135,40 +135,62 @@ enum DurableFile {
         return result
     }
 
-    /// The last complete line (without its newline) among the first `limit` bytes of the file
-    /// (all of it if nil), reading backwards from the end: its cost does not depend on the
-    /// file's length. Nil if the file does not exist or holds no complete line.
-    static func lastLine(_ path: String, limit: Int64? = nil) throws -> Data? {
+    /// The last complete line (without its newline) of a log, reading backwards from the end:
+    /// its cost does not depend on the file's length. Nil if the file does not exist or holds no
+    /// complete line. See ``forEachLineBackward(_:limit:_:)`` for `limit`.
+    static func lastLine(_ path: String, limit: () -> Int64? = { nil }) throws -> Data? {
+        var last: Data?
+        try forEachLineBackward(path, limit: limit) { line in
+            last = line
+            return false
+        }
+        return last
+    }
+
+    /// Calls `body` with the complete lines of a log (without newlines), newest first, until it
+    /// returns false; reads the file backwards in chunks, so only what is visited is read. A last
+    /// line without its newline (an unfinished write) is skipped.
+    ///
+    /// `limit` is asked after the file's size is taken: the visible length of a log a write batch
+    /// is appending to (see `LogVisibility`). Bytes beyond it are not read.
+    static func forEachLineBackward(_ path: String, limit: () -> Int64? = { nil }, _ body: (Data) throws -> Bool) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
-            if errno == ENOENT { return nil }
+            if errno == ENOENT { return }
             throw IOError(operation: "open", path: path, errno: errno)
         }
         defer { close(fd) }
         let size = lseek(fd, 0, SEEK_END)
         guard size >= 0 else { throw IOError(operation: "seek", path: path, errno: errno) }
-        let end = min(size, limit.map { off_t($0) } ?? size)
-        // `tail` holds the bytes [start, end).
-        var tail = [UInt8]()
+        let end = min(size, limit().map { off_t($0) } ?? size)
+        // `pending` holds bytes [start, end) not yet handed out; lines end at a newline.
+        var pending = [UInt8]()
         var start = end
-        var chunk = 8 * 1024
+        var chunk = 16 * 1024
+        var sawNewline = false
         while start > 0 {
             let from = max(0, start - off_t(chunk))
             var buffer = [UInt8](repeating: 0, count: Int(start - from))
             let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, from) }
             guard n == buffer.count else { throw IOError(operation: "read", path: path, errno: n < 0 ? errno : EIO) }
-            tail = buffer + tail
+            pending = buffer + pending
             start = from
             chunk = min(chunk * 2, 1 << 20)
-            // The last newline ends the last complete line; the one before it (or the start of
-            // the file) begins it.
-            guard let last = tail.lastIndex(of: 0x0A) else { continue }
-            if let previous = tail[..<last].lastIndex(of: 0x0A) {
-                return Data(tail[(previous + 1)..<last])
+            if !sawNewline {
+                // Drop a torn tail: everything after the last newline.
+                guard let last = pending.lastIndex(of: 0x0A) else { continue }
+                pending.removeSubrange((last + 1)...)
+                sawNewline = true
             }
-            if start == 0 { return Data(tail[..<last]) }
+            // Hand out every line that is now whole (its start is known); keep the first,
+            // possibly partial, one.
+            while let newline = pending[..<(pending.count - 1)].lastIndex(of: 0x0A) {
+                let line = Data(pending[(newline + 1)..<(pending.count - 1)])
+                pending.removeSubrange((newline + 1)...)
+                if !line.isEmpty, try !body(line) { return }
+            }
         }
-        return nil
+        if sawNewline, pending.count > 1, try !body(Data(pending[..<(pending.count - 1)])) { return }
     }
 
     /// Creates `path` and any missing parents, fsyncing each parent so the new entries survive a crash.
