@@ -1,5 +1,11 @@
 import Foundation
 
+/// Prints a line at once (also when the output is a pipe or a file).
+func say(_ text: String) {
+    print(text)
+    fflush(nil)
+}
+
 /// Latency samples in seconds.
 struct Samples {
     private(set) var values: [Double] = []
@@ -36,9 +42,9 @@ func format(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(
 /// A two-column table for the terminal.
 func printTable(_ title: String, _ rows: [(String, String)]) {
     let width = rows.map(\.0.count).max() ?? 0
-    print("\n\(title)")
-    print(String(repeating: "-", count: title.count))
-    for (name, value) in rows { print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
+    say("\n\(title)")
+    say(String(repeating: "-", count: title.count))
+    for (name, value) in rows { say(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
 }
 
 /// This machine, for the record.

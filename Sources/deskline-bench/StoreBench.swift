@@ -27,14 +27,13 @@ struct StoreBench: AsyncParsableCommand {
     static let password = "bench password"
 
     func run() async throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
         let work = directory ?? NSTemporaryDirectory() + "deskline-bench-store-" + UUID().uuidString
         let binary = deskline ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deskline").path
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no deskline binary at \(binary) (--deskline)") }
         guard tenants >= 2, tickets >= 1, messages >= tenants * tickets else { throw BenchError("need at least 2 tenants and a message per ticket") }
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { if directory == nil { try? FileManager.default.removeItem(atPath: work) } }
-        print("Machine: \(machineDescription()); store in \(work)")
+        say("Machine: \(machineDescription()); store in \(work)")
 
         // An empty store first: the baseline for start time and memory.
         let empty = try await ServerRun.start(binary: binary, work: work + "/empty")
@@ -63,7 +62,7 @@ struct StoreBench: AsyncParsableCommand {
                 ticketsOf[id, default: []].append(try await store.createTicket(customer: customers[id]!, subject: "Bench ticket \(i)", in: id, at: Date()).id)
             }
         }
-        print("Created \(tenants) tenants and \(ticketsOf.values.map(\.count).reduce(0, +)) tickets in \(format(now() - clock)) s")
+        say("Created \(tenants) tenants and \(ticketsOf.values.map(\.count).reduce(0, +)) tickets in \(format(now() - clock)) s")
 
         // The largest tenant gets 10 messages per ticket: about 1k messages stored. Probe.
         let largestTickets = ticketsOf[largest]!
@@ -71,7 +70,7 @@ struct StoreBench: AsyncParsableCommand {
         let probeTickets = Array(largestTickets.prefix(16))
         let early = try await probe(store, largest, probeTickets, customers[largest]!)
         let storedEarly = largestTickets.count * 10
-        print("Probe with \(storedEarly) messages stored: \(format(early.rate, 0)) appends/s, p50 \(format(early.samples.ms(0.5), 2)) ms, p99 \(format(early.samples.ms(0.99), 2)) ms")
+        say("Probe with \(storedEarly) messages stored: \(format(early.rate, 0)) appends/s, p50 \(format(early.samples.ms(0.5), 2)) ms, p99 \(format(early.samples.ms(0.99), 2)) ms")
 
         // Fill up to the total.
         let largestTotal = Int(Double(messages) * largestShare)
@@ -84,10 +83,10 @@ struct StoreBench: AsyncParsableCommand {
         let fillSeconds = now() - clock
         let after = store.writeStatistics()
         let total = storedEarly + probeMessages + filled
-        print("Filled \(filled) messages in \(format(fillSeconds)) s (\(format(Double(filled) / fillSeconds, 0))/s, \(format(Double(after.writes - before.writes) / Double(max(1, after.commits - before.commits)))) writes per commit); \(total) stored")
+        say("Filled \(filled) messages in \(format(fillSeconds)) s (\(format(Double(filled) / fillSeconds, 0))/s, \(format(Double(after.writes - before.writes) / Double(max(1, after.commits - before.commits)))) writes per commit); \(total) stored")
 
         let late = try await probe(store, largest, probeTickets, customers[largest]!)
-        print("Probe with \(total) messages stored: \(format(late.rate, 0)) appends/s, p50 \(format(late.samples.ms(0.5), 2)) ms, p99 \(format(late.samples.ms(0.99), 2)) ms")
+        say("Probe with \(total) messages stored: \(format(late.rate, 0)) appends/s, p50 \(format(late.samples.ms(0.5), 2)) ms, p99 \(format(late.samples.ms(0.99), 2)) ms")
 
         // Hand the directory over as a cleanly stopped server would.
         _ = await store.waitUntilWritesFinish()
@@ -144,7 +143,7 @@ struct StoreBench: AsyncParsableCommand {
             "queueMs": ["p50": queueLatency.ms(0.5), "p99": queueLatency.ms(0.99)],
         ]
         try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
-        print("\nResults written to \(json)")
+        say("\nResults written to \(json)")
     }
 
     /// Appends `count` messages to each plan item's tenant, spread over its tickets, with
@@ -172,7 +171,7 @@ struct StoreBench: AsyncParsableCommand {
                             let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Customer",
                                                          authorRole: .customer, text: "Message \(m) in \(ticket): the printer on the third floor still jams after the update.")
                             _ = try await store.updateTicket(ticket, in: tenant, appending: draft, at: Date()) { _ in }
-                            if progress > 0, queue.count() % progress == 0 { print("  ... \(queue.count()) of \(total)") }
+                            if progress > 0, queue.count() % progress == 0 { say("  ... \(queue.count()) of \(total)") }
                         }
                         written += n
                     }
