@@ -15,7 +15,26 @@ public final class SessionHub: EventSink, Sendable {
         var joined: Set<TicketID> = []
     }
 
-    private let members = Mutex<[Int: Member]>([:])
+    private struct UserKey: Hashable {
+        var tenant: TenantID
+        var user: UserID
+    }
+
+    private struct TicketKey: Hashable {
+        var tenant: TenantID
+        var ticket: TicketID
+    }
+
+    /// The members, and who to look at for an event: the sessions of each user and the sessions
+    /// that joined each ticket. An event's candidates come from these indexes, so delivering it
+    /// costs its audience, not the number of sessions on the server.
+    private struct Members {
+        var all: [Int: Member] = [:]
+        var byUser: [UserKey: Set<Int>] = [:]
+        var byTicket: [TicketKey: Set<Int>] = [:]
+    }
+
+    private let members = Mutex(Members())
     /// Away messages of staff users, by tenant and user; cleared by BACK or when the user's last
     /// session ends.
     private let away = Mutex<[TenantID: [UserID: String]]>([:])
@@ -23,13 +42,26 @@ public final class SessionHub: EventSink, Sendable {
     public init() {}
 
     func attach(_ session: Int, scope: SessionScope, outbox: Outbox) {
-        members.withLock { $0[session] = Member(scope: scope, outbox: outbox) }
+        members.withLock { m in
+            m.all[session] = Member(scope: scope, outbox: outbox)
+            m.byUser[UserKey(tenant: scope.tenantId, user: scope.userId), default: []].insert(session)
+        }
     }
 
     func detach(_ session: Int) {
         let gone = members.withLock { m -> SessionScope? in
-            guard let scope = m.removeValue(forKey: session)?.scope else { return nil }
-            return m.values.contains { $0.scope.tenantId == scope.tenantId && $0.scope.userId == scope.userId } ? nil : scope
+            guard let member = m.all.removeValue(forKey: session) else { return nil }
+            let scope = member.scope
+            for ticket in member.joined {
+                let key = TicketKey(tenant: scope.tenantId, ticket: ticket)
+                m.byTicket[key]?.remove(session)
+                if m.byTicket[key]?.isEmpty == true { m.byTicket[key] = nil }
+            }
+            let user = UserKey(tenant: scope.tenantId, user: scope.userId)
+            m.byUser[user]?.remove(session)
+            guard m.byUser[user]?.isEmpty ?? true else { return nil }
+            m.byUser[user] = nil
+            return scope // the user's last session
         }
         if let gone { setAway(gone, nil) }
     }
@@ -47,22 +79,40 @@ public final class SessionHub: EventSink, Sendable {
     /// changed anything.
     func setJoined(_ session: Int, _ ticket: TicketID, _ joined: Bool) -> Bool {
         members.withLock { m in
-            guard m[session] != nil else { return false }
-            return joined ? m[session]!.joined.insert(ticket).inserted : m[session]!.joined.remove(ticket) != nil
+            guard let member = m.all[session] else { return false }
+            let changed = joined ? m.all[session]!.joined.insert(ticket).inserted : m.all[session]!.joined.remove(ticket) != nil
+            let key = TicketKey(tenant: member.scope.tenantId, ticket: ticket)
+            if joined {
+                m.byTicket[key, default: []].insert(session)
+            } else {
+                m.byTicket[key]?.remove(session)
+                if m.byTicket[key]?.isEmpty == true { m.byTicket[key] = nil }
+            }
+            return changed
         }
     }
 
     /// Logged-in sessions of a tenant's users: user → number of sessions.
     func online(in tenant: TenantID) -> [UserID: Int] {
         members.withLock { m in
-            m.values.filter { $0.scope.tenantId == tenant }.reduce(into: [:]) { $0[$1.scope.userId, default: 0] += 1 }
+            m.byUser.reduce(into: [:]) { online, entry in
+                if entry.key.tenant == tenant { online[entry.key.user] = entry.value.count }
+            }
         }
     }
 
     public func publish(_ event: TicketEvent) async {
         guard let line = Self.line(for: event) else { return }
-        let targets = members.withLock { m in
-            m.filter { id, member in id != event.originSession && Self.isAudience(member, of: event) }.map(\.value.outbox)
+        let targets = members.withLock { m -> [Outbox] in
+            // Candidates: the sessions of everyone the event may be for; `isAudience` decides.
+            var candidates = Set<Int>()
+            let users = event.recipients + [event.customerUserId, event.ticket?.assigneeId].compactMap { $0 }
+            for user in users { candidates.formUnion(m.byUser[UserKey(tenant: event.tenantId, user: user)] ?? []) }
+            if let ticket = event.ticket { candidates.formUnion(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)] ?? []) }
+            return candidates.compactMap { id in
+                guard id != event.originSession, let member = m.all[id], Self.isAudience(member, of: event) else { return nil }
+                return member.outbox
+            }
         }
         for outbox in targets { outbox.send(line) }
     }
