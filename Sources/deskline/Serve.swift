@@ -20,6 +20,9 @@ extension Deskline {
 
         func run() async throws {
             let configuration = try options.loadConfiguration()
+            // Unusable TLS files stop the start before the data directory is touched (bind() reads
+            // them again).
+            if configuration.tls.enabled { _ = try configuration.tls.makeServerContext() }
             LoggingSystem.bootstrap { label in
                 var handler = StreamLogHandler.standardError(label: label)
                 handler.logLevel = configuration.logLevel
@@ -48,20 +51,21 @@ extension Deskline {
 
             let server = GatewayServer(configuration: configuration, services: .make(store: store, accounts: accounts, limits: configuration.limits),
                                        logger: logger)
-            let address: SocketAddress
-            do {
-                address = try await server.bind()
-            } catch let error as IOError {
-                throw CLIError("cannot listen on \(configuration.listen.host):\(configuration.listen.port) (listen.host, listen.port): \(String(cString: strerror(error.errnoCode)))")
-            } catch {
-                throw CLIError("cannot listen on \(configuration.listen.host):\(configuration.listen.port) (listen.host, listen.port): \(error)")
-            }
+            // A port that cannot be bound (ListenError) or unusable TLS files (ConfigurationError)
+            // are reported as they are: both name the config keys.
+            let address = try await server.bind()
             let host = address.ipAddress ?? configuration.listen.host
             let port = address.port ?? configuration.listen.port
-            let banner = Banner(text: """
-                Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(store.root)
-                Connect with: nc \(host) \(port)    (stop the server with Ctrl-C)
-                """)
+            var listening = ["Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(store.root)"]
+            var connect = ["Connect with: nc \(host) \(port)    (stop the server with Ctrl-C)"]
+            if let tls = server.tlsAddress {
+                let tlsHost = tls.ipAddress ?? configuration.tls.host
+                let tlsPort = tls.port ?? configuration.tls.port
+                let login = configuration.tls.requireTLSForLogin ? " (LOGIN only over TLS)" : ""
+                listening.append("Deskline \(DesklineVersion.current) listening for TLS on \(tlsHost):\(tlsPort)\(login)")
+                connect.append("Connect over TLS with: openssl s_client -connect \(tlsHost):\(tlsPort) -quiet")
+            }
+            let banner = Banner(text: (listening + connect).joined(separator: "\n"))
             let group = ServiceGroup(services: [server, banner], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()
             await recovery.value

@@ -120,3 +120,47 @@ extension CLITests {
         #expect(run.stdout.contains("3 passed, 0 failed"))
     }
 }
+
+extension CLITests {
+    @Test func serveWithTLSPrintsBothListenersAndLogsInOverTLS() async throws {
+        let certificate = try TestCertificate.make()
+        defer { certificate.remove() }
+        let config = data + "-config.json"
+        try Data(#"""
+            {"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024},
+             "tls": {"enabled": true, "port": 0, "certificateChainFile": "\#(certificate.certificateFile)",
+                     "privateKeyFile": "\#(certificate.keyFile)", "requireTLSForLogin": true}}
+            """#.utf8).write(to: URL(fileURLWithPath: config))
+        let server = try CLIProcess(["serve", "--config", config, "--demo"])
+        defer { if server.process.isRunning { server.process.interrupt() } }
+        #expect(await server.waitForOutput("Connect over TLS with: openssl s_client -connect 127.0.0.1:"), "\(server.stdout) \(server.stderr)")
+        let out = server.stdout.split(separator: "\n").map(String.init)
+        // "Deskline 0.1.0 listening for TLS on 127.0.0.1:<port> (LOGIN only over TLS)"
+        let listening = try #require(out.first { $0.contains("listening for TLS on 127.0.0.1:") })
+        #expect(listening.hasSuffix(" (LOGIN only over TLS)"))
+        let address = try #require(listening.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") })
+        let port = try #require(Int(address.split(separator: ":")[1]))
+        #expect(out.contains("Connect over TLS with: openssl s_client -connect 127.0.0.1:\(port) -quiet"))
+        let loginLine = try #require(out.first { $0.contains("LOGIN carla@demo.example") })
+        let login = loginLine.split(separator: " ").drop(while: { $0 != "LOGIN" }).joined(separator: " ")
+
+        let client = try await TestClient.connect(port: port, tls: certificate.clientContext())
+        _ = try await client.readLine()
+        #expect(try await client.command(login) == ["OK LOGIN customer demo u1 :Welcome, Carla Customer (Demo Company)"])
+        server.process.terminate()
+        #expect(try await client.readUntilClosed() == ["EVENT SHUTDOWN :The server is shutting down. Please reconnect later."])
+        #expect(await server.wait().status == 0)
+    }
+
+    @Test func serveWithAnUnusableCertificateStopsWithTheKeyNamed() async throws {
+        let config = data + "-config.json"
+        let missing = data + "-missing-cert.pem"
+        try Data(#"""
+            {"listen": {"port": 0}, "dataDirectory": "\#(data)",
+             "tls": {"enabled": true, "port": 0, "certificateChainFile": "\#(missing)", "privateKeyFile": "\#(missing)"}}
+            """#.utf8).write(to: URL(fileURLWithPath: config))
+        let result = try await CLIProcess.run(["serve", "--config", config])
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(result.stderr == "Error: tls.certificateChainFile: no such file \(missing)\n")
+    }
+}

@@ -47,4 +47,49 @@ struct ConfigurationTests {
     @Test func fractionalTimeoutsAreAllowed() throws {
         #expect(try parse(#"{"limits": {"registrationTimeoutSeconds": 0.5}}"#).limits.registrationTimeoutSeconds == 0.5)
     }
+
+    @Test func tlsKeysAreRead() throws {
+        let config = try parse(#"""
+            {"tls": {"enabled": true, "host": "0.0.0.0", "port": 7000, "certificateChainFile": "/etc/deskline/cert.pem",
+                     "privateKeyFile": "/etc/deskline/key.pem", "requireTLSForLogin": true}}
+            """#)
+        var expected = GatewayConfiguration.TLS()
+        expected.enabled = true
+        expected.host = "0.0.0.0"
+        expected.port = 7000
+        expected.certificateChainFile = "/etc/deskline/cert.pem"
+        expected.privateKeyFile = "/etc/deskline/key.pem"
+        expected.requireTLSForLogin = true
+        #expect(config.tls == expected)
+        #expect(GatewayConfiguration().tls.enabled == false && GatewayConfiguration().tls.port == 6697)
+    }
+
+    @Test func tlsMistakesAreNamed() {
+        #expect(error(#"{"tls": {"enabled": true}}"#)
+            == "tls.certificateChainFile: required when tls.enabled is true (a PEM certificate file)")
+        #expect(error(#"{"tls": {"enabled": true, "certificateChainFile": "c.pem"}}"#)
+            == "tls.privateKeyFile: required when tls.enabled is true (a PEM private key file)")
+        #expect(error(#"{"tls": {"requireTLSForLogin": true}}"#) == "tls.requireTLSForLogin: needs tls.enabled, or nobody could log in")
+        #expect(error(#"{"tls": {"enabled": "yes"}}"#) == "tls.enabled: must be true or false")
+        #expect(error(#"{"tls": {"enabled": 1}}"#) == "tls.enabled: must be true or false")
+        #expect(error(#"{"tls": {"port": 65536}}"#) == "tls.port: 65536 is out of range 0...65535")
+        #expect(error(#"{"tls": {"certificate": "c.pem"}}"#) == "tls.certificate: unknown key")
+        #expect(error(#"{"tls": {"enabled": true, "port": 6667, "certificateChainFile": "c.pem", "privateKeyFile": "k.pem"}}"#)
+            == "tls.port: 6667 is also listen.port; the TLS listener needs a port of its own")
+        // Off, the file keys may stay empty.
+        #expect(error(#"{"tls": {"enabled": false, "certificateChainFile": "", "privateKeyFile": ""}}"#) == nil)
+    }
+
+    @Test func relativeTLSFilesAreRelativeToTheConfigFile() throws {
+        let dir = NSTemporaryDirectory() + "deskline-config-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir + "/tls", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data(#"""
+            {"tls": {"enabled": true, "certificateChainFile": "tls/cert.pem", "privateKeyFile": "/abs/key.pem"}}
+            """#.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let config = try GatewayConfiguration.load(path: dir + "/config.json")
+        let base = URL(fileURLWithPath: dir).standardizedFileURL.path
+        #expect(config.tls.certificateChainFile == base + "/tls/cert.pem")
+        #expect(config.tls.privateKeyFile == "/abs/key.pem")
+    }
 }

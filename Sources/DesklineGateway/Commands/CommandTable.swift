@@ -60,15 +60,19 @@ struct Command: Sendable {
     var summary: String
     /// For commands whose parameters the shapes cannot describe (HISTORY, CALL).
     var customUsage: String?
+    /// The command or its reply carries a password, so with `tls.requireTLSForLogin` it is
+    /// refused on an unencrypted connection before anything else is done with it.
+    var carriesPassword: Bool
     var handler: Handler
 
     init(name: String, access: CommandAccess, parameters: [ParameterShape], summary: String,
-         usage: String? = nil, handler: @escaping Handler) {
+         usage: String? = nil, carriesPassword: Bool = false, handler: @escaping Handler) {
         self.name = name
         self.access = access
         self.parameters = parameters
         self.summary = summary
         self.customUsage = usage
+        self.carriesPassword = carriesPassword
         self.handler = handler
     }
 
@@ -129,6 +133,10 @@ enum CommandRefusal {
     static let alreadyLoggedIn = (code: "ALREADY_LOGGED_IN", text: "You are already logged in. QUIT and reconnect to log in as someone else.")
     static func forbidden(_ verb: String, _ role: Role) -> (code: String, text: String) {
         ("FORBIDDEN", "\(verb) is not available to the \(role.rawValue) role. Type HELP for the commands you can use.")
+    }
+    static func tlsRequired(_ verb: String, port: Int) -> (code: String, text: String) {
+        let what = verb == "LOGIN" ? "Log in" : "Use \(verb)"
+        return ("TLS_REQUIRED", "\(what) over TLS on port \(port) (this connection is not encrypted).")
     }
     static func needParams(_ usage: String) -> (code: String, text: String) {
         ("NEED_PARAMS", "Not enough parameters. Usage: \(usage)")

@@ -158,7 +158,9 @@ extension Command {
     static let customer: Command = Command(
         name: "CUSTOMER", access: .admins, parameters: [.word("NEW|LOGIN|PASSWORD"), .word("email|customer"), .optionalWord("phone"), .optionalText("name")],
         summary: "Admins: create a customer record (NEW), give it a login with a generated password (LOGIN), or reset that password (PASSWORD).",
-        usage: "CUSTOMER NEW <email> <phone|none> <name> | CUSTOMER LOGIN <customer> | CUSTOMER PASSWORD <customer>"
+        usage: "CUSTOMER NEW <email> <phone|none> <name> | CUSTOMER LOGIN <customer> | CUSTOMER PASSWORD <customer>",
+        // LOGIN and PASSWORD reply with a generated password.
+        carriesPassword: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let scope = try ctx.requireScope()
         let action = ctx.arguments.required("NEW|LOGIN|PASSWORD").uppercased()

@@ -139,7 +139,8 @@ extension Command {
 
     static let passwd: Command = Command(
         name: "PASSWD", access: .loggedIn, parameters: [.word("current"), .text("new")],
-        summary: "Change your password. Write a space in the current password as \\s; the new one may contain spaces."
+        summary: "Change your password. Write a space in the current password as \\s; the new one may contain spaces.",
+        carriesPassword: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let current = TagValue.unescape(Substring(ctx.arguments.required("current")))
         let scope = try ctx.requireScope()

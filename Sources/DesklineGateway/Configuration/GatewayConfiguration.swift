@@ -44,7 +44,23 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The second listener, with TLS. Off unless configured: it needs a certificate and its key.
+    public struct TLS: Sendable, Equatable {
+        public var enabled = false
+        public var host = "127.0.0.1"
+        public var port = 6697
+        /// PEM file with the server's certificate, then any intermediates. Relative paths are
+        /// relative to the config file's directory.
+        public var certificateChainFile = ""
+        /// PEM file with the certificate's private key, unencrypted.
+        public var privateKeyFile = ""
+        /// Refuse LOGIN and the other commands that carry a password on the plaintext listener.
+        public var requireTLSForLogin = false
+        public init() {}
+    }
+
     public var listen = Listen()
+    public var tls = TLS()
     /// Where the file store lives. Relative paths are relative to the config file's directory.
     public var dataDirectory = "./data"
     public var logLevel: Logger.Level = .info
@@ -62,16 +78,20 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
 }
 
 extension GatewayConfiguration {
-    /// Reads a config file. Relative `dataDirectory` is resolved against the file's directory.
+    /// Reads a config file. Relative paths (`dataDirectory`, the TLS files) are resolved against
+    /// the file's directory.
     public static func load(path: String) throws(ConfigurationError) -> GatewayConfiguration {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read config file \(path)")
         }
         var config = try parse(data)
-        if !config.dataDirectory.hasPrefix("/") {
-            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
-            config.dataDirectory = base.appendingPathComponent(config.dataDirectory).standardizedFileURL.path
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        func resolve(_ file: inout String) {
+            if !file.isEmpty, !file.hasPrefix("/") { file = base.appendingPathComponent(file).standardizedFileURL.path }
         }
+        resolve(&config.dataDirectory)
+        resolve(&config.tls.certificateChainFile)
+        resolve(&config.tls.privateKeyFile)
         return config
     }
 
@@ -90,6 +110,16 @@ extension GatewayConfiguration {
             c.listen.host = try listen.string("host") ?? c.listen.host
             c.listen.port = try listen.int("port", in: 0...65535) ?? c.listen.port
             try listen.finish()
+        }
+        if var tls = try r.object("tls") {
+            c.tls.enabled = try tls.bool("enabled") ?? c.tls.enabled
+            c.tls.host = try tls.string("host") ?? c.tls.host
+            c.tls.port = try tls.int("port", in: 0...65535) ?? c.tls.port
+            c.tls.certificateChainFile = try tls.string("certificateChainFile") ?? c.tls.certificateChainFile
+            c.tls.privateKeyFile = try tls.string("privateKeyFile") ?? c.tls.privateKeyFile
+            c.tls.requireTLSForLogin = try tls.bool("requireTLSForLogin") ?? c.tls.requireTLSForLogin
+            try tls.finish()
+            try c.tls.validate(besides: c.listen)
         }
         c.dataDirectory = try r.string("dataDirectory") ?? c.dataDirectory
         if c.dataDirectory.isEmpty { throw ConfigurationError("dataDirectory: must not be empty") }
@@ -135,6 +165,25 @@ extension GatewayConfiguration {
     }
 }
 
+extension GatewayConfiguration.TLS {
+    /// Checks what can be checked without reading the files (``makeServerContext()`` reads them).
+    func validate(besides listen: GatewayConfiguration.Listen) throws(ConfigurationError) {
+        if requireTLSForLogin, !enabled {
+            throw ConfigurationError("tls.requireTLSForLogin: needs tls.enabled, or nobody could log in")
+        }
+        guard enabled else { return }
+        if certificateChainFile.isEmpty {
+            throw ConfigurationError("tls.certificateChainFile: required when tls.enabled is true (a PEM certificate file)")
+        }
+        if privateKeyFile.isEmpty {
+            throw ConfigurationError("tls.privateKeyFile: required when tls.enabled is true (a PEM private key file)")
+        }
+        if port != 0, port == listen.port, host == listen.host {
+            throw ConfigurationError("tls.port: \(port) is also listen.port; the TLS listener needs a port of its own")
+        }
+    }
+}
+
 /// Reads one JSON object key by key and complains about anything it did not read.
 private struct ObjectReader {
     let object: [String: Any]
@@ -165,6 +214,12 @@ private struct ObjectReader {
         guard let v = value(key) else { return nil }
         guard let s = v as? String else { throw ConfigurationError("\(name(key)): must be a string") }
         return s
+    }
+
+    mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
+        guard let v = value(key) else { return nil }
+        guard let n = v as? NSNumber, n.isBoolean else { throw ConfigurationError("\(name(key)): must be true or false") }
+        return n.boolValue
     }
 
     mutating func int(_ key: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {

@@ -22,6 +22,8 @@ struct Session {
     let lingerTime: Duration
     /// The client's IP address.
     var remoteAddress = "unknown"
+    /// Whether the connection is encrypted, and whether commands that carry a password must be.
+    var security = TransportSecurity()
 
     private enum Part {
         case writer, reader, timer, linger
@@ -51,8 +53,12 @@ struct Session {
                     registry.remove(id)
                     services.hub.detach(id)
                 }
-                outbox.send(ServerLine(.event, "HELLO", ["deskline", DesklineVersion.current],
-                                       text: "Welcome to Deskline. Log in with LOGIN <email> <password>; HELP lists commands."))
+                let welcome = if let port = security.tlsPortForPasswords {
+                    "Welcome to Deskline. This connection is not encrypted: log in over TLS on port \(port); HELP lists commands."
+                } else {
+                    "Welcome to Deskline. Log in with LOGIN <email> <password>; HELP lists commands."
+                }
+                outbox.send(ServerLine(.event, "HELLO", ["deskline", DesklineVersion.current], text: welcome))
                 logger.debug("connection opened")
 
                 await withTaskGroup(of: Part.self) { group in
@@ -113,7 +119,8 @@ struct Session {
     }
 
     /// Tells a connection over the limits why, and closes it.
-    static func refuse(_ connection: NIOAsyncChannel<LineFrame, ByteBuffer>, _ refusal: ConnectionLimiter.Refusal) async {
+    static func refuse(_ connection: NIOAsyncChannel<LineFrame, ByteBuffer>, _ refusal: ConnectionLimiter.Refusal,
+                       security: TransportSecurity) async {
         let text = switch refusal {
         case .serverFull: "The server has too many connections; try again later."
         case .tooManyFromAddress: "Too many connections from your address."
@@ -122,6 +129,16 @@ struct Session {
         let line = ServerLine(.event, "ERROR", ["TOO_MANY_CONNECTIONS"], text: text).serialized() + "\r\n"
         try? await connection.executeThenClose { _, outbound in
             try await outbound.write(ByteBuffer(string: line))
+            if security.isSecure {
+                // TLS holds the line until the handshake is done, and closing now would drop it.
+                // Closing only our side waits for the line; the client then leaves, or is cut
+                // off after a moment.
+                let channel = connection.channel
+                channel.close(mode: .output, promise: nil)
+                let deadline = channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+                try? await channel.closeFuture.get()
+                deadline.cancel()
+            }
         }
     }
 
@@ -215,6 +232,11 @@ struct Session {
             }
             return refuse(r.code, r.text, command: verb, label: label)
         }
+        // Before the arguments are even looked at: no password work, no throttle counting.
+        if command.carriesPassword, let port = security.tlsPortForPasswords {
+            let r = CommandRefusal.tlsRequired(verb, port: port)
+            return refuse(r.code, r.text, command: verb, label: label)
+        }
         let arguments: Arguments
         switch CommandTable.arguments(for: command, from: message) {
         case .success(let a): arguments = a
@@ -239,6 +261,17 @@ struct Session {
         for i in lines.indices where lines[i].kind != .event { lines[i].label = label }
         return Outcome(lines: lines, scope: newScope, quit: context.quit)
     }
+}
+
+/// What a session knows of its transport; it does not care which listener accepted it.
+struct TransportSecurity: Sendable {
+    /// The connection is encrypted (TLS).
+    var isSecure = false
+    /// With `tls.requireTLSForLogin`: the TLS port, where commands that carry a password must go.
+    var requiredTLSPort: Int?
+
+    /// The port to send the client to when this connection may not carry passwords; nil if it may.
+    var tlsPortForPasswords: Int? { isSecure ? nil : requiredTLSPort }
 }
 
 /// The version the server reports in `EVENT HELLO`.

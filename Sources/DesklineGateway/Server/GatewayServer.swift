@@ -1,10 +1,13 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
-/// The TCP listener: accepts connections and runs one ``Session`` per connection.
+/// The listeners: plaintext TCP and, when configured, TLS. Accepts connections and runs one
+/// ``Session`` per connection; both listeners share the connection limits and the sessions.
 ///
 /// Run it in a `ServiceGroup` (the `deskline serve` command does): on SIGTERM/SIGINT it stops
 /// accepting, sends every session `EVENT SHUTDOWN`, gives them a moment to receive it, and
@@ -25,9 +28,16 @@ public final class GatewayServer: Service, Sendable {
     /// How long an ended session's last lines may wait for a client that does not read them.
     private let lingerTime: Duration
 
+    /// One bound listening socket and what its sessions know of their transport.
+    private struct Listener: Sendable {
+        var channel: ServerChannel
+        var security: TransportSecurity
+        var address: SocketAddress { channel.channel.localAddress! }
+    }
+
     private enum State {
         case idle
-        case bound(ServerChannel)
+        case bound(plaintext: Listener, tls: Listener?)
         case stopped
     }
 
@@ -45,74 +55,89 @@ public final class GatewayServer: Service, Sendable {
                                          maxNewPerAddressPerMinute: configuration.limits.maxNewConnectionsPerAddressPerMinute)
     }
 
-    /// Binds the listening socket (if not yet bound) and returns its address; with port 0 the
-    /// system picks a free port.
+    /// Binds the listening sockets (if not yet bound) and returns the plaintext one's address;
+    /// with port 0 the system picks a free port. ``tlsAddress`` then has the TLS one's.
+    ///
+    /// Throws ``ConfigurationError`` for unusable TLS files and ``ListenError`` for a port that
+    /// cannot be bound; either way nothing is left listening.
     @discardableResult
     public func bind() async throws -> SocketAddress {
-        if case .bound(let channel) = state.withLock({ $0 }) { return channel.channel.localAddress! }
-        let maxLine = configuration.limits.maxLineBytes
-        let channel: ServerChannel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            // Without this, `printf ... | nc -N` would get no replies: NIO would close on EOF.
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .bind(host: configuration.listen.host, port: configuration.listen.port) { child in
-                child.eventLoop.makeCompletedFuture {
-                    try child.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(LineFrameDecoder(maximumLineBytes: maxLine)))
-                    return try NIOAsyncChannel<LineFrame, ByteBuffer>(wrappingChannelSynchronously: child)
-                }
+        if case .bound(let plaintext, _) = state.withLock({ $0 }) { return plaintext.address }
+        // Read the certificate before taking any port, so a bad file leaves nothing half-started.
+        let tlsContext = configuration.tls.enabled ? try configuration.tls.makeServerContext() : nil
+        let plaintextChannel = try await listen(host: configuration.listen.host, port: configuration.listen.port,
+                                                keys: "listen.host, listen.port", tls: nil)
+        var tlsChannel: ServerChannel?
+        if let tlsContext {
+            do {
+                tlsChannel = try await listen(host: configuration.tls.host, port: configuration.tls.port,
+                                              keys: "tls.host, tls.port", tls: tlsContext)
+            } catch {
+                try? await plaintextChannel.channel.close()
+                throw error
             }
+        }
+        let tlsPort = tlsChannel?.channel.localAddress?.port
+        let required = configuration.tls.requireTLSForLogin ? tlsPort : nil
+        let plaintext = Listener(channel: plaintextChannel, security: .init(isSecure: false, requiredTLSPort: required))
+        let tls = tlsChannel.map { Listener(channel: $0, security: .init(isSecure: true, requiredTLSPort: required)) }
         let accepted = state.withLock { s -> Bool in
             guard case .idle = s else { return false }
-            s = .bound(channel)
+            s = .bound(plaintext: plaintext, tls: tls)
             return true
         }
         guard accepted else {
-            try? await channel.channel.close()
+            try? await plaintextChannel.channel.close()
+            try? await tlsChannel?.channel.close()
             throw ServerError.alreadyStopped
         }
-        let address = channel.channel.localAddress!
-        logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)"])
-        return address
+        for listener in [plaintext, tls].compactMap(\.self) {
+            let address = listener.address
+            logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)",
+                                                "tls": "\(listener.security.isSecure)"])
+        }
+        return plaintext.address
+    }
+
+    /// The TLS listener's address once bound; nil while unbound or with TLS off.
+    public var tlsAddress: SocketAddress? {
+        guard case .bound(_, let tls?) = state.withLock({ $0 }) else { return nil }
+        return tls.address
+    }
+
+    private func listen(host: String, port: Int, keys: String, tls: NIOSSLContext?) async throws -> ServerChannel {
+        let maxLine = configuration.limits.maxLineBytes
+        let logger = self.logger
+        do {
+            return try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                // Without this, `printf ... | nc -N` would get no replies: NIO would close on EOF.
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .bind(host: host, port: port) { child in
+                    child.eventLoop.makeCompletedFuture {
+                        let pipeline = child.pipeline.syncOperations
+                        if let tls {
+                            try pipeline.addHandler(NIOSSLServerHandler(context: tls))
+                            try pipeline.addHandler(TLSHandshakeLogger(logger: logger))
+                        }
+                        try pipeline.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineBytes: maxLine)))
+                        return try NIOAsyncChannel<LineFrame, ByteBuffer>(wrappingChannelSynchronously: child)
+                    }
+                }
+        } catch {
+            throw ListenError(host: host, port: port, keys: keys, underlying: error)
+        }
     }
 
     /// Serves until shut down. Each connection runs in its own child task; none can fail the server.
     public func run() async throws {
         try await bind()
-        guard case .bound(let channel) = state.withLock({ $0 }) else { return }
+        guard case .bound(let plaintext, let tls) = state.withLock({ $0 }) else { return }
         try await withGracefulShutdownHandler {
-            try await channel.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { tasks in
-                    for try await connection in inbound {
-                        let id = nextSessionID.add(1, ordering: .relaxed).newValue
-                        var session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
-                                              registry: registry, logger: logger, lingerTime: lingerTime)
-                        let address = connection.channel.remoteAddress?.ipAddress ?? "unknown"
-                        session.remoteAddress = address
-                        let limiter = self.limiter
-                        let logger = self.logger
-                        tasks.addTask {
-                            if let refusal = limiter.admit(address, now: .now) {
-                                logger.notice("connection refused", metadata: ["address": "\(address)", "reason": "\(refusal)"])
-                                await Session.refuse(connection, refusal)
-                                return
-                            }
-                            defer { limiter.release(address) }
-                            await session.run(connection)
-                        }
-                    }
-                    // Listener closed (shutdown): the sessions were told; give stragglers a deadline.
-                    let registry = self.registry
-                    let grace = shutdownGracePeriod
-                    tasks.addTask {
-                        let deadline = ContinuousClock.now + grace
-                        while registry.count > 0, ContinuousClock.now < deadline {
-                            try? await Task.sleep(for: .milliseconds(20))
-                        }
-                        registry.abortAll()
-                    }
-                }
+            try await withThrowingDiscardingTaskGroup { listeners in
+                listeners.addTask { try await self.accept(plaintext) }
+                if let tls { listeners.addTask { try await self.accept(tls) } }
             }
         } onGracefulShutdown: {
             self.shutdown()
@@ -120,17 +145,55 @@ public final class GatewayServer: Service, Sendable {
         logger.info("server stopped")
     }
 
+    /// Accepts connections on one listener until it is closed. The session does not care which
+    /// listener it came from beyond `listener.security`.
+    private func accept(_ listener: Listener) async throws {
+        try await listener.channel.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { tasks in
+                for try await connection in inbound {
+                    let id = nextSessionID.add(1, ordering: .relaxed).newValue
+                    var session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
+                                          registry: registry, logger: logger, lingerTime: lingerTime)
+                    let address = connection.channel.remoteAddress?.ipAddress ?? "unknown"
+                    session.remoteAddress = address
+                    session.security = listener.security
+                    let limiter = self.limiter
+                    let logger = self.logger
+                    tasks.addTask {
+                        if let refusal = limiter.admit(address, now: .now) {
+                            logger.notice("connection refused", metadata: ["address": "\(address)", "reason": "\(refusal)"])
+                            await Session.refuse(connection, refusal, security: listener.security)
+                            return
+                        }
+                        defer { limiter.release(address) }
+                        await session.run(connection)
+                    }
+                }
+                // Listener closed (shutdown): the sessions were told; give stragglers a deadline.
+                let registry = self.registry
+                let grace = shutdownGracePeriod
+                tasks.addTask {
+                    let deadline = ContinuousClock.now + grace
+                    while registry.count > 0, ContinuousClock.now < deadline {
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
+                    registry.abortAll()
+                }
+            }
+        }
+    }
+
     /// Stops accepting and tells every session the server is going down. ``run()`` returns once
     /// the sessions are closed.
     public func shutdown() {
-        let channel = state.withLock { s -> ServerChannel? in
+        let listeners = state.withLock { s -> [Listener] in
             defer { s = .stopped }
-            if case .bound(let c) = s { return c }
-            return nil
+            if case .bound(let plaintext, let tls) = s { return [plaintext, tls].compactMap(\.self) }
+            return []
         }
         logger.info("shutting down", metadata: ["sessions": "\(registry.count)"])
         registry.beginShutdown()
-        channel?.channel.close(promise: nil)
+        for listener in listeners { listener.channel.channel.close(promise: nil) }
     }
 
     /// Sessions currently connected.
@@ -138,5 +201,19 @@ public final class GatewayServer: Service, Sendable {
 
     enum ServerError: Error {
         case alreadyStopped
+    }
+}
+
+/// A listening socket that could not be bound, naming the config keys that chose it.
+public struct ListenError: Error, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    /// The config keys of the listener, e.g. `listen.host, listen.port`.
+    public var keys: String
+    public var underlying: any Error
+
+    public var description: String {
+        let reason = (underlying as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(underlying)"
+        return "cannot listen on \(host):\(port) (\(keys)): \(reason)"
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOExtras
 import NIOPosix
+import NIOSSL
 
 struct TestClientTimeout: Error, CustomStringConvertible {
     var waitingFor: String
@@ -13,37 +14,59 @@ final class TestClient {
     private let writer: NIOAsyncChannelOutboundWriter<ByteBuffer>
     private var lines: AsyncStream<String>.Iterator
     private let lineSink: AsyncStream<String>.Continuation
+    /// Reads until the connection ends; its value is the error that ended it, if any.
+    private let reader: Task<(any Error)?, Never>
     private var timeoutCounter = 0
     private static let timeoutMarker = "\u{0}timeout "
 
     private init(channel: any Channel, writer: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-                 lines: AsyncStream<String>, sink: AsyncStream<String>.Continuation) {
+                 lines: AsyncStream<String>, sink: AsyncStream<String>.Continuation, reader: Task<(any Error)?, Never>) {
         self.channel = channel
         self.writer = writer
         self.lines = lines.makeAsyncIterator()
         self.lineSink = sink
+        self.reader = reader
     }
 
-    static func connect(port: Int, host: String = "127.0.0.1") async throws -> TestClient {
+    /// Connects; with `tls`, speaks TLS to the server named `localhost`.
+    static func connect(port: Int, host: String = "127.0.0.1", tls: NIOSSLContext? = nil) async throws -> TestClient {
         let async = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: "localhost"))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                         wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                 }
             }
         let (stream, sink) = AsyncStream.makeStream(of: String.self)
-        let writer = await withCheckedContinuation { (handOver: CheckedContinuation<NIOAsyncChannelOutboundWriter<ByteBuffer>, Never>) in
-            Task {
-                try? await async.executeThenClose { inbound, outbound in
-                    handOver.resume(returning: outbound)
+        let (writers, handOver) = AsyncStream.makeStream(of: NIOAsyncChannelOutboundWriter<ByteBuffer>.self)
+        let reader = Task<(any Error)?, Never> {
+            defer {
+                sink.finish()
+                handOver.finish()
+            }
+            do {
+                try await async.executeThenClose { inbound, outbound in
+                    handOver.yield(outbound)
                     for try await buffer in inbound { sink.yield(String(buffer: buffer)) }
                 }
-                sink.finish()
+                return nil
+            } catch {
+                return error
             }
         }
-        return TestClient(channel: async.channel, writer: writer, lines: stream, sink: sink)
+        var handedOver = writers.makeAsyncIterator()
+        guard let writer = await handedOver.next() else { throw ChannelError.ioOnClosedChannel }
+        return TestClient(channel: async.channel, writer: writer, lines: stream, sink: sink, reader: reader)
+    }
+
+    /// Waits until the connection has ended; the error that ended it (a failed TLS handshake,
+    /// say), or nil for an orderly close.
+    func endingError() async -> (any Error)? {
+        await reader.value
     }
 
     /// Sends one line (CRLF is added).

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
+import NIOSSL
 import Testing
 
 /// A real server on 127.0.0.1, port 0, over a fresh data directory, with one tenant `acme`
@@ -16,6 +17,8 @@ struct TestServer {
 
     let server: GatewayServer
     let port: Int
+    /// The TLS listener's port, when the configuration enables it.
+    let tlsPort: Int?
     let accounts: AccountService
     let store: FileStore
     let root: String
@@ -28,6 +31,7 @@ struct TestServer {
         let root = existing ?? NSTemporaryDirectory() + "deskline-gw-" + UUID().uuidString
         var config = GatewayConfiguration()
         config.listen.port = 0
+        config.tls.port = 0
         config.dataDirectory = root
         config.passwordHashing = PasswordHashingCost(n: 1024, r: 8, p: 1)
         configure(&config)
@@ -41,7 +45,8 @@ struct TestServer {
                                    shutdownGracePeriod: .milliseconds(500), lingerTime: .milliseconds(500))
         let port = try await server.bind().port!
         let task = Task { try await server.run() }
-        return TestServer(server: server, port: port, accounts: accounts, store: store, root: root, runTask: task, pool: pool)
+        return TestServer(server: server, port: port, tlsPort: server.tlsAddress?.port, accounts: accounts, store: store, root: root,
+                          runTask: task, pool: pool)
     }
 
     static func seed(_ accounts: AccountService) async throws {
@@ -60,20 +65,22 @@ struct TestServer {
         _ = try await accounts.createUser(in: globex, email: "gil@globex.test", displayName: "Gil Admin", role: .admin, customer: nil, password: password)
     }
 
-    func connect() async throws -> TestClient {
-        try await TestClient.connect(port: port)
+    /// A plaintext connection; with `tls`, a TLS connection to the TLS listener instead.
+    func connect(tls: NIOSSLContext? = nil) async throws -> TestClient {
+        guard let tls else { return try await TestClient.connect(port: port) }
+        return try await TestClient.connect(port: try #require(tlsPort, "the server has no TLS listener"), tls: tls)
     }
 
     /// A connected client that has read the greeting (not logged in).
-    func guest() async throws -> TestClient {
-        let client = try await connect()
+    func guest(tls: NIOSSLContext? = nil) async throws -> TestClient {
+        let client = try await connect(tls: tls)
         _ = try await client.readLine()
         return client
     }
 
     /// A connected client that has read the greeting and logged in.
-    func login(_ email: String, password: String = TestServer.password) async throws -> TestClient {
-        let client = try await guest()
+    func login(_ email: String, password: String = TestServer.password, tls: NIOSSLContext? = nil) async throws -> TestClient {
+        let client = try await guest(tls: tls)
         try await client.send("LOGIN \(email) \(password)")
         let reply = try #require(try await client.readLine())
         #expect(reply.hasPrefix("OK LOGIN "), "login of \(email): \(reply)")
