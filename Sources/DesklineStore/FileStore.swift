@@ -286,7 +286,9 @@ extension FileStore {
         let root = self.root
         let lock = try await io { () throws -> FileLock? in
             guard let lock = try FileLock.tryAcquire(path) else { return nil }
-            let unclean = FileLock.holderDescription(path) != Self.cleanStopMark
+            // A data directory without tenants has nothing to recover (a fresh one, say).
+            let hasTenants = try !DurableFile.list(self.root + "/tenants").isEmpty
+            let unclean = hasTenants && FileLock.holderDescription(path) != Self.cleanStopMark
             lock.write("pid \(pid)\n")
             if unclean {
                 self.needsRecovery.store(true, ordering: .relaxed)
