@@ -241,13 +241,14 @@ struct ServerRun {
     let port: Int
     let startSeconds: Double
 
-    static func start(binary: String, work: String) async throws -> ServerRun {
+    static func start(binary: String, work: String, limits: [String: Int] = [:]) async throws -> ServerRun {
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         let config = work + "/config.json"
+        var allLimits: [String: Int] = ["maxConnectionsPerAddress": 100_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
+                                        "floodBurst": 100_000, "floodCommandsPerSecond": 100_000]
+        allLimits.merge(limits) { $1 }
         let settings: [String: Any] = ["listen": ["port": 0], "dataDirectory": work + "/data", "logLevel": "warning",
-                                       "passwordHashing": ["scryptN": 1024],
-                                       "limits": ["maxConnectionsPerAddress": 100_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
-                                                  "floodBurst": 100_000, "floodCommandsPerSecond": 100_000]]
+                                       "passwordHashing": ["scryptN": 1024], "limits": allLimits]
         try JSONSerialization.data(withJSONObject: settings).write(to: URL(fileURLWithPath: config))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
@@ -273,6 +274,7 @@ struct ServerRun {
     func rss() -> Int? { residentKiB(of: process.processIdentifier) }
 
     func stop() throws {
+        guard process.isRunning else { return }
         process.terminate()
         process.waitUntilExit()
     }

@@ -35,6 +35,8 @@ private final class World: @unchecked Sendable {
     let speakers: [Speaker]
     let limits = GatewayConfiguration.Limits()
     let registry = SessionRegistry()
+    /// The channel behind every run's outbox (only closed if an outbox overflows).
+    let channel = NIOAsyncTestingChannel()
     var nextSession = 1
 
     init(services: GatewayServices, speakers: [Speaker]) {
@@ -54,7 +56,7 @@ private final class World: @unchecked Sendable {
         let acme = try await accounts.createTenant(id: "acme", name: "Acme").id
         let globex = try await accounts.createTenant(id: "globex", name: "Globex").id
         let ann = try await accounts.createCustomer(in: acme, name: "Ann", email: "ann@acme.test", phone: "+1 555 0100")
-        let bob = try await accounts.createCustomer(in: acme, name: "Bob", email: "bob@acme.test", phone: nil)
+        let bob = try await accounts.createCustomer(in: acme, name: "Bob", email: "bob@acme.test", phone: "+1 555 0199")
         let gus = try await accounts.createCustomer(in: globex, name: "Gus", email: "gus@globex.test", phone: nil)
         _ = try await accounts.createUser(in: acme, email: "ann@acme.test", displayName: nil, role: .customer, customer: ann.id, password: password)
         _ = try await accounts.createUser(in: acme, email: "bob@acme.test", displayName: nil, role: .customer, customer: bob.id, password: password)
@@ -88,7 +90,7 @@ private final class World: @unchecked Sendable {
         nextSession += 1
         let session = Session(id: id, table: .standard, services: services, limits: limits, registry: registry,
                               logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }), lingerTime: .zero)
-        let outbox = Outbox(channel: NIOAsyncTestingChannel(), capacity: 100_000)
+        let outbox = Outbox(channel: channel, capacity: 100_000)
         defer { services.hub.detach(id) }
         var scope = speaker.scope?.onSession(id)
         for bytes in lines {
@@ -105,7 +107,7 @@ private final class World: @unchecked Sendable {
     private func check(_ lines: [ServerLine], _ speaker: Speaker) {
         let replies = lines.filter { $0.kind != .event }
         if !replies.isEmpty {
-            let terminal = replies.indices.filter { replies[$0].kind == .ok || replies[$0].kind == .error }
+            let terminal = replies.indices.filter { replies[$0].kind == .ok || replies[$0].kind == .err }
             if terminal != [replies.count - 1] {
                 fatalError("a reply must end with exactly one OK or ERR: \(replies.map { $0.serialized() })")
             }
@@ -146,7 +148,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let speaker = world.speakers[Int(bytes[0]) % world.speakers.count]
     let lines = Array(bytes.dropFirst().split(separator: 0x0A, omittingEmptySubsequences: false).prefix(8))
     let w = world
-    _ = blocking { await w.run(speaker, lines) }
+    blocking { await w.run(speaker, lines) }
     return 0
 }
 #else

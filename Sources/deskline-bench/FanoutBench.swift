@@ -1,0 +1,389 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Fan-out throughput and latency, session memory and a login storm, for Deskline and (with
+/// `--irc`) classic IRC daemons on the same machine in the same run. `Scripts/bench` starts the
+/// daemons and runs this.
+struct FanoutBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout",
+        abstract: "Fan-out sweep, idle-session memory and login storm (Deskline and IRC daemons)."
+    )
+
+    @Option(help: "Tickets (channels), each with one sender.") var tickets = 100
+    @Option(help: "Watchers per ticket.") var watchers = 10
+    @Option(help: "Offered send rates to sweep, messages/s in total (each is delivered to every watcher).")
+    var rates = "1000,2000,5000,10000,15000,20000,25000,30000,40000,50000"
+    @Option(help: "Seconds per step of the sweep.") var stepSeconds = 5.0
+    @Option(help: "A step fails above this p99 latency (ms).") var maxP99 = 50.0
+    @Option(help: "IRC daemon to compare, as NAME:PORT:PID (repeatable).") var irc: [String] = []
+    @Option(help: "Idle logged-in sessions to open for the memory figure (0: skip).") var sessions = 10_000
+    @Option(help: "Login attempts per second during the storm (0: skip the storm).") var stormRate = 30.0
+    @Option(help: "The deskline binary to start (default: next to this one).") var deskline: String?
+    @Option(help: "Where to write the results as JSON.") var json = "bench.json"
+    @Option(help: "Event loop threads of the load generator.") var threads = 2
+
+    func run() async throws {
+        let files = raiseOpenFilesLimit()
+        say("Machine: \(machineDescription()); open-files limit \(files)")
+        if sessions + tickets * (watchers + 1) + 100 > files {
+            say("warning: the open-files limit (\(files)) is below what the run needs; raise it (ulimit -n) or lower --sessions")
+        }
+        let rateSteps = rates.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+        let binary = deskline ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deskline").path
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var results: [TargetResult] = []
+
+        let work = NSTemporaryDirectory() + "deskline-bench-fanout-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        say("\nPreparing Deskline (\(tickets) tickets, \(watchers) watchers each) ...")
+        let desk = try await DesklineTarget.start(binary: binary, work: work, tickets: tickets, watchers: watchers,
+                                                  stormUsers: stormRate > 0 ? 64 : 0)
+        do {
+            var deskResult = try await measure(desk, group: group, steps: rateSteps)
+            if stormRate > 0, let best = deskResult.best {
+                deskResult.storm = try await storm(desk, group: group, sendRate: best.offered / 2)
+            }
+            results.append(deskResult)
+        } catch {
+            try? desk.server.stop()
+            throw error
+        }
+        try desk.server.stop()
+
+        for spec in irc {
+            let parts = spec.split(separator: ":")
+            guard parts.count == 3, let port = Int(parts[1]), let pid = Int32(parts[2]) else { throw BenchError("--irc wants NAME:PORT:PID, got \(spec)") }
+            results.append(try await measure(IRCTarget(name: String(parts[0]), port: port, pid: pid), group: group, steps: rateSteps))
+        }
+        report(results)
+        try await group.shutdownGracefully()
+    }
+
+    struct TargetResult {
+        var name: String
+        var steps: [StepResult] = []
+        var sessionKiB: (baseline: Int, loaded: Int, count: Int)?
+        var storm: StormResult?
+        /// The best step that kept every message and stayed under the latency limit.
+        var best: StepResult? { steps.filter(\.passed).max { $0.deliveredPerSecond < $1.deliveredPerSecond } }
+    }
+
+    func measure(_ target: FanoutTarget, group: EventLoopGroup, steps: [Double]) async throws -> TargetResult {
+        var result = TargetResult(name: target.name)
+        if sessions > 0 { result.sessionKiB = try await idleSessions(target, group: group) }
+        say("\n\(target.name): connecting \(tickets * watchers) watchers and \(tickets) senders ...")
+        let run = try await FanoutRun.connect(target, tickets: tickets, watchers: watchers, group: group)
+        say("\(target.name) fan-out, \(tickets) tickets x \(watchers) watchers, \(format(stepSeconds, 0)) s per step")
+        say("  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors")
+        for rate in steps {
+            let step = try await run.step(rate: rate, seconds: stepSeconds, maxP99: maxP99)
+            result.steps.append(step)
+            say(step.row)
+            if !step.passed { break }
+        }
+        await run.close()
+        return result
+    }
+
+    /// Opens `sessions` logged-in idle connections and reads the server's RSS before and after.
+    func idleSessions(_ target: FanoutTarget, group: EventLoopGroup) async throws -> (baseline: Int, loaded: Int, count: Int) {
+        try await Task.sleep(for: .milliseconds(500))
+        let baseline = residentKiB(of: target.pid) ?? 0
+        say("\n\(target.name): opening \(sessions) idle logged-in sessions (RSS before: \(baseline / 1024) MiB) ...")
+        var open: [LineConnection] = []
+        let batch = 50
+        for start in stride(from: 0, to: sessions, by: batch) {
+            let connections = try await withThrowingTaskGroup(of: LineConnection.self) { tasks in
+                for i in start..<min(sessions, start + batch) {
+                    tasks.addTask { try await target.watcher(i % tickets, (i / tickets) % watchers, group: group) }
+                }
+                return try await tasks.reduce(into: []) { $0.append($1) }
+            }
+            open += connections
+        }
+        try await Task.sleep(for: .seconds(1))
+        let loaded = residentKiB(of: target.pid) ?? 0
+        say("\(target.name): RSS with \(open.count) sessions \(loaded / 1024) MiB: \(format(Double(loaded - baseline) / Double(open.count), 2)) KiB per session")
+        for connection in open { await connection.close() }
+        try await Task.sleep(for: .seconds(1))
+        return (baseline, loaded, open.count)
+    }
+
+    struct StormResult {
+        var sendRate: Double
+        var quiet: StepResult
+        var stormy: StepResult
+        var logins: Int, succeeded: Int, busy: Int, failed: Int
+        var loginP50: Double, loginP99: Double
+    }
+
+    /// Fan-out at `sendRate` without and then with logins from fresh connections at `stormRate`.
+    func storm(_ target: DesklineTarget, group: EventLoopGroup, sendRate: Double) async throws -> StormResult {
+        let run = try await FanoutRun.connect(target, tickets: tickets, watchers: watchers, group: group)
+        say("\nLogin storm: fan-out at \(format(sendRate, 0)) messages/s (half the best), then the same with \(format(stormRate, 0)) logins/s")
+        say("  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors")
+        let quiet = try await run.step(rate: sendRate, seconds: stepSeconds * 2, maxP99: .infinity)
+        say(quiet.row)
+        let tally = StormTally()
+        let stormTask = Task {
+            let interval = 1.0 / stormRate
+            let start = now()
+            var k = 0
+            await withTaskGroup(of: Void.self) { logins in
+                while now() - start < stepSeconds * 2 + 0.5 {
+                    let due = start + Double(k) * interval
+                    if due > now() { try? await Task.sleep(for: .seconds(due - now())) }
+                    let user = k % 64
+                    k += 1
+                    logins.addTask {
+                        let t = now()
+                        do {
+                            let connection = try await LineConnection.connect(group, port: target.server.port)
+                            let reply = try await connection.command("LOGIN storm\(user)@bench.test \(DesklineTarget.password)")
+                            tally.add(reply, seconds: now() - t)
+                            await connection.close()
+                        } catch {
+                            tally.add("ERR failed \(error)", seconds: now() - t)
+                        }
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let stormy = try await run.step(rate: sendRate, seconds: stepSeconds * 2, maxP99: .infinity)
+        say(stormy.row + "   (during the storm)")
+        await stormTask.value
+        await run.close()
+        let t = tally.snapshot()
+        say("Logins: \(t.count) attempted, \(t.ok) OK, \(t.busy) BUSY, \(t.other) other; reply p50 \(format(t.latency.ms(0.5), 0)) ms, p99 \(format(t.latency.ms(0.99), 0)) ms")
+        return StormResult(sendRate: sendRate, quiet: quiet, stormy: stormy, logins: t.count, succeeded: t.ok, busy: t.busy,
+                           failed: t.other, loginP50: t.latency.ms(0.5), loginP99: t.latency.ms(0.99))
+    }
+
+    func report(_ results: [TargetResult]) {
+        var rows: [(String, String)] = [("machine", machineDescription())]
+        let reference = results.first?.best?.deliveredPerSecond
+        for r in results {
+            if let best = r.best {
+                let ratio = reference.map { " (Deskline ÷ this: \(format($0 / best.deliveredPerSecond, 2))x)" } ?? ""
+                rows.append(("\(r.name): best sustained", "\(format(best.deliveredPerSecond, 0)) delivered/s at \(format(best.offered, 0)) sent/s, p99 \(format(best.p99, 2)) ms" + (r.name == "Deskline" ? "" : ratio)))
+            } else {
+                rows.append(("\(r.name): best sustained", "no step passed"))
+            }
+            if let s = r.sessionKiB {
+                rows.append(("\(r.name): idle sessions", "\(s.count): \(format(Double(s.loaded - s.baseline) / Double(s.count), 2)) KiB each (RSS \(s.baseline / 1024) → \(s.loaded / 1024) MiB)"))
+            }
+            if let storm = r.storm {
+                rows.append(("\(r.name): login storm", "p99 \(format(storm.quiet.p99, 2)) ms → \(format(storm.stormy.p99, 2)) ms (\(format(storm.stormy.p99 / storm.quiet.p99, 2))x) at \(format(storm.sendRate, 0)) sent/s; \(storm.succeeded) OK, \(storm.busy) BUSY of \(storm.logins)"))
+            }
+        }
+        printTable("deskline-bench fanout (\(tickets) tickets x \(watchers) watchers)", rows)
+        let object: [String: Any] = [
+            "machine": machineDescription(), "tickets": tickets, "watchers": watchers, "stepSeconds": stepSeconds,
+            "targets": results.map { r -> [String: Any] in
+                var o: [String: Any] = ["name": r.name, "steps": r.steps.map(\.dictionary)]
+                if let best = r.best { o["bestDeliveredPerSecond"] = best.deliveredPerSecond }
+                if let s = r.sessionKiB { o["sessions"] = ["count": s.count, "baselineKiB": s.baseline, "loadedKiB": s.loaded] }
+                if let storm = r.storm {
+                    o["storm"] = ["sendRate": storm.sendRate, "quiet": storm.quiet.dictionary, "stormy": storm.stormy.dictionary,
+                                  "logins": storm.logins, "ok": storm.succeeded, "busy": storm.busy, "failed": storm.failed,
+                                  "loginP50ms": storm.loginP50, "loginP99ms": storm.loginP99]
+                }
+                return o
+            },
+        ]
+        if let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) {
+            try? data.write(to: URL(fileURLWithPath: json))
+            say("\nResults written to \(json)")
+        }
+    }
+}
+
+/// Replies to the storm's logins.
+final class StormTally: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0, ok = 0, busy = 0, other = 0
+    private var latency = Samples()
+
+    func add(_ reply: String, seconds: Double) {
+        lock.lock()
+        defer { lock.unlock() }
+        count += 1
+        if reply.hasPrefix("OK") { ok += 1 } else if reply.contains(" BUSY ") { busy += 1 } else { other += 1 }
+        latency.add(seconds)
+    }
+
+    func snapshot() -> (count: Int, ok: Int, busy: Int, other: Int, latency: Samples) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (count, ok, busy, other, latency)
+    }
+}
+
+struct StepResult {
+    var offered: Double
+    var seconds: Double
+    var sent: Int
+    var expected: Int
+    var received: Int
+    var errors: Int
+    var latency: Histogram
+    var maxP99: Double
+
+    var deliveredPerSecond: Double { Double(received) / seconds }
+    var lost: Int { max(0, expected - received) }
+    var p99: Double { latency.ms(0.99) }
+    var passed: Bool { lost == 0 && errors == 0 && p99 <= maxP99 }
+
+    var row: String {
+        func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
+        return pad(format(offered, 0), 11) + pad(format(deliveredPerSecond, 0), 13) + pad(format(latency.ms(0.5), 2), 11)
+            + pad(format(latency.ms(0.9), 2), 9) + pad(format(p99, 2), 9) + pad(format(latency.ms(1), 2), 9)
+            + pad(String(lost), 7) + pad(String(errors), 8) + (passed ? "" : "   <- stop")
+    }
+
+    var dictionary: [String: Any] {
+        ["offeredPerSecond": offered, "deliveredPerSecond": deliveredPerSecond, "sent": sent, "expected": expected,
+         "received": received, "lost": lost, "errors": errors, "p50ms": latency.ms(0.5), "p90ms": latency.ms(0.9),
+         "p99ms": p99, "maxms": latency.ms(1), "passed": passed]
+    }
+}
+
+/// The connections of one fan-out run, and the open-loop senders.
+final class FanoutRun: @unchecked Sendable {
+    let target: FanoutTarget
+    let senders: [LineConnection]
+    let watchers: [LineConnection]
+    let watchersPerTicket: Int
+    /// Per event loop: what its connections measured.
+    let stats: [ObjectIdentifier: LoopStats]
+    let loops: [EventLoop]
+
+    private init(target: FanoutTarget, senders: [LineConnection], watchers: [LineConnection], watchersPerTicket: Int, loops: [EventLoop]) {
+        self.target = target
+        self.senders = senders
+        self.watchers = watchers
+        self.watchersPerTicket = watchersPerTicket
+        self.loops = loops
+        var stats: [ObjectIdentifier: LoopStats] = [:]
+        for loop in loops { stats[ObjectIdentifier(loop)] = LoopStats() }
+        self.stats = stats
+    }
+
+    static func connect(_ target: FanoutTarget, tickets: Int, watchers perTicket: Int, group: EventLoopGroup) async throws -> FanoutRun {
+        var watchers: [LineConnection] = []
+        let pairs = (0..<tickets).flatMap { t in (0..<perTicket).map { (t, $0) } }
+        for start in stride(from: 0, to: pairs.count, by: 100) {
+            watchers += try await withThrowingTaskGroup(of: LineConnection.self) { tasks in
+                for (t, w) in pairs[start..<min(pairs.count, start + 100)] { tasks.addTask { try await target.watcher(t, w, group: group) } }
+                return try await tasks.reduce(into: []) { $0.append($1) }
+            }
+        }
+        var senders: [LineConnection] = []
+        for t in 0..<tickets { senders.append(try await target.sender(t, group: group)) }
+        let loops = Array(group.makeIterator())
+        let run = FanoutRun(target: target, senders: senders, watchers: watchers, watchersPerTicket: perTicket, loops: loops)
+        for connection in watchers {
+            let stats = run.stats[ObjectIdentifier(connection.channel.eventLoop)]!
+            try await connection.channel.eventLoop.submit {
+                connection.onLine = { line in
+                    guard let stamp = number(after: stampMarker, in: line) else { return }
+                    stats.latency.record(micros: Int((nanos() - stamp) / 1000))
+                    stats.received += 1
+                }
+            }.get()
+        }
+        for connection in senders {
+            let stats = run.stats[ObjectIdentifier(connection.channel.eventLoop)]!
+            try await connection.channel.eventLoop.submit {
+                connection.onLine = { line in
+                    if line.starts(with: Array("ERR ".utf8)) { stats.errors += 1 }
+                }
+            }.get()
+        }
+        return run
+    }
+
+    /// Sends at `rate` messages/s in total for `seconds`, each sender on an even schedule stamped
+    /// with the intended send time (so a late sender does not hide latency), then waits for the
+    /// deliveries to settle.
+    func step(rate: Double, seconds: Double, maxP99: Double) async throws -> StepResult {
+        for loop in loops { try await loop.submit { self.stats[ObjectIdentifier(loop)]!.reset() }.get() }
+        let tickets = senders.count
+        let interval = Int64(Double(tickets) / rate * 1e9)
+        let start = nanos() + 50_000_000
+        let end = start + Int64(seconds * 1e9)
+        let sent = SentCounter()
+        var tasks: [RepeatedTask] = []
+        for (t, connection) in senders.enumerated() {
+            let schedule = SenderSchedule(next: start + Int64(Double(t) / rate * 1e9))
+            let channel = connection.channel!
+            let target = self.target
+            let tick = TimeAmount.nanoseconds(min(interval, 1_000_000))
+            tasks.append(channel.eventLoop.scheduleRepeatedTask(initialDelay: .nanoseconds(max(0, schedule.next - nanos())), delay: tick) { task in
+                let now = nanos()
+                var buffer = channel.allocator.buffer(capacity: 64)
+                var count = 0
+                while schedule.next <= now && schedule.next < end {
+                    buffer.writeString(target.message(t, stamp: schedule.next))
+                    schedule.next += interval
+                    count += 1
+                }
+                if count > 0 {
+                    channel.writeAndFlush(buffer, promise: nil)
+                    sent.add(count)
+                }
+                if schedule.next >= end { task.cancel() }
+            })
+        }
+        try await Task.sleep(for: .nanoseconds(end - nanos()))
+        for task in tasks { task.cancel() }
+        // Let deliveries settle: until all arrived, or nothing new for a second (at most 10 s).
+        let expected = sent.value * watchersPerTicket
+        var last = -1, quietSince = now()
+        let deadline = now() + 10
+        while now() < deadline {
+            let received = try await totals().received
+            if received >= expected { break }
+            if received != last { last = received; quietSince = now() } else if now() - quietSince > 1 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let totals = try await totals()
+        return StepResult(offered: rate, seconds: seconds, sent: sent.value, expected: expected, received: totals.received,
+                          errors: totals.errors, latency: totals.latency, maxP99: maxP99)
+    }
+
+    private func totals() async throws -> (received: Int, errors: Int, latency: Histogram) {
+        var received = 0, errors = 0
+        var latency = Histogram()
+        for loop in loops {
+            let (r, e, h) = try await loop.submit { () -> (Int, Int, Histogram) in
+                let s = self.stats[ObjectIdentifier(loop)]!
+                return (s.received, s.errors, s.latency)
+            }.get()
+            received += r
+            errors += e
+            latency.merge(h)
+        }
+        return (received, errors, latency)
+    }
+
+    func close() async {
+        for connection in senders + watchers { await connection.close() }
+    }
+}
+
+final class SenderSchedule: @unchecked Sendable {
+    var next: Int64
+    init(next: Int64) { self.next = next }
+}
+
+final class SentCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add(_ n: Int) { lock.lock(); count += n; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}

@@ -1,0 +1,141 @@
+import DesklineCore
+import DesklineStore
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// A server the fan-out workload can drive: its senders, its watchers and its message lines.
+protocol FanoutTarget: Sendable {
+    var name: String { get }
+    /// A logged-in (registered) connection that will send in ticket `ticket`.
+    func sender(_ ticket: Int, group: EventLoopGroup) async throws -> LineConnection
+    /// A logged-in connection that receives every message of `ticket`.
+    func watcher(_ ticket: Int, _ watcher: Int, group: EventLoopGroup) async throws -> LineConnection
+    /// The line a sender sends, carrying `stamp`.
+    func message(_ ticket: Int, stamp: Int64) -> String
+    /// The pid of the server process (for RSS).
+    var pid: Int32 { get }
+}
+
+/// What comes right before the stamp in a delivered message, in both protocols (`... :bench <ns>`).
+let stampMarker = Array(" :bench ".utf8)
+
+/// Deskline, started by the benchmark on a data directory it prepared.
+struct DesklineTarget: FanoutTarget {
+    let name = "Deskline"
+    let server: ServerRun
+    /// Ticket number of each sender's ticket.
+    let tickets: [Int]
+    static let password = "bench password"
+
+    var pid: Int32 { server.process.processIdentifier }
+
+    /// Creates tenant `bench` with `tickets` customers (one ticket each, assigned to an agent
+    /// nobody logs in as, so the only pushes are to the sessions that JOINed), `watchers` agent
+    /// users, and `stormUsers` agents whose hashes have the production cost, then starts the
+    /// server on it.
+    static func start(binary: String, work: String, tickets count: Int, watchers: Int, stormUsers: Int) async throws -> DesklineTarget {
+        let root = work + "/data"
+        try? FileManager.default.removeItem(atPath: work)
+        let store = try await FileStore(root: root)
+        let cheap = try PasswordHasher(cost: PasswordHashingCost(n: 1024, r: 8, p: 1)).hash(password)
+        let tenant = TenantID(rawValue: "bench")!
+        try await store.createTenant(Tenant(id: tenant, name: "Bench", createdAt: Date()))
+        let owner = try await store.createUser(NewUser(email: "owner@bench.test", displayName: "Owner", role: .agent, passwordHash: cheap, customerId: nil), in: tenant, at: Date())
+        for w in 0..<watchers {
+            _ = try await store.createUser(NewUser(email: "agent\(w)@bench.test", displayName: "Agent \(w)", role: .agent, passwordHash: cheap, customerId: nil), in: tenant, at: Date())
+        }
+        if stormUsers > 0 {
+            let real = try PasswordHasher(cost: .standard).hash(password)
+            for s in 0..<stormUsers {
+                _ = try await store.createUser(NewUser(email: "storm\(s)@bench.test", displayName: "Storm \(s)", role: .agent, passwordHash: real, customerId: nil), in: tenant, at: Date())
+            }
+        }
+        var ids: [Int] = []
+        for t in 0..<count {
+            let customer = try await store.createCustomer(NewCustomer(name: "Customer \(t)", email: "customer\(t)@bench.test", phone: nil), in: tenant, at: Date())
+            _ = try await store.createUser(NewUser(email: "customer\(t)@bench.test", displayName: "Customer \(t)", role: .customer, passwordHash: cheap, customerId: customer.id), in: tenant, at: Date())
+            let ticket = try await store.createTicket(customer: customer.id, subject: "Bench \(t)", in: tenant, at: Date())
+            let ownerId = owner.id
+            _ = try await store.updateTicket(ticket.id, in: tenant, appending: nil, at: Date()) { t in
+                t.assigneeId = ownerId
+                t.assigneeName = "Owner"
+            }
+            ids.append(ticket.id.number)
+        }
+        try await store.lockForServer(pid: getpid()).release(clean: true)
+        let server = try await ServerRun.start(binary: binary, work: work, limits: [
+            "maxConnectionsPerAddress": 1_000_000, "maxConnections": 1_000_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
+            "floodBurst": 100_000, "floodCommandsPerSecond": 100_000, "sendQueueLines": 100_000,
+            "loginFailuresPerAddress": 1_000_000, "pingIntervalSeconds": 3600,
+        ])
+        return DesklineTarget(server: server, tickets: ids)
+    }
+
+    func sender(_ ticket: Int, group: EventLoopGroup) async throws -> LineConnection {
+        try await login(group, "customer\(ticket)@bench.test")
+    }
+
+    func watcher(_ ticket: Int, _ watcher: Int, group: EventLoopGroup) async throws -> LineConnection {
+        let connection = try await login(group, "agent\(watcher)@bench.test")
+        let joined = try await connection.command("JOIN #\(tickets[ticket])")
+        guard joined.hasPrefix("OK") else { throw BenchError("JOIN: \(joined)") }
+        return connection
+    }
+
+    /// Logs in, waiting and retrying while the server answers BUSY (its password checks are
+    /// bounded on purpose; the setup of thousands of sessions runs into that bound).
+    func login(_ group: EventLoopGroup, _ email: String) async throws -> LineConnection {
+        let connection = try await LineConnection.connect(group, port: server.port)
+        for _ in 0..<1000 {
+            let reply = try await connection.command("LOGIN \(email) \(Self.password)")
+            if reply.hasPrefix("OK") { return connection }
+            guard reply.contains(" BUSY ") else { throw BenchError("LOGIN \(email): \(reply)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw BenchError("LOGIN \(email): still busy")
+    }
+
+    func message(_ ticket: Int, stamp: Int64) -> String {
+        "MSG #\(tickets[ticket]) :bench \(stamp)\r\n"
+    }
+}
+
+/// A classic IRC daemon already running on loopback (started by Scripts/irc-daemons).
+struct IRCTarget: FanoutTarget {
+    let name: String
+    let port: Int
+    let pid: Int32
+
+    func sender(_ ticket: Int, group: EventLoopGroup) async throws -> LineConnection {
+        let connection = try await register(group, nick: "s\(ticket)")
+        try await join(connection, "#t\(ticket)")
+        return connection
+    }
+
+    func watcher(_ ticket: Int, _ watcher: Int, group: EventLoopGroup) async throws -> LineConnection {
+        let connection = try await register(group, nick: "w\(ticket)x\(watcher)")
+        try await join(connection, "#t\(ticket)")
+        return connection
+    }
+
+    func register(_ group: EventLoopGroup, nick: String) async throws -> LineConnection {
+        let connection = try await LineConnection.connect(group, port: port)
+        let welcome = try await connection.request("NICK \(nick)\r\nUSER \(nick) 0 * :\(nick)") { line in
+            line.contains(" 001 ") || line.hasPrefix("ERROR") || line.contains(" 433 ")
+        }
+        guard welcome.contains(" 001 ") else { throw BenchError("\(name): registration of \(nick): \(welcome)") }
+        return connection
+    }
+
+    func join(_ connection: LineConnection, _ channel: String) async throws {
+        let reply = try await connection.request("JOIN \(channel)") { line in
+            line.contains(" 366 ") || line.hasPrefix("ERROR") || line.contains(" 405 ") || line.contains(" 471 ")
+        }
+        guard reply.contains(" 366 ") else { throw BenchError("\(name): JOIN \(channel): \(reply)") }
+    }
+
+    func message(_ ticket: Int, stamp: Int64) -> String {
+        "PRIVMSG #t\(ticket) :bench \(stamp)\r\n"
+    }
+}
