@@ -22,10 +22,23 @@ extension FileStore {
 
     public func users(in tenant: TenantID) async throws(DesklineError) -> [User] {
         try await io {
-            try DurableFile.list(self.tenantDir(tenant) + "/users").sorted().compactMap { name in
+            let dir = self.tenantDir(tenant) + "/users"
+            // Every ticket event asks for the tenant's users (who is an agent, an admin), so
+            // they are kept while the directory is unchanged. Any change to a user (the admin CLI
+            // included) renames a file into the directory and so changes its mtime. A reading
+            // is trusted only once the mtime is older than the clock's granularity allows a
+            // second change to share it (the "racy timestamp" rule).
+            var info = stat()
+            let stamp = stat(dir, &info) == 0 ? Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec) : nil
+            if let stamp, let cached = self.userCache.withLock({ $0[tenant] }), cached.stamp == stamp { return cached.users }
+            let users = try DurableFile.list(dir).sorted().compactMap { name -> User? in
                 guard name.hasSuffix(".json"), let id = UserID(rawValue: String(name.dropLast(5))) else { return nil }
                 return try self.load(User.self, self.userFile(id, tenant))
             }
+            if let stamp, Date().timeIntervalSince1970 * 1e9 - Double(stamp) > 2e9 {
+                self.userCache.withLock { $0[tenant] = (stamp, users) }
+            }
+            return users
         }
     }
 

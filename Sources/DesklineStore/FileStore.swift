@@ -21,6 +21,8 @@ public final class FileStore: Store {
     let logger: Logger
     let visibility = LogVisibility()
     let writers = Mutex<[TenantID: TenantWriter]>([:])
+    /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
+    let userCache = Mutex<[TenantID: (stamp: Int64, users: [User])]>([:])
     /// Failures tests inject into write batches.
     let faults = FaultInjection()
     /// Set when the server took over a data directory whose last server did not stop cleanly:

@@ -33,16 +33,23 @@ public struct TicketService: Sendable {
     /// Stores the notifications of a durable change, then publishes it. Inbox trouble does not
     /// undo the change the caller has already made: it is logged, and live delivery to everyone
     /// the event is meant for goes ahead regardless.
+    /// Pushes a stored event to whoever should see it live, then stores the notifications it
+    /// causes in their inboxes. The event's record is durable already (the caller stored it), so
+    /// the push need not wait for the inboxes; the caller's reply does.
     private func emit(_ event: TicketEvent, _ scope: SessionScope) async {
         var event = event
         event.originSession = scope.sessionId
         do {
             event = try await notifications.address(event)
+        } catch {
+            logger.error("could not address notifications", metadata: ["tenant": "\(event.tenantId)", "error": "\(error)"])
+        }
+        await sink?.publish(event)
+        do {
             try await notifications.deliver(event)
         } catch {
             logger.error("could not store notifications", metadata: ["tenant": "\(event.tenantId)", "error": "\(error)"])
         }
-        await sink?.publish(event)
     }
 
     private func actor(_ user: User) -> Actor { Actor(id: user.id, name: user.displayName, role: user.role) }
