@@ -46,13 +46,15 @@ extension FileStore {
         var template = notification
         template.at = Self.storedPrecision(notification.at)
         let stamped = template
-        try await writer(tenant).write { batch, _ in
+        try await writer(tenant).write { batch, memory in
             try DurableFile.makeDirectories(self.inboxDir(tenant))
             for user in users {
                 let path = self.inboxLog(user, tenant)
                 var item = stamped
-                item.id = (try self.lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0) + 1
+                let last = try memory.inboxes[user] ?? self.lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0
+                item.id = last + 1
                 try batch.append(Self.line(item), to: path)
+                memory.remember(inbox: user, lastId: item.id)
             }
         }
     }

@@ -159,6 +159,7 @@ extension FileStore {
             // missing index line; an index line never points at a ticket that is not there.
             try batch.append(Self.line(TicketLogLine(ticket: ticket, entry: nil)), to: self.ticketLog(id, tenant))
             try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(customer, tenant))
+            memory.remember(ticket)
             return ticket
         }
     }
@@ -190,9 +191,9 @@ extension FileStore {
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending draft: TicketEntryDraft?, at time: Date,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
         let time = Self.storedPrecision(time)
-        return try await writer(tenant).write { batch, _ -> (Ticket, TicketEntry?)? in
+        return try await writer(tenant).write { batch, memory -> (Ticket, TicketEntry?)? in
             let path = self.ticketLog(id, tenant)
-            guard var ticket = try self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
+            guard var ticket = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
             let before = ticket
             try change(&ticket)
             var entry: TicketEntry?
@@ -215,6 +216,7 @@ extension FileStore {
             // or not at all.
             if ticket != before || entry != nil {
                 try batch.append(Self.line(TicketLogLine(ticket: ticket, entry: entry)), to: path)
+                memory.remember(ticket)
             }
             return (ticket, entry)
         }

@@ -12,6 +12,24 @@ struct TenantMemory {
     var lastCall: Int?
     /// Whether this tenant's files were checked after an unclean stop.
     var recovered = false
+    /// The state of recently written tickets and the last id of recently written inboxes, as
+    /// their logs' last lines say (only the writer appends to them), so a write need not read
+    /// and decode the last line first. Bounded: forgotten when full.
+    private(set) var tickets: [TicketID: Ticket] = [:]
+    private(set) var inboxes: [UserID: Int] = [:]
+    static let remembered = 4096
+
+    init(recovered: Bool = false) { self.recovered = recovered }
+
+    mutating func remember(_ ticket: Ticket) {
+        if tickets.count >= Self.remembered, tickets[ticket.id] == nil { tickets = [:] }
+        tickets[ticket.id] = ticket
+    }
+
+    mutating func remember(inbox user: UserID, lastId: Int) {
+        if inboxes.count >= Self.remembered, inboxes[user] == nil { inboxes = [:] }
+        inboxes[user] = lastId
+    }
 }
 
 /// The one writer of a tenant's tickets, calls and inboxes, with group commit.
