@@ -143,9 +143,9 @@ struct Session {
     }
 
     private static func drain(_ outbox: Outbox, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async {
-        for await buffer in outbox.stream {
+        while let lines = await outbox.next() {
             do {
-                try await outbound.write(buffer)
+                try await outbound.write(contentsOf: lines)
             } catch {
                 return
             }
