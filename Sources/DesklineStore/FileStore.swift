@@ -11,9 +11,10 @@ import Synchronization
 ///
 /// All file I/O runs on a thread pool, never on the caller's thread. Account writes hold the
 /// data directory's `accounts.lock` (`flock`), which the admin CLI takes too, so a CLI write
-/// while a server runs is neither lost nor interleaved. Nothing about accounts is cached: a login
-/// created by the CLI is visible to a running server at once. Ticket, call and inbox writes go
-/// through one ``TenantWriter`` per tenant, which group-commits them.
+/// while a server runs is neither lost nor interleaved. Account records are read from their files
+/// every time (the tenant's user list is kept only while its directory is unchanged, see
+/// `users(in:)`), so a login created by the CLI is visible to a running server at once. Ticket,
+/// call and inbox writes go through one ``TenantWriter`` per tenant, which group-commits them.
 public final class FileStore: Store {
     /// The data directory.
     public let root: String
