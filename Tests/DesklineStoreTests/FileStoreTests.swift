@@ -171,6 +171,29 @@ extension FileStoreTests {
         #expect(repaired.map(\.seq) == [1, 2])
     }
 
+    @Test func theUserListSeesEveryChangeAtOnce() async throws {
+        let store = try await FileStore(root: root)
+        let acme = TenantID(rawValue: "acme")!
+        try await store.createTenant(tenant("acme"))
+        let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
+        // Changes right after a reading (within one tick of the file system's clock) and long
+        // after it (an aged directory mtime, as on a server that has run a while) both show.
+        for (i, aged) in [false, false, true, true].enumerated() {
+            if aged {
+                let old = Date(timeIntervalSinceNow: -60)
+                try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: root + "/tenants/acme/users")
+                _ = try await store.users(in: acme)
+            }
+            _ = try await store.createUser(NewUser(email: "a\(i)@x.test", displayName: "A", role: .agent, passwordHash: hash, customerId: nil),
+                                           in: acme, at: Date())
+            #expect(try await store.users(in: acme).count == i + 1)
+        }
+        // A replaced user file (a new password) is seen too.
+        let newHash = PasswordHash(algorithm: "scrypt", n: 2048, r: 8, p: 1, salt: "", hash: "")
+        try await store.setPasswordHash(newHash, for: UserID(rawValue: "u1")!, in: acme, ifCurrent: nil)
+        #expect(try await store.users(in: acme).first { $0.id.rawValue == "u1" }?.passwordHash == newHash)
+    }
+
     @Test func appendingDoesNotRewriteTheLog() async throws {
         let store = try await FileStore(root: root)
         try await store.createTenant(tenant("acme"))
