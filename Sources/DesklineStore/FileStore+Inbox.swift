@@ -10,6 +10,14 @@ import Foundation
 //
 // Written only by the server, through the tenant's writer.
 
+enum UserCache {
+    struct Entry: Sendable {
+        var stamp: Int64
+        var list: [User]
+        var byId: [UserID: User]
+    }
+}
+
 struct InboxReadState: Codable {
     var readUpTo = 0
     var readIds: [Int] = []
@@ -21,25 +29,38 @@ extension FileStore {
     func inboxReadLog(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).read.jsonl" }
 
     public func users(in tenant: TenantID) async throws(DesklineError) -> [User] {
-        try await io {
-            let dir = self.tenantDir(tenant) + "/users"
-            // Every ticket event asks for the tenant's users (who is an agent, an admin), so
-            // they are kept while the directory is unchanged. Any change to a user (the admin CLI
-            // included) renames a file into the directory and so changes its mtime. A reading
-            // is trusted only once the mtime is older than the clock's granularity allows a
-            // second change to share it (the "racy timestamp" rule).
-            var info = stat()
-            let stamp = stat(dir, &info) == 0 ? Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec) : nil
-            if let stamp, let cached = self.userCache.withLock({ $0[tenant] }), cached.stamp == stamp { return cached.users }
-            let users = try DurableFile.list(dir).sorted().compactMap { name -> User? in
-                guard name.hasSuffix(".json"), let id = UserID(rawValue: String(name.dropLast(5))) else { return nil }
-                return try self.load(User.self, self.userFile(id, tenant))
-            }
-            if let stamp, Date().timeIntervalSince1970 * 1e9 - Double(stamp) > 2e9 {
-                self.userCache.withLock { $0[tenant] = (stamp, users) }
-            }
-            return users
+        try await io { try self.cachedUsers(tenant).list }
+    }
+
+    /// The tenant's users, as a list and by id. Every ticket event asks for them (who is an agent,
+    /// an admin, who wrote), so they are kept while the users directory is unchanged. Any change
+    /// to a user (the admin CLI's included) renames a file into the directory and so changes its
+    /// mtime. A reading is trusted only if it was taken more than 2 s after that mtime: two
+    /// changes within one tick of the file system's clock can share an mtime (the "racy
+    /// timestamp" rule).
+    func cachedUsers(_ tenant: TenantID) throws -> UserCache.Entry {
+        let (stamp, cached) = freshUserCache(tenant)
+        if let cached { return cached }
+        let dir = tenantDir(tenant) + "/users"
+        let list = try DurableFile.list(dir).sorted().compactMap { name -> User? in
+            guard name.hasSuffix(".json"), let id = UserID(rawValue: String(name.dropLast(5))) else { return nil }
+            return try load(User.self, userFile(id, tenant))
         }
+        let entry = UserCache.Entry(stamp: stamp ?? 0, list: list, byId: Dictionary(list.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
+        if let stamp, Date().timeIntervalSince1970 * 1e9 - Double(stamp) > 2e9 {
+            userCache.withLock { $0[tenant] = entry }
+        }
+        return entry
+    }
+
+    /// The kept user list if the users directory has not changed since it was read, and the
+    /// directory's mtime.
+    func freshUserCache(_ tenant: TenantID) -> (stamp: Int64?, entry: UserCache.Entry?) {
+        var info = stat()
+        guard stat(tenantDir(tenant) + "/users", &info) == 0 else { return (nil, nil) }
+        let stamp = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+        let cached = userCache.withLock { $0[tenant] }
+        return (stamp, cached?.stamp == stamp ? cached : nil)
     }
 
     public func appendNotification(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError) {

@@ -23,7 +23,7 @@ public final class FileStore: Store {
     let visibility = LogVisibility()
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
-    let userCache = Mutex<[TenantID: (stamp: Int64, users: [User])]>([:])
+    let userCache = Mutex<[TenantID: UserCache.Entry]>([:])
     /// Failures tests inject into write batches.
     let faults = FaultInjection()
     /// Set when the server took over a data directory whose last server did not stop cleanly:
@@ -157,7 +157,11 @@ public final class FileStore: Store {
     }
 
     public func user(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User? {
-        try await io { try self.load(User.self, self.userFile(id, tenant)) }
+        try await io {
+            // From the kept user list while it is current; otherwise from the user's own file.
+            if let cached = self.freshUserCache(tenant).entry { return cached.byId[id] }
+            return try self.load(User.self, self.userFile(id, tenant))
+        }
     }
 
     public func accounts(withEmail email: String) async throws(DesklineError) -> [AccountRef] {

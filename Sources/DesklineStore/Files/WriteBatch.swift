@@ -202,7 +202,8 @@ enum SyncThreads {
         let errors = Mutex<[any Error]>([])
         let group = DispatchGroup()
         let work = UnsafeTransfer((items, body))
-        for index in items.indices {
+        // The first item runs here, the others on the sync threads at the same time.
+        for index in items.indices.dropFirst() {
             group.enter()
             pool.submit { _ in
                 defer { group.leave() }
@@ -212,6 +213,11 @@ enum SyncThreads {
                     errors.withLock { $0.append(error) }
                 }
             }
+        }
+        do {
+            try body(items[0])
+        } catch {
+            errors.withLock { $0.append(error) }
         }
         group.wait()
         if let first = errors.withLock({ $0.first }) { throw first }
