@@ -11,6 +11,8 @@ protocol FanoutTarget: Sendable {
     func sender(_ ticket: Int, group: EventLoopGroup) async throws -> LineConnection
     /// A logged-in connection that receives every message of `ticket`.
     func watcher(_ ticket: Int, _ watcher: Int, group: EventLoopGroup) async throws -> LineConnection
+    /// A logged-in (registered) connection that only stays, the `index`th of many.
+    func idle(_ index: Int, group: EventLoopGroup) async throws -> LineConnection
     /// The line a sender sends, carrying `stamp`.
     func message(_ ticket: Int, stamp: Int64) -> String
     /// The pid of the server process (for RSS).
@@ -96,6 +98,10 @@ struct DesklineTarget: FanoutTarget {
         throw BenchError("LOGIN \(email): still busy")
     }
 
+    func idle(_ index: Int, group: EventLoopGroup) async throws -> LineConnection {
+        try await login(group, "agent0@bench.test")
+    }
+
     func message(_ ticket: Int, stamp: Int64) -> String {
         "MSG #\(tickets[ticket]) :bench \(stamp)\r\n"
     }
@@ -133,6 +139,10 @@ struct IRCTarget: FanoutTarget {
             line.contains(" 366 ") || line.hasPrefix("ERROR") || line.contains(" 405 ") || line.contains(" 471 ")
         }
         guard reply.contains(" 366 ") else { throw BenchError("\(name): JOIN \(channel): \(reply)") }
+    }
+
+    func idle(_ index: Int, group: EventLoopGroup) async throws -> LineConnection {
+        try await register(group, nick: "i\(index)")
     }
 
     func message(_ ticket: Int, stamp: Int64) -> String {

@@ -124,6 +124,10 @@ struct AccountServiceTests {
         let upgraded = try #require(try await store.user(user.id, in: tenant.id))
         #expect(upgraded.passwordHash.n == 2048)
         _ = try await accounts.login("amy@x.test", password: "password-c")
+        // Lowering the setting again keeps the stronger hash.
+        let lowered = AccountService(store: store, hasher: PasswordHasher(cost: testCost), passwordWork: InlineExecutor())
+        _ = try await lowered.login("amy@x.test", password: "password-c")
+        #expect(try await store.user(user.id, in: tenant.id)?.passwordHash == upgraded.passwordHash)
     }
 
     @Test func operatorCanResetAPassword() async throws {

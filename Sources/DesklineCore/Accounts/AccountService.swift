@@ -94,10 +94,12 @@ public struct AccountService: Sendable {
         let stored = user.passwordHash
         let ok = try await passwordWork.run { () throws(DesklineError) in hasher.verify(password, against: stored) }
         guard ok else { throw .loginFailed }
-        // A hash made with another cost than the configured one is upgraded while the password
-        // is at hand, so raising the cost reaches every account that logs in. (Until then, such
-        // an account's failed logins take its old cost's time: see README, "Configuration".)
-        if PasswordHashingCost(n: stored.n, r: stored.r, p: stored.p) != hasher.cost || stored.algorithm != "scrypt" {
+        // A hash weaker than the configured cost is upgraded while the password is at hand, so
+        // raising the cost reaches every account that logs in. (Until then, such an account's
+        // failed logins take its old cost's time: see README, "Configuration".) A stronger one
+        // is kept: lowering the setting never weakens stored hashes, and costs no rewrite.
+        let cost = hasher.cost
+        if stored.algorithm != "scrypt" || stored.n < cost.n || stored.r < cost.r || stored.p < cost.p {
             if let upgraded = try? await passwordWork.run({ () throws(DesklineError) in try hasher.hash(password) }) {
                 _ = try? await store.setPasswordHash(upgraded, for: user.id, in: user.tenantId, ifCurrent: stored)
             }
