@@ -146,14 +146,21 @@ extension FileStore {
                 sweep(dir)
                 return ((try? logNumbers(in: dir)) ?? []).compactMap { n in
                     let path = dir + "/\(n).jsonl"
-                    let content = lines(Line.self, path)
-                    if content.isEmpty {
+                    // Only a log that was read and holds no newline at all is a first write
+                    // that never finished; a log that cannot be read or parsed is reported,
+                    // never removed.
+                    guard let data = try? DurableFile.read(path) else {
+                        problem("\(path): cannot be read")
+                        return nil
+                    }
+                    if !data.contains(0x0A) {
                         problem("\(path): no complete line (its first write never finished)") {
                             guard unlink(path) == 0 else { throw DurableFile.IOError(operation: "unlink", path: path, errno: errno) }
                         }
                         return nil
                     }
-                    return (n, content)
+                    let content = lines(Line.self, path)
+                    return content.isEmpty ? nil : (n, content)
                 }
             }
             func checkIndex<Line: Codable>(_ owners: [CustomerID: [Int]], _ dir: String, what: String, _ path: (CustomerID) -> String,

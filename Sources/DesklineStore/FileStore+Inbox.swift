@@ -39,6 +39,8 @@ extension FileStore {
     /// changes within one tick of the file system's clock can share an mtime (the "racy
     /// timestamp" rule).
     func cachedUsers(_ tenant: TenantID) throws -> UserCache.Entry {
+        // The rule needs the time of the stat, before the files are read.
+        let statTime = Date().timeIntervalSince1970 * 1e9
         let (stamp, cached) = freshUserCache(tenant)
         if let cached { return cached }
         let dir = tenantDir(tenant) + "/users"
@@ -47,7 +49,7 @@ extension FileStore {
             return try load(User.self, userFile(id, tenant))
         }
         let entry = UserCache.Entry(stamp: stamp ?? 0, list: list, byId: Dictionary(list.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
-        if let stamp, Date().timeIntervalSince1970 * 1e9 - Double(stamp) > 2e9 {
+        if let stamp, statTime - Double(stamp) > 2e9 {
             userCache.withLock { $0[tenant] = entry }
         }
         return entry

@@ -4,7 +4,7 @@ import Foundation
 // Recovery after an unclean stop (kill -9, power loss), one tenant at a time and lazily: start-up
 // does not read the data, each tenant is checked before its writer's first batch, and
 // `recoverAllTenants` walks the rest in the background. The cost is one short read per log of
-// the tenant (its last line), never the logs' whole content.
+// the tenant (its last line) plus its customer indexes, never the logs' whole content.
 
 extension FileStore {
     /// Removes leftover temp files of interrupted atomic replaces in `dir` (they were never
@@ -55,6 +55,7 @@ extension FileStore {
                               metadata: ["tenant": "\(tenant)", "tornLinesCut": "\(cut)", "indexesRewritten": "\(fixed)"])
             }
         } catch {
+            recoveryFailed.store(true, ordering: .relaxed)
             logger.error("recovery of a tenant failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
         }
     }
@@ -65,10 +66,18 @@ extension FileStore {
         var owners: [CustomerID: Set<Int>] = [:]
         for n in try logNumbers(in: dir) {
             let path = dir + "/\(n).jsonl"
-            if let customer = try owner(path) {
-                owners[customer, default: []].insert(n)
-            } else if unlink(path) == 0 {
-                logger.notice("removed a log whose first write never finished", metadata: ["path": "\(path)"])
+            do {
+                if let customer = try owner(path) {
+                    owners[customer, default: []].insert(n)
+                } else if unlink(path) == 0 {
+                    // No complete line at all (the torn tail was cut above).
+                    logger.notice("removed a log whose first write never finished", metadata: ["path": "\(path)"])
+                }
+            } catch {
+                // A damaged log is left as it is for the operator (`deskline check`); the rest
+                // of the tenant is still recovered.
+                recoveryFailed.store(true, ordering: .relaxed)
+                logger.error("recovery skipped a damaged log", metadata: ["path": "\(path)", "error": "\(error)"])
             }
         }
         return owners
@@ -85,7 +94,8 @@ extension FileStore {
         var rewritten = 0
         for customer in customers {
             let path = index(customer)
-            let listed = try readLines(Line.self, path).map(number)
+            // A damaged index is rewritten from the logs like a stale one.
+            let listed = (try? readLines(Line.self, path).map(number)) ?? [-1]
             let expected = owners[customer] ?? []
             guard Set(listed) != expected || listed.count != expected.count else { continue }
             try rewriteIndex(expected.sorted().map(line), path)
@@ -114,6 +124,9 @@ extension FileStore {
             writers.values.reduce((0, 0)) { ($0.0 + $1.jobs.load(ordering: .relaxed), $0.1 + $1.batches.load(ordering: .relaxed)) }
         }
     }
+
+    /// Whether a recovery could not finish (then the next start must recover again).
+    public var recoveryIncomplete: Bool { recoveryFailed.load(ordering: .relaxed) }
 
     /// Waits until no tenant's writer has work (for a clean stop); false if that took longer
     /// than `timeout`.

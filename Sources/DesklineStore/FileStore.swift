@@ -29,6 +29,9 @@ public final class FileStore: Store {
     /// Set when the server took over a data directory whose last server did not stop cleanly:
     /// each tenant's files are then checked before its first write (see ``recoverTenant(_:)``).
     private let needsRecovery = Atomic<Bool>(false)
+    /// Set when a recovery had to leave something damaged: the server then does not record a
+    /// clean stop, so the next start recovers again.
+    let recoveryFailed = Atomic<Bool>(false)
     var recoveryNeeded: Bool { needsRecovery.load(ordering: .relaxed) }
 
     /// Opens a data directory; creates it if `create` is set, else refuses one that is not there
@@ -307,7 +310,23 @@ extension FileStore {
             let holder = FileLock.holderDescription(path).map { " (\($0))" } ?? ""
             throw .conflict("another Deskline server is already using the data directory \(root)\(holder)")
         }
+        if let old = try await earlierLayout() {
+            lock.release()
+            throw .storage("the data directory \(root) was written by an earlier development version of Deskline (\(old) exists); this version keeps tickets, calls and inboxes as logs (docs/STORAGE.md) and has no converter: move that directory away and start again")
+        }
         return ServerLock(lock)
+    }
+
+    /// A file that only the storage layout before ticket logs carried their state had (each
+    /// tenant's `tickets/counters.json`), or nil. One `access` per tenant.
+    func earlierLayout() async throws(DesklineError) -> String? {
+        try await io {
+            for name in try DurableFile.list(self.root + "/tenants") {
+                let path = self.root + "/tenants/" + name + "/tickets/counters.json"
+                if access(path, F_OK) == 0 { return path }
+            }
+            return nil
+        }
     }
 
     /// Whether a server currently holds the data directory (for the admin CLI's messages).

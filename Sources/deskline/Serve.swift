@@ -69,7 +69,7 @@ extension Deskline {
             let group = ServiceGroup(services: [server, banner], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()
             await recovery.value
-            stoppedCleanly = await store.waitUntilWritesFinish()
+            stoppedCleanly = await store.waitUntilWritesFinish() && !store.recoveryIncomplete
             try? await storeThreads.shutdownGracefully()
             await pool.shutdown()
         }

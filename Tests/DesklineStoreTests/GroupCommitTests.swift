@@ -102,6 +102,24 @@ struct GroupCommitTests {
         #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 1)
     }
 
+    @Test func aDirectoryInTheEarlierLayoutIsRefusedNotMisread() async throws {
+        let (store, _) = try await seeded()
+        #expect(FileManager.default.createFile(atPath: root + "/tenants/acme/tickets/counters.json", contents: Data(#"{"ticket": 1002, "call": 0}"#.utf8)))
+        await #expect(throws: DesklineError.self) { try await store.lockForServer(pid: 1) }
+        // The refusal released the lock: once the directory is fixed, a server may start.
+        try FileManager.default.removeItem(atPath: root + "/tenants/acme/tickets/counters.json")
+        try await store.lockForServer(pid: 1).release(clean: true)
+    }
+
+    @Test func repairNeverRemovesALogItCannotParse() async throws {
+        let (store, _) = try await seeded()
+        let path = root + "/tenants/acme/tickets/1001.jsonl"
+        try Data("{\"ticket\": damaged}\n".utf8).write(to: URL(fileURLWithPath: path))
+        let report = try await store.check(repair: true)
+        #expect(!report.problems.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: path))
+    }
+
     @Test func recoveryAfterAnUncleanStopIsPerTenantAndLazy() async throws {
         let (store, _) = try await seeded()
         _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }

@@ -15,7 +15,8 @@ public struct TicketService: Sendable {
     let sink: (any EventSink)?
     let notifications: NotificationService
     let logger: Logger
-    /// One change at a time per ticket, stored and then published, so pushes come in ticket order.
+    /// One change at a time per ticket (stored, pushed, then its notifications stored), so pushes
+    /// come in ticket order.
     let serializer = KeyedSerializer<String>()
 
     /// - Parameter sink: where events go once stored (the gateway's session hub).
@@ -30,12 +31,10 @@ public struct TicketService: Sendable {
 
     private func key(_ tenant: TenantID, _ ticket: TicketID) -> String { "\(tenant.rawValue)#\(ticket.number)" }
 
-    /// Stores the notifications of a durable change, then publishes it. Inbox trouble does not
-    /// undo the change the caller has already made: it is logged, and live delivery to everyone
-    /// the event is meant for goes ahead regardless.
     /// Pushes a stored event to whoever should see it live, then stores the notifications it
     /// causes in their inboxes. The event's record is durable already (the caller stored it), so
-    /// the push need not wait for the inboxes; the caller's reply does.
+    /// the push need not wait for the inboxes; the caller's reply does. Inbox trouble does not
+    /// undo the change: it is logged.
     private func emit(_ event: TicketEvent, _ scope: SessionScope) async {
         var event = event
         event.originSession = scope.sessionId

@@ -125,17 +125,20 @@ final class WriteBatch {
             // acknowledged): cut it before appending, so a log never has a torn line inside.
             let size = lseek(fd, 0, SEEK_END)
             let clean = try DurableFile.lengthWithoutTornLine(fd, path: path)
+            // Hidden before anything changes: no reader sees a line before it is durable, nor
+            // reads into a tail being cut.
+            visibility.hide(path, beyond: Int64(clean))
             if size > clean {
                 guard ftruncate(fd, clean) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
                 onTornTail(path, Int64(size - clean))
             }
-            // Hidden before the batch's first write: no reader sees a line before it is durable.
-            visibility.hide(path, beyond: Int64(clean))
             let log = OpenLog(fd: fd, base: clean, end: clean, created: !existed)
             logs[path] = log
             return log
         } catch {
             close(fd)
+            visibility.reveal([path])
+            if !existed { unlink(path) }
             fail(error)
             throw error
         }
