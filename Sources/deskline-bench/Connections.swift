@@ -101,12 +101,19 @@ final class LineConnection: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
         if pending == nil { pending = incoming } else { pending!.writeBuffer(&incoming) }
-        while let newline = pending!.readableBytesView.firstIndex(of: 0x0A) {
+        // Find line ends with memchr over the raw bytes: the generator must stay cheaper than the
+        // servers it measures.
+        while true {
+            let found = pending!.withUnsafeReadableBytes { raw -> Int? in
+                guard let base = raw.baseAddress, raw.count > 0, let hit = memchr(base, 0x0A, raw.count) else { return nil }
+                return UnsafeRawPointer(hit) - base
+            }
+            guard let offset = found else { break }
             let start = pending!.readerIndex
-            var end = newline
-            if end > start, pending!.getInteger(at: end - 1, as: UInt8.self) == 0x0D { end -= 1 }
-            let view = pending!.viewBytes(at: start, length: end - start)!
-            pending!.moveReaderIndex(to: newline + 1)
+            var length = offset
+            if length > 0, pending!.getInteger(at: start + length - 1, as: UInt8.self) == 0x0D { length -= 1 }
+            let view = pending!.viewBytes(at: start, length: length)!
+            pending!.moveReaderIndex(forwardBy: offset + 1)
             handle(view, context: context)
         }
         if pending!.readableBytes == 0 { pending = nil } else if pending!.readerIndex > 65536 { pending!.discardReadBytes() }
@@ -170,16 +177,30 @@ final class LineConnection: ChannelInboundHandler, @unchecked Sendable {
 
 /// Parses the number after `marker` in a line (the send time stamped in a message).
 @inline(__always) func number(after marker: [UInt8], in line: ByteBufferView) -> Int64? {
-    guard let range = line.firstRange(of: marker) else { return nil }
-    var value: Int64 = 0
-    var index = range.upperBound
-    var digits = 0
-    while index < line.endIndex, let digit = Optional(line[index]), digit >= 0x30, digit <= 0x39 {
-        value = value * 10 + Int64(digit - 0x30)
-        index = line.index(after: index)
-        digits += 1
+    line.withUnsafeBytes { raw -> Int64? in
+        guard let base = raw.baseAddress, raw.count >= marker.count else { return nil }
+        // memchr for the marker's first byte, then compare the rest.
+        var from = 0
+        var start: Int?
+        while from <= raw.count - marker.count, let hit = memchr(base + from, Int32(marker[0]), raw.count - marker.count + 1 - from) {
+            let at = UnsafeRawPointer(hit) - base
+            if memcmp(base + at, marker, marker.count) == 0 {
+                start = at
+                break
+            }
+            from = at + 1
+        }
+        guard let start else { return nil }
+        var index = start + marker.count
+        var value: Int64 = 0
+        var digits = 0
+        while index < raw.count, raw[index] >= 0x30, raw[index] <= 0x39 {
+            value = value * 10 + Int64(raw[index] - 0x30)
+            index += 1
+            digits += 1
+        }
+        return digits > 0 ? value : nil
     }
-    return digits > 0 ? value : nil
 }
 
 /// Raises the open-files limit as far as allowed (10,000 sessions need more than the usual 1,024).
