@@ -26,7 +26,7 @@ struct Session {
     var security = TransportSecurity()
 
     private enum Part {
-        case writer, reader, timer, linger
+        case writer, reader, linger
     }
 
     /// Serves the connection until it is over. Never throws: a failing client is logged and closed.
@@ -71,31 +71,36 @@ struct Session {
                         outbox.finish()
                         return .reader
                     }
-                    group.addTask {
-                        let interval = machine.state.withLock { $0.tickInterval }
-                        while !Task.isCancelled {
-                            try? await Task.sleep(for: interval)
-                            switch machine.state.withLock({ $0.tick(now: clock.now) }) {
-                            case .none:
-                                continue
-                            case .sendPing(let token):
-                                outbox.send(ServerLine(.event, "PING", text: token))
-                            case .close(let code, let text):
-                                logger.info("closing connection", metadata: ["reason": "\(code)"])
-                                outbox.send(ServerLine(.event, "ERROR", [code], text: text))
-                                outbox.finish()
-                                return .timer
-                            }
+                    // Timeouts and keepalive tick on the connection's event loop (a scheduled
+                    // task costs far less memory than a sleeping Swift task per session).
+                    let interval = machine.state.withLock { $0.tickInterval }
+                    let lingerTime = self.lingerTime
+                    let channel = connection.channel
+                    let timer = channel.eventLoop.scheduleRepeatedTask(
+                        initialDelay: TimeAmount(interval), delay: TimeAmount(interval)
+                    ) { task in
+                        switch machine.state.withLock({ $0.tick(now: clock.now) }) {
+                        case .none:
+                            break
+                        case .sendPing(let token):
+                            outbox.send(ServerLine(.event, "PING", text: token))
+                        case .close(let code, let text):
+                            task.cancel()
+                            logger.info("closing connection", metadata: ["reason": "\(code)"])
+                            outbox.send(ServerLine(.event, "ERROR", [code], text: text))
+                            outbox.finish()
+                            // A client that does not read its last lines is cut off after a while.
+                            channel.eventLoop.scheduleTask(in: TimeAmount(lingerTime)) { outbox.abort() }
                         }
-                        return .timer
                     }
+                    defer { timer.cancel() }
                     var lingering = false
                     while let part = await group.next() {
                         switch part {
                         case .writer:
                             // Everything was written (or the peer is gone): the connection is over.
                             group.cancelAll()
-                        case .reader, .timer:
+                        case .reader:
                             // The session is over but its last lines may still be queued. A client
                             // that does not read them gets `lingerTime`, then is cut off.
                             if !lingering {
