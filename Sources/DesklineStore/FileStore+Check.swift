@@ -58,12 +58,7 @@ extension FileStore {
             if !data.isEmpty, data.last != 0x0A {
                 let keep = (data.lastIndex(of: 0x0A).map { $0 + 1 }) ?? 0
                 problem("\(path): torn last line (\(data.count - keep) bytes of an unfinished write)") {
-                    let fd = open(path, O_WRONLY | O_CLOEXEC)
-                    guard fd >= 0, ftruncate(fd, off_t(keep)) == 0, fsync(fd) == 0 else {
-                        if fd >= 0 { close(fd) }
-                        throw DurableFile.IOError(operation: "truncate", path: path, errno: errno)
-                    }
-                    close(fd)
+                    _ = try DurableFile.cutTornTail(path)
                 }
             }
             var result: [T] = []

@@ -107,14 +107,6 @@ extension FileStore {
         }
     }
 
-    /// The highest number among `<n>.jsonl` files in a directory (0 if none).
-    private func highestNumber(in dir: String) throws -> Int {
-        try DurableFile.list(dir).reduce(0) { highest, name in
-            guard name.hasSuffix(".jsonl"), let n = Int(name.dropLast(6)) else { return highest }
-            return max(highest, n)
-        }
-    }
-
     /// Every `<n>.jsonl` number in a directory, ascending.
     func logNumbers(in dir: String) throws -> [Int] {
         try DurableFile.list(dir).compactMap { name in
@@ -150,7 +142,7 @@ extension FileStore {
             try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-tickets")
             // Numbers start at 1001; the highest log on disk is the last one handed out (a number
             // whose creation was never acknowledged may be handed out again, never a used one).
-            let last = try memory.lastTicket ?? max(1000, self.highestNumber(in: self.ticketsDir(tenant)))
+            let last = try memory.lastTicket ?? max(1000, self.logNumbers(in: self.ticketsDir(tenant)).last ?? 0)
             let id = TicketID(last + 1)
             memory.lastTicket = id.number
             let ticket = Ticket(id: id, tenantId: tenant, customerId: customer, subject: subject, status: .open,
@@ -247,7 +239,7 @@ extension FileStore {
             try self.requireTenant(tenant)
             try DurableFile.makeDirectories(self.callsDir(tenant))
             try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-calls")
-            let last = try memory.lastCall ?? self.highestNumber(in: self.callsDir(tenant))
+            let last = try memory.lastCall ?? self.logNumbers(in: self.callsDir(tenant)).last ?? 0
             let id = CallID(last + 1)
             memory.lastCall = id.number
             let call = CallRequest(id: id, tenantId: tenant, customerId: customer, ticketId: ticket, phone: phone,

@@ -54,31 +54,6 @@ enum DurableFile {
         try syncDirectory(dir)
     }
 
-    /// Appends `data` (whole lines) to a JSON-lines log at `path` (created if missing) and fsyncs
-    /// it; for a new file the directory is fsynced too. Callers serialise appends to one file.
-    ///
-    /// A log must never keep a torn line in the middle: a last line without its newline is the
-    /// remains of a write that failed or was cut by a crash, never acknowledged, so it is cut off
-    /// before appending. If this write fails, the file is cut back to its old length.
-    static func append(_ path: String, _ data: Data) throws {
-        let existed = access(path, F_OK) == 0
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw IOError(operation: "open", path: path, errno: errno) }
-        var cleanLength: off_t = 0
-        do {
-            cleanLength = try lengthWithoutTornLine(fd, path: path)
-            guard ftruncate(fd, cleanLength) == 0 else { throw IOError(operation: "truncate", path: path, errno: errno) }
-            try writeAll(fd, data, path: path, at: cleanLength)
-            guard fsync(fd) == 0 else { throw IOError(operation: "fsync", path: path, errno: errno) }
-        } catch {
-            _ = ftruncate(fd, cleanLength)
-            close(fd)
-            throw error
-        }
-        guard close(fd) == 0 else { throw IOError(operation: "close", path: path, errno: errno) }
-        if !existed { try syncDirectory((path as NSString).deletingLastPathComponent) }
-    }
-
     /// Cuts a torn last line (one without its newline) off a log and fsyncs it; returns how many
     /// bytes were cut (0 if the log was whole or does not exist).
     static func cutTornTail(_ path: String) throws -> Int64 {
