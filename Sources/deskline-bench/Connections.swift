@@ -18,6 +18,8 @@ struct Histogram {
     private(set) var total = 0
     private(set) var maxMicros = 0
 
+    mutating func record(seconds: Double) { record(micros: Int(seconds * 1e6)) }
+
     mutating func record(micros: Int) {
         let value = max(0, micros)
         counts[Self.index(value)] += 1
@@ -79,7 +81,9 @@ final class LineConnection: ChannelInboundHandler, @unchecked Sendable {
 
     private(set) var channel: Channel!
     private var pending: ByteBuffer?
-    private var waiters: [(match: @Sendable (String) -> Bool, promise: EventLoopPromise<String>)] = []
+    private var waiters: [(match: @Sendable (String) -> Bool, promise: EventLoopPromise<[String]>)] = []
+    /// The lines the first waiter has seen so far.
+    private var collected: [String] = []
     /// Called on the event loop for each line while nobody waits for a reply.
     var onLine: ((ByteBufferView) -> Void)?
     /// Answers keepalives (IRC `PING :x`, Deskline `EVENT PING :x`) so idle clients stay.
@@ -126,8 +130,10 @@ final class LineConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         if !waiters.isEmpty {
             let text = String(decoding: line, as: UTF8.self)
+            collected.append(text)
             if waiters[0].match(text) {
-                waiters.removeFirst().promise.succeed(text)
+                waiters.removeFirst().promise.succeed(collected)
+                collected = []
             }
             return
         }
@@ -155,9 +161,10 @@ final class LineConnection: ChannelInboundHandler, @unchecked Sendable {
 
     typealias OutboundOut = ByteBuffer
 
-    /// Sends a line and waits for the first line `match` accepts (lines before it are skipped).
-    func request(_ line: String?, until match: @escaping @Sendable (String) -> Bool) async throws -> String {
-        let promise = channel.eventLoop.makePromise(of: String.self)
+    /// Sends a line and returns the lines that arrive up to and including the first one `match`
+    /// accepts.
+    func request(_ line: String?, until match: @escaping @Sendable (String) -> Bool) async throws -> [String] {
+        let promise = channel.eventLoop.makePromise(of: [String].self)
         channel.eventLoop.execute {
             self.waiters.append((match, promise))
             if let line { self.channel.writeAndFlush(ByteBuffer(string: line + "\r\n"), promise: nil) }
@@ -165,9 +172,15 @@ final class LineConnection: ChannelInboundHandler, @unchecked Sendable {
         return try await promise.futureResult.get()
     }
 
+    /// Sends a Deskline command and returns every line of its reply (the last is `OK ...` or
+    /// `ERR ...`).
+    func reply(_ line: String) async throws -> [String] {
+        try await request(line) { $0.hasPrefix("OK ") || $0.hasPrefix("ERR ") }
+    }
+
     /// Sends a Deskline command and returns its final line (`OK ...` or `ERR ...`).
     func command(_ line: String) async throws -> String {
-        try await request(line) { $0.hasPrefix("OK ") || $0.hasPrefix("ERR ") }
+        try await reply(line).last!
     }
 
     func close() async {

@@ -212,17 +212,17 @@ struct FanoutBench: AsyncParsableCommand {
 final class StormTally: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0, ok = 0, busy = 0, other = 0
-    private var latency = Samples()
+    private var latency = Histogram()
 
     func add(_ reply: String, seconds: Double) {
         lock.lock()
         defer { lock.unlock() }
         count += 1
         if reply.hasPrefix("OK") { ok += 1 } else if reply.contains(" BUSY ") { busy += 1 } else { other += 1 }
-        latency.add(seconds)
+        latency.record(seconds: seconds)
     }
 
-    func snapshot() -> (count: Int, ok: Int, busy: Int, other: Int, latency: Samples) {
+    func snapshot() -> (count: Int, ok: Int, busy: Int, other: Int, latency: Histogram) {
         lock.lock()
         defer { lock.unlock() }
         return (count, ok, busy, other, latency)

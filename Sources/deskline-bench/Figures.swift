@@ -6,27 +6,8 @@ func say(_ text: String) {
     fflush(nil)
 }
 
-/// Latency samples in seconds.
-struct Samples {
-    private(set) var values: [Double] = []
-
-    mutating func add(_ seconds: Double) { values.append(seconds) }
-
-    /// The q-quantile (0...1) in milliseconds.
-    func ms(_ q: Double) -> Double {
-        guard !values.isEmpty else { return .nan }
-        let sorted = values.sorted()
-        let index = min(sorted.count - 1, max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))
-        return sorted[index] * 1000
-    }
-}
-
-/// Seconds since an arbitrary start, monotonic.
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+/// Seconds since an arbitrary start, monotonic (the clock of ``nanos()``).
+func now() -> Double { Double(nanos()) / 1e9 }
 
 /// Resident set size of a process in KiB (from /proc), nil if unknown.
 func residentKiB(of pid: Int32) -> Int? {
@@ -56,4 +37,9 @@ func machineDescription() -> String {
         .split(separator: "\n").first { $0.hasPrefix("MemTotal") }?
         .split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
     return "\(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(memory.map { "\($0 / 1_048_576) GiB" } ?? "? GiB") RAM"
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import DesklineCore
 import DesklineStore
 import Foundation
+import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -96,22 +97,23 @@ struct StoreBench: AsyncParsableCommand {
 
         let server = try await ServerRun.start(binary: binary, work: work + "/full")
         let startSeconds = server.startSeconds, startRSS = server.rss()
-        let customer = try LineClient(port: server.port)
-        _ = try customer.command("LOGIN customer@t0000.bench \(Self.password)")
-        let agent = try LineClient(port: server.port)
-        _ = try agent.command("LOGIN agent@t0000.bench \(Self.password)")
-        var ticketsLatency = Samples(), historyLatency = Samples(), queueLatency = Samples()
+        let group = MultiThreadedEventLoopGroup.singleton
+        let customer = try await LineConnection.connect(group, port: server.port)
+        _ = try await customer.command("LOGIN customer@t0000.bench \(Self.password)")
+        let agent = try await LineConnection.connect(group, port: server.port)
+        _ = try await agent.command("LOGIN agent@t0000.bench \(Self.password)")
+        var ticketsLatency = Histogram(), historyLatency = Histogram(), queueLatency = Histogram()
         for i in 0..<requests {
             var t = now()
-            let list = try customer.command("TICKETS")
-            ticketsLatency.add(now() - t)
+            let list = try await customer.reply("TICKETS")
+            ticketsLatency.record(seconds: now() - t)
             guard list.count == largestTickets.count + 1 else { throw BenchError("TICKETS listed \(list.count - 1) tickets, expected \(largestTickets.count)") }
             t = now()
-            _ = try customer.command("HISTORY \(largestTickets[i % largestTickets.count])")
-            historyLatency.add(now() - t)
+            _ = try await customer.command("HISTORY \(largestTickets[i % largestTickets.count])")
+            historyLatency.record(seconds: now() - t)
             t = now()
-            _ = try agent.command("QUEUE")
-            queueLatency.add(now() - t)
+            _ = try await agent.command("QUEUE")
+            queueLatency.record(seconds: now() - t)
         }
         let afterReadsRSS = server.rss()
         try server.stop()
@@ -183,25 +185,25 @@ struct StoreBench: AsyncParsableCommand {
     }
 
     /// 16 writers append `probeMessages` messages to the given tickets, one ticket each.
-    func probe(_ store: FileStore, _ tenant: TenantID, _ ids: [TicketID], _ customer: CustomerID) async throws -> (rate: Double, samples: Samples) {
+    func probe(_ store: FileStore, _ tenant: TenantID, _ ids: [TicketID], _ customer: CustomerID) async throws -> (rate: Double, samples: Histogram) {
         let start = now()
         let perWriter = probeMessages / ids.count
-        let all = try await withThrowingTaskGroup(of: Samples.self) { group in
+        let all = try await withThrowingTaskGroup(of: Histogram.self) { group in
             for id in ids {
                 group.addTask {
-                    var samples = Samples()
+                    var samples = Histogram()
                     for m in 0..<perWriter {
                         let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Customer",
                                                      authorRole: .customer, text: "Probe \(m) in \(id): the printer on the third floor still jams after the update.")
                         let t = now()
                         _ = try await store.updateTicket(id, in: tenant, appending: draft, at: Date()) { _ in }
-                        samples.add(now() - t)
+                        samples.record(seconds: now() - t)
                     }
                     return samples
                 }
             }
-            var merged = Samples()
-            for try await samples in group { for v in samples.values { merged.add(v) } }
+            var merged = Histogram()
+            for try await samples in group { merged.merge(samples) }
             return merged
         }
         return (Double(perWriter * ids.count) / (now() - start), all)

@@ -129,7 +129,7 @@ struct IRCTarget: FanoutTarget {
         let connection = try await LineConnection.connect(group, port: port)
         let welcome = try await connection.request("NICK \(nick)\r\nUSER \(nick) 0 * :\(nick)") { line in
             line.contains(" 001 ") || line.hasPrefix("ERROR") || line.contains(" 433 ")
-        }
+        }.last!
         guard welcome.contains(" 001 ") else { throw BenchError("\(name): registration of \(nick): \(welcome)") }
         return connection
     }
@@ -137,7 +137,7 @@ struct IRCTarget: FanoutTarget {
     func join(_ connection: LineConnection, _ channel: String) async throws {
         let reply = try await connection.request("JOIN \(channel)") { line in
             line.contains(" 366 ") || line.hasPrefix("ERROR") || line.contains(" 405 ") || line.contains(" 471 ")
-        }
+        }.last!
         guard reply.contains(" 366 ") else { throw BenchError("\(name): JOIN \(channel): \(reply)") }
     }
 
