@@ -160,18 +160,11 @@ extension FileStore {
             }
             func checkIndex<Line: Codable>(_ owners: [CustomerID: [Int]], _ dir: String, what: String, _ path: (CustomerID) -> String,
                                            _ number: (Line) -> Int, _ make: (Int) -> Line) {
-                var customers = Set(owners.keys)
-                for name in (try? DurableFile.list(dir)) ?? [] where name.hasSuffix(".jsonl") {
-                    if let customer = CustomerID(rawValue: String(name.dropLast(6))) { customers.insert(customer) }
-                }
-                for customer in customers.sorted(by: { $0.rawValue < $1.rawValue }) {
-                    let listed = lines(Line.self, path(customer)).map(number)
-                    let ids = owners[customer] ?? []
-                    if Set(listed) != Set(ids) || listed.count != ids.count {
-                        let fixed = ids.sorted().map(make), indexPath = path(customer)
-                        problem("\(what) index of customer \(tenant)/\(customer) does not match the \(what)s") {
-                            try self.rewriteIndex(fixed, indexPath)
-                        }
+                let stale = (try? staleIndexes(owners.mapValues(Set.init), dir: dir, index: path,
+                                               read: { lines(Line.self, $0).map(number) }, line: make)) ?? []
+                for (customer, indexPath, fixed) in stale {
+                    problem("\(what) index of customer \(tenant)/\(customer) does not match the \(what)s") {
+                        try self.rewriteIndex(fixed, indexPath)
                     }
                 }
             }

@@ -87,22 +87,31 @@ extension FileStore {
     /// returns how many were rewritten.
     private func reconcileIndexes<Line: Codable>(_ owners: [CustomerID: Set<Int>], dir: String, index: (CustomerID) -> String,
                                                  number: (Line) -> Int, line: (Int) -> Line) throws -> Int {
+        // A damaged index is rewritten from the logs like a stale one.
+        let stale = try staleIndexes(owners, dir: dir, index: index, read: { try? readLines(Line.self, $0).map(number) }, line: line)
+        for (_, path, lines) in stale {
+            try rewriteIndex(lines, path)
+            logger.notice("rewrote an index that did not match its logs", metadata: ["path": "\(path)"])
+        }
+        return stale.count
+    }
+
+    /// The customer indexes in `dir` that do not list exactly each customer's numbers in
+    /// `owners` (counting a missing index of a customer who owns logs), each with the lines it
+    /// should hold. `read` gives an index's numbers, nil if it cannot be read. Shared by recovery
+    /// and `deskline check`.
+    func staleIndexes<Line>(_ owners: [CustomerID: Set<Int>], dir: String, index: (CustomerID) -> String,
+                            read: (String) -> [Int]?, line: (Int) -> Line) throws -> [(customer: CustomerID, path: String, lines: [Line])] {
         var customers = Set(owners.keys)
         for name in try DurableFile.list(dir) where name.hasSuffix(".jsonl") {
             if let customer = CustomerID(rawValue: String(name.dropLast(6))) { customers.insert(customer) }
         }
-        var rewritten = 0
-        for customer in customers {
+        return customers.sorted { $0.rawValue < $1.rawValue }.compactMap { customer in
             let path = index(customer)
-            // A damaged index is rewritten from the logs like a stale one.
-            let listed = (try? readLines(Line.self, path).map(number)) ?? [-1]
             let expected = owners[customer] ?? []
-            guard Set(listed) != expected || listed.count != expected.count else { continue }
-            try rewriteIndex(expected.sorted().map(line), path)
-            logger.notice("rewrote an index that did not match its logs", metadata: ["path": "\(path)"])
-            rewritten += 1
+            if let listed = read(path), Set(listed) == expected, listed.count == expected.count { return nil }
+            return (customer, path, expected.sorted().map(line))
         }
-        return rewritten
     }
 
     /// Recovers every tenant not yet recovered (each through its writer). Start it in the
