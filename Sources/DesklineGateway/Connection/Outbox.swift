@@ -1,108 +1,122 @@
 import DesklineProtocol
 import NIOCore
-import Synchronization
 
-/// The bounded queue of lines waiting to be written to one client. Anyone may enqueue without
-/// waiting (replies, pushes, timers, shutdown); one writer task drains it to the socket, taking
-/// everything queued at once so that a burst of lines costs one write and one flush. A client
-/// that stops reading lets the queue fill up and is disconnected ("send queue exceeded"), so no
-/// sender ever waits on a slow client.
+/// The way out to one client. Anyone may send without waiting (replies, pushes, timers,
+/// shutdown): the line is written to the channel on its event loop, so a push costs one hop to
+/// that loop and no task. A client that stops reading makes the channel unwritable (its socket
+/// and NIO's buffer are full); past `capacity` further lines it is disconnected ("send queue
+/// exceeded"), so no sender ever waits on a slow client.
 final class Outbox: Sendable {
     private struct State {
-        var lines: [ByteBuffer] = []
-        /// The writer, waiting for lines.
-        var waiter: CheckedContinuation<[ByteBuffer]?, Never>?
-        /// No more lines are taken; the writer gets what is queued, then nil.
+        /// Lines written while the channel was not writable.
+        var unwritableLines = 0
+        /// No more lines are taken; the channel closes once what was written has gone out.
         var finished = false
     }
 
-    private let state = Mutex(State())
+    let channel: any Channel
     private let capacity: Int
-    private let channel: any Channel
+    /// How long a finished outbox waits for a client that does not read its last lines.
+    private let lingerTime: Duration
+    private let state: NIOLoopBoundBox<State>
 
-    init(channel: any Channel, capacity: Int) {
+    init(channel: any Channel, capacity: Int, lingerTime: Duration = .seconds(5)) {
         self.channel = channel
         self.capacity = capacity
+        self.lingerTime = lingerTime
+        self.state = NIOLoopBoundBox(State(), eventLoop: channel.eventLoop)
     }
 
-    /// Queues a line. Returns false if the queue was full (the connection is then closed) or
-    /// already finished.
-    @discardableResult
-    func send(_ line: ServerLine) -> Bool {
+    static func encode(_ line: ServerLine) -> ByteBuffer {
         var text = line.serialized()
         text += "\r\n"
-        let buffer = ByteBuffer(string: text)
-        enum Outcome { case queued, full, finished }
-        let (outcome, wake, batch) = state.withLock { s -> (Outcome, CheckedContinuation<[ByteBuffer]?, Never>?, [ByteBuffer]?) in
-            if s.finished { return (.finished, nil, nil) }
-            if s.lines.count >= capacity {
+        return ByteBuffer(string: text)
+    }
+
+    /// Queues a line from anywhere; it is written and flushed on the channel's event loop.
+    func send(_ line: ServerLine) {
+        let buffer = Self.encode(line)
+        onLoop { outbox in
+            if outbox.write(buffer) { outbox.channel.flush() }
+        }
+    }
+
+    /// Sends one line to many clients: encoded once, and one hop per event loop, not per client.
+    static func send(_ line: ServerLine, to outboxes: [Outbox]) {
+        guard !outboxes.isEmpty else { return }
+        let buffer = encode(line)
+        var byLoop: [ObjectIdentifier: [Outbox]] = [:]
+        for outbox in outboxes { byLoop[ObjectIdentifier(outbox.channel.eventLoop), default: []].append(outbox) }
+        for group in byLoop.values {
+            let loop = group[0].channel.eventLoop
+            let deliver: @Sendable () -> Void = {
+                for outbox in group where outbox.write(buffer) { outbox.channel.flush() }
+            }
+            if loop.inEventLoop { deliver() } else { loop.execute(deliver) }
+        }
+    }
+
+    /// On the event loop: writes a line without flushing. False if the outbox is finished, or
+    /// the client stopped reading and has now been disconnected.
+    func write(_ line: ServerLine) -> Bool {
+        write(Self.encode(line))
+    }
+
+    private func write(_ buffer: ByteBuffer) -> Bool {
+        guard !state.value.finished else { return false }
+        if !channel.isWritable {
+            state.value.unwritableLines += 1
+            if state.value.unwritableLines > capacity {
                 // The client is not reading. Close now: nothing more can reach it anyway.
-                s.finished = true
-                s.lines = []
-                let waiter = s.waiter
-                s.waiter = nil
-                return (.full, waiter, nil)
+                state.value.finished = true
+                channel.close(promise: nil)
+                return false
             }
-            if let waiter = s.waiter {
-                s.waiter = nil
-                return (.queued, waiter, [buffer])
-            }
-            s.lines.append(buffer)
-            return (.queued, nil, nil)
         }
-        wake?.resume(returning: batch)
-        switch outcome {
-        case .queued:
-            return true
-        case .full:
-            channel.close(promise: nil)
-            return false
-        case .finished:
-            return false
-        }
+        channel.write(buffer, promise: nil)
+        return true
     }
 
-    /// Everything queued (waiting until there is something), or nil once finished and drained.
-    /// Cancelling the waiting task finishes the outbox.
-    func next() async -> [ByteBuffer]? {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<[ByteBuffer]?, Never>) in
-                let ready = state.withLock { s -> [ByteBuffer]?? in
-                    if !s.lines.isEmpty {
-                        defer { s.lines = [] }
-                        return .some(s.lines)
-                    }
-                    if s.finished { return .some(nil) }
-                    s.waiter = continuation
-                    return .none
-                }
-                if let ready { continuation.resume(returning: ready) }
-            }
-        } onCancel: {
-            finish()
-        }
+    /// On the event loop: sends what was written.
+    func flush() {
+        channel.flush()
     }
 
-    /// No more lines: the writer sends what is queued, then the connection closes.
+    /// On the event loop: the client reads again, its send queue is empty.
+    func writable() {
+        state.value.unwritableLines = 0
+    }
+
+    var isFinished: Bool { state.value.finished }
+
+    /// No more lines: what was written goes out, then the connection closes. A client that does
+    /// not read it is cut off after the linger time.
     func finish() {
-        let waiter = state.withLock { s -> CheckedContinuation<[ByteBuffer]?, Never>? in
-            s.finished = true
-            guard s.lines.isEmpty else { return nil }
-            defer { s.waiter = nil }
-            return s.waiter
+        onLoop { outbox in
+            guard !outbox.state.value.finished else { return }
+            outbox.state.value.finished = true
+            let channel = outbox.channel
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            // Writes complete in order: once this empty one is done, every line before it is out.
+            channel.writeAndFlush(ByteBuffer(), promise: promise)
+            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            channel.eventLoop.scheduleTask(in: TimeAmount(outbox.lingerTime)) { channel.close(promise: nil) }
         }
-        waiter?.resume(returning: nil)
     }
 
-    /// Closes the connection without waiting for queued lines (shutdown grace period over).
+    /// Closes the connection without waiting for written lines (shutdown grace period over).
     func abort() {
-        let waiter = state.withLock { s -> CheckedContinuation<[ByteBuffer]?, Never>? in
-            s.finished = true
-            s.lines = []
-            defer { s.waiter = nil }
-            return s.waiter
+        onLoop { outbox in
+            outbox.state.value.finished = true
+            outbox.channel.close(promise: nil)
         }
-        waiter?.resume(returning: nil)
-        channel.close(promise: nil)
+    }
+
+    private func onLoop(_ body: @escaping @Sendable (Outbox) -> Void) {
+        if channel.eventLoop.inEventLoop {
+            body(self)
+        } else {
+            channel.eventLoop.execute { body(self) }
+        }
     }
 }

@@ -13,7 +13,6 @@ import Synchronization
 /// accepting, sends every session `EVENT SHUTDOWN`, gives them a moment to receive it, and
 /// returns. Tests call ``bind()`` to learn the port and ``shutdown()`` to stop it.
 public final class GatewayServer: Service, Sendable {
-    typealias ServerChannel = NIOAsyncChannel<NIOAsyncChannel<LineFrame, ByteBuffer>, Never>
 
     private let configuration: GatewayConfiguration
     private let services: GatewayServices
@@ -27,12 +26,14 @@ public final class GatewayServer: Service, Sendable {
     private let shutdownGracePeriod: Duration
     /// How long an ended session's last lines may wait for a client that does not read them.
     private let lingerTime: Duration
+    /// One task executor per event loop, for the sessions' commands.
+    private let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
 
     /// One bound listening socket and what its sessions know of their transport.
     private struct Listener: Sendable {
-        var channel: ServerChannel
+        var channel: any Channel
         var security: TransportSecurity
-        var address: SocketAddress { channel.channel.localAddress! }
+        var address: SocketAddress { channel.localAddress! }
     }
 
     private enum State {
@@ -65,30 +66,33 @@ public final class GatewayServer: Service, Sendable {
         if case .bound(let plaintext, _) = state.withLock({ $0 }) { return plaintext.address }
         // Read the certificate before taking any port, so a bad file leaves nothing half-started.
         let tlsContext = configuration.tls.enabled ? try configuration.tls.makeServerContext() : nil
-        let plaintextChannel = try await listen(host: configuration.listen.host, port: configuration.listen.port,
-                                                keys: "listen.host, listen.port", tls: nil)
-        var tlsChannel: ServerChannel?
+        // TLS first: the plaintext sessions must know its port (for `requireTLSForLogin`).
+        var tls: Listener?
         if let tlsContext {
-            do {
-                tlsChannel = try await listen(host: configuration.tls.host, port: configuration.tls.port,
-                                              keys: "tls.host, tls.port", tls: tlsContext)
-            } catch {
-                try? await plaintextChannel.channel.close()
-                throw error
-            }
+            let security = TransportSecurity(isSecure: true)
+            let channel = try await listen(host: configuration.tls.host, port: configuration.tls.port,
+                                           keys: "tls.host, tls.port", tls: tlsContext, security: security)
+            tls = Listener(channel: channel, security: security)
         }
-        let tlsPort = tlsChannel?.channel.localAddress?.port
-        let required = configuration.tls.requireTLSForLogin ? tlsPort : nil
-        let plaintext = Listener(channel: plaintextChannel, security: .init(isSecure: false, requiredTLSPort: required))
-        let tls = tlsChannel.map { Listener(channel: $0, security: .init(isSecure: true, requiredTLSPort: required)) }
+        let required = configuration.tls.requireTLSForLogin ? tls?.address.port : nil
+        let security = TransportSecurity(isSecure: false, requiredTLSPort: required)
+        let plaintext: Listener
+        do {
+            let channel = try await listen(host: configuration.listen.host, port: configuration.listen.port,
+                                           keys: "listen.host, listen.port", tls: nil, security: security)
+            plaintext = Listener(channel: channel, security: security)
+        } catch {
+            try? await tls?.channel.close()
+            throw error
+        }
         let accepted = state.withLock { s -> Bool in
             guard case .idle = s else { return false }
             s = .bound(plaintext: plaintext, tls: tls)
             return true
         }
         guard accepted else {
-            try? await plaintextChannel.channel.close()
-            try? await tlsChannel?.channel.close()
+            try? await plaintext.channel.close()
+            try? await tls?.channel.close()
             throw ServerError.alreadyStopped
         }
         for listener in [plaintext, tls].compactMap(\.self) {
@@ -105,82 +109,81 @@ public final class GatewayServer: Service, Sendable {
         return tls.address
     }
 
-    private func listen(host: String, port: Int, keys: String, tls: NIOSSLContext?) async throws -> ServerChannel {
-        let maxLine = configuration.limits.maxLineBytes
-        let logger = self.logger
+    private func listen(host: String, port: Int, keys: String, tls: NIOSSLContext?,
+                        security: TransportSecurity) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 // Without this, `printf ... | nc -N` would get no replies: NIO would close on EOF.
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .bind(host: host, port: port) { child in
+                .childChannelInitializer { child in
                     child.eventLoop.makeCompletedFuture {
-                        let pipeline = child.pipeline.syncOperations
-                        if let tls {
-                            try pipeline.addHandler(NIOSSLServerHandler(context: tls))
-                            try pipeline.addHandler(TLSHandshakeLogger(logger: logger))
-                        }
-                        try pipeline.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineBytes: maxLine)))
-                        return try NIOAsyncChannel<LineFrame, ByteBuffer>(wrappingChannelSynchronously: child)
+                        try self.accept(child, tls: tls, security: security)
                     }
                 }
+                .bind(host: host, port: port).get()
         } catch {
             throw ListenError(host: host, port: port, keys: keys, underlying: error)
         }
     }
 
-    /// Serves until shut down. Each connection runs in its own child task; none can fail the server.
+    /// Sets up one accepted connection: a session, or a refusal when it is over the limits.
+    private func accept(_ child: any Channel, tls: NIOSSLContext?, security: TransportSecurity) throws {
+        let pipeline = child.pipeline.syncOperations
+        if let tls {
+            try pipeline.addHandler(NIOSSLServerHandler(context: tls))
+            try pipeline.addHandler(TLSHandshakeLogger(logger: logger))
+        }
+        let address = child.remoteAddress?.ipAddress ?? "unknown"
+        if let refusal = limiter.admit(address, now: .now) {
+            logger.notice("connection refused", metadata: ["address": "\(address)", "reason": "\(refusal)"])
+            try pipeline.addHandler(RefusalHandler(refusal, isSecure: security.isSecure))
+            return
+        }
+        let id = nextSessionID.add(1, ordering: .relaxed).newValue
+        var session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
+                              registry: registry, logger: logger, lingerTime: lingerTime)
+        session.remoteAddress = address
+        session.security = security
+        let limiter = self.limiter
+        try pipeline.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineBytes: configuration.limits.maxLineBytes)))
+        try pipeline.addHandler(SessionHandler(session: session, channel: child, executor: executor(for: child.eventLoop)) {
+            limiter.release(address)
+        })
+    }
+
+    private func executor(for loop: any EventLoop) -> EventLoopTaskExecutor {
+        executors.withLock { executors in
+            if let executor = executors[ObjectIdentifier(loop)] { return executor }
+            let executor = EventLoopTaskExecutor(loop)
+            executors[ObjectIdentifier(loop)] = executor
+            return executor
+        }
+    }
+
+    /// Serves until shut down; no connection can fail the server. After shutdown, waits for the
+    /// sessions to receive their notice, then closes what is left.
     public func run() async throws {
         try await bind()
         guard case .bound(let plaintext, let tls) = state.withLock({ $0 }) else { return }
         try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { listeners in
-                listeners.addTask { try await self.accept(plaintext) }
-                if let tls { listeners.addTask { try await self.accept(tls) } }
-            }
+            try await plaintext.channel.closeFuture.get()
+            try await tls?.channel.closeFuture.get()
         } onGracefulShutdown: {
             self.shutdown()
         }
-        logger.info("server stopped")
-    }
-
-    /// Accepts connections on one listener until it is closed. The session does not care which
-    /// listener it came from beyond `listener.security`.
-    private func accept(_ listener: Listener) async throws {
-        try await listener.channel.executeThenClose { inbound in
-            try await withThrowingDiscardingTaskGroup { tasks in
-                for try await connection in inbound {
-                    let id = nextSessionID.add(1, ordering: .relaxed).newValue
-                    var session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
-                                          registry: registry, logger: logger, lingerTime: lingerTime)
-                    let address = connection.channel.remoteAddress?.ipAddress ?? "unknown"
-                    session.remoteAddress = address
-                    session.security = listener.security
-                    let limiter = self.limiter
-                    let logger = self.logger
-                    tasks.addTask {
-                        if let refusal = limiter.admit(address, now: .now) {
-                            logger.notice("connection refused", metadata: ["address": "\(address)", "reason": "\(refusal)"])
-                            await Session.refuse(connection, refusal, security: listener.security)
-                            return
-                        }
-                        defer { limiter.release(address) }
-                        await session.run(connection)
-                    }
-                }
-                // Listener closed (shutdown): the sessions were told; give stragglers a deadline.
-                let registry = self.registry
-                let grace = shutdownGracePeriod
-                tasks.addTask {
-                    let deadline = ContinuousClock.now + grace
-                    while registry.count > 0, ContinuousClock.now < deadline {
-                        try? await Task.sleep(for: .milliseconds(20))
-                    }
-                    registry.abortAll()
-                }
-            }
+        // The listeners are closed (shutdown): the sessions were told; give stragglers a deadline.
+        let deadline = ContinuousClock.now + shutdownGracePeriod
+        while registry.count > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
         }
+        registry.abortAll()
+        let closing = ContinuousClock.now + .seconds(5)
+        while registry.count > 0, ContinuousClock.now < closing {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        logger.info("server stopped")
     }
 
     /// Stops accepting and tells every session the server is going down. ``run()`` returns once
@@ -193,7 +196,7 @@ public final class GatewayServer: Service, Sendable {
         }
         logger.info("shutting down", metadata: ["sessions": "\(registry.count)"])
         registry.beginShutdown()
-        for listener in listeners { listener.channel.channel.close(promise: nil) }
+        for listener in listeners { listener.channel.close(promise: nil) }
     }
 
     /// Sessions currently connected.

@@ -1,0 +1,292 @@
+import DesklineCore
+import DesklineProtocol
+import Logging
+import NIOCore
+
+/// One client connection, on its event loop: reads lines, runs one command at a time in
+/// arrival order (so pipelined commands are answered in order), writes the replies, and keeps
+/// time (registration timeout and keepalive, from ``ConnectionStateMachine``).
+///
+/// An idle connection costs no task: only this handler and a timer. A command runs in a Swift
+/// task whose preferred executor is this event loop, so its reply is written without a hop.
+/// The session ends with QUIT, end of input, a timeout, shutdown or a dead peer; it is removed
+/// from the registry and the hub once the channel is closed and no command is running.
+final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = LineFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Lines read but not yet run; past this the connection stops reading (TCP then slows the
+    /// client down).
+    static let maximumPendingLines = 16
+
+    private let session: Session
+    private let outbox: Outbox
+    private let machine: SharedMachine
+    private let executor: EventLoopTaskExecutor
+    private let logger: Logger
+    /// Called once the session is over (releases its connection-limit slot).
+    private let onEnd: @Sendable () -> Void
+    private let clock = ContinuousClock()
+    private var flood: TokenBucket
+    private var scope: SessionScope?
+    private var pending: [LineFrame] = []
+    private var context: ChannelHandlerContext?
+    private var timer: RepeatedTask?
+
+    private var registered = false
+    private var running = false
+    private var waitingForFlood = false
+    /// The next command's flood-control token is taken (it waited for it).
+    private var tokenTaken = false
+    private var inputEnded = false
+    /// No further command runs: QUIT, shutdown, a timeout or a full send queue.
+    private var ending = false
+    private var readHeld = false
+    private var closed = false
+    private var cleanedUp = false
+
+    init(session: Session, channel: any Channel, executor: EventLoopTaskExecutor, onEnd: @escaping @Sendable () -> Void) {
+        self.session = session
+        let limits = session.limits
+        self.outbox = Outbox(channel: channel, capacity: limits.sendQueueLines, lingerTime: session.lingerTime)
+        self.machine = SharedMachine(ConnectionStateMachine(timeouts: .init(
+            registration: .seconds(limits.registrationTimeoutSeconds),
+            pingInterval: .seconds(limits.pingIntervalSeconds),
+            pingTimeout: .seconds(limits.pingTimeoutSeconds)), now: clock.now))
+        self.flood = TokenBucket(burst: limits.floodBurst, ratePerSecond: Double(limits.floodCommandsPerSecond), now: clock.now)
+        self.executor = executor
+        self.onEnd = onEnd
+        var logger = session.logger
+        logger[metadataKey: "session"] = "\(session.id)"
+        logger[metadataKey: "remote"] = "\(session.remoteAddress)"
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        defer { context.fireChannelActive() }
+        guard session.registry.add(session.id, .init(outbox: outbox, machine: machine)) else {
+            ending = true
+            outbox.send(ServerLine(.event, "ERROR", ["SHUTTING_DOWN"], text: "The server is shutting down; try again later."))
+            outbox.finish()
+            return
+        }
+        registered = true
+        outbox.send(session.welcome)
+        logger.debug("connection opened")
+        // Timeouts and keepalive tick on the event loop: a scheduled task, not a task per session.
+        let interval = machine.state.withLock { $0.tickInterval }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) { task in
+            loopBound.value.tick(task)
+        }
+    }
+
+    private func tick(_ task: RepeatedTask) {
+        switch machine.state.withLock({ $0.tick(now: clock.now) }) {
+        case .none:
+            break
+        case .sendPing(let token):
+            outbox.send(ServerLine(.event, "PING", text: token))
+        case .close(let code, let text):
+            task.cancel()
+            logger.info("closing connection", metadata: ["reason": "\(code)"])
+            ending = true
+            outbox.send(ServerLine(.event, "ERROR", [code], text: text))
+            outbox.finish()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !ending else { return }
+        pending.append(unwrapInboundIn(data))
+        pump()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if pending.count >= Self.maximumPendingLines {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            inputEnded = true
+            pump()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { outbox.writable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection failed", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        ending = true
+        timer?.cancel()
+        timer = nil
+        if !running { cleanUp() }
+        context.fireChannelInactive()
+    }
+
+    /// Starts the next command, if one is waiting and none is running.
+    private func pump() {
+        guard !running, !waitingForFlood, !ending else { return }
+        guard !pending.isEmpty else {
+            if inputEnded {
+                ending = true
+                outbox.finish()
+            }
+            return
+        }
+        // Flood control: past the burst, wait for the token before running on.
+        let wait = tokenTaken ? .zero : flood.take(now: clock.now)
+        tokenTaken = false
+        if wait > .zero, let loop = context?.eventLoop {
+            waitingForFlood = true
+            tokenTaken = true
+            let loopBound = NIOLoopBound(self, eventLoop: loop)
+            loop.scheduleTask(in: TimeAmount(wait)) {
+                loopBound.value.waitingForFlood = false
+                loopBound.value.pump()
+            }
+            return
+        }
+        let frame = pending.removeFirst()
+        if readHeld, pending.count < Self.maximumPendingLines {
+            readHeld = false
+            context?.read()
+        }
+        let proceed = machine.state.withLock { m in
+            m.inputReceived(now: clock.now)
+            return m.commandStarted()
+        }
+        guard proceed else { // shutting down; the registry sent the notice
+            ending = true
+            return
+        }
+        running = true
+        run(frame)
+    }
+
+    private func run(_ frame: LineFrame) {
+        let (session, scope, outbox, logger) = (self.session, self.scope, self.outbox, self.logger)
+        let loop = outbox.channel.eventLoop
+        let loopBound = NIOLoopBound(self, eventLoop: loop)
+        Task(executorPreference: executor) {
+            let outcome = await session.handle(frame, scope: scope, outbox: outbox, logger: logger)
+            if loop.inEventLoop {
+                loopBound.value.finished(outcome)
+            } else {
+                loop.execute { loopBound.value.finished(outcome) }
+            }
+        }
+    }
+
+    private func finished(_ outcome: Session.Outcome) {
+        running = false
+        // A finished outbox (a timeout struck meanwhile) takes no more lines; a write failing
+        // otherwise means the client stopped reading and has been disconnected.
+        if !outbox.isFinished {
+            for line in outcome.lines where !outbox.write(line) {
+                logger.info("closing connection", metadata: ["reason": "SENDQ_EXCEEDED"])
+                ending = true
+                break
+            }
+            outbox.flush()
+        }
+        if let newScope = outcome.scope, scope == nil {
+            // From now on the session acts as this login, from this connection. (LOGIN already
+            // attached it to the hub, before counting unread notifications.)
+            scope = newScope.onSession(session.id)
+            machine.state.withLock { $0.loggedIn(now: clock.now) }
+        }
+        if machine.state.withLock({ $0.commandFinished() }) {
+            ending = true
+            outbox.send(SessionRegistry.shutdownNotice)
+            outbox.finish()
+        }
+        if outcome.quit {
+            ending = true
+            outbox.finish()
+        }
+        if closed {
+            cleanUp()
+        } else {
+            pump()
+        }
+    }
+
+    private func cleanUp() {
+        guard !cleanedUp else { return }
+        cleanedUp = true
+        if registered { session.registry.remove(session.id) }
+        session.services.hub.detach(session.id)
+        onEnd()
+        logger.debug("connection closed")
+    }
+}
+
+/// Runs a task's jobs on one event loop, so a session's command continues on its connection's
+/// thread instead of hopping to the global executor and back.
+final class EventLoopTaskExecutor: TaskExecutor {
+    let eventLoop: any EventLoop
+
+    init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        eventLoop.execute {
+            job.runSynchronously(on: self.asUnownedTaskExecutor())
+        }
+    }
+}
+
+/// Tells a connection over the limits why, and closes it.
+final class RefusalHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let line: ServerLine
+    private let isSecure: Bool
+
+    init(_ refusal: ConnectionLimiter.Refusal, isSecure: Bool) {
+        self.line = Session.refusal(refusal)
+        self.isSecure = isSecure
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        let written = channel.writeAndFlush(Outbox.encode(line))
+        if isSecure {
+            // TLS holds the line until the handshake is done, and closing now would drop it.
+            // Closing only our side waits for the line; the client then leaves, or is cut off
+            // after a moment.
+            written.whenComplete { _ in channel.close(mode: .output, promise: nil) }
+            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        } else {
+            written.whenComplete { _ in channel.close(promise: nil) }
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
