@@ -36,8 +36,8 @@ struct TenantMemory {
 ///
 /// Writes are queued as jobs. One drain at a time takes every queued job (up to
 /// ``maximumBatch``), runs them one after another against a ``WriteBatch`` (they append without
-/// syncing), makes the batch durable with one `fdatasync` per touched log, and only then resumes
-/// every job's caller. So concurrent writes share their fsyncs, while each caller still waits
+/// syncing), makes the batch durable with one synced record in the tenant's ``Journal``, and
+/// only then resumes every job's caller. So concurrent writes share their fsyncs, while each caller still waits
 /// for its own data to be durable. Tenants have their own writers and never wait for each other.
 final class TenantWriter: Sendable {
     /// A job runs its work and returns what to do once the batch's fate is known (nil: durable).
@@ -53,6 +53,7 @@ final class TenantWriter: Sendable {
     let tenant: TenantID
     private let queue = Mutex(Queue())
     private let memory = Mutex(TenantMemory())
+    private let journal: Mutex<Journal>
     private let threadPool: NIOThreadPool
     private let visibility: LogVisibility
     private let faults: FaultInjection
@@ -64,9 +65,10 @@ final class TenantWriter: Sendable {
     /// Runs once per writer, before its first batch, after an unclean stop.
     private let recover: @Sendable (inout TenantMemory) -> Void
 
-    init(tenant: TenantID, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection, logger: Logger,
-         recover: @escaping @Sendable (inout TenantMemory) -> Void) {
+    init(tenant: TenantID, directory: String, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection,
+         logger: Logger, recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
+        self.journal = Mutex(Journal(tenantDir: directory))
         self.threadPool = threadPool
         self.visibility = visibility
         self.faults = faults
@@ -107,6 +109,18 @@ final class TenantWriter: Sendable {
         } catch {
             logger.error("storage operation failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
             throw .storage("the store could not complete the operation; nothing was changed")
+        }
+    }
+
+    /// Syncs the logs written since the last checkpoint and empties the journal.
+    func checkpoint() throws {
+        try journal.withLock { journal in
+            do {
+                try journal.checkpoint()
+            } catch {
+                logger.error("a journal checkpoint failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                throw error
+            }
         }
     }
 
@@ -167,7 +181,17 @@ final class TenantWriter: Sendable {
                 }
                 return jobs.map { $0(batch, &memory) }
             }
-            if batch.failure == nil { try? batch.commit() }
+            if batch.failure == nil {
+                journal.withLock { journal in
+                    guard (try? batch.commit(to: journal)) != nil, journal.needsCheckpoint else { return }
+                    do {
+                        try journal.checkpoint()
+                    } catch {
+                        // The batch is durable (in the journal); the next batch tries again.
+                        logger.error("a journal checkpoint failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                    }
+                }
+            }
             var failure: DesklineError?
             if let error = batch.failure {
                 batch.rollback()

@@ -22,13 +22,15 @@ extension Deskline {
             let configuration = try options.loadConfiguration()
             let store = try await FileStore(root: configuration.dataDirectory, create: false)
             var lock: FileStore.ServerLock?
+            var live = false
             if repair {
                 lock = try await store.lockForServer(pid: getpid())
             } else if await store.isServerRunning() {
+                live = true
                 print("note: a server is running on \(store.root); this check sees a live store")
             }
             defer { lock?.release() }
-            let report = try await store.check(repair: repair)
+            let report = try await store.check(repair: repair, live: live)
             let counts = report.counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
             print("checked \(store.root): \(counts.isEmpty ? "no data" : counts)")
             for line in report.repaired { print("repaired: \(line)") }

@@ -69,7 +69,9 @@ extension Deskline {
             let group = ServiceGroup(services: [server, banner], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()
             await recovery.value
-            stoppedCleanly = await store.waitUntilWritesFinish() && !store.recoveryIncomplete
+            let written = await store.waitUntilWritesFinish()
+            let synced = await store.checkpointAll()
+            stoppedCleanly = written && synced && !store.recoveryIncomplete
             try? await storeThreads.shutdownGracefully()
             await pool.shutdown()
         }

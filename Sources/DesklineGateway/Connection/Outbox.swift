@@ -12,6 +12,8 @@ final class Outbox: Sendable {
         var unwritableLines = 0
         /// No more lines are taken; the channel closes once what was written has gone out.
         var finished = false
+        /// A flush is due at the end of the event loop's current round (see ``FlushCoalescer``).
+        var flushPending = false
     }
 
     let channel: any Channel
@@ -19,11 +21,14 @@ final class Outbox: Sendable {
     /// How long a finished outbox waits for a client that does not read its last lines.
     private let lingerTime: Duration
     private let state: NIOLoopBoundBox<State>
+    /// Collects the flushes of the channels on this event loop; nil: flush at once.
+    private let flusher: FlushCoalescer?
 
-    init(channel: any Channel, capacity: Int, lingerTime: Duration = .seconds(5)) {
+    init(channel: any Channel, capacity: Int, lingerTime: Duration = .seconds(5), flusher: FlushCoalescer? = nil) {
         self.channel = channel
         self.capacity = capacity
         self.lingerTime = lingerTime
+        self.flusher = flusher
         self.state = NIOLoopBoundBox(State(), eventLoop: channel.eventLoop)
     }
 
@@ -37,7 +42,7 @@ final class Outbox: Sendable {
     func send(_ line: ServerLine) {
         let buffer = Self.encode(line)
         onLoop { outbox in
-            if outbox.write(buffer) { outbox.channel.flush() }
+            if outbox.write(buffer) { outbox.flush() }
         }
     }
 
@@ -50,7 +55,7 @@ final class Outbox: Sendable {
         for group in byLoop.values {
             let loop = group[0].channel.eventLoop
             let deliver: @Sendable () -> Void = {
-                for outbox in group where outbox.write(buffer) { outbox.channel.flush() }
+                for outbox in group where outbox.write(buffer) { outbox.flush() }
             }
             if loop.inEventLoop { deliver() } else { loop.execute(deliver) }
         }
@@ -77,8 +82,18 @@ final class Outbox: Sendable {
         return true
     }
 
-    /// On the event loop: sends what was written.
+    /// On the event loop: sends what was written, once the loop has run what is queued on it
+    /// now; lines for this client written meanwhile go out in the same `write` system call.
     func flush() {
+        guard let flusher else { return channel.flush() }
+        guard !state.value.flushPending else { return }
+        state.value.flushPending = true
+        flusher.add(self)
+    }
+
+    /// Called by the ``FlushCoalescer``.
+    fileprivate func flushNow() {
+        state.value.flushPending = false
         channel.flush()
     }
 
@@ -118,5 +133,34 @@ final class Outbox: Sendable {
         } else {
             channel.eventLoop.execute { body(self) }
         }
+    }
+}
+
+/// One per event loop: flushes every channel written to during a round of the loop's work in
+/// one task queued behind that work. Under light load that is at once; under heavy load many
+/// lines for one client leave in one `write`, as a classic IRC daemon's send queue does, instead
+/// of one system call (and one TCP segment) per line.
+final class FlushCoalescer: @unchecked Sendable { // state is touched on `eventLoop` only
+    let eventLoop: any EventLoop
+    private var pending: [Outbox] = []
+    private var scheduled = false
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    fileprivate func add(_ outbox: Outbox) {
+        eventLoop.assertInEventLoop()
+        pending.append(outbox)
+        guard !scheduled else { return }
+        scheduled = true
+        eventLoop.execute { self.flushAll() }
+    }
+
+    private func flushAll() {
+        let outboxes = pending
+        pending = []
+        scheduled = false
+        for outbox in outboxes { outbox.flushNow() }
     }
 }

@@ -49,7 +49,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     init(session: Session, channel: any Channel, executor: EventLoopTaskExecutor, onEnd: @escaping @Sendable () -> Void) {
         self.session = session
         let limits = session.limits
-        self.outbox = Outbox(channel: channel, capacity: limits.sendQueueLines, lingerTime: session.lingerTime)
+        self.outbox = Outbox(channel: channel, capacity: limits.sendQueueLines, lingerTime: session.lingerTime,
+                             flusher: executor.flusher)
         self.machine = SharedMachine(ConnectionStateMachine(timeouts: .init(
             registration: .seconds(limits.registrationTimeoutSeconds),
             pingInterval: .seconds(limits.pingIntervalSeconds),
@@ -246,11 +247,15 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// Runs a task's jobs on one event loop, so a session's command continues on its connection's
 /// thread instead of hopping to the global executor and back.
+///
+/// It also holds the loop's ``FlushCoalescer``: both are one per event loop.
 final class EventLoopTaskExecutor: TaskExecutor {
     let eventLoop: any EventLoop
+    let flusher: FlushCoalescer
 
     init(_ eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
+        self.flusher = FlushCoalescer(eventLoop: eventLoop)
     }
 
     func enqueue(_ job: consuming ExecutorJob) {

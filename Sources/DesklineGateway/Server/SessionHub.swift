@@ -114,7 +114,7 @@ public final class SessionHub: EventSink, Sendable {
                 return member.outbox
             }
         }
-        for outbox in targets { outbox.send(line) }
+        Outbox.send(line, to: targets)
     }
 
     /// Who gets an event live: the users it notifies, the ticket's customer, its assignee

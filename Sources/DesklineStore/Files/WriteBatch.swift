@@ -63,8 +63,8 @@ final class FaultInjection: Sendable {
 }
 
 /// The appends of one group commit: every log line written by the jobs of one batch, made durable
-/// together by one `fdatasync` per file (and one `fsync` per directory that got a new file), or
-/// all undone.
+/// together by one record in the tenant's ``Journal`` (one `fdatasync`, however many logs the
+/// batch touched), or all undone.
 ///
 /// Used by one thread at a time (the tenant's writer). Jobs in the batch read the files directly
 /// and so see the batch's own earlier lines; everyone else reads through ``LogVisibility``.
@@ -75,6 +75,8 @@ final class WriteBatch {
         var base: off_t
         var end: off_t
         var created: Bool
+        /// What this batch appended (from `base`), for the journal.
+        var bytes = Data()
     }
 
     private var logs: [String: OpenLog] = [:]
@@ -107,6 +109,7 @@ final class WriteBatch {
             throw error
         }
         log.end += off_t(data.count)
+        log.bytes.append(data)
         logs[path] = log
         appendCount += 1
     }
@@ -144,20 +147,13 @@ final class WriteBatch {
         }
     }
 
-    /// Makes every line of the batch durable: `fdatasync` each log once, then `fsync` each
-    /// directory that got a new log. The syncs of different files run at the same time (see
-    /// ``SyncThreads``): the file system commits them together, so a batch that touches many
-    /// logs costs about as much as one that touches one.
-    func commit() throws {
+    /// Makes every line of the batch durable: one journal record with all of them, synced. The
+    /// logs themselves are synced later, by the journal's checkpoint.
+    func commit(to journal: Journal) throws {
         do {
-            let logs = Array(self.logs)
-            let faults = self.faults
-            try SyncThreads.forEach(logs) { path, log in
-                try faults?.check(.sync, path)
-                guard fdatasync(log.fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
-            }
-            let directories = Set(logs.filter(\.value.created).map { ($0.key as NSString).deletingLastPathComponent })
-            try SyncThreads.forEach(Array(directories)) { try DurableFile.syncDirectory($0) }
+            try journal.commit(logs.map { path, log in
+                Journal.Entry(path: path, offset: log.base, bytes: log.bytes, created: log.created)
+            }, faults: faults)
         } catch {
             fail(error)
             throw error
