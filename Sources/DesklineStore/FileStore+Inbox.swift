@@ -15,7 +15,14 @@ enum UserCache {
         var stamp: Int64
         var list: [User]
         var byId: [UserID: User]
+        /// When the directory's mtime last matched `stamp`.
+        var checkedAt = ContinuousClock.now
     }
+
+    /// How long a checked list is used without looking at the directory again: changes by
+    /// another process (the admin CLI) reach a running server within this time; the server's
+    /// own changes drop the list at once.
+    static let recheckAfter: Duration = .seconds(1)
 }
 
 struct InboxReadState: Codable {
@@ -29,7 +36,22 @@ extension FileStore {
     func inboxReadLog(_ u: UserID, _ t: TenantID) -> String { inboxDir(t) + "/\(u.rawValue).read.jsonl" }
 
     public func users(in tenant: TenantID) async throws(DesklineError) -> [User] {
-        try await io { try self.cachedUsers(tenant).list }
+        if let recent = recentUsers(tenant) { return recent.list }
+        return try await io { try self.cachedUsers(tenant).list }
+    }
+
+    /// The kept user list if it was checked within ``UserCache/recheckAfter``: no file access,
+    /// so no trip to the I/O threads (every ticket event asks).
+    func recentUsers(_ tenant: TenantID) -> UserCache.Entry? {
+        userCache.withLock { cache in
+            guard let entry = cache[tenant], ContinuousClock.now - entry.checkedAt < UserCache.recheckAfter else { return nil }
+            return entry
+        }
+    }
+
+    /// Drops the kept user list after this process changed a user.
+    func usersChanged(_ tenant: TenantID) {
+        _ = userCache.withLock { $0.removeValue(forKey: tenant) }
     }
 
     /// The tenant's users, as a list and by id. Every ticket event asks for them (who is an agent,
@@ -61,8 +83,13 @@ extension FileStore {
         var info = stat()
         guard stat(tenantDir(tenant) + "/users", &info) == 0 else { return (nil, nil) }
         let stamp = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
-        let cached = userCache.withLock { $0[tenant] }
-        return (stamp, cached?.stamp == stamp ? cached : nil)
+        let checked = ContinuousClock.now
+        let cached = userCache.withLock { cache -> UserCache.Entry? in
+            guard cache[tenant]?.stamp == stamp else { return nil }
+            cache[tenant]?.checkedAt = checked
+            return cache[tenant]
+        }
+        return (stamp, cached)
     }
 
     public func appendNotification(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError) {

@@ -50,6 +50,7 @@ extension FileStore {
             let calls = try ownedLogs(callsDir(tenant)) { try lastLine(CallRequest.self, $0, uncommitted: true)?.customerId }
             fixed += try reconcileIndexes(calls, dir: dir + "/customer-calls", index: { customerCallsFile($0, tenant) },
                                           number: { (line: CallRef) in line.call.number }, line: { CallRef(call: CallID($0)) })
+            if fixed > 0 { ticketIndexCache.withLock { $0.changed(nil) } }
             if cut + fixed > 0 {
                 logger.notice("recovered a tenant after an unclean stop",
                               metadata: ["tenant": "\(tenant)", "tornLinesCut": "\(cut)", "indexesRewritten": "\(fixed)"])

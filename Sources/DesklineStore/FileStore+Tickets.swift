@@ -35,6 +35,32 @@ struct CallRef: Codable {
     var call: CallID
 }
 
+/// Customers' ticket numbers as last read from their indexes. A read made before a change must
+/// not be kept after it: each change bumps `generation`, and a read is kept only if none
+/// happened while it ran.
+struct TicketIndexCache {
+    struct Key: Hashable {
+        var tenant: TenantID
+        var customer: CustomerID
+    }
+
+    private(set) var tickets: [Key: [TicketID]] = [:]
+    private(set) var generation = 0
+    static let capacity = 100_000
+
+    mutating func keep(_ ids: [TicketID], _ key: Key, readAt: Int) {
+        guard readAt == generation else { return }
+        if tickets.count >= Self.capacity { tickets = [:] }
+        tickets[key] = ids
+    }
+
+    /// An index changed (nil: any of them, as after recovery).
+    mutating func changed(_ key: Key?) {
+        generation += 1
+        if let key { tickets[key] = nil } else { tickets = [:] }
+    }
+}
+
 extension FileStore {
     func ticketsDir(_ t: TenantID) -> String { tenantDir(t) + "/tickets" }
     func ticketLog(_ id: TicketID, _ t: TenantID) -> String { ticketsDir(t) + "/\(id.number).jsonl" }
@@ -128,7 +154,10 @@ extension FileStore {
                 let customerBefore = customer
                 try change(&customer, &user)
                 if customer != customerBefore { try self.save(customer, self.customerFile(id, tenant)) }
-                if let user, user != userBefore { try self.save(user, self.userFile(user.id, tenant)) }
+                if let user, user != userBefore {
+                    try self.save(user, self.userFile(user.id, tenant))
+                    self.usersChanged(tenant)
+                }
                 return customer
             }
         }
@@ -136,6 +165,7 @@ extension FileStore {
 
     public func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket {
         let time = Self.storedPrecision(time)
+        defer { ticketIndexCache.withLock { $0.changed(TicketIndexCache.Key(tenant: tenant, customer: customer)) } }
         return try await writer(tenant).write { batch, memory in
             try self.requireTenant(tenant)
             try DurableFile.makeDirectories(self.ticketsDir(tenant))
@@ -164,8 +194,16 @@ extension FileStore {
         }
     }
 
+    /// A customer's ticket numbers. Every customer command about a ticket asks (is it theirs?),
+    /// so they are kept in memory; only this server's writer adds to the index, and it drops the
+    /// kept list once the new line is durable.
     public func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID] {
-        try await io { try self.readLines(TicketRef.self, self.customerTicketsFile(customer, tenant)).map(\.ticket) }
+        let key = TicketIndexCache.Key(tenant: tenant, customer: customer)
+        let (kept, generation) = ticketIndexCache.withLock { ($0.tickets[key], $0.generation) }
+        if let kept { return kept }
+        let ids = try await io { try self.readLines(TicketRef.self, self.customerTicketsFile(customer, tenant)).map(\.ticket) }
+        ticketIndexCache.withLock { $0.keep(ids, key, readAt: generation) }
+        return ids
     }
 
     public func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket? {

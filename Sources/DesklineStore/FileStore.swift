@@ -24,6 +24,8 @@ public final class FileStore: Store {
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
     let userCache = Mutex<[TenantID: UserCache.Entry]>([:])
+    /// Customers' ticket numbers as last read (see `ticketIDs(ofCustomer:in:)`).
+    let ticketIndexCache = Mutex(TicketIndexCache())
     /// Failures tests inject into write batches.
     let faults = FaultInjection()
     /// Set when the server took over a data directory whose last server did not stop cleanly:
@@ -154,13 +156,16 @@ public final class FileStore: Store {
                 }
                 refs.append(AccountRef(tenantId: tenant, userId: id))
                 try self.save(refs, self.loginFile(draft.email))
+                self.usersChanged(tenant)
                 return user
             }
         }
     }
 
     public func user(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User? {
-        try await io {
+        // (A user the list does not have yet, say just added by the CLI, is looked for on disk.)
+        if let user = recentUsers(tenant)?.byId[id] { return user }
+        return try await io {
             // From the kept user list while it is current; otherwise from the user's own file.
             if let cached = self.freshUserCache(tenant).entry { return cached.byId[id] }
             return try self.load(User.self, self.userFile(id, tenant))
@@ -182,6 +187,7 @@ public final class FileStore: Store {
                 if let expected, user.passwordHash != expected { return false }
                 user.passwordHash = hash
                 try self.save(user, self.userFile(id, tenant))
+                self.usersChanged(tenant)
                 return true
             }
         }

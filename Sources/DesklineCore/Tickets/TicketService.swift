@@ -148,7 +148,10 @@ public struct TicketService: Sendable {
                 try update(&t)
             }
             guard case let (ticket, entry?)? = result else { throw .noSuchTicket(id) }
-            await emit(TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor(user), at: entry.at), scope)
+            // A customer may only change their own tickets: then they are its customer's login.
+            let customerUser = user.role == .customer ? user.id : nil
+            await emit(TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor(user), at: entry.at,
+                                   customerUserId: customerUser), scope)
             return (ticket, entry)
         }
     }
