@@ -15,7 +15,7 @@ struct FanoutBench: AsyncParsableCommand {
     @Option(help: "Tickets (channels), each with one sender.") var tickets = 100
     @Option(help: "Watchers per ticket.") var watchers = 10
     @Option(help: "Offered send rates to sweep, messages/s in total (each is delivered to every watcher).")
-    var rates = "1000,2000,5000,10000,15000,20000,25000,30000,40000,50000,70000,100000"
+    var rates = "1000,2000,3000,4000,5000,7000,10000,15000,20000,25000,30000,40000,50000,70000,100000"
     @Option(help: "Seconds per step of the sweep.") var stepSeconds = 5.0
     @Option(help: "A step fails above this p99 latency (ms).") var maxP99 = 50.0
     @Option(help: "IRC daemon to compare, as NAME:PORT:PID (repeatable).") var irc: [String] = []

@@ -91,6 +91,7 @@ struct StoreBench: AsyncParsableCommand {
 
         // Hand the directory over as a cleanly stopped server would.
         _ = await store.waitUntilWritesFinish()
+        _ = await store.checkpointAll()
         try await store.lockForServer(pid: getpid()).release(clean: true)
         try await pool.shutdownGracefully()
         let bytes = directorySize(work + "/full/data")

@@ -65,6 +65,7 @@ struct DesklineTarget: FanoutTarget {
             }
             ids.append(ticket.id.number)
         }
+        _ = await store.checkpointAll()
         try await store.lockForServer(pid: getpid()).release(clean: true)
         let server = try await ServerRun.start(binary: binary, work: work, limits: [
             "maxConnectionsPerAddress": 1_000_000, "maxConnections": 1_000_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
