@@ -93,19 +93,25 @@ extension FileStore {
     }
 
     public func appendNotification(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError) {
-        var template = notification
-        template.at = Self.storedPrecision(notification.at)
-        let stamped = template
         try await writer(tenant).write { batch, memory in
-            try DurableFile.makeDirectories(self.inboxDir(tenant))
-            for user in users {
-                let path = self.inboxLog(user, tenant)
-                var item = stamped
-                let last = try memory.inboxes[user] ?? self.lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0
-                item.id = last + 1
-                try batch.append(Self.line(item), to: path)
-                memory.remember(inbox: user, lastId: item.id)
-            }
+            try self.appendInboxes(notification, for: users, in: tenant, batch, &memory)
+        }
+    }
+
+    /// Appends `notification` to each user's inbox in `batch`, numbered per user.
+    func appendInboxes(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID,
+                       _ batch: WriteBatch, _ memory: inout TenantMemory) throws {
+        guard !users.isEmpty else { return }
+        var stamped = notification
+        stamped.at = Self.storedPrecision(notification.at)
+        try DurableFile.makeDirectories(inboxDir(tenant))
+        for user in users {
+            let path = inboxLog(user, tenant)
+            var item = stamped
+            let last = try memory.inboxes[user] ?? lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0
+            item.id = last + 1
+            try batch.append(Self.line(item), to: path)
+            memory.remember(inbox: user, lastId: item.id)
         }
     }
 

@@ -219,9 +219,10 @@ extension FileStore {
     }
 
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending draft: TicketEntryDraft?, at time: Date,
-                             _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
+                             notifying notify: EntryNotifier?,
+                             _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)? {
         let time = Self.storedPrecision(time)
-        return try await writer(tenant).write { batch, memory -> (Ticket, TicketEntry?)? in
+        return try await writer(tenant).write { batch, memory -> (Ticket, TicketEntry?, EntryNotice?)? in
             let path = self.ticketLog(id, tenant)
             guard var ticket = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
             let before = ticket
@@ -248,7 +249,15 @@ extension FileStore {
                 try batch.append(Self.line(TicketLogLine(ticket: ticket, entry: entry)), to: path)
                 memory.remember(ticket)
             }
-            return (ticket, entry)
+            // The notifications go into the same batch, after the entry they are about.
+            var notice: EntryNotice?
+            if let notify, let entry {
+                let customer = ticket.customerId
+                let told = try notify(ticket, entry) { try self.load(Customer.self, self.customerFile(customer, tenant))?.userId }
+                try self.appendInboxes(told.notification, for: told.recipients, in: tenant, batch, &memory)
+                notice = told
+            }
+            return (ticket, entry, notice)
         }
     }
 

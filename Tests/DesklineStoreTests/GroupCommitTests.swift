@@ -84,6 +84,29 @@ struct GroupCommitTests {
         #expect(try await store.check(repair: false).problems == [])
     }
 
+    @Test func anEntryAndItsNotificationsAreOneCommitAndFailTogether() async throws {
+        let (store, _) = try await seeded()
+        let (amy, abe) = (UserID(rawValue: "u7")!, UserID(rawValue: "u8")!)
+        let notify: EntryNotifier = { ticket, entry, customerLogin in
+            EntryNotice(customerUserId: try customerLogin(), recipients: [amy, abe],
+                        notification: Notification(id: 0, type: "message", ticket: ticket.id, call: nil, actorName: "Ann", text: entry.text, at: entry.at))
+        }
+        let before = store.writeStatistics()
+        let stored = try await store.updateTicket(TicketID(1001), in: acme, appending: message("hello"), at: Date(), notifying: notify) { _ in }
+        #expect(stored?.2?.recipients == [amy, abe])
+        #expect(stored?.2?.customerUserId == nil) // customer c1 has no login
+        #expect(store.writeStatistics().commits - before.commits == 1)
+        for user in [amy, abe] { #expect(try await store.inbox(of: user, in: acme).items.map(\.text) == ["hello"]) }
+
+        // A notifier that fails takes the entry with it: nothing of the change is stored.
+        struct Refused: Error {}
+        await #expect(throws: DesklineError.self) {
+            try await store.updateTicket(TicketID(1001), in: acme, appending: message("lost"), at: Date(), notifying: { _, _, _ in throw Refused() }) { _ in }
+        }
+        #expect(try await texts(store, 1001) == ["hello"])
+        #expect(try await store.inbox(of: amy, in: acme).items.count == 1)
+    }
+
     @Test func readersNeverSeeALineBeforeItIsDurable() async throws {
         let (store, _) = try await seeded()
         var ticket = try #require(try await store.ticket(TicketID(1001), in: acme))

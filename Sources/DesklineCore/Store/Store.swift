@@ -52,8 +52,14 @@ public protocol Store: Sendable {
     /// Atomically with respect to other writes of the ticket: reads it, lets `change` check and
     /// modify it (throwing refuses the whole write), appends `entry` (if any) with the next
     /// sequence number, and stores the ticket. Returns both as stored. `nil` if no such ticket.
+    ///
+    /// With `notify`, in the same durable write: once the entry is known, `notify` says who is
+    /// told (given a way to look up the ticket's customer's login), and that notification is
+    /// appended to each recipient's inbox. So a message and its notifications cost one commit,
+    /// and are stored together or not at all.
     func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
-                      _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)?
+                      notifying notify: EntryNotifier?,
+                      _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)?
     /// Entries of a ticket, oldest first: those after `after` and before `before`, at most
     /// `limit`, taken from the newest end unless `after` is given.
     func entries(of ticket: TicketID, in tenant: TenantID, after: EntryPosition?, before: EntryPosition?, limit: Int,
@@ -84,6 +90,33 @@ public protocol Store: Sendable {
     func updateCall(_ id: CallID, in tenant: TenantID, at time: Date,
                     _ change: @escaping @Sendable (inout CallRequest) throws(DesklineError) -> Void) async throws(DesklineError) -> CallRequest?
 }
+
+extension Store {
+    /// ``updateTicket(_:in:appending:at:notifying:_:)`` without notifications.
+    public func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
+                             _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
+        try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: nil, change).map { ($0.0, $0.1) }
+    }
+}
+
+/// Who is told about a ticket entry, and what goes into their inboxes.
+public struct EntryNotice: Sendable, Equatable {
+    /// The login of the ticket's customer (nil if the customer has none).
+    public var customerUserId: UserID?
+    public var recipients: [UserID]
+    public var notification: Notification
+
+    public init(customerUserId: UserID?, recipients: [UserID], notification: Notification) {
+        self.customerUserId = customerUserId
+        self.recipients = recipients
+        self.notification = notification
+    }
+}
+
+/// Works out an entry's ``EntryNotice`` inside the store's write: from the stored ticket and
+/// entry, and `customerLogin`, which reads the ticket's customer's login when asked.
+public typealias EntryNotifier = @Sendable (_ ticket: Ticket, _ entry: TicketEntry,
+                                            _ customerLogin: () throws -> UserID?) throws -> EntryNotice
 
 /// An entry to append; the store assigns its sequence number.
 public struct TicketEntryDraft: Sendable {

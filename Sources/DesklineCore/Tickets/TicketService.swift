@@ -15,7 +15,7 @@ public struct TicketService: Sendable {
     let sink: (any EventSink)?
     let notifications: NotificationService
     let logger: Logger
-    /// One change at a time per ticket (stored, pushed, then its notifications stored), so pushes
+    /// One change at a time per ticket (stored with its notifications, then pushed), so pushes
     /// come in ticket order.
     let serializer = KeyedSerializer<String>()
 
@@ -134,25 +134,45 @@ public struct TicketService: Sendable {
         }.0
     }
 
-    /// Stores one change of a ticket with its entry, then notifies and publishes it — one
-    /// change per ticket at a time.
+    /// Stores one change of a ticket with its entry and the notifications it causes (one
+    /// durable write), then publishes it — one change per ticket at a time.
     private func change(_ scope: SessionScope, _ id: TicketID, entry kind: TicketEntry.Kind, text: String,
                         _ update: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry) {
         let user = try await author(scope)
         let draft = TicketEntryDraft(kind: kind, authorId: user.id, authorName: user.displayName, authorRole: user.role, text: text)
-        let store = self.store
+        let notify = try await notifier(scope, user)
+        let (store, sink, actor) = (self.store, self.sink, actor(user))
         let time = now()
         return try await serializer.run(key(scope.tenantId, id)) { () throws(DesklineError) -> (Ticket, TicketEntry) in
-            let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: time) { (t: inout Ticket) throws(DesklineError) in
+            let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: time, notifying: notify) { (t: inout Ticket) throws(DesklineError) in
                 guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
                 try update(&t)
             }
-            guard case let (ticket, entry?)? = result else { throw .noSuchTicket(id) }
-            // A customer may only change their own tickets: then they are its customer's login.
-            let customerUser = user.role == .customer ? user.id : nil
-            await emit(TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor(user), at: entry.at,
-                                   customerUserId: customerUser), scope)
+            guard case let (ticket, entry?, notice)? = result else { throw .noSuchTicket(id) }
+            var event = TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor, at: entry.at,
+                                    customerUserId: notice?.customerUserId)
+            event.recipients = notice?.recipients ?? []
+            event.originSession = scope.sessionId
+            await sink?.publish(event)
             return (ticket, entry)
+        }
+    }
+
+    /// Works out, inside the store's write, whom an entry by `user` notifies (the rules of
+    /// ``NotificationPolicy``) and what their inboxes get.
+    private func notifier(_ scope: SessionScope, _ user: User) async throws(DesklineError) -> EntryNotifier {
+        let users = try await store.users(in: scope.tenantId)
+        let agents = users.filter { $0.role == .agent }.map(\.id)
+        let admins = users.filter { $0.role == .admin }.map(\.id)
+        let (actor, tenant) = (actor(user), scope.tenantId)
+        // A customer may only change their own tickets: then they are its customer's login.
+        let customerSelf = user.role == .customer ? user.id : nil
+        return { ticket, entry, customerLogin in
+            var event = TicketEvent(kind: .entry, tenantId: tenant, ticket: ticket, entry: entry, actor: actor, at: entry.at,
+                                    customerUserId: try customerSelf ?? customerLogin())
+            event.recipients = NotificationPolicy.recipients(of: event, agents: agents, admins: admins)
+            return EntryNotice(customerUserId: event.customerUserId, recipients: event.recipients,
+                               notification: NotificationService.draft(for: event))
         }
     }
 
