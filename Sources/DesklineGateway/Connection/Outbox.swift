@@ -29,7 +29,8 @@ final class Outbox: Sendable {
         self.capacity = capacity
         self.lingerTime = lingerTime
         self.flusher = flusher
-        self.state = NIOLoopBoundBox(State(), eventLoop: channel.eventLoop)
+        // Made anywhere (the fuzzer makes one off the loop); only ever used on the loop.
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: channel.eventLoop)
     }
 
     static func encode(_ line: ServerLine) -> ByteBuffer {
