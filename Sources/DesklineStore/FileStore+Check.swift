@@ -105,9 +105,8 @@ extension FileStore {
             // A journal in use (by a server, or by this process) holds the latest writes; one
             // left by an unclean stop must be replayed. (--repair took the server lock, which
             // replayed it already.)
-            var journal = stat()
             let inUse = live || writers.withLock { $0[tenant] != nil }
-            if !inUse, stat(dir + "/journal", &journal) == 0, journal.st_size > 0 {
+            if !inUse, Journal.hasRecords(tenantDir: dir) {
                 problem("\(dir)/journal: writes acknowledged before an unclean stop are not replayed into the logs yet (the next `deskline serve` or `deskline check --repair` replays them)")
             }
             guard let t = parse(Tenant.self, tenantFile(tenant)) else {

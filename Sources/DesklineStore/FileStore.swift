@@ -310,8 +310,7 @@ extension FileStore {
             // clean stop leaves every journal empty: one `stat` per tenant).
             for name in tenants {
                 let dir = self.root + "/tenants/" + name
-                var journal = stat()
-                guard stat(dir + "/journal", &journal) == 0, journal.st_size > 0 else { continue }
+                guard Journal.hasRecords(tenantDir: dir) else { continue }
                 let records = try Journal.replay(tenantDir: dir)
                 self.logger.notice("replayed a tenant's journal after an unclean stop", metadata: ["tenant": "\(name)", "batches": "\(records)"])
             }

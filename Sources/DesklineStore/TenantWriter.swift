@@ -114,13 +114,15 @@ final class TenantWriter: Sendable {
 
     /// Syncs the logs written since the last checkpoint and empties the journal.
     func checkpoint() throws {
-        try journal.withLock { journal in
-            do {
-                try journal.checkpoint()
-            } catch {
-                logger.error("a journal checkpoint failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
-                throw error
-            }
+        try journal.withLock { try checkpoint($0) }
+    }
+
+    private func checkpoint(_ journal: Journal) throws {
+        do {
+            try journal.checkpoint()
+        } catch {
+            logger.error("a journal checkpoint failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+            throw error
         }
     }
 
@@ -184,12 +186,9 @@ final class TenantWriter: Sendable {
             if batch.failure == nil {
                 journal.withLock { journal in
                     guard (try? batch.commit(to: journal)) != nil, journal.needsCheckpoint else { return }
-                    do {
-                        try journal.checkpoint()
-                    } catch {
-                        // The batch is durable (in the journal); the next batch tries again.
-                        logger.error("a journal checkpoint failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
-                    }
+                    // The batch is durable (in the journal) either way; a failed checkpoint is
+                    // logged and tried again after the next batch.
+                    try? checkpoint(journal)
                 }
             }
             var failure: DesklineError?

@@ -41,10 +41,7 @@ final class Outbox: Sendable {
 
     /// Queues a line from anywhere; it is written and flushed on the channel's event loop.
     func send(_ line: ServerLine) {
-        let buffer = Self.encode(line)
-        onLoop { outbox in
-            if outbox.write(buffer) { outbox.flush() }
-        }
+        Self.send(line, to: [self])
     }
 
     /// Sends one line to many clients: encoded once, and one hop per event loop, not per client.

@@ -82,6 +82,12 @@ final class Journal: @unchecked Sendable {
 
     var needsCheckpoint: Bool { size >= Self.checkpointBytes }
 
+    /// Whether a tenant's journal holds anything (one `stat`): after a clean stop it is empty.
+    static func hasRecords(tenantDir: String) -> Bool {
+        var info = stat()
+        return stat(tenantDir + "/journal", &info) == 0 && info.st_size > 0
+    }
+
     /// Syncs every log written since the last checkpoint and the directories that got new logs,
     /// then empties the journal. If anything fails, the journal is kept (and still covers them).
     func checkpoint() throws {
