@@ -35,8 +35,10 @@ public struct ClientMessage: Sendable, Equatable {
     public func rest(from index: Int) -> String? {
         guard index >= 0, index < params.count else { return nil }
         if index == params.count - 1 && lastIsTrailing && !lastWasCut { return params[index] }
-        var text = line[paramStarts[index]...]
-        while text.utf8.last == UInt8(ascii: " ") { text = text.dropLast() }
+        // Trim by scalar, not by Character: a space after a prepended mark (U+0600...U+0605)
+        // clusters with it, and dropping that Character would drop the mark too.
+        var text = line[paramStarts[index]...].unicodeScalars
+        while text.last == " " { text = text.dropLast() }
         return String(text)
     }
 
@@ -179,18 +181,19 @@ extension ClientMessage {
     /// so even the error about it can be correlated by a bot.
     public static func label(inUnparsedLine line: String) -> String? {
         guard line.utf8.first == UInt8(ascii: "@") else { return nil }
-        let tags = line.dropFirst().prefix(while: { $0 != " " })
-        guard let label = parseTags(tags)["label"], !label.isEmpty, label.utf8.count <= 64 else { return nil }
+        let tags = line.unicodeScalars.dropFirst().prefix(while: { $0 != " " })
+        guard let label = parseTags(Substring(tags))["label"], !label.isEmpty, label.utf8.count <= 64 else { return nil }
         return label
     }
 
+    /// Splits by scalar, not by Character: `;` or `=` followed by a combining mark still splits.
     static func parseTags(_ raw: Substring) -> [String: String] {
         var tags: [String: String] = [:]
-        for item in raw.split(separator: ";", omittingEmptySubsequences: true) {
+        for item in raw.unicodeScalars.split(separator: ";", omittingEmptySubsequences: true) {
             if let eq = item.firstIndex(of: "=") {
                 let key = String(item[..<eq])
                 if key.isEmpty { continue }
-                tags[key] = TagValue.unescape(item[item.index(after: eq)...])
+                tags[key] = TagValue.unescape(Substring(item[item.index(after: eq)...]))
             } else {
                 tags[String(item)] = ""
             }

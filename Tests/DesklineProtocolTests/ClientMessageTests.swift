@@ -21,6 +21,23 @@ struct ClientMessageTests {
         #expect(exact.rest(from: 1) == "pass word   ")
     }
 
+    /// Found by the grammar fuzzer: U+0602 is a prepended mark, so "\u{602} " is one Character,
+    /// and trimming the trailing space by Character dropped the mark (and the last word) with it.
+    @Test func restOfLineKeepsAPrependedMarkBeforeATrailingSpace() throws {
+        let m = try #require(try ClientMessage.parse("MSG #1 c \u{602} "))
+        #expect(m.params == ["#1", "c", "\u{602}"])
+        #expect(m.rest(from: 1) == "c \u{602}")
+    }
+
+    @Test func tagsSplitOnSeparatorsFollowedByCombiningMarks() throws {
+        let m = try #require(try ClientMessage.parse("@a=1;\u{301}label=\u{301}x PING"))
+        #expect(m.tags["\u{301}label"] == "\u{301}x")
+        #expect(m.tags["a"] == "1")
+        let eq = try #require(try ClientMessage.parse("@label=\u{301}y PING"))
+        #expect(eq.label == "\u{301}y")
+        #expect(ClientMessage.label(inUnparsedLine: "@label=z \u{301}\0") == "z")
+    }
+
     @Test func labelOfAnUnparsableLine() {
         #expect(ClientMessage.label(inUnparsedLine: #"@a=1;label=x\sy"#) == "x y")
         #expect(ClientMessage.label(inUnparsedLine: "@label=ok :src") == "ok")
