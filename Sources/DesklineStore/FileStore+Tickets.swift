@@ -219,10 +219,17 @@ extension FileStore {
     }
 
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending draft: TicketEntryDraft?, at time: Date,
-                             notifying notify: EntryNotifier?,
+                             notifying notify: EntryNotifier?, whenStored: StoredTicketHandler?,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)? {
         let time = Self.storedPrecision(time)
-        return try await writer(tenant).write { batch, memory -> (Ticket, TicketEntry?, EntryNotice?)? in
+        typealias Stored = (Ticket, TicketEntry?, EntryNotice?)?
+        var stored: (@Sendable (Stored) -> Void)?
+        if let whenStored {
+            stored = { (result: Stored) in
+                if let result { whenStored(result.0, result.1, result.2) }
+            }
+        }
+        return try await writer(tenant).write(whenStored: stored) { batch, memory -> (Ticket, TicketEntry?, EntryNotice?)? in
             let path = self.ticketLog(id, tenant)
             guard var ticket = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
             let before = ticket

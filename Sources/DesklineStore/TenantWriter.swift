@@ -81,7 +81,13 @@ final class TenantWriter: Sendable {
     /// A `DesklineError` thrown before the job wrote anything refuses this job alone. Any failure
     /// after it wrote (or of the batch's fsync) undoes the whole batch and fails all its jobs
     /// with `storage`: nothing of it was acknowledged, so nothing of it stays.
-    func write<T: Sendable>(_ work: @escaping @Sendable (WriteBatch, inout TenantMemory) throws -> T) async throws(DesklineError) -> T {
+    ///
+    /// `whenStored` runs on the writer once the batch is durable, before the caller resumes; the
+    /// jobs of a writer run it in the order they were queued. The task's ``WriteQueue/onQueued``
+    /// is told once the job is queued.
+    func write<T: Sendable>(whenStored: (@Sendable (T) -> Void)? = nil,
+                            _ work: @escaping @Sendable (WriteBatch, inout TenantMemory) throws -> T) async throws(DesklineError) -> T {
+        let queued = WriteQueue.onQueued
         do {
             return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
                 let job: Job = { batch, memory in
@@ -92,7 +98,9 @@ final class TenantWriter: Sendable {
                     do {
                         let value = try work(batch, &memory)
                         return { failure in
-                            if let failure { continuation.resume(throwing: failure) } else { continuation.resume(returning: value) }
+                            if let failure { return continuation.resume(throwing: failure) }
+                            whenStored?(value)
+                            continuation.resume(returning: value)
                         }
                     } catch {
                         if batch.appendCount == written && batch.failure == nil {
@@ -103,6 +111,7 @@ final class TenantWriter: Sendable {
                     }
                 }
                 enqueue(job)
+                queued?()
             }
         } catch let error as DesklineError {
             throw error

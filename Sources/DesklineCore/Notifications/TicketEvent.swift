@@ -90,9 +90,11 @@ public enum NotificationPolicy {
     }
 }
 
-/// Receives events once they are durable; the gateway pushes them to sessions.
+/// Receives events once they are durable; the gateway pushes them to sessions. Called from
+/// the store's writer thread too (in the order a ticket's changes were stored), so it must not
+/// block or wait.
 public protocol EventSink: Sendable {
-    func publish(_ event: TicketEvent) async
+    func publish(_ event: TicketEvent)
 }
 
 /// One entry of a user's inbox.

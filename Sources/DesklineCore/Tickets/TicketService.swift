@@ -15,8 +15,8 @@ public struct TicketService: Sendable {
     let sink: (any EventSink)?
     let notifications: NotificationService
     let logger: Logger
-    /// One change at a time per ticket (stored with its notifications, then pushed), so pushes
-    /// come in ticket order.
+    /// One change at a time per call request (stored, then pushed), so a call's pushes come in
+    /// the order its changes were stored. (Ticket changes are published by the store's writer.)
     let serializer = KeyedSerializer<String>()
 
     /// - Parameter sink: where events go once stored (the gateway's session hub).
@@ -28,8 +28,6 @@ public struct TicketService: Sendable {
         self.logger = logger
         self.notifications = NotificationService(store: store)
     }
-
-    private func key(_ tenant: TenantID, _ ticket: TicketID) -> String { "\(tenant.rawValue)#\(ticket.number)" }
 
     /// Pushes a stored event to whoever should see it live, then stores the notifications it
     /// causes in their inboxes. The event's record is durable already (the caller stored it), so
@@ -43,7 +41,7 @@ public struct TicketService: Sendable {
         } catch {
             logger.error("could not address notifications", metadata: ["tenant": "\(event.tenantId)", "error": "\(error)"])
         }
-        await sink?.publish(event)
+        sink?.publish(event)
         do {
             try await notifications.deliver(event)
         } catch {
@@ -135,27 +133,34 @@ public struct TicketService: Sendable {
     }
 
     /// Stores one change of a ticket with its entry and the notifications it causes (one
-    /// durable write), then publishes it — one change per ticket at a time.
+    /// durable write), and publishes it from the store's writer once durable. The writer stores
+    /// a ticket's changes one after another and publishes them in that order, so pushes come in
+    /// ticket order (what HISTORY returns is what was pushed) while changes queued behind each
+    /// other share a commit.
     private func change(_ scope: SessionScope, _ id: TicketID, entry kind: TicketEntry.Kind, text: String,
                         _ update: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry) {
         let user = try await author(scope)
         let draft = TicketEntryDraft(kind: kind, authorId: user.id, authorName: user.displayName, authorRole: user.role, text: text)
         let notify = try await notifier(scope, user)
-        let (store, sink, actor) = (self.store, self.sink, actor(user))
-        let time = now()
-        return try await serializer.run(key(scope.tenantId, id)) { () throws(DesklineError) -> (Ticket, TicketEntry) in
-            let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: time, notifying: notify) { (t: inout Ticket) throws(DesklineError) in
-                guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
-                try update(&t)
+        let actor = actor(user)
+        var publish: StoredTicketHandler?
+        if let sink {
+            publish = { (ticket: Ticket, entry: TicketEntry?, notice: EntryNotice?) in
+                guard let entry else { return }
+                var event = TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor, at: entry.at,
+                                        customerUserId: notice?.customerUserId)
+                event.recipients = notice?.recipients ?? []
+                event.originSession = scope.sessionId
+                sink.publish(event)
             }
-            guard case let (ticket, entry?, notice)? = result else { throw .noSuchTicket(id) }
-            var event = TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor, at: entry.at,
-                                    customerUserId: notice?.customerUserId)
-            event.recipients = notice?.recipients ?? []
-            event.originSession = scope.sessionId
-            await sink?.publish(event)
-            return (ticket, entry)
         }
+        let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: now(), notifying: notify,
+                                                  whenStored: publish) { (t: inout Ticket) throws(DesklineError) in
+            guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
+            try update(&t)
+        }
+        guard case let (ticket, entry?, _)? = result else { throw .noSuchTicket(id) }
+        return (ticket, entry)
     }
 
     /// Works out, inside the store's write, whom an entry by `user` notifies (the rules of

@@ -63,16 +63,23 @@ struct Command: Sendable {
     /// The command or its reply carries a password, so with `tls.requireTLSForLogin` it is
     /// refused on an unencrypted connection before anything else is done with it.
     var carriesPassword: Bool
+    /// The command makes exactly one write, a ticket change, and reads nothing another
+    /// pipelining command changes. Once that write is queued in the store (it will be stored
+    /// after the session's earlier writes), the session may start its next pipelining command
+    /// while this one waits for its fsync; replies still go out in order. So a client that sends
+    /// many messages at once gets them committed together.
+    var pipelines: Bool
     var handler: Handler
 
     init(name: String, access: CommandAccess, parameters: [ParameterShape], summary: String,
-         usage: String? = nil, carriesPassword: Bool = false, handler: @escaping Handler) {
+         usage: String? = nil, carriesPassword: Bool = false, pipelines: Bool = false, handler: @escaping Handler) {
         self.name = name
         self.access = access
         self.parameters = parameters
         self.summary = summary
         self.customUsage = usage
         self.carriesPassword = carriesPassword
+        self.pipelines = pipelines
         self.handler = handler
     }
 

@@ -46,7 +46,8 @@ extension Command {
 
     static let note: Command = Command(
         name: "NOTE", access: .staff, parameters: [.word("ticket"), .text("text")],
-        summary: "Add an internal note to a ticket: staff see it, the customer never does."
+        summary: "Add an internal note to a ticket: staff see it, the customer never does.",
+        pipelines: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let id = try parseTicket(ctx.arguments.required("ticket"))
         let (ticket, entry) = try await ctx.services.tickets.note(try ctx.requireScope(), id, text: ctx.arguments.required("text"))

@@ -79,7 +79,8 @@ extension Command {
 
     static let msg: Command = Command(
         name: "MSG", access: .loggedIn, parameters: [.word("ticket"), .text("text")],
-        summary: "Write in a ticket. Writing in a resolved ticket reopens it; closed tickets take no more messages."
+        summary: "Write in a ticket. Writing in a resolved ticket reopens it; closed tickets take no more messages.",
+        pipelines: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let id = try parseTicket(ctx.arguments.required("ticket"))
         let (ticket, entry) = try await ctx.services.tickets.post(try ctx.requireScope(), id, text: ctx.arguments.required("text"))

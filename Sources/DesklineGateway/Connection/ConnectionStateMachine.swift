@@ -25,8 +25,9 @@ struct ConnectionStateMachine {
     private var state: State
     private let timeouts: Timeouts
     private var pingCounter = 0
-    /// A command is being processed; its reply has not been queued yet.
-    private var commandRunning = false
+    /// Commands being processed whose replies have not been queued yet (more than one while
+    /// pipelining commands wait for their writes).
+    private var commandsRunning = 0
     /// The server is shutting down; no new command may start.
     private var shutdownRequested = false
 
@@ -48,30 +49,31 @@ struct ConnectionStateMachine {
     /// has been (or is about to be) told, and must not start anything new.
     mutating func commandStarted() -> Bool {
         guard !shutdownRequested else { return false }
-        commandRunning = true
+        commandsRunning += 1
         return true
     }
 
-    /// The command's reply is queued. Returns true if shutdown was requested meanwhile: the
-    /// session must now send the shutdown notice and close.
+    /// A command's reply is ready. Returns true if shutdown was requested meanwhile and this was
+    /// the last running command: the session must now send the shutdown notice (after the
+    /// replies) and close.
     mutating func commandFinished() -> Bool {
-        commandRunning = false
-        return shutdownRequested
+        commandsRunning -= 1
+        return shutdownRequested && commandsRunning == 0
     }
 
     /// The server is shutting down. Returns true if the session is idle and can be told and
-    /// closed right away; false if a command is running, whose reply must go out first (every
+    /// closed right away; false if commands are running, whose replies must go out first (every
     /// command gets its terminal line), after which ``commandFinished()`` reports the shutdown.
     mutating func requestShutdown() -> Bool {
         shutdownRequested = true
-        return !commandRunning
+        return commandsRunning == 0
     }
 
     mutating func tick(now: ContinuousClock.Instant) -> Action {
         switch state {
         case .registering(let deadline):
             // A LOGIN still waiting for its password check gets its answer first.
-            guard now >= deadline, !commandRunning else { return .none }
+            guard now >= deadline, commandsRunning == 0 else { return .none }
             state = .closed
             return .close(code: "REGISTRATION_TIMEOUT",
                           text: "No LOGIN within \(Self.seconds(timeouts.registration)) seconds; closing the connection.")

@@ -47,10 +47,36 @@ struct Session {
         var quit = false
     }
 
+    /// A line made ready to run: either its reply is already known (it is malformed, unknown
+    /// or not allowed), or it is a command with its checked arguments.
+    enum Prepared {
+        case answered(Outcome)
+        case command(Command, ClientMessage, Arguments)
+
+        /// Whether it may run while the session's earlier pipelining commands wait for their
+        /// writes (see ``Command/pipelines``). An answered line changes nothing.
+        var pipelines: Bool {
+            switch self {
+            case .answered: true
+            case .command(let command, _, _): command.pipelines
+            }
+        }
+    }
+
     /// Turns one frame into its reply lines. Pure apart from the command handler it calls.
     func handle(_ frame: LineFrame, scope: SessionScope?, outbox: Outbox, logger: Logger) async -> Outcome {
-        func refuse(_ code: String, _ text: String, command: String = "*", label: String? = nil) -> Outcome {
-            Outcome(lines: [.error(label: label, command: command, code: code, text: text)], scope: scope)
+        switch prepare(frame, scope: scope) {
+        case .answered(let outcome): outcome
+        case .command(let command, let message, let arguments):
+            await run(command, message, arguments, scope: scope, outbox: outbox, logger: logger)
+        }
+    }
+
+    /// Everything about a line that needs no I/O: decoding, parsing, the command, access,
+    /// the TLS rule and the arguments.
+    func prepare(_ frame: LineFrame, scope: SessionScope?) -> Prepared {
+        func refuse(_ code: String, _ text: String, command: String = "*", label: String? = nil) -> Prepared {
+            .answered(Outcome(lines: [.error(label: label, command: command, code: code, text: text)], scope: scope))
         }
         guard case .line(let buffer) = frame else {
             return refuse("LINE_TOO_LONG", "Line longer than \(limits.maxLineBytes) bytes; it was discarded.")
@@ -63,7 +89,7 @@ struct Session {
         }
         let message: ClientMessage
         do {
-            guard let parsed = try ClientMessage.parse(text) else { return Outcome(lines: [], scope: scope) }
+            guard let parsed = try ClientMessage.parse(text) else { return .answered(Outcome(lines: [], scope: scope)) }
             message = parsed
         } catch {
             return refuse(error.code, error.message, label: ClientMessage.label(inUnparsedLine: text))
@@ -90,11 +116,16 @@ struct Session {
             let r = CommandRefusal.tlsRequired(verb, port: port)
             return refuse(r.code, r.text, command: verb, label: label)
         }
-        let arguments: Arguments
         switch CommandTable.arguments(for: command, from: message) {
-        case .success(let a): arguments = a
+        case .success(let arguments): return .command(command, message, arguments)
         case .failure(let e): return refuse(e.code, e.text, command: verb, label: label)
         }
+    }
+
+    /// Runs a prepared command; every error becomes its `ERR` line.
+    func run(_ command: Command, _ message: ClientMessage, _ arguments: Arguments, scope: SessionScope?,
+             outbox: Outbox, logger: Logger) async -> Outcome {
+        let (verb, label) = (message.verb, message.label)
         let (hub, session) = (services.hub, id)
         var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger,
                                      sessionId: id, remoteAddress: remoteAddress, scope: scope,

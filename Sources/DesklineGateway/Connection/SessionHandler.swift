@@ -31,11 +31,15 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var flood: TokenBucket
     private var scope: SessionScope?
     private var pending: [LineFrame] = []
+    /// The first pending line, prepared: kept while it waits for commands in flight to let it
+    /// join them.
+    private var preparedHead: Session.Prepared?
+    /// Commands started and not yet answered, oldest first; their replies go out in this order.
+    private var inFlight: [InFlight] = []
     private var context: ChannelHandlerContext?
     private var timer: RepeatedTask?
 
     private var registered = false
-    private var running = false
     private var waitingForFlood = false
     /// The next command's flood-control token is taken (it waited for it).
     private var tokenTaken = false
@@ -143,19 +147,30 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         ending = true
         timer?.cancel()
         timer = nil
-        if !running { cleanUp() }
+        if inFlight.isEmpty { cleanUp() }
         context.fireChannelInactive()
     }
 
-    /// Starts the next command, if one is waiting and none is running.
+    /// Starts the commands that may start now, in arrival order.
     private func pump() {
-        guard !running, !waitingForFlood, !ending else { return }
-        guard !pending.isEmpty else {
-            if inputEnded {
-                ending = true
-                outbox.finish()
-            }
-            return
+        while startNext() {}
+        if pending.isEmpty, inputEnded, inFlight.isEmpty, !ending {
+            ending = true
+            outbox.finish()
+        }
+    }
+
+    /// Starts the next command if it may start now: when nothing is in flight, or when it and
+    /// everything in flight are pipelining commands whose writes are queued
+    /// (``Command/pipelines``). Returns whether it started one.
+    private func startNext() -> Bool {
+        guard !waitingForFlood, !ending, !pending.isEmpty else { return false }
+        if !inFlight.isEmpty {
+            guard inFlight.count < Self.maximumPendingLines, inFlight.allSatisfy({ $0.pipelines && $0.queued }) else { return false }
+            // (Only pipelining commands are in flight, so none of them can change the scope.)
+            let next = preparedHead ?? session.prepare(pending[0], scope: scope)
+            preparedHead = next
+            guard next.pipelines else { return false }
         }
         // Flood control: past the burst, wait for the token before running on.
         let wait = tokenTaken ? .zero : flood.take(now: clock.now)
@@ -168,9 +183,11 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 loopBound.value.waitingForFlood = false
                 loopBound.value.pump()
             }
-            return
+            return false
         }
         let frame = pending.removeFirst()
+        let prepared = preparedHead ?? session.prepare(frame, scope: scope)
+        preparedHead = nil
         if readHeld, pending.count < Self.maximumPendingLines {
             readHeld = false
             context?.read()
@@ -181,57 +198,95 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         guard proceed else { // shutting down; the registry sent the notice
             ending = true
-            return
+            return false
         }
-        running = true
-        run(frame)
+        let command = InFlight(pipelines: prepared.pipelines)
+        inFlight.append(command)
+        switch prepared {
+        case .answered(let outcome):
+            command.queued = true
+            finished(command, outcome)
+        case .command(let handler, let message, let arguments):
+            run(command, handler, message, arguments)
+        }
+        return true
     }
 
-    private func run(_ frame: LineFrame) {
+    private func run(_ command: InFlight, _ handler: Command, _ message: ClientMessage, _ arguments: Arguments) {
         let (session, scope, outbox, logger) = (self.session, self.scope, self.outbox, self.logger)
         let loop = outbox.channel.eventLoop
         let loopBound = NIOLoopBound(self, eventLoop: loop)
+        let commandBound = NIOLoopBound(command, eventLoop: loop)
+        // A pipelining command tells the session when its write is queued; the session then
+        // considers its next line (always from a later turn of the loop, never from inside the
+        // store's call).
+        var onQueued: (@Sendable () -> Void)?
+        if command.pipelines {
+            onQueued = { @Sendable in loop.execute { loopBound.value.queued(commandBound.value) } }
+        }
         Task(executorPreference: executor) {
-            let outcome = await session.handle(frame, scope: scope, outbox: outbox, logger: logger)
+            let outcome = await WriteQueue.$onQueued.withValue(onQueued) {
+                await session.run(handler, message, arguments, scope: scope, outbox: outbox, logger: logger)
+            }
             if loop.inEventLoop {
-                loopBound.value.finished(outcome)
+                loopBound.value.completed(commandBound.value, outcome)
             } else {
-                loop.execute { loopBound.value.finished(outcome) }
+                loop.execute { loopBound.value.completed(commandBound.value, outcome) }
             }
         }
     }
 
-    private func finished(_ outcome: Session.Outcome) {
-        running = false
-        // A finished outbox (a timeout struck meanwhile) takes no more lines; a write failing
-        // otherwise means the client stopped reading and has been disconnected.
-        if !outbox.isFinished {
-            for line in outcome.lines where !outbox.write(line) {
-                logger.info("closing connection", metadata: ["reason": "SENDQ_EXCEEDED"])
-                ending = true
-                break
+    private func queued(_ command: InFlight) {
+        guard !command.queued else { return }
+        command.queued = true
+        if !closed { pump() }
+    }
+
+    private func completed(_ command: InFlight, _ outcome: Session.Outcome) {
+        command.queued = true
+        finished(command, outcome)
+        if closed {
+            if inFlight.isEmpty { cleanUp() }
+        } else {
+            pump()
+        }
+    }
+
+    /// Records a command's outcome and writes every reply now due: the finished commands at
+    /// the head of the line, so replies keep the order of the commands.
+    private func finished(_ command: InFlight, _ outcome: Session.Outcome) {
+        command.outcome = outcome
+        let shutdownNow = machine.state.withLock { $0.commandFinished() }
+        var wrote = false
+        while let head = inFlight.first, let outcome = head.outcome {
+            inFlight.removeFirst()
+            // A finished outbox (a timeout struck meanwhile) takes no more lines; a write failing
+            // otherwise means the client stopped reading and has been disconnected.
+            if !outbox.isFinished {
+                for line in outcome.lines where !outbox.write(line) {
+                    logger.info("closing connection", metadata: ["reason": "SENDQ_EXCEEDED"])
+                    ending = true
+                    break
+                }
+                wrote = true
             }
-            outbox.flush()
+            if let newScope = outcome.scope, scope == nil {
+                // From now on the session acts as this login, from this connection. (LOGIN already
+                // attached it to the hub, before counting unread notifications.)
+                scope = newScope.onSession(session.id)
+                preparedHead = nil
+                machine.state.withLock { $0.loggedIn(now: clock.now) }
+            }
+            if outcome.quit {
+                ending = true
+                outbox.finish()
+            }
         }
-        if let newScope = outcome.scope, scope == nil {
-            // From now on the session acts as this login, from this connection. (LOGIN already
-            // attached it to the hub, before counting unread notifications.)
-            scope = newScope.onSession(session.id)
-            machine.state.withLock { $0.loggedIn(now: clock.now) }
-        }
-        if machine.state.withLock({ $0.commandFinished() }) {
+        if wrote { outbox.flush() }
+        if shutdownNow, !outbox.isFinished {
             ending = true
             outbox.send(SessionRegistry.shutdownNotice)
             outbox.finish()
-        }
-        if outcome.quit {
-            ending = true
-            outbox.finish()
-        }
-        if closed {
-            cleanUp()
-        } else {
-            pump()
         }
     }
 
@@ -243,6 +298,17 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         onEnd()
         logger.debug("connection closed")
     }
+}
+
+/// A command of a session that started and has not been answered yet.
+private final class InFlight {
+    /// A pipelining command (or a line answered without running anything).
+    let pipelines: Bool
+    /// Its write is queued in the store, or it has finished: a later pipelining command may start.
+    var queued = false
+    var outcome: Session.Outcome?
+
+    init(pipelines: Bool) { self.pipelines = pipelines }
 }
 
 /// Runs a task's jobs on one event loop, so a session's command continues on its connection's

@@ -101,7 +101,7 @@ public final class SessionHub: EventSink, Sendable {
         }
     }
 
-    public func publish(_ event: TicketEvent) async {
+    public func publish(_ event: TicketEvent) {
         guard let line = Self.line(for: event) else { return }
         let targets = members.withLock { m -> [Outbox] in
             // Candidates: the sessions of everyone the event may be for; `isAudience` decides.
