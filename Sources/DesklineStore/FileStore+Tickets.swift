@@ -219,7 +219,7 @@ extension FileStore {
     }
 
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending draft: TicketEntryDraft?, at time: Date,
-                             notifying notify: EntryNotifier?, whenStored: StoredTicketHandler?,
+                             notifying notify: EntryNotifier?, whenQueued: (@Sendable () -> Void)?, whenStored: StoredTicketHandler?,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)? {
         let time = Self.storedPrecision(time)
         typealias Stored = (Ticket, TicketEntry?, EntryNotice?)?
@@ -229,7 +229,7 @@ extension FileStore {
                 if let result { whenStored(result.0, result.1, result.2) }
             }
         }
-        return try await writer(tenant).write(whenStored: stored) { batch, memory -> (Ticket, TicketEntry?, EntryNotice?)? in
+        return try await writer(tenant).write(whenQueued: whenQueued, whenStored: stored) { batch, memory -> (Ticket, TicketEntry?, EntryNotice?)? in
             let path = self.ticketLog(id, tenant)
             guard var ticket = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
             let before = ticket

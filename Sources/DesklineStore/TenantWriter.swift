@@ -82,12 +82,11 @@ final class TenantWriter: Sendable {
     /// after it wrote (or of the batch's fsync) undoes the whole batch and fails all its jobs
     /// with `storage`: nothing of it was acknowledged, so nothing of it stays.
     ///
-    /// `whenStored` runs on the writer once the batch is durable, before the caller resumes; the
-    /// jobs of a writer run it in the order they were queued. The task's ``WriteQueue/onQueued``
-    /// is told once the job is queued.
-    func write<T: Sendable>(whenStored: (@Sendable (T) -> Void)? = nil,
+    /// `whenQueued` is called once the job is queued (later jobs run after it); `whenStored`
+    /// runs on the writer once the batch is durable, before the caller resumes, and the jobs of
+    /// a writer run it in the order they were queued.
+    func write<T: Sendable>(whenQueued: (@Sendable () -> Void)? = nil, whenStored: (@Sendable (T) -> Void)? = nil,
                             _ work: @escaping @Sendable (WriteBatch, inout TenantMemory) throws -> T) async throws(DesklineError) -> T {
-        let queued = WriteQueue.onQueued
         do {
             return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
                 let job: Job = { batch, memory in
@@ -111,7 +110,7 @@ final class TenantWriter: Sendable {
                     }
                 }
                 enqueue(job)
-                queued?()
+                whenQueued?()
             }
         } catch let error as DesklineError {
             throw error

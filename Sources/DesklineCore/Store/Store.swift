@@ -58,11 +58,13 @@ public protocol Store: Sendable {
     /// appended to each recipient's inbox. So a message and its notifications cost one commit,
     /// and are stored together or not at all.
     ///
-    /// `whenStored` runs once the write is durable, before this call returns, and the tenant's
-    /// writes run it in the order they were stored: what it publishes comes in ticket order
-    /// without the caller waiting for one write before queueing the next. It must not block.
+    /// `whenQueued` is called (in the calling task) once the write has its place in the store's
+    /// order: a later write is stored after it, so the caller may start one before this one is
+    /// durable. `whenStored` runs once the write is durable, before this call returns, and the
+    /// tenant's writes run it in the order they were stored: what it publishes comes in ticket
+    /// order without the caller waiting for one write before queueing the next. It must not block.
     func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
-                      notifying notify: EntryNotifier?, whenStored: StoredTicketHandler?,
+                      notifying notify: EntryNotifier?, whenQueued: (@Sendable () -> Void)?, whenStored: StoredTicketHandler?,
                       _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)?
     /// Entries of a ticket, oldest first: those after `after` and before `before`, at most
     /// `limit`, taken from the newest end unless `after` is given.
@@ -99,29 +101,20 @@ extension Store {
     /// ``updateTicket(_:in:appending:at:notifying:_:)`` without notifications.
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
-        try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: nil, whenStored: nil, change).map { ($0.0, $0.1) }
+        try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: nil, whenQueued: nil, whenStored: nil, change).map { ($0.0, $0.1) }
     }
 
-    /// ``updateTicket(_:in:appending:at:notifying:whenStored:_:)`` with nothing to run once stored.
+    /// ``updateTicket(_:in:appending:at:notifying:whenQueued:whenStored:_:)`` without callbacks.
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
                              notifying notify: EntryNotifier?,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)? {
-        try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: notify, whenStored: nil, change)
+        try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: notify, whenQueued: nil, whenStored: nil, change)
     }
 }
 
 /// Runs on the store's writer once a ticket change is durable, in the order changes were stored.
 public typealias StoredTicketHandler = @Sendable (_ ticket: Ticket, _ entry: TicketEntry?, _ notice: EntryNotice?) -> Void
 
-/// How a caller learns that its write has taken its place in the store's order, before it is
-/// durable: a session may then start its next command that writes (it will be stored after
-/// this one) while this one waits for its fsync.
-public enum WriteQueue {
-    /// Called by the store, in the calling task, when the task's write is queued behind every
-    /// write queued before it. Only the first write of a command should count: a command that
-    /// is pipelined makes exactly one write.
-    @TaskLocal public static var onQueued: (@Sendable () -> Void)?
-}
 
 /// Who is told about a ticket entry, and what goes into their inboxes.
 public struct EntryNotice: Sendable, Equatable {

@@ -138,7 +138,7 @@ public struct TicketService: Sendable {
     /// ticket order (what HISTORY returns is what was pushed) while changes queued behind each
     /// other share a commit.
     private func change(_ scope: SessionScope, _ id: TicketID, entry kind: TicketEntry.Kind, text: String,
-                        _ update: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry) {
+                        whenQueued: (@Sendable () -> Void)? = nil, _ update: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry) {
         let user = try await author(scope)
         let draft = TicketEntryDraft(kind: kind, authorId: user.id, authorName: user.displayName, authorRole: user.role, text: text)
         let notify = try await notifier(scope, user)
@@ -155,7 +155,7 @@ public struct TicketService: Sendable {
             }
         }
         let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: now(), notifying: notify,
-                                                  whenStored: publish) { (t: inout Ticket) throws(DesklineError) in
+                                                  whenQueued: whenQueued, whenStored: publish) { (t: inout Ticket) throws(DesklineError) in
             guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
             try update(&t)
         }
@@ -207,10 +207,13 @@ public struct TicketService: Sendable {
 
     /// Writes a message in a ticket the caller may see. Refused in a closed ticket; a customer's
     /// message reopens a resolved one; a helpdesk message counts as unread for the customer.
-    public func post(_ scope: SessionScope, _ id: TicketID, text rawText: String) async throws(DesklineError) -> (Ticket, TicketEntry) {
+    /// `whenQueued`: see ``Store/updateTicket(_:in:appending:at:notifying:whenQueued:whenStored:_:)``
+    /// (not called if the message is refused before it is queued).
+    public func post(_ scope: SessionScope, _ id: TicketID, text rawText: String,
+                     whenQueued: (@Sendable () -> Void)? = nil) async throws(DesklineError) -> (Ticket, TicketEntry) {
         let text = try InputRules.messageText(rawText)
         try await requireListed(id, scope)
-        return try await change(scope, id, entry: .message, text: text) { (t: inout Ticket) throws(DesklineError) in
+        return try await change(scope, id, entry: .message, text: text, whenQueued: whenQueued) { (t: inout Ticket) throws(DesklineError) in
             guard t.status != .closed else { throw .ticketClosed(id) }
             if scope.role == .customer {
                 if t.status == .resolved { t.status = .open }
@@ -246,10 +249,11 @@ public struct TicketService: Sendable {
     }
 
     /// An internal note: kept in the ticket, shown to staff only, never to the customer.
-    public func note(_ scope: SessionScope, _ id: TicketID, text rawText: String) async throws(DesklineError) -> (Ticket, TicketEntry) {
+    public func note(_ scope: SessionScope, _ id: TicketID, text rawText: String,
+                     whenQueued: (@Sendable () -> Void)? = nil) async throws(DesklineError) -> (Ticket, TicketEntry) {
         try staff(scope)
         let text = try InputRules.messageText(rawText, field: "note")
-        return try await change(scope, id, entry: .note, text: text) { _ in }
+        return try await change(scope, id, entry: .note, text: text, whenQueued: whenQueued) { _ in }
     }
 
     /// Assigns a ticket to an agent or admin of the tenant (or to nobody, with nil).

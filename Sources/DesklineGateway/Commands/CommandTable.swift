@@ -123,6 +123,9 @@ struct CommandContext {
     let attach: @Sendable (SessionScope) -> Void
     /// Set by QUIT: the session ends after this reply.
     var quit = false
+    /// For a pipelining command (``Command/pipelines``): to be called once its write is queued
+    /// in the store, so the session may start its next pipelining command.
+    var whenQueued: (@Sendable () -> Void)?
 
     /// The session's identity; the table only runs login-only commands on logged-in sessions.
     func requireScope() throws(DesklineError) -> SessionScope {

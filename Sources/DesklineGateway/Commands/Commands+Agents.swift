@@ -50,7 +50,8 @@ extension Command {
         pipelines: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let id = try parseTicket(ctx.arguments.required("ticket"))
-        let (ticket, entry) = try await ctx.services.tickets.note(try ctx.requireScope(), id, text: ctx.arguments.required("text"))
+        let (ticket, entry) = try await ctx.services.tickets.note(try ctx.requireScope(), id, text: ctx.arguments.required("text"),
+                                                              whenQueued: ctx.whenQueued)
         return [ServerLine(.ok, "NOTE", [ticket.id.description, entry.messageID], text: "Note \(entry.messageID) added to \(ticket.id)")]
     }
 

@@ -83,7 +83,8 @@ extension Command {
         pipelines: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let id = try parseTicket(ctx.arguments.required("ticket"))
-        let (ticket, entry) = try await ctx.services.tickets.post(try ctx.requireScope(), id, text: ctx.arguments.required("text"))
+        let (ticket, entry) = try await ctx.services.tickets.post(try ctx.requireScope(), id, text: ctx.arguments.required("text"),
+                                                              whenQueued: ctx.whenQueued)
         return [ServerLine(.ok, "MSG", [ticket.id.description, String(entry.seq), ticket.status.rawValue],
                            text: "Message \(entry.seq) added to \(ticket.id)")]
     }

@@ -123,13 +123,15 @@ struct Session {
     }
 
     /// Runs a prepared command; every error becomes its `ERR` line.
+    /// `whenQueued` goes to a pipelining command (see ``CommandContext/whenQueued``).
     func run(_ command: Command, _ message: ClientMessage, _ arguments: Arguments, scope: SessionScope?,
-             outbox: Outbox, logger: Logger) async -> Outcome {
+             outbox: Outbox, logger: Logger, whenQueued: (@Sendable () -> Void)? = nil) async -> Outcome {
         let (verb, label) = (message.verb, message.label)
         let (hub, session) = (services.hub, id)
         var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger,
                                      sessionId: id, remoteAddress: remoteAddress, scope: scope,
                                      attach: { hub.attach(session, scope: $0.onSession(session), outbox: outbox) })
+        context.whenQueued = whenQueued
         var lines: [ServerLine]
         var newScope = scope
         do {

@@ -220,14 +220,14 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // A pipelining command tells the session when its write is queued; the session then
         // considers its next line (always from a later turn of the loop, never from inside the
         // store's call).
-        var onQueued: (@Sendable () -> Void)?
-        if command.pipelines {
-            onQueued = { @Sendable in loop.execute { loopBound.value.queued(commandBound.value) } }
+        let onQueued: (@Sendable () -> Void)? = if command.pipelines {
+            { @Sendable in loop.execute { loopBound.value.queued(commandBound.value) } }
+        } else {
+            nil
         }
         Task(executorPreference: executor) {
-            let outcome = await WriteQueue.$onQueued.withValue(onQueued) {
-                await session.run(handler, message, arguments, scope: scope, outbox: outbox, logger: logger)
-            }
+            let outcome = await session.run(handler, message, arguments, scope: scope, outbox: outbox, logger: logger,
+                                            whenQueued: onQueued)
             if loop.inEventLoop {
                 loopBound.value.completed(commandBound.value, outcome)
             } else {
