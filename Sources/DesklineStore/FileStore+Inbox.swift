@@ -110,7 +110,7 @@ extension FileStore {
             var item = stamped
             let last = try memory.inboxes[user] ?? lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0
             item.id = last + 1
-            try batch.append(Self.line(item), to: path)
+            try batch.append(JSONLine.line(item), to: path)
             memory.remember(inbox: user, lastId: item.id)
         }
     }

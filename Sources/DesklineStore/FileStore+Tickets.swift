@@ -179,7 +179,7 @@ extension FileStore {
                                 createdAt: time, updatedAt: time)
             // The ticket's log first, then the index: recovery after a crash in between adds a
             // missing index line; an index line never points at a ticket that is not there.
-            try batch.append(Self.line(TicketLogLine(ticket: ticket, entry: nil)), to: self.ticketLog(id, tenant))
+            try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: nil)), to: self.ticketLog(id, tenant))
             try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(customer, tenant))
             memory.remember(ticket)
             return ticket
@@ -253,7 +253,7 @@ extension FileStore {
             // One line holds both the entry and the ticket's new state: they are stored together
             // or not at all.
             if ticket != before || entry != nil {
-                try batch.append(Self.line(TicketLogLine(ticket: ticket, entry: entry)), to: path)
+                try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: entry)), to: path)
                 memory.remember(ticket)
             }
             // The notifications go into the same batch, after the entry they are about.

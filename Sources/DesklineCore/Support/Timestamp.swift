@@ -11,8 +11,50 @@ public enum Timestamp {
         let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
         let (seconds, fraction) = ms.quotientAndRemainder(dividingBy: 1000)
         let (s, f) = fraction < 0 ? (seconds - 1, fraction + 1000) : (seconds, fraction)
+        if let fast = civil(seconds: s, milliseconds: Int(f)) { return fast }
         let whole = Date(timeIntervalSince1970: Double(s)).formatted(.iso8601) // 2026-11-25T14:54:23Z
         return whole.dropLast() + "." + String(f).leftPadded(to: 3) + "Z"
+    }
+
+    /// The same text for years 1970-9999 without Foundation's formatter, which cost more than
+    /// the rest of a pushed line (every message formats three or four of these). Days to
+    /// year/month/day after H. Hinnant's `civil_from_days`.
+    static func civil(seconds: Int64, milliseconds: Int) -> String? {
+        guard seconds >= 0, seconds < 253_402_300_800 else { return nil } // 1970 ..< 10000
+        let days = seconds / 86_400, secondOfDay = Int(seconds % 86_400)
+        let z = days + 719_468
+        let era = z / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = Int(dayOfYear - (153 * mp + 2) / 5 + 1)
+        let month = Int(mp < 10 ? mp + 3 : mp - 9)
+        let year = Int(yearOfEra + era * 400 + (month <= 2 ? 1 : 0))
+        let utf8 = [UInt8](unsafeUninitializedCapacity: 24) { buffer, count in
+            func put(_ value: Int, _ digits: Int, at offset: Int) {
+                var v = value
+                for i in stride(from: offset + digits - 1, through: offset, by: -1) {
+                    buffer[i] = UInt8(ascii: "0") + UInt8(v % 10)
+                    v /= 10
+                }
+            }
+            put(year, 4, at: 0); buffer[4] = UInt8(ascii: "-")
+            put(month, 2, at: 5); buffer[7] = UInt8(ascii: "-")
+            put(day, 2, at: 8); buffer[10] = UInt8(ascii: "T")
+            put(secondOfDay / 3600, 2, at: 11); buffer[13] = UInt8(ascii: ":")
+            put(secondOfDay / 60 % 60, 2, at: 14); buffer[16] = UInt8(ascii: ":")
+            put(secondOfDay % 60, 2, at: 17); buffer[19] = UInt8(ascii: ".")
+            put(milliseconds, 3, at: 20); buffer[23] = UInt8(ascii: "Z")
+            count = 24
+        }
+        return String(decoding: utf8, as: UTF8.self)
+    }
+
+    /// The formatter's text (Foundation's ISO 8601), for tests of ``civil(seconds:milliseconds:)``.
+    static func foundationFormat(seconds: Int64, milliseconds: Int) -> String {
+        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(.iso8601)
+        return whole.dropLast() + "." + String(milliseconds).leftPadded(to: 3) + "Z"
     }
 
     public static func parse(_ text: String) -> Date? {
