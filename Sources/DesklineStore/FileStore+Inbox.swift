@@ -15,6 +15,7 @@ enum UserCache {
         var stamp: Int64
         var list: [User]
         var byId: [UserID: User]
+        var staff: Staff
         /// When the directory's mtime last matched `stamp`.
         var checkedAt = ContinuousClock.now
     }
@@ -38,6 +39,11 @@ extension FileStore {
     public func users(in tenant: TenantID) async throws(DesklineError) -> [User] {
         if let recent = recentUsers(tenant) { return recent.list }
         return try await io { try self.cachedUsers(tenant).list }
+    }
+
+    public func staff(in tenant: TenantID) async throws(DesklineError) -> Staff {
+        if let recent = recentUsers(tenant) { return recent.staff }
+        return try await io { try self.cachedUsers(tenant).staff }
     }
 
     /// The kept user list if it was checked within ``UserCache/recheckAfter``: no file access,
@@ -70,7 +76,8 @@ extension FileStore {
             guard name.hasSuffix(".json"), let id = UserID(rawValue: String(name.dropLast(5))) else { return nil }
             return try load(User.self, userFile(id, tenant))
         }
-        let entry = UserCache.Entry(stamp: stamp ?? 0, list: list, byId: Dictionary(list.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
+        let entry = UserCache.Entry(stamp: stamp ?? 0, list: list, byId: Dictionary(list.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
+                                    staff: Staff(list))
         if let stamp, statTime - Double(stamp) > 2e9 {
             userCache.withLock { $0[tenant] = entry }
         }

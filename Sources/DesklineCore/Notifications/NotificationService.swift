@@ -15,9 +15,8 @@ public struct NotificationService: Sendable {
         if event.customerUserId == nil, let customerId = event.ticket?.customerId ?? event.call?.customerId {
             event.customerUserId = try await store.customer(customerId, in: event.tenantId)?.userId
         }
-        let users = try await store.users(in: event.tenantId)
-        event.recipients = NotificationPolicy.recipients(
-            of: event, agents: users.filter { $0.role == .agent }.map(\.id), admins: users.filter { $0.role == .admin }.map(\.id))
+        let staff = try await store.staff(in: event.tenantId)
+        event.recipients = NotificationPolicy.recipients(of: event, agents: staff.agents, admins: staff.admins)
         return event
     }
 

@@ -75,6 +75,9 @@ public protocol Store: Sendable {
 
     /// Every user of a tenant.
     func users(in tenant: TenantID) async throws(DesklineError) -> [User]
+    /// The ids of a tenant's agents and admins: whom a ticket event may notify (every message
+    /// asks, so a store may keep them).
+    func staff(in tenant: TenantID) async throws(DesklineError) -> Staff
     /// Appends the same notification to each user's inbox, numbering it per user (its `id` is
     /// replaced by the user's next number).
     func appendNotification(_ notification: Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError)
@@ -109,6 +112,23 @@ extension Store {
                              notifying notify: EntryNotifier?,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)? {
         try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: notify, whenQueued: nil, whenStored: nil, change)
+    }
+}
+
+extension Store {
+    public func staff(in tenant: TenantID) async throws(DesklineError) -> Staff {
+        Staff(try await users(in: tenant))
+    }
+}
+
+/// A tenant's agents and admins, by id.
+public struct Staff: Sendable, Equatable {
+    public var agents: [UserID]
+    public var admins: [UserID]
+
+    public init(_ users: [User]) {
+        agents = users.filter { $0.role == .agent }.map(\.id)
+        admins = users.filter { $0.role == .admin }.map(\.id)
     }
 }
 

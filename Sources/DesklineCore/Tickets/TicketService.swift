@@ -166,9 +166,8 @@ public struct TicketService: Sendable {
     /// Works out, inside the store's write, whom an entry by `user` notifies (the rules of
     /// ``NotificationPolicy``) and what their inboxes get.
     private func notifier(_ scope: SessionScope, _ user: User) async throws(DesklineError) -> EntryNotifier {
-        let users = try await store.users(in: scope.tenantId)
-        let agents = users.filter { $0.role == .agent }.map(\.id)
-        let admins = users.filter { $0.role == .admin }.map(\.id)
+        let staff = try await store.staff(in: scope.tenantId)
+        let (agents, admins) = (staff.agents, staff.admins)
         let (actor, tenant) = (actor(user), scope.tenantId)
         // A customer may only change their own tickets: then they are its customer's login.
         let customerSelf = user.role == .customer ? user.id : nil
