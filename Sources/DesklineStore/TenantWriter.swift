@@ -82,7 +82,8 @@ final class TenantWriter: Sendable {
     /// after it wrote (or of the batch's fsync) undoes the whole batch and fails all its jobs
     /// with `storage`: nothing of it was acknowledged, so nothing of it stays.
     ///
-    /// `whenQueued` is called once the job is queued (later jobs run after it); `whenStored`
+    /// `whenQueued` is called once the job is queued (later jobs run after it; also when the
+    /// pool is shutting down and the job has already failed); `whenStored`
     /// runs on the writer once the batch is durable, before the caller resumes, and the jobs of
     /// a writer run it in the order they were queued.
     func write<T: Sendable>(whenQueued: (@Sendable () -> Void)? = nil, whenStored: (@Sendable (T) -> Void)? = nil,

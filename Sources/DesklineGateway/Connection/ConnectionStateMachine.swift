@@ -25,8 +25,8 @@ struct ConnectionStateMachine {
     private var state: State
     private let timeouts: Timeouts
     private var pingCounter = 0
-    /// Commands being processed whose replies have not been queued yet (more than one while
-    /// pipelining commands wait for their writes).
+    /// Commands started and not finished (more than one while pipelining commands wait for
+    /// their writes). A finished command's reply may still wait behind an earlier one's.
     private var commandsRunning = 0
     /// The server is shutting down; no new command may start.
     private var shutdownRequested = false

@@ -48,8 +48,9 @@ struct Session {
     }
 
     /// A line made ready to run: either its reply is already known (it is malformed, unknown
-    /// or not allowed), or it is a command with its checked arguments.
-    enum Prepared {
+    /// or not allowed), or it is a command with its checked arguments. (Boxed: an idle session
+    /// keeps an empty one, and its payload is a few hundred bytes.)
+    indirect enum Prepared {
         case answered(Outcome)
         case command(Command, ClientMessage, Arguments)
 

@@ -3,9 +3,10 @@ import DesklineProtocol
 import Logging
 import NIOCore
 
-/// One client connection, on its event loop: reads lines, runs one command at a time in
-/// arrival order (so pipelined commands are answered in order), writes the replies, and keeps
-/// time (registration timeout and keepalive, from ``ConnectionStateMachine``).
+/// One client connection, on its event loop: reads lines, runs their commands in arrival order
+/// (one at a time, except that back-to-back `MSG`/`NOTE` overlap once each one's write is queued,
+/// see ``Command/pipelines``), writes the replies in that order, and keeps time (registration
+/// timeout and keepalive, from ``ConnectionStateMachine``).
 ///
 /// An idle connection costs no task: only this handler and a timer. A command runs in a Swift
 /// task whose preferred executor is this event loop, so its reply is written without a hop.
@@ -188,10 +189,6 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let frame = pending.removeFirst()
         let prepared = preparedHead ?? session.prepare(frame, scope: scope)
         preparedHead = nil
-        if readHeld, pending.count < Self.maximumPendingLines {
-            readHeld = false
-            context?.read()
-        }
         let proceed = machine.state.withLock { m in
             m.inputReceived(now: clock.now)
             return m.commandStarted()
@@ -202,6 +199,11 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let command = InFlight(pipelines: prepared.pipelines)
         inFlight.append(command)
+        // (Only now: were a read ever delivered at once, its lines must queue behind this one.)
+        if readHeld, pending.count < Self.maximumPendingLines {
+            readHeld = false
+            context?.read()
+        }
         switch prepared {
         case .answered(let outcome):
             command.queued = true

@@ -103,6 +103,8 @@ public final class SessionHub: EventSink, Sendable {
 
     public func publish(_ event: TicketEvent) {
         guard let line = Self.line(for: event) else { return }
+        // (A customer's message in an unassigned ticket notifies every agent: look them up in a set.)
+        let recipients = Set(event.recipients)
         let targets = members.withLock { m -> [Outbox] in
             // Candidates: the sessions of everyone the event may be for; `isAudience` decides.
             var candidates = Set<Int>()
@@ -110,7 +112,7 @@ public final class SessionHub: EventSink, Sendable {
             for user in users { candidates.formUnion(m.byUser[UserKey(tenant: event.tenantId, user: user)] ?? []) }
             if let ticket = event.ticket { candidates.formUnion(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)] ?? []) }
             return candidates.compactMap { id in
-                guard id != event.originSession, let member = m.all[id], Self.isAudience(member, of: event) else { return nil }
+                guard id != event.originSession, let member = m.all[id], Self.isAudience(member, of: event, recipients: recipients) else { return nil }
                 return member.outbox
             }
         }
@@ -121,10 +123,10 @@ public final class SessionHub: EventSink, Sendable {
     /// (implicitly joined) and every session that JOINed the ticket — always within what the
     /// session may see at all (never another tenant, never a note to a customer, never another
     /// customer's ticket).
-    static func isAudience(_ member: Member, of event: TicketEvent) -> Bool {
+    static func isAudience(_ member: Member, of event: TicketEvent, recipients: Set<UserID>) -> Bool {
         guard event.mayReach(member.scope) else { return false }
         let user = member.scope.userId
-        if event.recipients.contains(user) || user == event.customerUserId { return true }
+        if recipients.contains(user) || user == event.customerUserId { return true }
         guard let ticket = event.ticket else { return false }
         return user == ticket.assigneeId || member.joined.contains(ticket.id)
     }

@@ -6,6 +6,8 @@ import Foundation
 ///
 /// The bytes are exactly those of ``FileStore/lineEncoder`` (sorted keys, no escaped slashes,
 /// absent optionals left out, dates as ``Timestamp``); a test compares the two on awkward values.
+/// A field added to `Ticket`, `TicketEntry` or `Notification` must be added here too (the test
+/// fails once the new field is set in it).
 /// Reading still goes through `JSONDecoder`.
 struct JSONLine {
     private(set) var bytes: [UInt8] = []
@@ -13,6 +15,8 @@ struct JSONLine {
     private var members: [Bool] = []
 
     init(capacity: Int = 512) { bytes.reserveCapacity(capacity) }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// The finished line, newline included.
     var data: Data {
@@ -65,7 +69,7 @@ struct JSONLine {
                 case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
                 case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
                 default:
-                    let hex = Array("0123456789abcdef".utf8)
+                    let hex = Self.hexDigits
                     bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
                 }
             }
