@@ -11,9 +11,7 @@ public enum Timestamp {
         let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
         let (seconds, fraction) = ms.quotientAndRemainder(dividingBy: 1000)
         let (s, f) = fraction < 0 ? (seconds - 1, fraction + 1000) : (seconds, fraction)
-        if let fast = civil(seconds: s, milliseconds: Int(f)) { return fast }
-        let whole = Date(timeIntervalSince1970: Double(s)).formatted(.iso8601) // 2026-11-25T14:54:23Z
-        return whole.dropLast() + "." + String(f).leftPadded(to: 3) + "Z"
+        return civil(seconds: s, milliseconds: Int(f)) ?? foundationFormat(seconds: s, milliseconds: Int(f))
     }
 
     /// The same text for years 1970-9999 without Foundation's formatter, which cost more than
@@ -51,9 +49,10 @@ public enum Timestamp {
         return String(decoding: utf8, as: UTF8.self)
     }
 
-    /// The formatter's text (Foundation's ISO 8601), for tests of ``civil(seconds:milliseconds:)``.
+    /// Foundation's ISO 8601 text: the years ``civil(seconds:milliseconds:)`` does not cover, and
+    /// what the tests compare it with.
     static func foundationFormat(seconds: Int64, milliseconds: Int) -> String {
-        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(.iso8601)
+        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(.iso8601) // 2026-11-25T14:54:23Z
         return whole.dropLast() + "." + String(milliseconds).leftPadded(to: 3) + "Z"
     }
 
