@@ -168,20 +168,31 @@ final class TenantWriter: Sendable {
         for job in jobs { job(batch, &memory)(error) }
     }
 
-    /// Runs batches until the queue is empty. Only one drain per writer runs at a time.
+    /// Runs batches until the queue is empty. Only one drain per writer runs at a time. The logs a
+    /// batch wrote stay open for the next batch (``OpenLogFiles``) until the queue is empty: a
+    /// writer that is not busy holds no log open.
     private func drain() {
+        let keptOpen = OpenLogFiles()
         while true {
             let jobs = queue.withLock { queue -> [Job] in
                 let jobs = Array(queue.jobs.prefix(Self.maximumBatch))
                 queue.jobs.removeFirst(jobs.count)
-                if jobs.isEmpty { queue.draining = false }
                 return jobs
             }
-            if jobs.isEmpty { return }
+            if jobs.isEmpty {
+                keptOpen.closeAll()
+                // Jobs queued meanwhile are taken by this drain still; none are left behind.
+                let done = queue.withLock { queue -> Bool in
+                    if queue.jobs.isEmpty { queue.draining = false }
+                    return !queue.draining
+                }
+                if done { return }
+                continue
+            }
             let logger = self.logger
             batches.add(1, ordering: .relaxed)
             self.jobs.add(jobs.count, ordering: .relaxed)
-            let batch = WriteBatch(visibility: visibility, faults: faults) { path, bytes in
+            let batch = WriteBatch(visibility: visibility, faults: faults, keptOpen: keptOpen) { path, bytes in
                 logger.notice("cut the torn last line of a log (an unfinished write, never acknowledged)",
                               metadata: ["path": "\(path)", "bytes": "\(bytes)"])
             }
@@ -204,6 +215,7 @@ final class TenantWriter: Sendable {
             if let error = batch.failure {
                 batch.rollback()
                 memory.withLock { $0 = TenantMemory(recovered: true) }
+                keptOpen.closeAll()
                 logger.error("a write batch failed and was undone", metadata: ["tenant": "\(tenant)", "jobs": "\(jobs.count)", "error": "\(error)"])
                 failure = .storage("the store could not complete the operation; nothing was changed")
             }

@@ -125,6 +125,63 @@ struct GroupCommitTests {
         #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 1)
     }
 
+    @Test func aBusyWriterKeepsItsLogsOpenBetweenBatchesAndAFailedBatchStillUndoesOnlyItself() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let path = root + "/log.jsonl"
+        let journal = Journal(tenantDir: root)
+        let visibility = LogVisibility(), faults = FaultInjection()
+        let kept = OpenLogFiles()
+        func batch() -> WriteBatch { WriteBatch(visibility: visibility, faults: faults, keptOpen: kept) { _, _ in } }
+        func content() throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
+
+        let first = batch()
+        try first.append(Data("a\n".utf8), to: path)
+        try first.commit(to: journal)
+        first.end()
+        #expect(kept.count == 1) // kept open for the next batch
+
+        // The next batch appends through the kept file; its failed sync undoes only its own line
+        // (the file is cut back, not removed: an earlier batch created it) and drops the file.
+        let second = batch()
+        try second.append(Data("b\n".utf8), to: path)
+        #expect(kept.count == 0)
+        #expect(visibility.limit(path) == 2) // readers still see only the committed line
+        faults.failNext(.sync, pathSuffix: "/log.jsonl", errno: EIO)
+        #expect(throws: (any Error).self) { try second.commit(to: journal) }
+        second.rollback()
+        second.end()
+        #expect(kept.count == 0)
+        #expect(try content() == "a\n")
+
+        // Opened afresh, it appends after the committed line.
+        let third = batch()
+        try third.append(Data("c\n".utf8), to: path)
+        try third.commit(to: journal)
+        third.end()
+        #expect(try content() == "a\nc\n")
+        #expect(visibility.limit(path) == nil)
+        kept.closeAll()
+        #expect(kept.count == 0)
+    }
+
+    @Test func aWriterClosesItsLogsOnceItHasNothingQueued() async throws {
+        let (store, _) = try await seeded(tickets: 5)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 1...50 {
+                group.addTask { _ = try await store.updateTicket(TicketID(1001 + n % 5), in: acme, appending: message("m\(n)"), at: Date()) { _ in } }
+            }
+            try await group.waitForAll()
+        }
+        while store.writer(acme).isBusy { try await Task.sleep(for: .milliseconds(1)) }
+        #if os(Linux)
+        // No ticket log of this store is still open (the journal stays open by design).
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")
+        let open = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0) }
+        #expect(open.filter { $0.hasPrefix(root) && $0.hasSuffix(".jsonl") } == [])
+        #endif
+        for ticket in 1001...1005 { #expect(try await texts(store, ticket).count == 10) }
+    }
+
     @Test func aDirectoryInTheEarlierLayoutIsRefusedNotMisread() async throws {
         let (store, _) = try await seeded()
         #expect(FileManager.default.createFile(atPath: root + "/tenants/acme/tickets/counters.json", contents: Data(#"{"ticket": 1002, "call": 0}"#.utf8)))

@@ -17,6 +17,8 @@ final class Outbox: Sendable {
     }
 
     let channel: any Channel
+    /// The channel's event loop (kept: asking the channel for it costs a dynamic call).
+    let eventLoop: any EventLoop
     private let capacity: Int
     /// How long a finished outbox waits for a client that does not read its last lines.
     private let lingerTime: Duration
@@ -26,6 +28,7 @@ final class Outbox: Sendable {
 
     init(channel: any Channel, capacity: Int, lingerTime: Duration = .seconds(5), flusher: FlushCoalescer? = nil) {
         self.channel = channel
+        self.eventLoop = channel.eventLoop
         self.capacity = capacity
         self.lingerTime = lingerTime
         self.flusher = flusher
@@ -48,10 +51,17 @@ final class Outbox: Sendable {
     static func send(_ line: ServerLine, to outboxes: [Outbox]) {
         guard !outboxes.isEmpty else { return }
         let buffer = encode(line)
-        var byLoop: [ObjectIdentifier: [Outbox]] = [:]
-        for outbox in outboxes { byLoop[ObjectIdentifier(outbox.channel.eventLoop), default: []].append(outbox) }
-        for group in byLoop.values {
-            let loop = group[0].channel.eventLoop
+        // Grouped by event loop; there are few loops (one per core), so a linear search.
+        var groups: [[Outbox]] = []
+        for outbox in outboxes {
+            if let i = groups.firstIndex(where: { $0[0].eventLoop === outbox.eventLoop }) {
+                groups[i].append(outbox)
+            } else {
+                groups.append([outbox])
+            }
+        }
+        for group in groups {
+            let loop = group[0].eventLoop
             let deliver: @Sendable () -> Void = {
                 for outbox in group where outbox.write(buffer) { outbox.flush() }
             }
@@ -126,10 +136,10 @@ final class Outbox: Sendable {
     }
 
     private func onLoop(_ body: @escaping @Sendable (Outbox) -> Void) {
-        if channel.eventLoop.inEventLoop {
+        if eventLoop.inEventLoop {
             body(self)
         } else {
-            channel.eventLoop.execute { body(self) }
+            eventLoop.execute { body(self) }
         }
     }
 }

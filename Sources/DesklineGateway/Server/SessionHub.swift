@@ -8,11 +8,18 @@ import Synchronization
 /// Delivery never waits: a line is put on each session's bounded ``Outbox`` (a client that lets
 /// it overflow is disconnected) and the lock is never held while anything is written to a socket.
 public final class SessionHub: EventSink, Sendable {
-    struct Member: Sendable {
-        var scope: SessionScope
-        var outbox: Outbox
+    /// A class, so that looking one up while publishing costs one reference, not a copy of the
+    /// scope's strings and the joined set. Only touched under the `members` lock.
+    final class Member {
+        let scope: SessionScope
+        let outbox: Outbox
         /// Tickets this (staff) session has JOINed.
         var joined: Set<TicketID> = []
+
+        init(scope: SessionScope, outbox: Outbox) {
+            self.scope = scope
+            self.outbox = outbox
+        }
     }
 
     private struct UserKey: Hashable {
@@ -80,7 +87,7 @@ public final class SessionHub: EventSink, Sendable {
     func setJoined(_ session: Int, _ ticket: TicketID, _ joined: Bool) -> Bool {
         members.withLock { m in
             guard let member = m.all[session] else { return false }
-            let changed = joined ? m.all[session]!.joined.insert(ticket).inserted : m.all[session]!.joined.remove(ticket) != nil
+            let changed = joined ? member.joined.insert(ticket).inserted : member.joined.remove(ticket) != nil
             let key = TicketKey(tenant: member.scope.tenantId, ticket: ticket)
             if joined {
                 m.byTicket[key, default: []].insert(session)
@@ -108,13 +115,25 @@ public final class SessionHub: EventSink, Sendable {
         let targets = members.withLock { m -> [Outbox] in
             // Candidates: the sessions of everyone the event may be for; `isAudience` decides.
             var candidates = Set<Int>()
-            let users = event.recipients + [event.customerUserId, event.ticket?.assigneeId].compactMap { $0 }
-            for user in users { candidates.formUnion(m.byUser[UserKey(tenant: event.tenantId, user: user)] ?? []) }
-            if let ticket = event.ticket { candidates.formUnion(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)] ?? []) }
-            return candidates.compactMap { id in
-                guard id != event.originSession, let member = m.all[id], Self.isAudience(member, of: event, recipients: recipients) else { return nil }
-                return member.outbox
+            for user in event.recipients {
+                if let sessions = m.byUser[UserKey(tenant: event.tenantId, user: user)] { candidates.formUnion(sessions) }
             }
+            if let user = event.customerUserId, let sessions = m.byUser[UserKey(tenant: event.tenantId, user: user)] {
+                candidates.formUnion(sessions)
+            }
+            if let user = event.ticket?.assigneeId, let sessions = m.byUser[UserKey(tenant: event.tenantId, user: user)] {
+                candidates.formUnion(sessions)
+            }
+            if let ticket = event.ticket, let sessions = m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)] {
+                candidates.formUnion(sessions)
+            }
+            var targets: [Outbox] = []
+            targets.reserveCapacity(candidates.count)
+            for id in candidates where id != event.originSession {
+                guard let member = m.all[id], Self.isAudience(member, of: event, recipients: recipients) else { continue }
+                targets.append(member.outbox)
+            }
+            return targets
         }
         Outbox.send(line, to: targets)
     }

@@ -82,15 +82,19 @@ final class WriteBatch {
     private var logs: [String: OpenLog] = [:]
     private let visibility: LogVisibility
     private let faults: FaultInjection?
+    /// Logs the writer kept open from its previous batches, and takes back at the end.
+    private let keptOpen: OpenLogFiles?
     private let onTornTail: (String, Int64) -> Void
     /// Lines written so far (a job that fails after writing spoils the whole batch).
     private(set) var appendCount = 0
     /// Set once a write failed: nothing more is written and the batch is rolled back.
     private(set) var failure: (any Error)?
 
-    init(visibility: LogVisibility, faults: FaultInjection? = nil, onTornTail: @escaping (String, Int64) -> Void) {
+    init(visibility: LogVisibility, faults: FaultInjection? = nil, keptOpen: OpenLogFiles? = nil,
+         onTornTail: @escaping (String, Int64) -> Void) {
         self.visibility = visibility
         self.faults = faults
+        self.keptOpen = keptOpen
         self.onTornTail = onTornTail
     }
 
@@ -116,6 +120,13 @@ final class WriteBatch {
 
     private func openLog(_ path: String) throws -> OpenLog {
         if let log = logs[path] { return log }
+        if let kept = keptOpen?.take(path) {
+            // Its length is known (only the writer appends, and it committed all of it).
+            visibility.hide(path, beyond: Int64(kept.length))
+            let log = OpenLog(fd: kept.fd, base: kept.length, end: kept.length, created: false)
+            logs[path] = log
+            return log
+        }
         let existed = access(path, F_OK) == 0
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
@@ -172,13 +183,55 @@ final class WriteBatch {
         }
     }
 
-    /// Closes the logs and lets readers see what they hold now. Call exactly once, after
-    /// ``commit()`` or ``rollback()``.
+    /// Closes the logs (or, after a commit, hands them back to the writer to keep open) and lets
+    /// readers see what they hold now. Call exactly once, after ``commit()`` or ``rollback()``.
     func end() {
-        for log in logs.values { close(log.fd) }
+        for (path, log) in logs {
+            if failure == nil, let keptOpen {
+                keptOpen.keep(path, OpenLogFiles.File(fd: log.fd, length: log.end))
+            } else {
+                close(log.fd)
+            }
+        }
         visibility.reveal(logs.keys)
         logs = [:]
     }
+}
+
+/// The logs a tenant's writer keeps open from one batch to the next while it has more jobs
+/// queued, so that a busy ticket's log is not opened, checked for a torn tail and closed again
+/// for every batch. Dropped (closed) when the writer runs out of work or a batch fails; at most
+/// ``capacity`` files. Used by one drain of one writer at a time.
+final class OpenLogFiles {
+    struct File {
+        var fd: Int32
+        /// Everything in it is committed: the next batch appends here.
+        var length: off_t
+    }
+
+    static let capacity = 64
+    private var files: [String: File] = [:]
+
+    var count: Int { files.count }
+
+    func take(_ path: String) -> File? {
+        files.removeValue(forKey: path)
+    }
+
+    func keep(_ path: String, _ file: File) {
+        if files.count < Self.capacity {
+            files[path] = file
+        } else {
+            close(file.fd)
+        }
+    }
+
+    func closeAll() {
+        for file in files.values { close(file.fd) }
+        files = [:]
+    }
+
+    deinit { closeAll() }
 }
 
 /// Threads that only wait in `fsync`: a batch hands them its files so the syncs overlap. They
