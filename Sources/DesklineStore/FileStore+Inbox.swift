@@ -16,6 +16,10 @@ enum UserCache {
         var list: [User]
         var byId: [UserID: User]
         var staff: Staff
+        /// Read within 2 s of the directory's mtime: a change right after the reading may have
+        /// left the same mtime, so a matching mtime does not prove it current. It is used for
+        /// ``UserCache/recheckAfter`` and then read again.
+        var racy: Bool
         /// When the directory's mtime last matched `stamp`.
         var checkedAt = ContinuousClock.now
     }
@@ -55,46 +59,57 @@ extension FileStore {
         }
     }
 
-    /// Drops the kept user list after this process changed a user.
+    /// Drops the kept user list after this process changed a user, and keeps a reading that was
+    /// under way meanwhile from being kept.
     func usersChanged(_ tenant: TenantID) {
-        _ = userCache.withLock { $0.removeValue(forKey: tenant) }
+        userCache.withLock { cache in
+            usersGeneration.add(1, ordering: .relaxed)
+            cache.removeValue(forKey: tenant)
+        }
     }
 
     /// The tenant's users, as a list and by id. Every ticket event asks for them (who is an agent,
     /// an admin, who wrote), so they are kept while the users directory is unchanged. Any change
     /// to a user (the admin CLI's included) renames a file into the directory and so changes its
-    /// mtime. A reading is trusted only if it was taken more than 2 s after that mtime: two
-    /// changes within one tick of the file system's clock can share an mtime (the "racy
-    /// timestamp" rule).
+    /// mtime. A matching mtime proves a reading current only if it was taken more than 2 s after
+    /// that mtime: two changes within one tick of the file system's clock can share an mtime (the
+    /// "racy timestamp" rule). A reading taken sooner is still kept, for
+    /// ``UserCache/recheckAfter`` only: so right after a change (a sign-up, a new password) the
+    /// directory is read once a second, not for every event.
     func cachedUsers(_ tenant: TenantID) throws -> UserCache.Entry {
         // The rule needs the time of the stat, before the files are read.
+        let generation = userCache.withLock { _ in usersGeneration.load(ordering: .relaxed) }
         let statTime = Date().timeIntervalSince1970 * 1e9
         let (stamp, cached) = freshUserCache(tenant)
         if let cached { return cached }
         let dir = tenantDir(tenant) + "/users"
+        userListReads.add(1, ordering: .relaxed)
         let list = try DurableFile.list(dir).sorted().compactMap { name -> User? in
             guard name.hasSuffix(".json"), let id = UserID(rawValue: String(name.dropLast(5))) else { return nil }
             return try load(User.self, userFile(id, tenant))
         }
+        let racy = stamp.map { statTime - Double($0) <= 2e9 } ?? true
         let entry = UserCache.Entry(stamp: stamp ?? 0, list: list, byId: Dictionary(list.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
-                                    staff: Staff(list))
-        if let stamp, statTime - Double(stamp) > 2e9 {
-            userCache.withLock { $0[tenant] = entry }
+                                    staff: Staff(list), racy: racy)
+        if stamp != nil {
+            userCache.withLock { cache in
+                if usersGeneration.load(ordering: .relaxed) == generation { cache[tenant] = entry }
+            }
         }
         return entry
     }
 
-    /// The kept user list if the users directory has not changed since it was read, and the
-    /// directory's mtime.
+    /// The kept user list if the users directory has not changed since it was read (and the
+    /// reading was not racy), and the directory's mtime.
     func freshUserCache(_ tenant: TenantID) -> (stamp: Int64?, entry: UserCache.Entry?) {
         var info = stat()
         guard stat(tenantDir(tenant) + "/users", &info) == 0 else { return (nil, nil) }
         let stamp = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
         let checked = ContinuousClock.now
         let cached = userCache.withLock { cache -> UserCache.Entry? in
-            guard cache[tenant]?.stamp == stamp else { return nil }
+            guard let entry = cache[tenant], entry.stamp == stamp, !entry.racy else { return nil }
             cache[tenant]?.checkedAt = checked
-            return cache[tenant]
+            return entry
         }
         return (stamp, cached)
     }

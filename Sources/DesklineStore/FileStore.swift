@@ -24,6 +24,11 @@ public final class FileStore: Store {
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
     let userCache = Mutex<[TenantID: UserCache.Entry]>([:])
+    /// How often a users directory was read in full (for tests: the cache's misses).
+    let userListReads = Atomic<Int>(0)
+    /// Counts this process's changes to users (changed under the `userCache` lock): a reading
+    /// that began before a change is not kept.
+    let usersGeneration = Atomic<Int>(0)
     /// Customers' ticket numbers as last read (see `ticketIDs(ofCustomer:in:)`).
     let ticketIndexCache = Mutex(TicketIndexCache())
     /// Failures tests inject into write batches.

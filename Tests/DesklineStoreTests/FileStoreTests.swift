@@ -194,6 +194,37 @@ extension FileStoreTests {
         #expect(try await store.users(in: acme).first { $0.id.rawValue == "u1" }?.passwordHash == newHash)
     }
 
+    @Test func rightAfterAChangeTheUserListIsReadOncePerSecondNotForEveryEvent() async throws {
+        let store = try await FileStore(root: root)
+        let acme = TenantID(rawValue: "acme")!
+        try await store.createTenant(tenant("acme"))
+        let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
+        func user(_ n: Int) -> NewUser { NewUser(email: "a\(n)@x.test", displayName: "A", role: .agent, passwordHash: hash, customerId: nil) }
+        _ = try await store.createUser(user(0), in: acme, at: Date())
+        // The directory's mtime is seconds old at most: a "racy" reading, kept for a second.
+        let reads = store.userListReads.load(ordering: .relaxed)
+        for _ in 0..<50 { #expect(try await store.users(in: acme).count == 1) }
+        #expect(store.userListReads.load(ordering: .relaxed) - reads == 1)
+
+        // Another process (the admin CLI) adds a user within the same tick of the file system's
+        // clock: the directory keeps the mtime of the kept reading. That reading is still not
+        // trusted past its second.
+        let dir = root + "/tenants/acme/users"
+        var info = stat()
+        #expect(stat(dir, &info) == 0)
+        let cli = try await FileStore(root: root)
+        _ = try await cli.createUser(user(1), in: acme, at: Date())
+        var times = [info.st_atim, info.st_mtim]
+        #expect(utimensat(AT_FDCWD, dir, &times, 0) == 0)
+        var seen = try await store.users(in: acme).count
+        let deadline = ContinuousClock.now + .seconds(5)
+        while seen < 2, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            seen = try await store.users(in: acme).count
+        }
+        #expect(seen == 2)
+    }
+
     @Test func appendingDoesNotRewriteTheLog() async throws {
         let store = try await FileStore(root: root)
         try await store.createTenant(tenant("acme"))
