@@ -28,9 +28,6 @@ struct BurstBench: AsyncParsableCommand {
         do {
             var connections: [LineConnection] = []
             for t in 0..<senders { connections.append(try await target.sender(t, group: group)) }
-            // The server trusts its kept user list only once the users directory is 2 s old (the
-            // racy-timestamp rule); the setup just wrote it.
-            try await Task.sleep(for: .seconds(3))
             say("\(senders) sender(s), \(messages) MSG each per burst, \(binary)")
             for round in 1...rounds {
                 let start = now()
