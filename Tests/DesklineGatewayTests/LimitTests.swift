@@ -19,6 +19,34 @@ import Testing
         }
     }
 
+    @Test func wrongCurrentPasswordsInPASSWDAreThrottledLikeLogins() async throws {
+        // Per account: a session cannot guess its account's password faster than LOGIN could.
+        try await withServer(configure: { $0.limits.loginFailuresPerAccount = 3; $0.limits.loginFailuresPerAddress = 100 }) { server in
+            let ann = try await server.login("ann@acme.test")
+            for _ in 0..<3 {
+                #expect(try await ann.command("PASSWD wrong a-new-password").last?.hasPrefix("ERR PASSWD WRONG_PASSWORD") == true)
+            }
+            // Refused without a password check, even with the right current password ...
+            let refused = try await ann.command(#"PASSWD correct\shorse\sbattery a-new-password"#)
+            #expect(refused.last?.hasPrefix("ERR PASSWD THROTTLED :Too many failed password checks. Try again in ") == true)
+            // ... so the password is unchanged, and other accounts are not affected.
+            let again = try await server.login("ann@acme.test")
+            let bob = try await server.login("bob@acme.test")
+            #expect(try await bob.command(#"PASSWD correct\shorse\sbattery bobs-new-password"#) == ["OK PASSWD :Password changed"])
+            for c in [ann, again, bob] { await c.close() }
+        }
+        // Per address: they count with failed logins from the same address.
+        try await withServer(configure: { $0.limits.loginFailuresPerAddress = 2 }) { server in
+            let ann = try await server.login("ann@acme.test")
+            for _ in 0..<2 {
+                #expect(try await ann.command("PASSWD wrong a-new-password").last?.hasPrefix("ERR PASSWD WRONG_PASSWORD") == true)
+            }
+            let guest = try await server.guest()
+            #expect(try await guest.command("LOGIN amy@acme.test \(TestServer.password)").last?.hasPrefix("ERR LOGIN THROTTLED ") == true)
+            for c in [ann, guest] { await c.close() }
+        }
+    }
+
     @Test func connectionsPerAddressAreLimited() async throws {
         try await withServer(configure: { $0.limits.maxConnectionsPerAddress = 2 }) { server in
             let a = try await server.guest()

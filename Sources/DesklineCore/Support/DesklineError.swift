@@ -55,10 +55,10 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
     }
     /// A call needs a phone number on record.
     public static let noPhone = DesklineError(.noPhone, "There is no phone number on your record. Add one with PROFILE phone <number>, then CALL again.")
-    /// Too many failed logins from this address or for this account; says when to retry and
-    /// nothing about whether the account exists.
-    public static func throttled(retryAfterSeconds seconds: Int) -> Self {
-        .init(.throttled, "Too many failed logins. Try again in \(seconds) seconds.")
+    /// Too many failed logins (or password changes: `failed` says which) from this address or
+    /// for this account; says when to retry and nothing about whether the account exists.
+    public static func throttled(retryAfterSeconds seconds: Int, failed: String = "logins") -> Self {
+        .init(.throttled, "Too many failed \(failed). Try again in \(seconds) seconds.")
     }
     /// The current password given to change it was wrong.
     public static let wrongPassword = DesklineError(.wrongPassword, "The current password is not correct; nothing was changed.")
