@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DesklineStoreTests",
-            dependencies: ["DesklineStore", "DesklineCore"]
+            dependencies: ["DesklineStore", "DesklineCore", .product(name: "NIOPosix", package: "swift-nio")]
         ),
         .testTarget(
             name: "DesklineGatewayTests",

@@ -250,6 +250,13 @@ extension FileStore {
                                     authorName: draft.authorName, authorRole: draft.authorRole,
                                     text: draft.text, at: time)
             }
+            // Who is told is worked out before anything is written: if that fails (an unreadable
+            // customer record), this change is refused alone and the rest of the batch goes on.
+            var notice: EntryNotice?
+            if let notify, let entry {
+                let customer = ticket.customerId
+                notice = try notify(ticket, entry) { try self.load(Customer.self, self.customerFile(customer, tenant))?.userId }
+            }
             // One line holds both the entry and the ticket's new state: they are stored together
             // or not at all.
             if ticket != before || entry != nil {
@@ -257,12 +264,8 @@ extension FileStore {
                 memory.remember(ticket)
             }
             // The notifications go into the same batch, after the entry they are about.
-            var notice: EntryNotice?
-            if let notify, let entry {
-                let customer = ticket.customerId
-                let told = try notify(ticket, entry) { try self.load(Customer.self, self.customerFile(customer, tenant))?.userId }
-                try self.appendInboxes(told.notification, for: told.recipients, in: tenant, batch, &memory)
-                notice = told
+            if let notice {
+                try self.appendInboxes(notice.notification, for: notice.recipients, in: tenant, batch, &memory)
             }
             return (ticket, entry, notice)
         }

@@ -135,6 +135,22 @@ final class TenantWriter: Sendable {
         }
     }
 
+    /// For tests: runs a job that blocks this writer until the returned closure is called, and
+    /// returns once that job runs, so that writes queued from then on wait in the queue (and
+    /// share the next batch). The job writes nothing.
+    func hold() async -> @Sendable () -> Void {
+        let gate = DispatchSemaphore(value: 0)
+        await withCheckedContinuation { (running: CheckedContinuation<Void, Never>) in
+            Task {
+                try? await self.write { _, _ in
+                    running.resume()
+                    gate.wait()
+                }
+            }
+        }
+        return { gate.signal() }
+    }
+
     /// Whether a batch is queued or running.
     var isBusy: Bool { queue.withLock { $0.draining } }
     /// Jobs waiting for the next batch.

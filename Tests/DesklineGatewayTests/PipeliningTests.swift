@@ -21,9 +21,7 @@ struct PipeliningTests {
             // starts before the one before it is durable.
             let count = 90 // (with LOGIN and NEW, within the default flood burst of 100)
             let writer = server.store.writer(TenantID(unchecked: "acme"))
-            let gate = DispatchSemaphore(value: 0)
-            let holder = Task { try await writer.write { _, _ in gate.wait() } }
-            while writer.queuedJobs > 0 || !writer.isBusy { try await Task.sleep(for: .milliseconds(1)) }
+            let release = await writer.hold()
             let before = server.store.writeStatistics()
             try await ann.sendRaw(Array((1...count).map { "@label=m\($0) MSG #1001 message \($0)\n" }.joined().utf8))
             // As many as a session runs at once are queued while the first waits; no more.
@@ -32,8 +30,7 @@ struct PipeliningTests {
             while writer.queuedJobs < window, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
             try await Task.sleep(for: .milliseconds(100))
             #expect(writer.queuedJobs == window, "messages queued while the first waits for its commit")
-            gate.signal()
-            try await holder.value
+            release()
             for n in 1...count {
                 #expect(try await ann.readReply() == ["@label=m\(n) OK MSG #1001 \(n) open :Message \(n) added to #1001"])
             }

@@ -2,6 +2,7 @@ import DesklineCore
 @testable import DesklineStore
 import Dispatch
 import Foundation
+import NIOPosix
 import Testing
 
 /// The tenant writer: group commit, all-or-nothing batches, readers that never see a line
@@ -12,8 +13,8 @@ struct GroupCommitTests {
     let globex = TenantID(rawValue: "globex")!
     let author = UserID(rawValue: "u1")!
 
-    func seeded(tickets: Int = 2) async throws -> (FileStore, CustomerID) {
-        let store = try await FileStore(root: root)
+    func seeded(tickets: Int = 2, threadPool: NIOThreadPool = .singleton) async throws -> (FileStore, CustomerID) {
+        let store = try await FileStore(root: root, threadPool: threadPool)
         try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
         try await store.createTenant(Tenant(id: globex, name: "Globex", createdAt: Date()))
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
@@ -52,20 +53,20 @@ struct GroupCommitTests {
     }
 
     @Test func aFailedCommitUndoesItsWholeBatchAndNothingElse() async throws {
-        let (store, customer) = try await seeded()
+        // The writer is held below with a blocking job: on a pool of its own (see the next test).
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        let (store, customer) = try await seeded(threadPool: pool)
         _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("one"), at: Date()) { _ in }
         _ = try await store.updateTicket(TicketID(1002), in: acme, appending: message("two"), at: Date()) { _ in }
         // Hold the writer so that the next two writes land in one batch, then fail that batch's
         // fsync of #1002's log.
-        let gate = DispatchSemaphore(value: 0)
-        let holder = Task { try await store.writer(acme).write { _, _ in gate.wait() } }
-        while store.writer(acme).queuedJobs > 0 || !store.writer(acme).isBusy { try await Task.sleep(for: .milliseconds(1)) }
+        let release = await store.writer(acme).hold()
         store.faults.failNext(.sync, pathSuffix: "/tickets/1002.jsonl", errno: EIO)
         let first = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("lost 1"), at: Date()) { _ in } }
         let second = Task { try await store.updateTicket(TicketID(1002), in: acme, appending: message("lost 2"), at: Date()) { _ in } }
         while store.writer(acme).queuedJobs < 2 { try await Task.sleep(for: .milliseconds(1)) }
-        gate.signal()
-        try await holder.value
+        release()
         let refusal = DesklineError.storage("the store could not complete the operation; nothing was changed")
         await #expect(throws: refusal) { try await first.value }
         await #expect(throws: refusal) { try await second.value }
@@ -82,6 +83,7 @@ struct GroupCommitTests {
         #expect(!FileManager.default.fileExists(atPath: root + "/tenants/acme/tickets/1003.jsonl"))
         #expect(try await store.createTicket(customer: customer, subject: "kept", in: acme, at: Date()).id == TicketID(1003))
         #expect(try await store.check(repair: false).problems == [])
+        try await pool.shutdownGracefully()
     }
 
     @Test func anEntryAndItsNotificationsAreOneCommitAndFailTogether() async throws {
@@ -105,6 +107,35 @@ struct GroupCommitTests {
         }
         #expect(try await texts(store, 1001) == ["hello"])
         #expect(try await store.inbox(of: amy, in: acme).items.count == 1)
+
+    }
+
+    @Test func aFailingNotifierRefusesOnlyItsOwnChangeInABatch() async throws {
+        // The writer is held below with a blocking job: on a pool of its own, so that tests
+        // running meanwhile (and the other test that holds a writer) keep the shared pool's
+        // threads.
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        let (store, _) = try await seeded(threadPool: pool)
+        let amy = UserID(rawValue: "u7")!
+        let notify: EntryNotifier = { ticket, entry, _ in
+            EntryNotice(customerUserId: nil, recipients: [amy],
+                        notification: Notification(id: 0, type: "message", ticket: ticket.id, call: nil, actorName: "Ann", text: entry.text, at: entry.at))
+        }
+        struct Refused: Error {}
+        let release = await store.writer(acme).hold()
+        let refused = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("refused"), at: Date(), notifying: { _, _, _ in throw Refused() }) { _ in } }
+        let kept = Task { try await store.updateTicket(TicketID(1002), in: acme, appending: message("kept"), at: Date(), notifying: notify) { _ in } }
+        while store.writer(acme).queuedJobs < 2 { try await Task.sleep(for: .milliseconds(1)) }
+        let commits = store.writeStatistics().commits
+        release()
+        await #expect(throws: DesklineError.self) { try await refused.value }
+        #expect(try await kept.value?.1?.text == "kept")
+        #expect(store.writeStatistics().commits - commits == 1) // both were in one batch
+        #expect(try await texts(store, 1001) == [])
+        #expect(try await texts(store, 1002) == ["kept"])
+        #expect(try await store.inbox(of: amy, in: acme).items.map(\.text) == ["kept"])
+        try await pool.shutdownGracefully()
     }
 
     @Test func readersNeverSeeALineBeforeItIsDurable() async throws {
