@@ -163,10 +163,17 @@ extension FileStore {
         }
     }
 
-    public func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket {
+    public func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date,
+                             notifying notify: TicketCreationNotifier?, whenStored: StoredTicketCreationHandler?) async throws(DesklineError) -> Ticket {
         let time = Self.storedPrecision(time)
-        defer { ticketIndexCache.withLock { $0.changed(TicketIndexCache.Key(tenant: tenant, customer: customer)) } }
-        return try await writer(tenant).write { batch, memory in
+        let index = TicketIndexCache.Key(tenant: tenant, customer: customer)
+        defer { ticketIndexCache.withLock { $0.changed(index) } }
+        // Once durable: the customer's kept index is dropped before anyone hears of the ticket.
+        let stored: @Sendable ((Ticket, EntryNotice?)) -> Void = { created in
+            self.ticketIndexCache.withLock { $0.changed(index) }
+            whenStored?(created.0, created.1)
+        }
+        return try await writer(tenant).write(whenStored: stored) { batch, memory -> (Ticket, EntryNotice?) in
             try self.requireTenant(tenant)
             try DurableFile.makeDirectories(self.ticketsDir(tenant))
             try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-tickets")
@@ -174,16 +181,21 @@ extension FileStore {
             // whose creation was never acknowledged may be handed out again, never a used one).
             let last = try memory.lastTicket ?? max(1000, self.logNumbers(in: self.ticketsDir(tenant)).last ?? 0)
             let id = TicketID(last + 1)
-            memory.lastTicket = id.number
             let ticket = Ticket(id: id, tenantId: tenant, customerId: customer, subject: subject, status: .open,
                                 createdAt: time, updatedAt: time)
+            let notice = notify?(ticket)
+            memory.lastTicket = id.number
             // The ticket's log first, then the index: recovery after a crash in between adds a
             // missing index line; an index line never points at a ticket that is not there.
             try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: nil)), to: self.ticketLog(id, tenant))
             try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(customer, tenant))
             memory.remember(ticket)
-            return ticket
-        }
+            // The notifications go into the same batch.
+            if let notice {
+                try self.appendInboxes(notice.notification, for: notice.recipients, in: tenant, batch, &memory)
+            }
+            return (ticket, notice)
+        }.0
     }
 
     public func tickets(in tenant: TenantID) async throws(DesklineError) -> [Ticket] {

@@ -1,6 +1,7 @@
 @testable import DesklineCore
-import DesklineStore
+@testable import DesklineStore
 import Foundation
+import Synchronization
 import Testing
 
 struct TicketServiceTests {
@@ -25,6 +26,42 @@ struct TicketServiceTests {
         func scope(_ login: String) async throws -> SessionScope { try await accounts.login(login, password: "password1") }
         return World(store: store, tickets: TicketService(store: store), ann: try await scope("ann@x.test"),
                      bob: try await scope("bob@x.test"), amy: try await scope("amy@x.test"), gus: try await scope("gus@x.test"))
+    }
+
+    /// Records what is published, and whether the tenant's writer was running at the time.
+    final class Recorder: EventSink {
+        let store: FileStore
+        let published = Mutex<[(TicketEvent.Kind, onWriter: Bool)]>([])
+        init(store: FileStore) { self.store = store }
+        func publish(_ event: TicketEvent) {
+            let onWriter = store.writer(event.tenantId).isBusy
+            published.withLock { $0.append((event.kind, onWriter)) }
+        }
+    }
+
+    @Test func aNewTicketIsStoredWithItsNotificationsInOneCommitAndPublishedByTheWriter() async throws {
+        let (accounts, store) = try await makeAccounts()
+        let acme = try await accounts.createTenant(id: "acme", name: "Acme").id
+        let c = try await accounts.createCustomer(in: acme, name: "Ann", email: "ann@x.test", phone: nil)
+        _ = try await accounts.createUser(in: acme, email: "ann@x.test", displayName: nil, role: .customer, customer: c.id, password: "password1")
+        let ada = try await accounts.createUser(in: acme, email: "ada@x.test", displayName: "Ada", role: .admin, customer: nil, password: "password1")
+        let recorder = Recorder(store: store)
+        let tickets = TicketService(store: store, sink: recorder)
+        let ann = try await accounts.login("ann@x.test", password: "password1")
+
+        let before = store.writeStatistics().commits
+        let ticket = try await tickets.create(ann, subject: "Printer")
+        // One commit for the ticket and the admins' notifications ...
+        #expect(store.writeStatistics().commits - before == 1)
+        let inbox = try await store.inbox(of: ada.id, in: acme)
+        #expect(inbox.items.map { $0.type } == ["new"])
+        // ... and EVENT NEW was pushed by the writer, in commit order, before `create` returned:
+        // no later change of the ticket can be pushed before it.
+        _ = try await tickets.post(ann, ticket.id, text: "It is on fire")
+        let published = recorder.published.withLock { $0 }
+        let kinds = published.map { $0.0 }
+        #expect(kinds == [.created, .entry])
+        #expect(published.allSatisfy { $0.onWriter })
     }
 
     @Test func customerMessageReopensAResolvedTicket() async throws {

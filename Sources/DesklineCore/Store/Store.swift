@@ -41,7 +41,13 @@ public protocol Store: Sendable {
     // MARK: Tickets (written only by the server)
 
     /// Creates a ticket with the next number of the tenant, and lists it in its customer's index.
-    func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket
+    /// `notify` works out, from the new ticket, who is told and what their inboxes get: those
+    /// lines are stored with the ticket, in one commit. `whenStored` runs on the tenant's writer
+    /// once the ticket is durable, in the order the tenant's changes were stored (as for
+    /// ``updateTicket(_:in:appending:at:notifying:whenQueued:whenStored:_:)``), before the
+    /// caller resumes.
+    func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date,
+                      notifying notify: TicketCreationNotifier?, whenStored: StoredTicketCreationHandler?) async throws(DesklineError) -> Ticket
     func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket?
     /// The numbers of the customer's tickets, from the customer's own index.
     func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID]
@@ -101,6 +107,11 @@ public protocol Store: Sendable {
 }
 
 extension Store {
+    /// ``createTicket(customer:subject:in:at:notifying:whenStored:)`` without notifications.
+    public func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket {
+        try await createTicket(customer: customer, subject: subject, in: tenant, at: time, notifying: nil, whenStored: nil)
+    }
+
     /// ``updateTicket(_:in:appending:at:notifying:_:)`` without notifications.
     public func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
                              _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
@@ -136,7 +147,14 @@ public struct Staff: Sendable, Equatable {
 public typealias StoredTicketHandler = @Sendable (_ ticket: Ticket, _ entry: TicketEntry?, _ notice: EntryNotice?) -> Void
 
 
-/// Who is told about a ticket entry, and what goes into their inboxes.
+/// Runs on the store's writer once a new ticket is durable, in the order the tenant's changes
+/// were stored.
+public typealias StoredTicketCreationHandler = @Sendable (_ ticket: Ticket, _ notice: EntryNotice?) -> Void
+
+/// Works out, inside the store's write, who is told about a new ticket and what their inboxes get.
+public typealias TicketCreationNotifier = @Sendable (_ ticket: Ticket) -> EntryNotice
+
+/// Who is told about a ticket entry (or a new ticket), and what goes into their inboxes.
 public struct EntryNotice: Sendable, Equatable {
     /// The login of the ticket's customer (nil if the customer has none).
     public var customerUserId: UserID?

@@ -116,10 +116,28 @@ public struct TicketService: Sendable {
         let customer = try customerId(scope)
         let subject = try InputRules.subject(rawSubject)
         let user = try await author(scope)
-        let ticket = try await store.createTicket(customer: customer, subject: subject, in: scope.tenantId, at: now())
-        await emit(TicketEvent(kind: .created, tenantId: scope.tenantId, ticket: ticket, actor: actor(user), at: ticket.createdAt,
-                               customerUserId: user.id), scope)
-        return ticket
+        let staff = try await store.staff(in: scope.tenantId)
+        let (actor, tenant) = (actor(user), scope.tenantId)
+        @Sendable func event(_ ticket: Ticket) -> TicketEvent {
+            TicketEvent(kind: .created, tenantId: tenant, ticket: ticket, actor: actor, at: ticket.createdAt, customerUserId: user.id)
+        }
+        // Addressed and stored with the ticket; pushed from the store's writer once durable, so
+        // EVENT NEW comes before any later change of the ticket is pushed.
+        let notify: TicketCreationNotifier = { ticket in
+            var created = event(ticket)
+            created.recipients = NotificationPolicy.recipients(of: created, agents: staff.agents, admins: staff.admins)
+            return EntryNotice(customerUserId: user.id, recipients: created.recipients, notification: NotificationService.draft(for: created))
+        }
+        var publish: StoredTicketCreationHandler?
+        if let sink {
+            publish = { ticket, notice in
+                var created = event(ticket)
+                created.recipients = notice?.recipients ?? []
+                created.originSession = scope.sessionId
+                sink.publish(created)
+            }
+        }
+        return try await store.createTicket(customer: customer, subject: subject, in: tenant, at: now(), notifying: notify, whenStored: publish)
     }
 
     /// Closes one of the caller's own tickets. Closing a closed ticket is refused.
