@@ -116,24 +116,49 @@ extension FileStore {
 
     public func appendNotification(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError) {
         try await writer(tenant).write { batch, memory in
-            try self.appendInboxes(notification, for: users, in: tenant, batch, &memory)
+            let lines = try self.inboxLines(notification, for: users, in: tenant, memory)
+            try self.append(lines, batch, &memory)
         }
     }
 
-    /// Appends `notification` to each user's inbox in `batch`, numbered per user.
-    func appendInboxes(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID,
-                       _ batch: WriteBatch, _ memory: inout TenantMemory) throws {
-        guard !users.isEmpty else { return }
+    /// A notification's line for one user's inbox, numbered, not yet written.
+    struct InboxLine {
+        var user: UserID
+        var path: String
+        var id: Int
+        var line: Data
+    }
+
+    /// Works out `notification`'s line for each user's inbox, numbered per user, without writing
+    /// anything: a job does this before its first append, so that trouble here refuses the job
+    /// alone. A user whose inbox cannot be read (a damaged last line) is left out and logged:
+    /// one damaged inbox does not stop the change the notification is about, nor anyone else's.
+    func inboxLines(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID,
+                    _ memory: TenantMemory) throws -> [InboxLine] {
+        guard !users.isEmpty else { return [] }
         var stamped = notification
         stamped.at = Self.storedPrecision(notification.at)
         try DurableFile.makeDirectories(inboxDir(tenant))
-        for user in users {
+        return users.compactMap { user in
             let path = inboxLog(user, tenant)
             var item = stamped
-            let last = try memory.inboxes[user] ?? lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0
-            item.id = last + 1
-            try batch.append(JSONLine.line(item), to: path)
-            memory.remember(inbox: user, lastId: item.id)
+            do {
+                let last = try memory.inboxes[user] ?? lastLine(DesklineCore.Notification.self, path, uncommitted: true)?.id ?? 0
+                item.id = last + 1
+            } catch {
+                logger.error("an inbox could not be read; the notification was not stored in it",
+                             metadata: ["tenant": "\(tenant)", "user": "\(user)", "error": "\(error)"])
+                return nil
+            }
+            return InboxLine(user: user, path: path, id: item.id, line: JSONLine.line(item))
+        }
+    }
+
+    /// Appends lines made by ``inboxLines(_:for:in:_:)`` in `batch`.
+    func append(_ lines: [InboxLine], _ batch: WriteBatch, _ memory: inout TenantMemory) throws {
+        for line in lines {
+            try batch.append(line.line, to: line.path)
+            memory.remember(inbox: line.user, lastId: line.id)
         }
     }
 

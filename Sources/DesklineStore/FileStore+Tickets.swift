@@ -183,7 +183,9 @@ extension FileStore {
             let id = TicketID(last + 1)
             let ticket = Ticket(id: id, tenantId: tenant, customerId: customer, subject: subject, status: .open,
                                 createdAt: time, updatedAt: time)
+            // Who is told, and their inbox lines, before anything is written (see updateTicket).
             let notice = notify?(ticket)
+            let inboxLines = try notice.map { try self.inboxLines($0.notification, for: $0.recipients, in: tenant, memory) } ?? []
             memory.lastTicket = id.number
             // The ticket's log first, then the index: recovery after a crash in between adds a
             // missing index line; an index line never points at a ticket that is not there.
@@ -191,9 +193,7 @@ extension FileStore {
             try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(customer, tenant))
             memory.remember(ticket)
             // The notifications go into the same batch.
-            if let notice {
-                try self.appendInboxes(notice.notification, for: notice.recipients, in: tenant, batch, &memory)
-            }
+            try self.append(inboxLines, batch, &memory)
             return (ticket, notice)
         }.0
     }
@@ -262,12 +262,16 @@ extension FileStore {
                                     authorName: draft.authorName, authorRole: draft.authorRole,
                                     text: draft.text, at: time)
             }
-            // Who is told is worked out before anything is written: if that fails (an unreadable
-            // customer record), this change is refused alone and the rest of the batch goes on.
+            // Who is told, and their inbox lines, are worked out before anything is written: if
+            // that fails (an unreadable customer record), this change is refused alone and the
+            // rest of the batch goes on.
             var notice: EntryNotice?
+            var inboxLines: [InboxLine] = []
             if let notify, let entry {
                 let customer = ticket.customerId
-                notice = try notify(ticket, entry) { try self.load(Customer.self, self.customerFile(customer, tenant))?.userId }
+                let told = try notify(ticket, entry) { try self.load(Customer.self, self.customerFile(customer, tenant))?.userId }
+                inboxLines = try self.inboxLines(told.notification, for: told.recipients, in: tenant, memory)
+                notice = told
             }
             // One line holds both the entry and the ticket's new state: they are stored together
             // or not at all.
@@ -276,9 +280,7 @@ extension FileStore {
                 memory.remember(ticket)
             }
             // The notifications go into the same batch, after the entry they are about.
-            if let notice {
-                try self.appendInboxes(notice.notification, for: notice.recipients, in: tenant, batch, &memory)
-            }
+            try self.append(inboxLines, batch, &memory)
             return (ticket, entry, notice)
         }
     }

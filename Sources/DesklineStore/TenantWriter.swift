@@ -141,11 +141,15 @@ final class TenantWriter: Sendable {
     func hold() async -> @Sendable () -> Void {
         let gate = DispatchSemaphore(value: 0)
         await withCheckedContinuation { (running: CheckedContinuation<Void, Never>) in
+            let once = Once()
+            let resume: @Sendable () -> Void = { if once.claim() { running.resume() } }
             Task {
-                try? await self.write { _, _ in
-                    running.resume()
+                // (A pool that is shutting down fails the job without running it.)
+                _ = try? await self.write { _, _ in
+                    resume()
                     gate.wait()
                 }
+                resume()
             }
         }
         return { gate.signal() }
@@ -237,6 +241,19 @@ final class TenantWriter: Sendable {
             }
             batch.end()
             for completion in completions { completion(failure) }
+        }
+    }
+}
+
+/// True for the first caller of ``claim()`` only.
+private final class Once: Sendable {
+    private let claimed = Mutex(false)
+
+    func claim() -> Bool {
+        claimed.withLock { claimed in
+            if claimed { return false }
+            claimed = true
+            return true
         }
     }
 }

@@ -323,30 +323,16 @@ final class FanoutRun: @unchecked Sendable {
         let start = nanos() + 50_000_000
         let end = start + Int64(seconds * 1e9)
         let sent = SentCounter()
-        var tasks: [RepeatedTask] = []
+        var pacers: [PacedSender] = []
         for (t, connection) in senders.enumerated() {
-            let schedule = SenderSchedule(next: start + Int64(Double(t) / rate * 1e9))
-            let channel = connection.channel!
             let target = self.target
-            let tick = TimeAmount.nanoseconds(min(interval, 1_000_000))
-            tasks.append(channel.eventLoop.scheduleRepeatedTask(initialDelay: .nanoseconds(max(0, schedule.next - nanos())), delay: tick) { task in
-                let now = nanos()
-                var buffer = channel.allocator.buffer(capacity: 64)
-                var count = 0
-                while schedule.next <= now && schedule.next < end {
-                    buffer.writeString(target.message(t, stamp: schedule.next))
-                    schedule.next += interval
-                    count += 1
-                }
-                if count > 0 {
-                    channel.writeAndFlush(buffer, promise: nil)
-                    sent.add(count)
-                }
-                if schedule.next >= end { task.cancel() }
-            })
+            let pacer = PacedSender(channel: connection.channel!, first: start + Int64(Double(t) / rate * 1e9), interval: interval,
+                                    end: end, sent: sent) { target.message(t, stamp: $0) }
+            pacer.start()
+            pacers.append(pacer)
         }
         try await Task.sleep(for: .nanoseconds(end - nanos()))
-        for task in tasks { task.cancel() }
+        for pacer in pacers { pacer.stop() }
         // Let deliveries settle: until all arrived, or nothing new for a second (at most 10 s).
         let expected = sent.value * watchersPerTicket
         var last = -1, quietSince = now()
@@ -382,9 +368,62 @@ final class FanoutRun: @unchecked Sendable {
     }
 }
 
-final class SenderSchedule: @unchecked Sendable {
-    var next: Int64
-    init(next: Int64) { self.next = next }
+/// One open-loop sender: wakes at each message's intended send time (a timer per message, not
+/// a polling tick, so the generator's own cost stays proportional to what it sends), sends what
+/// is due stamped with its intended time, and schedules the next. Touched only on its channel's
+/// event loop.
+final class PacedSender: @unchecked Sendable {
+    private let channel: Channel
+    private var next: Int64
+    private let interval: Int64
+    private let end: Int64
+    private let sent: SentCounter
+    private let message: (Int64) -> String
+    private var timer: Scheduled<Void>?
+    private var stopped = false
+
+    init(channel: Channel, first: Int64, interval: Int64, end: Int64, sent: SentCounter, message: @escaping (Int64) -> String) {
+        self.channel = channel
+        self.next = first
+        self.interval = interval
+        self.end = end
+        self.sent = sent
+        self.message = message
+    }
+
+    func start() {
+        channel.eventLoop.execute { self.schedule() }
+    }
+
+    func stop() {
+        channel.eventLoop.execute {
+            self.stopped = true
+            self.timer?.cancel()
+        }
+    }
+
+    private func schedule() {
+        guard !stopped, next < end else { return }
+        timer = channel.eventLoop.scheduleTask(in: .nanoseconds(max(0, next - nanos()))) { self.fire() }
+    }
+
+    private func fire() {
+        let now = nanos()
+        var buffer = channel.allocator.buffer(capacity: 64)
+        var count = 0
+        // Catch up on everything due (a late wake-up sends its backlog at once, stamped with the
+        // intended times, so the lateness shows as latency).
+        while next <= now && next < end {
+            buffer.writeString(message(next))
+            next += interval
+            count += 1
+        }
+        if count > 0 {
+            channel.writeAndFlush(buffer, promise: nil)
+            sent.add(count)
+        }
+        schedule()
+    }
 }
 
 final class SentCounter: @unchecked Sendable {

@@ -29,6 +29,9 @@ extension Deskline {
                 return handler
             }
             let logger = Logger(label: "deskline")
+            // Each connection is an open file, and so is each log a busy tenant's writer keeps open
+            // between batches (up to 64 per writer that is running, on up to 16 store threads).
+            raiseOpenFilesLimit(needed: configuration.limits.maxConnections + 16 * 64 + 200, logger: logger)
             // The store's own threads: its work mostly waits for the disk, so it gets more
             // threads than cores, and tenants' writers and readers do not queue behind each other.
             let storeThreads = NIOThreadPool(numberOfThreads: 16)
@@ -111,4 +114,23 @@ private struct Banner: Service {
         fflush(nil)
         try? await gracefulShutdown()
     }
+}
+
+/// Raises the soft limit on open files to the hard limit, as servers usually do (the soft limit
+/// is often 1,024), and warns when even that is below what the configured limits can need.
+func raiseOpenFilesLimit(needed: Int, logger: Logger) {
+    #if os(Linux)
+    let resource = Int32(RLIMIT_NOFILE.rawValue)
+    var limit = rlimit()
+    guard getrlimit(resource, &limit) == 0 else { return }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(resource, &raised) == 0 { limit = raised }
+    }
+    if limit.rlim_cur != rlim_t.max, limit.rlim_cur < rlim_t(needed) { // (rlim_t.max: RLIM_INFINITY)
+        logger.warning("the open-files limit is below what limits.maxConnections can need; raise it (ulimit -n, LimitNOFILE=)",
+                       metadata: ["limit": "\(limit.rlim_cur)", "needed": "\(needed)"])
+    }
+    #endif
 }

@@ -55,6 +55,26 @@ import Testing
         #expect(result.stderr.contains("limitz: unknown key"))
     }
 
+    #if os(Linux)
+    @Test func serveRaisesItsOpenFilesLimitToTheHardLimit() async throws {
+        let config = data + "-config.json"
+        try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning"}"#.utf8)
+            .write(to: URL(fileURLWithPath: config))
+        // Started with a soft limit of 256 (the shell execs, so the pid stays the server's).
+        let server = try CLIProcess(["-c", #"ulimit -Sn 256 && exec "$0" serve --config "$1""#, CLIProcess.executable.path, config],
+                                    executable: URL(fileURLWithPath: "/bin/sh"))
+        defer { if server.process.isRunning { server.process.interrupt() } }
+        #expect(await server.waitForOutput("Connect with: nc"), "\(server.stdout) \(server.stderr)")
+        let limits = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/limits", encoding: .utf8)
+        let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        // "Max open files <soft> <hard> files"
+        #expect(fields.count == 6 && fields[3] != "256" && fields[3] == fields[4], "\(line)")
+        server.process.terminate()
+        #expect(await server.wait().status == 0)
+    }
+    #endif
+
     @Test func demoServerAcceptsLoginsAndASecondServerIsRefused() async throws {
         let config = data + "-config.json"
         try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024}}"#.utf8)

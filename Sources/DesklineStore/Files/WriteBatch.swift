@@ -186,6 +186,8 @@ final class WriteBatch {
     /// Closes the logs (or, after a commit, hands them back to the writer to keep open) and lets
     /// readers see what they hold now. Call exactly once, after ``commit()`` or ``rollback()``.
     func end() {
+        // Kept open: the logs of this batch only (what it did not touch is closed).
+        keptOpen?.closeAll()
         for (path, log) in logs {
             if failure == nil, let keptOpen {
                 keptOpen.keep(path, OpenLogFiles.File(fd: log.fd, length: log.end))
