@@ -68,7 +68,7 @@ struct DesklineTarget: FanoutTarget {
         _ = await store.checkpointAll()
         try await store.lockForServer(pid: getpid()).release(clean: true)
         let server = try await ServerRun.start(binary: binary, work: work, limits: [
-            "maxConnectionsPerAddress": 1_000_000, "maxConnections": 1_000_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
+            "maxConnectionsPerAddress": 1_000_000, "maxConnections": 15_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
             "floodBurst": 100_000, "floodCommandsPerSecond": 100_000, "sendQueueLines": 100_000,
             "loginFailuresPerAddress": 1_000_000, "pingIntervalSeconds": 3600,
         ])
