@@ -75,6 +75,7 @@ let package = Package(
             dependencies: [
                 "DesklineCore",
                 "DesklineStore",
+                "DesklineGateway",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

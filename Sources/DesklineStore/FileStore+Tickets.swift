@@ -167,7 +167,6 @@ extension FileStore {
                              notifying notify: TicketCreationNotifier?, whenStored: StoredTicketCreationHandler?) async throws(DesklineError) -> Ticket {
         let time = Self.storedPrecision(time)
         let index = TicketIndexCache.Key(tenant: tenant, customer: customer)
-        defer { ticketIndexCache.withLock { $0.changed(index) } }
         // Once durable: the customer's kept index is dropped before anyone hears of the ticket.
         let stored: @Sendable ((Ticket, EntryNotice?)) -> Void = { created in
             self.ticketIndexCache.withLock { $0.changed(index) }

@@ -24,6 +24,8 @@ public final class FileStore: Store {
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
     let userCache = Mutex<[TenantID: UserCache.Entry]>([:])
+    /// The most logs a tenant's writer keeps open between its batches (see ``OpenLogFiles``).
+    public static let logsKeptOpenPerWriter = OpenLogFiles.capacity
     /// How often a users directory was read in full (for tests: the cache's misses).
     let userListReads = Atomic<Int>(0)
     /// Counts this process's changes to users (changed under the `userCache` lock): a reading

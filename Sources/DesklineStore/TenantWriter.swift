@@ -203,8 +203,9 @@ final class TenantWriter: Sendable {
                 keptOpen.closeAll()
                 // Jobs queued meanwhile are taken by this drain still; none are left behind.
                 let done = queue.withLock { queue -> Bool in
-                    if queue.jobs.isEmpty { queue.draining = false }
-                    return !queue.draining
+                    guard queue.jobs.isEmpty else { return false }
+                    queue.draining = false
+                    return true
                 }
                 if done { return }
                 continue

@@ -19,7 +19,7 @@ struct BurstBench: AsyncParsableCommand {
 
     func run() async throws {
         _ = raiseOpenFilesLimit()
-        let binary = deskline ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deskline").path
+        let binary = desklineBinary(deskline)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let work = NSTemporaryDirectory() + "deskline-bench-burst-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: work) }

@@ -1,3 +1,4 @@
+import DesklineGateway
 import Foundation
 import NIOCore
 import NIOPosix
@@ -218,10 +219,10 @@ final class LineConnection: ChannelInboundHandler, @unchecked Sendable {
 
 /// Raises the open-files limit as far as allowed (10,000 sessions need more than the usual 1,024).
 func raiseOpenFilesLimit() -> Int {
-    var limit = rlimit()
-    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    limit.rlim_cur = limit.rlim_max
-    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    return Int(limit.rlim_cur)
+    Int(clamping: OpenFilesLimit.raiseToHardLimit() ?? 0)
+}
+
+/// The deskline binary to start: the one given, else the one next to this benchmark.
+func desklineBinary(_ given: String?) -> String {
+    given ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deskline").path
 }

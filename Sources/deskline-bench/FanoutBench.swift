@@ -34,7 +34,7 @@ struct FanoutBench: AsyncParsableCommand {
             say("warning: the open-files limit (\(files)) is below what the run needs; raise it (ulimit -n) or lower --sessions")
         }
         let rateSteps = rates.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
-        let binary = deskline ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deskline").path
+        let binary = desklineBinary(deskline)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         var results: [TargetResult] = []
 

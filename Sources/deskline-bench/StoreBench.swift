@@ -29,7 +29,7 @@ struct StoreBench: AsyncParsableCommand {
 
     func run() async throws {
         let work = directory ?? NSTemporaryDirectory() + "deskline-bench-store-" + UUID().uuidString
-        let binary = deskline ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deskline").path
+        let binary = desklineBinary(deskline)
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no deskline binary at \(binary) (--deskline)") }
         guard tenants >= 2, tickets >= 1, messages >= tenants * tickets else { throw BenchError("need at least 2 tenants and a message per ticket") }
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)

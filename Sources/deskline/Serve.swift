@@ -29,12 +29,17 @@ extension Deskline {
                 return handler
             }
             let logger = Logger(label: "deskline")
-            // Each connection is an open file, and so is each log a busy tenant's writer keeps open
-            // between batches (up to 64 per writer that is running, on up to 16 store threads).
-            raiseOpenFilesLimit(needed: configuration.limits.maxConnections + 16 * 64 + 200, logger: logger)
             // The store's own threads: its work mostly waits for the disk, so it gets more
             // threads than cores, and tenants' writers and readers do not queue behind each other.
-            let storeThreads = NIOThreadPool(numberOfThreads: 16)
+            let storeThreadCount = 16
+            // Each connection is an open file, and so is each log a busy tenant's writer keeps open
+            // between batches (a writer that is running has a store thread), plus a few more.
+            let neededFiles = configuration.limits.maxConnections + storeThreadCount * FileStore.logsKeptOpenPerWriter + 200
+            if let files = OpenFilesLimit.raiseToHardLimit(), files < UInt64(neededFiles) {
+                logger.warning("the open-files limit is below what limits.maxConnections can need; raise it (ulimit -n, LimitNOFILE=)",
+                               metadata: ["limit": "\(files)", "needed": "\(neededFiles)"])
+            }
+            let storeThreads = NIOThreadPool(numberOfThreads: storeThreadCount)
             storeThreads.start()
             let store = try await FileStore(root: configuration.dataDirectory, threadPool: storeThreads,
                                             logger: Logger(label: "deskline.store"))
@@ -116,21 +121,3 @@ private struct Banner: Service {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit, as servers usually do (the soft limit
-/// is often 1,024), and warns when even that is below what the configured limits can need.
-func raiseOpenFilesLimit(needed: Int, logger: Logger) {
-    #if os(Linux)
-    let resource = Int32(RLIMIT_NOFILE.rawValue)
-    var limit = rlimit()
-    guard getrlimit(resource, &limit) == 0 else { return }
-    if limit.rlim_cur < limit.rlim_max {
-        var raised = limit
-        raised.rlim_cur = limit.rlim_max
-        if setrlimit(resource, &raised) == 0 { limit = raised }
-    }
-    if limit.rlim_cur != rlim_t.max, limit.rlim_cur < rlim_t(needed) { // (rlim_t.max: RLIM_INFINITY)
-        logger.warning("the open-files limit is below what limits.maxConnections can need; raise it (ulimit -n, LimitNOFILE=)",
-                       metadata: ["limit": "\(limit.rlim_cur)", "needed": "\(needed)"])
-    }
-    #endif
-}

@@ -220,7 +220,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func run(_ command: InFlight, _ handler: Command, _ message: ClientMessage, _ arguments: Arguments) {
         let (session, scope, outbox, logger) = (self.session, self.scope, self.outbox, self.logger)
-        let loop = outbox.channel.eventLoop
+        let loop = outbox.eventLoop
         let loopBound = NIOLoopBound(self, eventLoop: loop)
         let commandBound = NIOLoopBound(command, eventLoop: loop)
         // A pipelining command tells the session when its write is queued; the session then

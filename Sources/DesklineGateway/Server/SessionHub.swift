@@ -115,18 +115,12 @@ public final class SessionHub: EventSink, Sendable {
         let targets = members.withLock { m -> [Outbox] in
             // Candidates: the sessions of everyone the event may be for; `isAudience` decides.
             var candidates = Set<Int>()
-            for user in event.recipients {
-                if let sessions = m.byUser[UserKey(tenant: event.tenantId, user: user)] { candidates.formUnion(sessions) }
-            }
-            if let user = event.customerUserId, let sessions = m.byUser[UserKey(tenant: event.tenantId, user: user)] {
-                candidates.formUnion(sessions)
-            }
-            if let user = event.ticket?.assigneeId, let sessions = m.byUser[UserKey(tenant: event.tenantId, user: user)] {
-                candidates.formUnion(sessions)
-            }
-            if let ticket = event.ticket, let sessions = m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)] {
-                candidates.formUnion(sessions)
-            }
+            func add(_ sessions: Set<Int>?) { if let sessions { candidates.formUnion(sessions) } }
+            func sessions(of user: UserID?) -> Set<Int>? { user.flatMap { m.byUser[UserKey(tenant: event.tenantId, user: $0)] } }
+            for user in event.recipients { add(sessions(of: user)) }
+            add(sessions(of: event.customerUserId))
+            add(sessions(of: event.ticket?.assigneeId))
+            if let ticket = event.ticket { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)]) }
             var targets: [Outbox] = []
             targets.reserveCapacity(candidates.count)
             for id in candidates where id != event.originSession {
