@@ -125,7 +125,8 @@ extension FileStore {
     func writer(_ tenant: TenantID) -> TenantWriter {
         writers.withLock { writers in
             if let writer = writers[tenant] { return writer }
-            let writer = TenantWriter(tenant: tenant, directory: tenantDir(tenant), threadPool: threadPool, visibility: visibility, faults: faults, logger: logger) { memory in
+            let writer = TenantWriter(tenant: tenant, directory: tenantDir(tenant), threadPool: threadPool, visibility: visibility, faults: faults,
+                                      groupCommitInterval: groupCommitInterval, logger: logger) { memory in
                 if self.recoveryNeeded { self.recoverTenant(tenant) }
             }
             writers[tenant] = writer

@@ -20,6 +20,8 @@ public final class FileStore: Store {
     public let root: String
     let threadPool: NIOThreadPool
     let logger: Logger
+    /// How far apart a busy tenant's writer starts its batches (see ``TenantWriter``).
+    let groupCommitInterval: Duration
     let visibility = LogVisibility()
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
@@ -45,10 +47,17 @@ public final class FileStore: Store {
 
     /// Opens a data directory; creates it if `create` is set, else refuses one that is not there
     /// (so a mistyped `--data` does not silently start an empty store).
+    ///
+    /// `groupCommitInterval`: while a tenant's writer has writes waiting, it starts a batch no
+    /// sooner than this after the previous one started (or once a batch is full), so that more
+    /// writes share one fsync; an idle writer starts at once. Zero: as soon as the previous
+    /// batch is durable.
     public init(root: String, create: Bool = true, threadPool: NIOThreadPool = .singleton,
+                groupCommitInterval: Duration = .zero,
                 logger: Logger = Logger(label: "deskline.store")) async throws(DesklineError) {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         self.threadPool = threadPool
+        self.groupCommitInterval = groupCommitInterval
         self.logger = logger
         let root = self.root
         if !create && !FileManager.default.fileExists(atPath: root + "/tenants") {

@@ -39,6 +39,10 @@ struct TenantMemory {
 /// syncing), makes the batch durable with one synced record in the tenant's ``Journal``, and
 /// only then resumes every job's caller. So concurrent writes share their fsyncs, while each caller still waits
 /// for its own data to be durable. Tenants have their own writers and never wait for each other.
+///
+/// A busy writer (jobs already waiting when a batch ends) starts its next batch no sooner than
+/// ``groupCommitInterval`` after the previous one started, or as soon as ``maximumBatch`` jobs
+/// wait, so that more writes share each batch. An idle writer starts at once.
 final class TenantWriter: Sendable {
     /// A job runs its work and returns what to do once the batch's fate is known (nil: durable).
     typealias Job = @Sendable (WriteBatch, inout TenantMemory) -> @Sendable ((any Error)?) -> Void
@@ -48,10 +52,16 @@ final class TenantWriter: Sendable {
     private struct Queue {
         var jobs: [Job] = []
         var draining = false
+        /// The drain waits for the group commit interval; signal `full` once a batch is full.
+        var waitingForJobs = false
     }
 
     let tenant: TenantID
     private let queue = Mutex(Queue())
+    /// Wakes a drain waiting for the group commit interval once ``maximumBatch`` jobs wait.
+    private let full = DispatchSemaphore(value: 0)
+    /// How far apart a busy writer starts its batches (zero: as soon as the previous is durable).
+    let groupCommitInterval: Duration
     private let memory = Mutex(TenantMemory())
     private let journal: Mutex<Journal>
     private let threadPool: NIOThreadPool
@@ -66,8 +76,9 @@ final class TenantWriter: Sendable {
     private let recover: @Sendable (inout TenantMemory) -> Void
 
     init(tenant: TenantID, directory: String, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection,
-         logger: Logger, recover: @escaping @Sendable (inout TenantMemory) -> Void) {
+         groupCommitInterval: Duration = .zero, logger: Logger, recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
+        self.groupCommitInterval = groupCommitInterval
         self.journal = Mutex(Journal(tenantDir: directory))
         self.threadPool = threadPool
         self.visibility = visibility
@@ -161,12 +172,17 @@ final class TenantWriter: Sendable {
     var queuedJobs: Int { queue.withLock { $0.jobs.count } }
 
     private func enqueue(_ job: @escaping Job) {
-        let start = queue.withLock { queue -> Bool in
+        let (start, wake) = queue.withLock { queue -> (Bool, Bool) in
             queue.jobs.append(job)
-            if queue.draining { return false }
+            if queue.waitingForJobs, queue.jobs.count >= Self.maximumBatch {
+                queue.waitingForJobs = false
+                return (false, true)
+            }
+            if queue.draining { return (false, false) }
             queue.draining = true
-            return true
+            return (true, false)
         }
+        if wake { full.signal() }
         guard start else { return }
         threadPool.submit { state in
             guard case .active = state else {
@@ -193,7 +209,11 @@ final class TenantWriter: Sendable {
     /// writer that is not busy holds no log open.
     private func drain() {
         let keptOpen = OpenLogFiles()
+        // When the last batch started, if jobs were queued while it ran (the writer is busy).
+        var busySince: ContinuousClock.Instant?
         while true {
+            if let busySince { waitForGroupCommit(since: busySince) }
+            let start = ContinuousClock.now
             let jobs = queue.withLock { queue -> [Job] in
                 let jobs = Array(queue.jobs.prefix(Self.maximumBatch))
                 queue.jobs.removeFirst(jobs.count)
@@ -208,6 +228,7 @@ final class TenantWriter: Sendable {
                     return true
                 }
                 if done { return }
+                busySince = nil
                 continue
             }
             let logger = self.logger
@@ -232,6 +253,9 @@ final class TenantWriter: Sendable {
                     try? checkpoint(journal)
                 }
             }
+            // Jobs queued while this batch ran came from other writers than its own (a caller's next
+            // write can only come after this batch resumes it): then the writer is busy.
+            busySince = queue.withLock { $0.jobs.isEmpty } ? nil : start
             var failure: DesklineError?
             if let error = batch.failure {
                 batch.rollback()
@@ -243,6 +267,33 @@ final class TenantWriter: Sendable {
             batch.end()
             for completion in completions { completion(failure) }
         }
+    }
+}
+
+extension TenantWriter {
+    /// Between two batches of one drain, when jobs were queued while the previous batch ran (the
+    /// writer is busy): unless a full batch waits already, waits until ``groupCommitInterval``
+    /// after the previous batch started, or until a batch is full, so that the next batch takes
+    /// more jobs for its one fsync.
+    private func waitForGroupCommit(since lastStart: ContinuousClock.Instant) {
+        let remaining = lastStart + groupCommitInterval - .now
+        guard remaining > .zero else { return }
+        let wait = queue.withLock { queue -> Bool in
+            guard !queue.jobs.isEmpty, queue.jobs.count < Self.maximumBatch else { return false }
+            queue.waitingForJobs = true
+            return true
+        }
+        guard wait else { return }
+        let (seconds, attoseconds) = remaining.components
+        let nanoseconds = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        guard full.wait(timeout: DispatchTime.now() + .nanoseconds(Int(nanoseconds))) == .timedOut else { return }
+        let signalled = queue.withLock { queue -> Bool in
+            defer { queue.waitingForJobs = false }
+            return !queue.waitingForJobs
+        }
+        // A batch filled up as the wait timed out: take the signal it sends, so that it does not
+        // cut a later wait short.
+        if signalled { full.wait() }
     }
 }
 

@@ -16,6 +16,7 @@ struct BurstBench: AsyncParsableCommand {
     @Option(help: "Senders, each in its own ticket, bursting at the same time.") var senders = 1
     @Option(help: "Bursts to run (the figures are per burst).") var rounds = 3
     @Option(help: "The deskline binary to start (default: next to this one).") var deskline: String?
+    @Option(help: "The server's storage.groupCommitIntervalMilliseconds (default: its config default).") var groupCommitMs: Int?
 
     func run() async throws {
         _ = raiseOpenFilesLimit()
@@ -24,7 +25,8 @@ struct BurstBench: AsyncParsableCommand {
         let work = NSTemporaryDirectory() + "deskline-bench-burst-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: work) }
         say("Machine: \(machineDescription())")
-        let target = try await DesklineTarget.start(binary: binary, work: work, tickets: senders, watchers: 0, stormUsers: 0)
+        let target = try await DesklineTarget.start(binary: binary, work: work, tickets: senders, watchers: 0, stormUsers: 0,
+                                                    groupCommitMilliseconds: groupCommitMs)
         do {
             var connections: [LineConnection] = []
             for t in 0..<senders { connections.append(try await target.sender(t, group: group)) }

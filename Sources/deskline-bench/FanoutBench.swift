@@ -26,6 +26,7 @@ struct FanoutBench: AsyncParsableCommand {
     @Option(help: "The deskline binary to start (default: next to this one).") var deskline: String?
     @Option(help: "Where to write the results as JSON.") var json = "bench.json"
     @Option(help: "Event loop threads of the load generator.") var threads = 2
+    @Option(help: "The server's storage.groupCommitIntervalMilliseconds (default: its config default).") var groupCommitMs: Int?
 
     func run() async throws {
         let files = raiseOpenFilesLimit()
@@ -42,7 +43,7 @@ struct FanoutBench: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: work) }
         say("\nPreparing Deskline (\(tickets) tickets, \(watchers) watchers each) ...")
         let desk = try await DesklineTarget.start(binary: binary, work: work, tickets: tickets, watchers: watchers,
-                                                  stormUsers: stormRate > 0 ? 64 : 0)
+                                                  stormUsers: stormRate > 0 ? 64 : 0, groupCommitMilliseconds: groupCommitMs)
         do {
             var deskResult = try await measure(desk, group: group, steps: rateSteps)
             if stormRate > 0, let best = deskResult.best {

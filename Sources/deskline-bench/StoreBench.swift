@@ -244,14 +244,14 @@ struct ServerRun {
     let port: Int
     let startSeconds: Double
 
-    static func start(binary: String, work: String, limits: [String: Int] = [:]) async throws -> ServerRun {
+    static func start(binary: String, work: String, limits: [String: Int] = [:], storage: [String: Int] = [:]) async throws -> ServerRun {
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         let config = work + "/config.json"
         var allLimits: [String: Int] = ["maxConnectionsPerAddress": 100_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
                                         "floodBurst": 100_000, "floodCommandsPerSecond": 100_000]
         allLimits.merge(limits) { $1 }
         let settings: [String: Any] = ["listen": ["port": 0], "dataDirectory": work + "/data", "logLevel": "warning",
-                                       "passwordHashing": ["scryptN": 1024], "limits": allLimits]
+                                       "passwordHashing": ["scryptN": 1024], "limits": allLimits, "storage": storage]
         try JSONSerialization.data(withJSONObject: settings).write(to: URL(fileURLWithPath: config))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)

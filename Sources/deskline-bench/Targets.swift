@@ -35,8 +35,9 @@ struct DesklineTarget: FanoutTarget {
     /// Creates tenant `bench` with `tickets` customers (one ticket each, assigned to an agent
     /// nobody logs in as, so the only pushes are to the sessions that JOINed), `watchers` agent
     /// users, and `stormUsers` agents whose hashes have the production cost, then starts the
-    /// server on it.
-    static func start(binary: String, work: String, tickets count: Int, watchers: Int, stormUsers: Int) async throws -> DesklineTarget {
+    /// server on it (with config.json's default group commit interval unless one is given).
+    static func start(binary: String, work: String, tickets count: Int, watchers: Int, stormUsers: Int,
+                      groupCommitMilliseconds: Int?) async throws -> DesklineTarget {
         let root = work + "/data"
         try? FileManager.default.removeItem(atPath: work)
         let store = try await FileStore(root: root)
@@ -71,7 +72,7 @@ struct DesklineTarget: FanoutTarget {
             "maxConnectionsPerAddress": 1_000_000, "maxConnections": 15_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
             "floodBurst": 100_000, "floodCommandsPerSecond": 100_000, "sendQueueLines": 100_000,
             "loginFailuresPerAddress": 1_000_000, "pingIntervalSeconds": 3600,
-        ])
+        ], storage: groupCommitMilliseconds.map { ["groupCommitIntervalMilliseconds": $0] } ?? [:])
         return DesklineTarget(server: server, tickets: ids)
     }
 

@@ -42,6 +42,7 @@ extension Deskline {
             let storeThreads = NIOThreadPool(numberOfThreads: storeThreadCount)
             storeThreads.start()
             let store = try await FileStore(root: configuration.dataDirectory, threadPool: storeThreads,
+                                            groupCommitInterval: .milliseconds(configuration.storage.groupCommitIntervalMilliseconds),
                                             logger: Logger(label: "deskline.store"))
             let serverLock = try await store.lockForServer(pid: getpid())
             var stoppedCleanly = false

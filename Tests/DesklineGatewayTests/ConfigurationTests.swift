@@ -48,6 +48,16 @@ struct ConfigurationTests {
         #expect(try parse(#"{"limits": {"registrationTimeoutSeconds": 0.5}}"#).limits.registrationTimeoutSeconds == 0.5)
     }
 
+    @Test func storageKeysAreRead() throws {
+        #expect(GatewayConfiguration().storage.groupCommitIntervalMilliseconds == 2)
+        #expect(try parse(#"{"storage": {"groupCommitIntervalMilliseconds": 0}}"#).storage.groupCommitIntervalMilliseconds == 0)
+        #expect(try parse(#"{"storage": {"groupCommitIntervalMilliseconds": 10}}"#).storage.groupCommitIntervalMilliseconds == 10)
+        #expect(error(#"{"storage": {"groupCommitIntervalMilliseconds": 1001}}"#)
+            == "storage.groupCommitIntervalMilliseconds: 1001 is out of range 0...1000")
+        #expect(error(#"{"storage": {"groupCommitIntervalMilliseconds": 1.5}}"#) == "storage.groupCommitIntervalMilliseconds: must be an integer")
+        #expect(error(#"{"storage": {"commitDelay": 1}}"#) == "storage.commitDelay: unknown key")
+    }
+
     @Test func tlsKeysAreRead() throws {
         let config = try parse(#"""
             {"tls": {"enabled": true, "host": "0.0.0.0", "port": 7000, "certificateChainFile": "/etc/deskline/cert.pem",

@@ -13,8 +13,8 @@ struct GroupCommitTests {
     let globex = TenantID(rawValue: "globex")!
     let author = UserID(rawValue: "u1")!
 
-    func seeded(tickets: Int = 2, threadPool: NIOThreadPool = .singleton) async throws -> (FileStore, CustomerID) {
-        let store = try await FileStore(root: root, threadPool: threadPool)
+    func seeded(tickets: Int = 2, threadPool: NIOThreadPool = .singleton, groupCommitInterval: Duration = .zero) async throws -> (FileStore, CustomerID) {
+        let store = try await FileStore(root: root, threadPool: threadPool, groupCommitInterval: groupCommitInterval)
         try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
         try await store.createTenant(Tenant(id: globex, name: "Globex", createdAt: Date()))
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
@@ -50,6 +50,49 @@ struct GroupCommitTests {
         #expect(after.writes - before.writes == 200)
         // 200 writes arrived at once: they shared rounds of fsyncs.
         #expect(after.commits - before.commits < 100, "\(after.commits - before.commits) commits for 200 writes")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aBusyWriterWaitsForTheGroupCommitIntervalOrAFullBatch() async throws {
+        // An interval longer than the test may take: only a full batch can end the wait in time.
+        // (Were it ignored, the test would exceed its time limit and fail, not hang.)
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        let (store, _) = try await seeded(tickets: 4, threadPool: pool, groupCommitInterval: .seconds(120))
+        let writer = store.writer(acme)
+        let release = await writer.hold()
+        let first = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("first"), at: Date()) { _ in } }
+        while writer.queuedJobs < 1 { try await Task.sleep(for: .milliseconds(1)) }
+        let commits = store.writeStatistics().commits
+        // The held batch ends with a write waiting: the writer is busy, so it waits before its
+        // next batch instead of committing "first" alone ...
+        release()
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(writer.queuedJobs == 1)
+        // ... until a full batch waits; then it commits them all at once.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 1..<TenantWriter.maximumBatch {
+                group.addTask {
+                    _ = try await store.updateTicket(TicketID(1002 + n % 3), in: acme, appending: message("\(n)"), at: Date()) { _ in }
+                }
+            }
+            try await group.waitForAll()
+        }
+        _ = try await first.value
+        #expect(store.writeStatistics().commits - commits == 1) // one batch for all of them
+        #expect(try await texts(store, 1001) == ["first"])
+        #expect(try await texts(store, 1002).count + texts(store, 1003).count + texts(store, 1004).count == TenantWriter.maximumBatch - 1)
+        try await pool.shutdownGracefully()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func anIdleWriterStartsAtOnceWhateverTheGroupCommitInterval() async throws {
+        let (store, _) = try await seeded(groupCommitInterval: .seconds(120))
+        // One write at a time: each finds the writer idle, even though it comes right after the
+        // previous one was acknowledged, so none waits for the interval (or the test would
+        // exceed its time limit).
+        for n in 1...3 {
+            _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("\(n)"), at: Date()) { _ in }
+        }
+        #expect(try await texts(store, 1001) == ["1", "2", "3"])
     }
 
     @Test func aFailedCommitUndoesItsWholeBatchAndNothingElse() async throws {
