@@ -41,24 +41,28 @@ struct TenantMemory {
 /// for its own data to be durable. Tenants have their own writers and never wait for each other.
 ///
 /// A busy writer (jobs already waiting when a batch ends) starts its next batch no sooner than
-/// ``groupCommitInterval`` after the previous one started, or as soon as ``maximumBatch`` jobs
+/// ``groupCommitInterval`` after the previous one started, or as soon as ``enoughToStart`` jobs
 /// wait, so that more writes share each batch. An idle writer starts at once.
 final class TenantWriter: Sendable {
     /// A job runs its work and returns what to do once the batch's fate is known (nil: durable).
     typealias Job = @Sendable (WriteBatch, inout TenantMemory) -> @Sendable ((any Error)?) -> Void
 
     static let maximumBatch = 256
+    /// A busy writer stops waiting for the group commit interval once this many jobs wait: as
+    /// many as one session pipelines (`SessionHandler.maximumInFlight`), so that a lone bot's
+    /// burst never waits for the interval (it cannot queue more before its replies).
+    static let enoughToStart = 64
 
     private struct Queue {
         var jobs: [Job] = []
         var draining = false
-        /// The drain waits for the group commit interval; signal `full` once a batch is full.
+        /// The drain waits for the group commit interval; signal `full` once enough jobs wait.
         var waitingForJobs = false
     }
 
     let tenant: TenantID
     private let queue = Mutex(Queue())
-    /// Wakes a drain waiting for the group commit interval once ``maximumBatch`` jobs wait.
+    /// Wakes a drain waiting for the group commit interval once ``enoughToStart`` jobs wait.
     private let full = DispatchSemaphore(value: 0)
     /// How far apart a busy writer starts its batches (zero: as soon as the previous is durable).
     let groupCommitInterval: Duration
@@ -174,7 +178,7 @@ final class TenantWriter: Sendable {
     private func enqueue(_ job: @escaping Job) {
         let (start, wake) = queue.withLock { queue -> (Bool, Bool) in
             queue.jobs.append(job)
-            if queue.waitingForJobs, queue.jobs.count >= Self.maximumBatch {
+            if queue.waitingForJobs, queue.jobs.count >= Self.enoughToStart {
                 queue.waitingForJobs = false
                 return (false, true)
             }
@@ -272,14 +276,14 @@ final class TenantWriter: Sendable {
 
 extension TenantWriter {
     /// Between two batches of one drain, when jobs were queued while the previous batch ran (the
-    /// writer is busy): unless a full batch waits already, waits until ``groupCommitInterval``
-    /// after the previous batch started, or until a batch is full, so that the next batch takes
-    /// more jobs for its one fsync.
+    /// writer is busy): unless ``enoughToStart`` jobs wait already, waits until
+    /// ``groupCommitInterval`` after the previous batch started, or until they do, so that the
+    /// next batch takes more jobs for its one fsync.
     private func waitForGroupCommit(since lastStart: ContinuousClock.Instant) {
         let remaining = lastStart + groupCommitInterval - .now
         guard remaining > .zero else { return }
         let wait = queue.withLock { queue -> Bool in
-            guard !queue.jobs.isEmpty, queue.jobs.count < Self.maximumBatch else { return false }
+            guard !queue.jobs.isEmpty, queue.jobs.count < Self.enoughToStart else { return false }
             queue.waitingForJobs = true
             return true
         }

@@ -62,7 +62,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// The file store's tuning.
     public struct Storage: Sendable, Equatable {
         /// While a tenant's writer has writes waiting, it starts its next batch (one fsync) no
-        /// sooner than this many milliseconds after the previous one started, or once 256 writes
+        /// sooner than this many milliseconds after the previous one started, or once 64 writes
         /// wait; an idle writer starts at once. Trades up to this much latency under load for
         /// far fewer fsyncs (0: a batch starts as soon as the previous one is durable).
         public var groupCommitIntervalMilliseconds = 2

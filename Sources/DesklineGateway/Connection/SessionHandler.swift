@@ -22,7 +22,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     static let maximumPendingLines = 16
     /// Pipelining commands of one session whose writes may wait for their commit at once. (A
     /// bot bursting `MSG` on this machine: 16 gave 13,000-17,000 stored messages/s, 64 gave
-    /// 24,000-34,000; `deskline-bench burst`.)
+    /// 24,000-34,000; `deskline-bench burst`.) The tenant writer's group commit stops waiting
+    /// once this many writes wait (`TenantWriter.enoughToStart`): keep the two equal.
     static let maximumInFlight = 64
 
     private let session: Session
