@@ -20,6 +20,7 @@ extension Deskline {
 
         func run() async throws {
             let configuration = try options.loadConfiguration()
+            if configuration.hugePages { HugePages.restartWithHugePages() }
             // Unusable TLS files stop the start before the data directory is touched (bind() reads
             // them again).
             if configuration.tls.enabled { _ = try configuration.tls.makeServerContext() }

@@ -73,6 +73,32 @@ import Testing
         server.process.terminate()
         #expect(await server.wait().status == 0)
     }
+
+    @Test func serveRestartsItselfWithHugePagesUnlessTurnedOff() async throws {
+        /// The server's environment as /proc shows it (glibc splits GLIBC_TUNABLES in place at
+        /// start, so it is matched piece by piece).
+        func environment(_ hugePages: String) async throws -> String {
+            let config = data + "-config.json"
+            try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning"\#(hugePages)}"#.utf8)
+                .write(to: URL(fileURLWithPath: config))
+            // Another tunable and a variable of our own, which the restart must keep.
+            let server = try CLIProcess(["-c", #"GLIBC_TUNABLES=glibc.malloc.check=0 DESKLINE_TEST_MARK=kept exec "$0" serve --config "$1""#,
+                                         CLIProcess.executable.path, config],
+                                        executable: URL(fileURLWithPath: "/bin/sh"))
+            defer { if server.process.isRunning { server.process.interrupt() } }
+            #expect(await server.waitForOutput("Connect with: nc"), "\(server.stdout) \(server.stderr)")
+            let variables = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(server.process.processIdentifier)/environ"))
+            server.process.terminate()
+            #expect(await server.wait().status == 0)
+            return String(decoding: variables.map { $0 == 0 ? UInt8(ascii: "\n") : $0 }, as: UTF8.self)
+        }
+        let restarted = try await environment("")
+        #expect(restarted.contains("GLIBC_TUNABLES=glibc.malloc.check=0") && restarted.contains("glibc.malloc.hugetlb=1"))
+        #expect(restarted.contains("DESKLINE_TEST_MARK=kept"))
+        let plain = try await environment(#", "hugePages": false"#)
+        #expect(plain.contains("GLIBC_TUNABLES=glibc.malloc.check=0") && !plain.contains("hugetlb"))
+        #expect(plain.contains("DESKLINE_TEST_MARK=kept"))
+    }
     #endif
 
     @Test func demoServerAcceptsLoginsAndASecondServerIsRefused() async throws {

@@ -48,6 +48,12 @@ struct ConfigurationTests {
         #expect(try parse(#"{"limits": {"registrationTimeoutSeconds": 0.5}}"#).limits.registrationTimeoutSeconds == 0.5)
     }
 
+    @Test func hugePagesIsReadAndOnByDefault() throws {
+        #expect(GatewayConfiguration().hugePages)
+        #expect(try parse(#"{"hugePages": false}"#).hugePages == false)
+        #expect(error(#"{"hugePages": "no"}"#) == "hugePages: must be true or false")
+    }
+
     @Test func storageKeysAreRead() throws {
         #expect(GatewayConfiguration().storage.groupCommitIntervalMilliseconds == 2)
         #expect(try parse(#"{"storage": {"groupCommitIntervalMilliseconds": 0}}"#).storage.groupCommitIntervalMilliseconds == 0)

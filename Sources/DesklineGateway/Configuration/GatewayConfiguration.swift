@@ -74,6 +74,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// Where the file store lives. Relative paths are relative to the config file's directory.
     public var dataDirectory = "./data"
     public var logLevel: Logger.Level = .info
+    /// Let malloc use transparent huge pages (Linux, glibc 2.35+): `serve` re-executes itself
+    /// once with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, chiefly for scrypt's 32 MiB.
+    public var hugePages = true
     public var limits = Limits()
     public var storage = Storage()
     /// scrypt cost for new password hashes (existing hashes keep theirs).
@@ -140,6 +143,7 @@ extension GatewayConfiguration {
             }
             c.logLevel = l
         }
+        c.hugePages = try r.bool("hugePages") ?? c.hugePages
         if var l = try r.object("limits") {
             c.limits.maxLineBytes = try l.int("maxLineBytes", in: 512...1_048_576) ?? c.limits.maxLineBytes
             c.limits.registrationTimeoutSeconds = try l.seconds("registrationTimeoutSeconds") ?? c.limits.registrationTimeoutSeconds
