@@ -49,8 +49,10 @@ final class TenantWriter: Sendable {
 
     static let maximumBatch = 256
     /// A busy writer stops waiting for the group commit interval once this many jobs wait: as
-    /// many as one session pipelines (`SessionHandler.maximumInFlight`), so that a lone bot's
-    /// burst never waits for the interval (it cannot queue more before its replies).
+    /// many as one session pipelines (`SessionHandler.maximumInFlight`; a session cannot queue
+    /// more before its replies). A lone bot's burst rarely gets there within the interval (it
+    /// refills its window one command at a time), so bursts do wait: `deskline-bench burst`
+    /// measured 18,000-30,000 acknowledged/s with 2 ms, 31,000-43,000 with 0.
     static let enoughToStart = 64
 
     private struct Queue {

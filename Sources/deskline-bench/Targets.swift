@@ -35,7 +35,7 @@ struct DesklineTarget: FanoutTarget {
     /// Creates tenant `bench` with `tickets` customers (one ticket each, assigned to an agent
     /// nobody logs in as, so the only pushes are to the sessions that JOINed), `watchers` agent
     /// users, and `stormUsers` agents whose hashes have the production cost, then starts the
-    /// server on it (with config.json's default group commit interval unless one is given).
+    /// server on it (with the server's default group commit interval unless one is given).
     static func start(binary: String, work: String, tickets count: Int, watchers: Int, stormUsers: Int,
                       groupCommitMilliseconds: Int?) async throws -> DesklineTarget {
         let root = work + "/data"

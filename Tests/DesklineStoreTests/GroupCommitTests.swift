@@ -84,6 +84,26 @@ struct GroupCommitTests {
         try await pool.shutdownGracefully()
     }
 
+    @Test(.timeLimit(.minutes(1))) func aBusyWriterWithFewJobsCommitsThemOnceTheIntervalIsOver() async throws {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        let (store, _) = try await seeded(threadPool: pool, groupCommitInterval: .seconds(2))
+        let writer = store.writer(acme)
+        let release = await writer.hold()
+        let waiting = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("waited"), at: Date()) { _ in } }
+        while writer.queuedJobs < 1 { try await Task.sleep(for: .milliseconds(1)) }
+        release()
+        // Still waiting for the interval (the held batch started it) ...
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(writer.queuedJobs == 1)
+        // ... and committed once it is over, without any further write coming.
+        _ = try await waiting.value
+        #expect(try await texts(store, 1001) == ["waited"])
+        // Then the writer is idle again: the next write does not wait.
+        _ = try await store.updateTicket(TicketID(1002), in: acme, appending: message("next"), at: Date()) { _ in }
+        try await pool.shutdownGracefully()
+    }
+
     @Test(.timeLimit(.minutes(1))) func anIdleWriterStartsAtOnceWhateverTheGroupCommitInterval() async throws {
         let (store, _) = try await seeded(groupCommitInterval: .seconds(120))
         // One write at a time: each finds the writer idle, even though it comes right after the
