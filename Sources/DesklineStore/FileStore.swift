@@ -49,7 +49,7 @@ public final class FileStore: Store {
     /// (so a mistyped `--data` does not silently start an empty store).
     ///
     /// `groupCommitInterval`: while a tenant's writer has writes waiting, it starts a batch no
-    /// sooner than this after the previous one started (or once a batch is full), so that more
+    /// sooner than this after the previous one started (or once 64 writes wait), so that more
     /// writes share one fsync; an idle writer starts at once. Zero (the default here, for tools
     /// and tests; `serve` passes config.json's): as soon as the previous batch is durable.
     public init(root: String, create: Bool = true, threadPool: NIOThreadPool = .singleton,

@@ -82,7 +82,7 @@ final class TenantWriter: Sendable {
     private let recover: @Sendable (inout TenantMemory) -> Void
 
     init(tenant: TenantID, directory: String, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection,
-         groupCommitInterval: Duration = .zero, logger: Logger, recover: @escaping @Sendable (inout TenantMemory) -> Void) {
+         groupCommitInterval: Duration, logger: Logger, recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
         self.groupCommitInterval = groupCommitInterval
         self.journal = Mutex(Journal(tenantDir: directory))
