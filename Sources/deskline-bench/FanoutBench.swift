@@ -17,7 +17,7 @@ struct FanoutBench: AsyncParsableCommand {
     @Option(help: "Offered send rates to sweep, messages/s in total (each is delivered to every watcher).")
     var rates = "1000,2000,3000,4000,5000,7000,10000,15000,20000,25000,30000,40000,50000,70000,100000"
     @Option(help: "Seconds per step of the sweep.") var stepSeconds = 5.0
-    @Option(help: "Runs per step of the sweep; the step counts as its run with the median p99 (this machine's noise is often larger than the effect measured).")
+    @Option(help: "Runs per step of the sweep; the step counts as its run with the median p99 (this machine's noise is often larger than the effect measured). The storm runs this many pairs (without, with) and compares the medians.")
     var repeats = 1
     @Option(help: "A step fails above this p99 latency (ms).") var maxP99 = 50.0
     @Option(help: "IRC daemon to compare, as NAME:PORT:PID (repeatable).") var irc: [String] = []
@@ -130,53 +130,76 @@ struct FanoutBench: AsyncParsableCommand {
 
     struct StormResult {
         var sendRate: Double
-        var quiet: StepResult
-        var stormy: StepResult
+        /// The steps without and with the storm, pair by pair (`--repeats` pairs).
+        var quietRuns: [StepResult]
+        var stormyRuns: [StepResult]
         var logins: Int, succeeded: Int, busy: Int, failed: Int
         var loginP50: Double, loginP99: Double
+
+        /// The runs with the median p99 stand for each side.
+        var quiet: StepResult { Self.median(quietRuns) }
+        var stormy: StepResult { Self.median(stormyRuns) }
+        var factor: Double { stormy.p99 / quiet.p99 }
+
+        private static func median(_ runs: [StepResult]) -> StepResult {
+            runs.sorted { $0.p99 < $1.p99 }[runs.count / 2]
+        }
     }
 
-    /// Fan-out at `sendRate` without and then with logins from fresh connections at `stormRate`.
+    /// Fan-out at `sendRate` without and then with logins from fresh connections at `stormRate`,
+    /// `repeats` times in alternation (so a drift of the machine's speed hits both sides alike);
+    /// the storm's figure compares the median p99 of each side.
     func storm(_ target: DesklineTarget, group: EventLoopGroup, sendRate: Double) async throws -> StormResult {
         let run = try await FanoutRun.connect(target, tickets: tickets, watchers: watchers, group: group)
-        say("\nLogin storm: fan-out at \(format(sendRate, 0)) messages/s (half the best), then the same with \(format(stormRate, 0)) logins/s")
+        let pairs = max(1, repeats)
+        say("\nLogin storm: fan-out at \(format(sendRate, 0)) messages/s (half the best), then the same with \(format(stormRate, 0)) logins/s"
+            + (pairs > 1 ? ", \(pairs) times" : ""))
         say("  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors")
-        let quiet = try await run.step(rate: sendRate, seconds: stepSeconds * 2, maxP99: .infinity)
-        say(quiet.row())
         let tally = StormTally()
-        let stormTask = Task {
-            let interval = 1.0 / stormRate
-            let start = now()
-            var k = 0
-            await withTaskGroup(of: Void.self) { logins in
-                while now() - start < stepSeconds * 2 + 0.5 {
-                    let due = start + Double(k) * interval
-                    if due > now() { try? await Task.sleep(for: .seconds(due - now())) }
-                    let user = k % 64
-                    k += 1
-                    logins.addTask {
-                        let t = now()
-                        do {
-                            let connection = try await LineConnection.connect(group, port: target.server.port)
-                            let reply = try await connection.command("LOGIN storm\(user)@bench.test \(DesklineTarget.password)")
-                            tally.add(reply, seconds: now() - t)
-                            await connection.close()
-                        } catch {
-                            tally.add("ERR failed \(error)", seconds: now() - t)
-                        }
+        var quietRuns: [StepResult] = [], stormyRuns: [StepResult] = []
+        for _ in 1...pairs {
+            let quiet = try await run.step(rate: sendRate, seconds: stepSeconds * 2, maxP99: .infinity)
+            say(quiet.row())
+            quietRuns.append(quiet)
+            let stormTask = Task { await loginStorm(port: target.server.port, group: group, seconds: stepSeconds * 2 + 0.5, tally: tally) }
+            try await Task.sleep(for: .milliseconds(500))
+            let stormy = try await run.step(rate: sendRate, seconds: stepSeconds * 2, maxP99: .infinity)
+            say(stormy.row() + "   (during the storm)")
+            stormyRuns.append(stormy)
+            await stormTask.value
+        }
+        await run.close()
+        let t = tally.snapshot()
+        say("Logins: \(t.count) attempted, \(t.ok) OK, \(t.busy) BUSY, \(t.other) other; reply p50 \(format(t.latency.ms(0.5), 0)) ms, p99 \(format(t.latency.ms(0.99), 0)) ms")
+        return StormResult(sendRate: sendRate, quietRuns: quietRuns, stormyRuns: stormyRuns, logins: t.count, succeeded: t.ok, busy: t.busy,
+                           failed: t.other, loginP50: t.latency.ms(0.5), loginP99: t.latency.ms(0.99))
+    }
+
+    /// Logins from fresh connections at `stormRate` for `seconds`, each connection closed after
+    /// its reply; the replies go to `tally`.
+    private func loginStorm(port: Int, group: EventLoopGroup, seconds: Double, tally: StormTally) async {
+        let interval = 1.0 / stormRate
+        let start = now()
+        var k = 0
+        await withTaskGroup(of: Void.self) { logins in
+            while now() - start < seconds {
+                let due = start + Double(k) * interval
+                if due > now() { try? await Task.sleep(for: .seconds(due - now())) }
+                let user = k % 64
+                k += 1
+                logins.addTask {
+                    let t = now()
+                    do {
+                        let connection = try await LineConnection.connect(group, port: port)
+                        let reply = try await connection.command("LOGIN storm\(user)@bench.test \(DesklineTarget.password)")
+                        tally.add(reply, seconds: now() - t)
+                        await connection.close()
+                    } catch {
+                        tally.add("ERR failed \(error)", seconds: now() - t)
                     }
                 }
             }
         }
-        try await Task.sleep(for: .milliseconds(500))
-        let stormy = try await run.step(rate: sendRate, seconds: stepSeconds * 2, maxP99: .infinity)
-        say(stormy.row() + "   (during the storm)")
-        await stormTask.value
-        await run.close()
-        let t = tally.snapshot()
-        say("Logins: \(t.count) attempted, \(t.ok) OK, \(t.busy) BUSY, \(t.other) other; reply p50 \(format(t.latency.ms(0.5), 0)) ms, p99 \(format(t.latency.ms(0.99), 0)) ms")
-        return StormResult(sendRate: sendRate, quiet: quiet, stormy: stormy, logins: t.count, succeeded: t.ok, busy: t.busy,
-                           failed: t.other, loginP50: t.latency.ms(0.5), loginP99: t.latency.ms(0.99))
     }
 
     func report(_ results: [TargetResult]) {
@@ -193,7 +216,7 @@ struct FanoutBench: AsyncParsableCommand {
                 rows.append(("\(r.name): idle sessions", "\(s.count): \(format(Double(s.loaded - s.baseline) / Double(s.count), 2)) KiB each (RSS \(s.baseline / 1024) → \(s.loaded / 1024) MiB)"))
             }
             if let storm = r.storm {
-                rows.append(("\(r.name): login storm", "p99 \(format(storm.quiet.p99, 2)) ms → \(format(storm.stormy.p99, 2)) ms (\(format(storm.stormy.p99 / storm.quiet.p99, 2))x) at \(format(storm.sendRate, 0)) sent/s; \(storm.succeeded) OK, \(storm.busy) BUSY of \(storm.logins)"))
+                rows.append(("\(r.name): login storm", "p99 \(format(storm.quiet.p99, 2)) ms → \(format(storm.stormy.p99, 2)) ms (\(format(storm.factor, 2))x\(storm.quietRuns.count > 1 ? ", medians of \(storm.quietRuns.count)" : "")) at \(format(storm.sendRate, 0)) sent/s; \(storm.succeeded) OK, \(storm.busy) BUSY of \(storm.logins)"))
             }
         }
         printTable("deskline-bench fanout (\(tickets) tickets x \(watchers) watchers)", rows)
@@ -204,7 +227,8 @@ struct FanoutBench: AsyncParsableCommand {
                 if let best = r.best { o["bestDeliveredPerSecond"] = best.deliveredPerSecond }
                 if let s = r.sessionKiB { o["sessions"] = ["count": s.count, "baselineKiB": s.baseline, "loadedKiB": s.loaded] }
                 if let storm = r.storm {
-                    o["storm"] = ["sendRate": storm.sendRate, "quiet": storm.quiet.dictionary, "stormy": storm.stormy.dictionary,
+                    o["storm"] = ["sendRate": storm.sendRate, "quiet": storm.quiet.dictionary, "stormy": storm.stormy.dictionary, "factor": storm.factor,
+                                  "quietRuns": storm.quietRuns.map(\.dictionary), "stormyRuns": storm.stormyRuns.map(\.dictionary),
                                   "logins": storm.logins, "ok": storm.succeeded, "busy": storm.busy, "failed": storm.failed,
                                   "loginP50ms": storm.loginP50, "loginP99ms": storm.loginP99]
                 }
