@@ -89,25 +89,33 @@ extension FileStore {
     /// Every complete, committed line of a log (writers' lines still in flight are not seen).
     /// A last line without its newline is a write that never finished and is skipped.
     func readLines<T: Decodable>(_ type: T.Type, _ path: String) throws -> [T] {
-        guard var data = try DurableFile.read(path) else { return [] }
-        if let limit = visibility.limit(path), data.count > limit { data = data.prefix(Int(limit)) }
+        var read: Data?
+        let length = try visibility.visibleLength(path) {
+            read = try DurableFile.read(path)
+            return Int64(read?.count ?? 0)
+        }
+        guard var data = read else { return [] }
+        if data.count > length { data = data.prefix(Int(length)) }
         var lines = data.split(separator: 0x0A, omittingEmptySubsequences: true)
         if data.last != 0x0A, !lines.isEmpty { lines.removeLast() }
         return try lines.map { try decodeLine(T.self, Data($0), path) }
     }
 
     /// The last complete line of a log: committed lines only, unless `uncommitted` (for the
-    /// tenant's writer, which must see its own batch).
+    /// tenant's writer, which must see its own batch; not lines of a rolled-back batch that
+    /// still wait for their cut).
     func lastLine<T: Decodable>(_ type: T.Type, _ path: String, uncommitted: Bool = false) throws -> T? {
         let visibility = self.visibility
-        guard let line = try DurableFile.lastLine(path, limit: { uncommitted ? nil : visibility.limit(path) }) else { return nil }
+        guard let line = try DurableFile.lastLine(path, visibleLength: { measure in
+            uncommitted ? try visibility.writerVisibleLength(path, measure: measure) : try visibility.visibleLength(path, measure: measure)
+        }) else { return nil }
         return try decodeLine(T.self, line, path)
     }
 
     /// Decodes committed lines of a log from the newest, until `body` returns false.
     func forEachLineBackward<T: Decodable>(_ type: T.Type, _ path: String, _ body: (T) throws -> Bool) throws {
         let visibility = self.visibility
-        try DurableFile.forEachLineBackward(path, limit: { visibility.limit(path) }) { line in
+        try DurableFile.forEachLineBackward(path, visibleLength: { try visibility.visibleLength(path, measure: $0) }) { line in
             try body(try decodeLine(T.self, line, path))
         }
     }

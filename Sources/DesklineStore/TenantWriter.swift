@@ -264,7 +264,10 @@ final class TenantWriter: Sendable {
             busySince = queue.withLock { $0.jobs.isEmpty } ? nil : start
             var failure: DesklineError?
             if let error = batch.failure {
-                batch.rollback()
+                for (path, cutError) in batch.rollback() {
+                    logger.error("could not cut a log back after a failed write batch; its undone lines stay hidden, and the next write to it cuts them first",
+                                 metadata: ["path": "\(path)", "error": "\(cutError)"])
+                }
                 memory.withLock { $0 = TenantMemory(recovered: true) }
                 keptOpen.closeAll()
                 logger.error("a write batch failed and was undone", metadata: ["tenant": "\(tenant)", "jobs": "\(jobs.count)", "error": "\(error)"])

@@ -275,6 +275,118 @@ struct GroupCommitTests {
         #expect(kept.count == 0)
     }
 
+    @Test func aReaderThatRacesARollbackMeasuresAgainAndNeverSeesTheUndoneLine() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let path = root + "/log.jsonl"
+        let journal = Journal(tenantDir: root)
+        let visibility = LogVisibility(), faults = FaultInjection()
+        let first = WriteBatch(visibility: visibility) { _, _ in }
+        try first.append(Data("a\n".utf8), to: path)
+        try first.commit(to: journal)
+        first.end()
+        let second = WriteBatch(visibility: visibility, faults: faults) { _, _ in }
+        try second.append(Data("b\n".utf8), to: path)
+        faults.failNext(.sync, pathSuffix: "/log.jsonl", errno: EIO)
+        #expect(throws: (any Error).self) { try second.commit(to: journal) }
+        // A reader measures the file with the undone line still in it; then the batch is rolled
+        // back and its registration withdrawn, before the reader looks at it.
+        var measured: [Int64] = []
+        let visible = visibility.visibleLength(path) {
+            let size = Int64((try? Data(contentsOf: URL(fileURLWithPath: path)).count) ?? -1)
+            measured.append(size)
+            if measured.count == 1 {
+                #expect(second.rollback().isEmpty)
+                second.end()
+            }
+            return size
+        }
+        #expect(measured == [4, 2]) // measured again after the rollback
+        #expect(visible == 2)
+    }
+
+    @Test func aLogARollbackCouldNotCutStaysHiddenUntilALaterBatchCutsIt() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let path = root + "/log.jsonl"
+        let journal = Journal(tenantDir: root)
+        let visibility = LogVisibility(), faults = FaultInjection()
+        func batch() -> WriteBatch { WriteBatch(visibility: visibility, faults: faults) { _, _ in } }
+        func content() throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
+        func visible() throws -> Int64 { try visibility.visibleLength(path) { Int64(try content().utf8.count) } }
+
+        let first = batch()
+        try first.append(Data("a\n".utf8), to: path)
+        try first.commit(to: journal)
+        first.end()
+
+        // The commit fails, and so does the cut back: the undone line stays in the file, hidden.
+        let second = batch()
+        try second.append(Data("b\n".utf8), to: path)
+        faults.failNext(.sync, pathSuffix: "/log.jsonl", errno: EIO)
+        #expect(throws: (any Error).self) { try second.commit(to: journal) }
+        faults.failNext(.cut, pathSuffix: "/log.jsonl", errno: EIO)
+        #expect(second.rollback().map(\.path) == [path])
+        second.end()
+        #expect(try content() == "a\nb\n")
+        #expect(try visible() == 2)
+        #expect(visibility.pendingCut(path) == 2)
+
+        // The next batch to open it must cut it first; that fails too: nothing is appended.
+        let third = batch()
+        faults.failNext(.cut, pathSuffix: "/log.jsonl", errno: EIO)
+        #expect(throws: (any Error).self) { try third.append(Data("c\n".utf8), to: path) }
+        third.rollback()
+        third.end()
+        #expect(try content() == "a\nb\n")
+        #expect(try visible() == 2)
+
+        // Then it succeeds: the undone line is gone before the new one is appended.
+        let fourth = batch()
+        try fourth.append(Data("d\n".utf8), to: path)
+        try fourth.commit(to: journal)
+        fourth.end()
+        #expect(try content() == "a\nd\n")
+        #expect(visibility.pendingCut(path) == nil)
+        #expect(try visible() == 4)
+    }
+
+    @Test func aJournalRecordThatCouldNotBeCutOffIsCutByTheNextCommit() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let journal = Journal(tenantDir: root), faults = FaultInjection()
+        func entry(_ text: String) -> Journal.Entry {
+            Journal.Entry(path: root + "/log.jsonl", offset: 0, bytes: Data(text.utf8), created: false)
+        }
+        func records() throws -> [String] {
+            let data = try Data(contentsOf: URL(fileURLWithPath: root + "/journal"))
+            return Journal.decode(data).records.map { String(decoding: $0[0].bytes, as: UTF8.self) }
+        }
+        try journal.commit([entry("a\n")], faults: faults)
+        faults.failNext(.sync, pathSuffix: "/journal", errno: EIO)
+        faults.failNext(.cut, pathSuffix: "/journal", errno: EIO)
+        #expect(throws: (any Error).self) { try journal.commit([entry("b\n")], faults: faults) }
+        #expect(try records() == ["a\n", "b\n"]) // still there: a replay now would bring it back
+        try journal.commit([entry("c\n")], faults: faults)
+        #expect(try records() == ["a\n", "c\n"])
+    }
+
+    @Test func aMessageWhoseBatchCouldNotBeUndoneOnDiskIsNeverShown() async throws {
+        let (store, _) = try await seeded()
+        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }
+        store.faults.failNext(.sync, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
+        store.faults.failNext(.cut, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
+        await #expect(throws: DesklineError.self) {
+            _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("undone"), at: Date()) { _ in }
+        }
+        let log = store.ticketLog(TicketID(1001), acme)
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("undone")) // still on disk
+        #expect(try await texts(store, 1001) == ["kept"])
+        #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 1)
+        // The next message cuts it first and takes the number it would have had.
+        let (_, entry) = try #require(try await store.updateTicket(TicketID(1001), in: acme, appending: message("next"), at: Date()) { _ in })
+        #expect(entry?.seq == 2)
+        #expect(try await texts(store, 1001) == ["kept", "next"])
+        #expect(try !String(contentsOfFile: log, encoding: .utf8).contains("undone"))
+    }
+
     @Test func aWriterClosesItsLogsOnceItHasNothingQueued() async throws {
         let (store, _) = try await seeded(tickets: 5)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -457,7 +569,7 @@ struct BackwardReadingTests {
         try DurableFile.forEachLineBackward(path) { first.append(String(decoding: $0, as: UTF8.self)); return first.count < 3 }
         #expect(first == Array(lines.reversed().prefix(3)))
         let visible = Int64(lines.prefix(10).reduce(0) { $0 + $1.utf8.count + 1 })
-        #expect(try DurableFile.lastLine(path, limit: { visible }).map { String(decoding: $0, as: UTF8.self) } == lines[9])
+        #expect(try DurableFile.lastLine(path, visibleLength: { min(try $0(), visible) }).map { String(decoding: $0, as: UTF8.self) } == lines[9])
         #expect(try DurableFile.lastLine(root + "/missing.jsonl") == nil)
     }
 

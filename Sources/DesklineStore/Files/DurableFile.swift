@@ -112,10 +112,10 @@ enum DurableFile {
 
     /// The last complete line (without its newline) of a log, reading backwards from the end:
     /// its cost does not depend on the file's length. Nil if the file does not exist or holds no
-    /// complete line. See ``forEachLineBackward(_:limit:_:)`` for `limit`.
-    static func lastLine(_ path: String, limit: () -> Int64? = { nil }) throws -> Data? {
+    /// complete line. See ``forEachLineBackward(_:visibleLength:_:)`` for `visibleLength`.
+    static func lastLine(_ path: String, visibleLength: (_ measure: () throws -> Int64) throws -> Int64 = { try $0() }) throws -> Data? {
         var last: Data?
-        try forEachLineBackward(path, limit: limit) { line in
+        try forEachLineBackward(path, visibleLength: visibleLength) { line in
             last = line
             return false
         }
@@ -126,18 +126,22 @@ enum DurableFile {
     /// returns false; reads the file backwards in chunks, so only what is visited is read. A last
     /// line without its newline (an unfinished write) is skipped.
     ///
-    /// `limit` is asked after the file's size is taken: the visible length of a log a write batch
-    /// is appending to (see `LogVisibility`). Bytes beyond it are not read.
-    static func forEachLineBackward(_ path: String, limit: () -> Int64? = { nil }, _ body: (Data) throws -> Bool) throws {
+    /// `visibleLength` gets the measure of the open file's size and returns how much of it may be
+    /// read: less for a log a write batch is appending to (see `LogVisibility`). Bytes beyond it
+    /// are not read.
+    static func forEachLineBackward(_ path: String, visibleLength: (_ measure: () throws -> Int64) throws -> Int64 = { try $0() },
+                                    _ body: (Data) throws -> Bool) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT { return }
             throw IOError(operation: "open", path: path, errno: errno)
         }
         defer { close(fd) }
-        let size = lseek(fd, 0, SEEK_END)
-        guard size >= 0 else { throw IOError(operation: "seek", path: path, errno: errno) }
-        let end = min(size, limit().map { off_t($0) } ?? size)
+        let end = off_t(try visibleLength {
+            let size = lseek(fd, 0, SEEK_END)
+            guard size >= 0 else { throw IOError(operation: "seek", path: path, errno: errno) }
+            return Int64(size)
+        })
         // `pending` holds bytes [start, end) not yet handed out; lines end at a newline.
         var pending = [UInt8]()
         var start = end

@@ -26,6 +26,8 @@ final class Journal: @unchecked Sendable {
     let tenantDir: String
     private var fd: Int32 = -1
     private(set) var size: off_t = 0
+    /// A failed commit's record could not be cut off: the next commit cuts it before writing.
+    private var cutPending = false
     /// Logs written since the last checkpoint (not synced yet) and directories that got a new log.
     private var dirtyLogs: Set<String> = []
     private var dirtyDirectories: Set<String> = []
@@ -50,7 +52,8 @@ final class Journal: @unchecked Sendable {
     }
 
     /// Appends one record holding `entries` and syncs the journal: from then on the entries are
-    /// durable. On failure the journal is cut back to where it was and the error is thrown.
+    /// durable. On failure the journal is cut back to where it was (or, should that fail too, by
+    /// the next commit before it writes) and the error is thrown.
     func commit(_ entries: [Entry], faults: FaultInjection?) throws {
         guard !entries.isEmpty else { return }
         if fd < 0 {
@@ -61,6 +64,10 @@ final class Journal: @unchecked Sendable {
             // A new journal's directory entry must survive a crash like the records in it.
             try DurableFile.syncDirectory(tenantDir)
         }
+        if cutPending {
+            guard cut(to: size, faults: faults) else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
+            cutPending = false
+        }
         let record = Self.encode(entries.map { ($0.path.dropFirst(tenantDir.count + 1), $0.offset, $0.bytes) })
         let start = size
         do {
@@ -70,7 +77,8 @@ final class Journal: @unchecked Sendable {
             try faults?.check(.sync, path)
             guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
         } catch {
-            _ = ftruncate(fd, start)
+            // A record that stayed could be replayed after a crash: the next commit cuts it first.
+            cutPending = !cut(to: start, faults: faults)
             throw error
         }
         size = start + off_t(record.count)
@@ -78,6 +86,12 @@ final class Journal: @unchecked Sendable {
             dirtyLogs.insert(entry.path)
             if entry.created { dirtyDirectories.insert((entry.path as NSString).deletingLastPathComponent) }
         }
+    }
+
+    /// Cuts the journal back to `length` (a failed commit's record) and syncs the cut.
+    private func cut(to length: off_t, faults: FaultInjection?) -> Bool {
+        do { try faults?.check(.cut, path) } catch { return false }
+        return ftruncate(fd, length) == 0 && fdatasync(fd) == 0
     }
 
     var needsCheckpoint: Bool { size >= Self.checkpointBytes }

@@ -11,32 +11,94 @@ import Synchronization
 /// How much of each log readers may see while a group commit is writing to it.
 ///
 /// A batch registers a log's committed length before its first write to it and withdraws it once
-/// the batch is durable (or rolled back). Readers read first and look here second: whatever they
-/// read beyond a registered length is cut, so nobody ever sees a line that is not yet fsync'd.
-/// (A registration made after the read does no harm: the read could not have seen its bytes.)
+/// the batch is durable (or rolled back). Readers measure the file first (its size, or its whole
+/// content) and look here second, through ``visibleLength(_:measure:)``: whatever they measured
+/// beyond a registered length is cut, so nobody ever sees a line that is not yet fsync'd. (A
+/// registration made after the measure does no harm: the measure could not have seen its bytes.)
+///
+/// A rollback is the one case where that order is not enough: a reader could measure the batch's
+/// lines, then find the registration already withdrawn because the batch was undone, not because
+/// it became durable. Every rollback counts itself here before its registrations are withdrawn,
+/// and a reader that sees the count change while it measures measures again.
+///
+/// A log a rollback could not cut back (its `ftruncate` or `fdatasync` failed) stays hidden beyond
+/// its committed length, and the next batch that opens it cuts it first (``pendingCut(_:)``).
 final class LogVisibility: Sendable {
-    private let committed = Mutex<[String: Int64]>([:])
+    private struct State {
+        var committed: [String: Int64] = [:]
+        /// Logs holding lines of a rolled-back batch (the cut failed), with their committed length.
+        var uncut: [String: Int64] = [:]
+        var rollbacks = 0
+    }
+
+    private let state = Mutex(State())
 
     /// The length readers may see of `path`, or nil if the whole file is committed.
     func limit(_ path: String) -> Int64? {
-        committed.withLock { $0[path] }
+        state.withLock { state in
+            switch (state.committed[path], state.uncut[path]) {
+            case let (a?, b?): min(a, b)
+            case let (a, b): a ?? b
+            }
+        }
+    }
+
+    /// How much of `path` a reader may use: `measure` reads or sizes the file (on the file
+    /// descriptor that will be read) and returns its length; it runs again if a batch was
+    /// rolled back meanwhile.
+    func visibleLength(_ path: String, measure: () throws -> Int64) rethrows -> Int64 {
+        while true {
+            let before = state.withLock { $0.rollbacks }
+            let length = try measure()
+            let limit = self.limit(path)
+            if state.withLock({ $0.rollbacks }) == before { return min(length, limit ?? length) }
+        }
+    }
+
+    /// How much of `path` the tenant's writer may use: all of it, its own batch's lines
+    /// included, except lines of a rolled-back batch still waiting for their cut.
+    func writerVisibleLength(_ path: String, measure: () throws -> Int64) rethrows -> Int64 {
+        let length = try measure()
+        return min(length, pendingCut(path) ?? length)
     }
 
     func hide(_ path: String, beyond length: Int64) {
-        committed.withLock { $0[path] = length }
+        state.withLock { $0.committed[path] = length }
     }
 
     func reveal(_ paths: some Sequence<String>) {
-        committed.withLock { map in
-            for path in paths { map.removeValue(forKey: path) }
+        state.withLock { state in
+            for path in paths { state.committed.removeValue(forKey: path) }
         }
+    }
+
+    /// A batch was undone: its logs are cut back, except `uncut` (path: committed length), whose
+    /// lines stay hidden until a later batch cuts them. Call before the batch's ``reveal(_:)``.
+    func rolledBack(uncut: [String: Int64]) {
+        state.withLock { state in
+            state.rollbacks += 1
+            state.uncut.merge(uncut) { min($0, $1) }
+        }
+    }
+
+    /// The committed length of a log that still holds lines of a rolled-back batch: the next
+    /// batch to open it must cut it there (and make the cut durable) before anything else.
+    func pendingCut(_ path: String) -> Int64? {
+        state.withLock { $0.uncut[path] }
+    }
+
+    /// The log was cut back to its committed length durably.
+    func cutDone(_ path: String) {
+        state.withLock { _ = $0.uncut.removeValue(forKey: path) }
     }
 }
 
 /// Failures to inject into write batches, for tests of the failure paths (a full disk or a dying
 /// device on a chosen log at a chosen step). Empty in production.
 final class FaultInjection: Sendable {
-    enum Step: Sendable { case write, sync }
+    /// `cut`: a rollback's (or a later batch's) `ftruncate` of a log or the journal back to its
+    /// committed length.
+    enum Step: Sendable { case write, sync, cut }
 
     private struct Fault {
         var step: Step
@@ -57,7 +119,12 @@ final class FaultInjection: Sendable {
             return faults.remove(at: i).errno
         }
         if let injected {
-            throw DurableFile.IOError(operation: step == .write ? "write" : "fsync", path: path, errno: injected)
+            let operation = switch step {
+            case .write: "write"
+            case .sync: "fsync"
+            case .cut: "truncate"
+            }
+            throw DurableFile.IOError(operation: operation, path: path, errno: injected)
         }
     }
 }
@@ -120,7 +187,7 @@ final class WriteBatch {
 
     private func openLog(_ path: String) throws -> OpenLog {
         if let log = logs[path] { return log }
-        if let kept = keptOpen?.take(path) {
+        if visibility.pendingCut(path) == nil, let kept = keptOpen?.take(path) {
             // Its length is known (only the writer appends, and it committed all of it).
             visibility.hide(path, beyond: Int64(kept.length))
             let log = OpenLog(fd: kept.fd, base: kept.length, end: kept.length, created: false)
@@ -135,6 +202,14 @@ final class WriteBatch {
             throw error
         }
         do {
+            // Lines of a rolled-back batch that could not be cut then: cut them now, durably,
+            // before anything is appended after them (readers do not see them meanwhile).
+            if let committed = visibility.pendingCut(path) {
+                try faults?.check(.cut, path)
+                guard ftruncate(fd, off_t(committed)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
+                guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
+                visibility.cutDone(path)
+            }
             // A last line without its newline is an unfinished write a crash left behind (never
             // acknowledged): cut it before appending, so a log never has a torn line inside.
             let size = lseek(fd, 0, SEEK_END)
@@ -171,16 +246,36 @@ final class WriteBatch {
         }
     }
 
-    /// Undoes the batch: new logs are removed, the others cut back to their committed length.
-    func rollback() {
+    /// Undoes the batch: every log is cut back to its committed length (new logs to nothing,
+    /// then removed) and the cut synced. Returns the logs that could not be cut (with the
+    /// error): their lines stay hidden from readers, and the next batch that opens one cuts it
+    /// before appending (``LogVisibility/pendingCut(_:)``).
+    @discardableResult
+    func rollback() -> [(path: String, error: DurableFile.IOError)] {
+        var failed: [(path: String, error: DurableFile.IOError)] = []
+        var uncut: [String: Int64] = [:]
         for (path, log) in logs {
-            if log.created {
-                unlink(path)
-            } else {
-                _ = ftruncate(log.fd, log.base)
-                _ = fdatasync(log.fd)
+            do {
+                // Cut before the unlink of a new log: a reader that has it open sees it empty.
+                try faults?.check(.cut, path)
+                guard ftruncate(log.fd, log.created ? 0 : log.base) == 0 else {
+                    throw DurableFile.IOError(operation: "truncate", path: path, errno: errno)
+                }
+                if log.created {
+                    // Left behind, an empty log holds nothing: readers skip it, and the next
+                    // batch appends to it.
+                    unlink(path)
+                } else {
+                    guard fdatasync(log.fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
+                }
+            } catch {
+                uncut[path] = log.created ? 0 : Int64(log.base)
+                failed.append((path, error as? DurableFile.IOError ?? DurableFile.IOError(operation: "truncate", path: path, errno: EIO)))
             }
         }
+        // Counted before `end()` withdraws the batch's registrations (see LogVisibility).
+        visibility.rolledBack(uncut: uncut)
+        return failed
     }
 
     /// Closes the logs (or, after a commit, hands them back to the writer to keep open) and lets
