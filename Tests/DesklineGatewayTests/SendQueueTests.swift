@@ -1,38 +1,63 @@
+import DesklineCore
+import Foundation
 import NIOCore
 import NIOPosix
 import Testing
 
 @Suite struct SendQueueTests {
-    @Test func clientThatStopsReadingIsCutOffAndOthersKeepBeingServed() async throws {
-        try await withServer(configure: { $0.limits.sendQueueLines = 16 }) { server in
+    @Test func aClientThatStopsReadingIsHeldBackThenTimedOutWhileOthersAreServed() async throws {
+        try await withServer(configure: {
+            $0.limits.sendQueueLines = 16
+            $0.limits.registrationTimeoutSeconds = 3
+        }) { server in
             let good = try await server.login("ann@acme.test")
-            // A raw client that never reads: its receive window fills, then the server's send
-            // buffer, then its send queue.
+            // A raw client that never reads sends 20,000 HELPs (about 9 MB of replies). Its
+            // replies fill its receive window, the server's send buffer and NIO's 64 KiB; then
+            // the server runs none of its further commands and reads no more of its lines.
             let stalled = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.autoRead, value: false)
+                .channelOption(.socketOption(.so_rcvbuf), value: 4096)
                 .connect(host: "127.0.0.1", port: server.port).get()
-            let burst = ByteBuffer(string: String(repeating: "HELP\r\n", count: 2000))
             let deadline = ContinuousClock.now + .seconds(30)
             while server.server.sessionCount < 2, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }
             #expect(server.server.sessionCount == 2)
-            var bursts = 0
+            stalled.writeAndFlush(ByteBuffer(string: String(repeating: "HELP\r\n", count: 20_000)), promise: nil)
+            try await Task.sleep(for: .milliseconds(500))
+            // Held back, not served, not cut off: the rest of its lines wait in its own socket.
+            #expect(server.server.sessionCount == 2)
+            #expect(try await good.command("PING still-served") == ["OK PING :still-served"])
+            // A client that never logs in is closed by the registration timeout (3 s) and the
+            // linger time (0.5 s in tests) even though it never read a line.
             while server.server.sessionCount > 1, ContinuousClock.now < deadline {
-                do {
-                    try await stalled.writeAndFlush(burst).get()
-                } catch {
-                    break // the server closed the connection
-                }
-                bursts += 1
+                try await Task.sleep(for: .milliseconds(20))
             }
-            while server.server.sessionCount > 1, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            #expect(server.server.sessionCount == 1, "stalled client still connected after \(bursts) bursts")
+            #expect(server.server.sessionCount == 1)
             #expect(try await good.command("PING still-served") == ["OK PING :still-served"])
             try? await stalled.close()
             await good.close()
+        }
+    }
+
+    @Test func aReplyLongerThanTheSendQueueReachesAClientThatReads() async throws {
+        // 1,000 lines of QUEUE (90 KB): far more than the send queue (16 lines past NIO's 64 KiB), but
+        // the client reads them as they come. Only a client that stops reading is cut off.
+        try await withServer(configure: { $0.limits.sendQueueLines = 16 }) { server in
+            let acme = TenantID(rawValue: "acme")!, ann = CustomerID(rawValue: "c1")!
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for n in 1...1000 {
+                    group.addTask { _ = try await server.store.createTicket(customer: ann, subject: "Ticket number \(n) with a longer subject line", in: acme, at: Date()) }
+                }
+                try await group.waitForAll()
+            }
+            let amy = try await server.login("amy@acme.test")
+            let reply = try await amy.command("QUEUE all")
+            #expect(reply.count == 1001)
+            #expect(reply.last == "OK QUEUE 1000 :1000 tickets")
+            #expect(reply.dropLast().allSatisfy { $0.hasPrefix("RPL QUEUE #") })
+            #expect(try await amy.command("PING still-here") == ["OK PING :still-here"])
+            await amy.close()
         }
     }
 

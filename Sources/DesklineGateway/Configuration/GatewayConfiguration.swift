@@ -21,7 +21,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var pingIntervalSeconds = 120.0
         /// ... and dropped if it then stays silent this long.
         public var pingTimeoutSeconds = 60.0
-        /// Lines waiting to be written to one client; a client that lets more pile up is disconnected.
+        /// Event lines waiting for one client that does not read (beyond its socket buffers and
+        /// 64 KiB); a client that lets more pile up is disconnected. Replies never count: they
+        /// wait for the client to read, and so does its next command.
         public var sendQueueLines = 1024
         /// Password derivations that run at once; the rest of the CPU stays with the event loops.
         public var passwordCheckConcurrency = 1

@@ -5,7 +5,8 @@ import NIOCore
 /// shutdown): the line is written to the channel on its event loop, so a push costs one hop to
 /// that loop and no task. A client that stops reading makes the channel unwritable (its socket
 /// and NIO's buffer are full); past `capacity` further lines it is disconnected ("send queue
-/// exceeded"), so no sender ever waits on a slow client.
+/// exceeded"), so no sender ever waits on a slow client. (Its session writes replies only while
+/// the channel is writable, so they never count: see `SessionHandler.writeReplies()`.)
 final class Outbox: Sendable {
     private struct State {
         /// Lines written while the channel was not writable.

@@ -50,9 +50,11 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The next command's flood-control token is taken (it waited for it).
     private var tokenTaken = false
     private var inputEnded = false
-    /// No further command runs: QUIT, shutdown, a timeout or a full send queue.
+    /// No further command runs: QUIT, shutdown, a timeout or the end of the connection.
     private var ending = false
     private var readHeld = false
+    /// A reply waits for the client to read (see ``writeReplies()``); no command starts meanwhile.
+    private var waitingForRoom = false
     private var closed = false
     private var cleanedUp = false
 
@@ -139,7 +141,17 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { outbox.writable() }
+        if context.channel.isWritable {
+            outbox.writable()
+            if waitingForRoom {
+                writeReplies()
+                if closed {
+                    if inFlight.isEmpty { cleanUp() }
+                } else {
+                    pump()
+                }
+            }
+        }
         context.fireChannelWritabilityChanged()
     }
 
@@ -153,6 +165,9 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         ending = true
         timer?.cancel()
         timer = nil
+        // Replies waiting for room are dropped now (nobody reads them); commands still running
+        // end the session when they finish.
+        writeReplies()
         if inFlight.isEmpty { cleanUp() }
         context.fireChannelInactive()
     }
@@ -170,7 +185,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// everything in flight are pipelining commands whose writes are queued
     /// (``Command/pipelines``). Returns whether it started one.
     private func startNext() -> Bool {
-        guard !waitingForFlood, !ending, !pending.isEmpty else { return false }
+        guard !waitingForFlood, !waitingForRoom, !ending, !pending.isEmpty else { return false }
         if !inFlight.isEmpty {
             guard inFlight.count < Self.maximumInFlight, inFlight.allSatisfy({ $0.pipelines && $0.queued }) else { return false }
             // (Only pipelining commands are in flight, so none of them can change the scope.)
@@ -259,24 +274,40 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Records a command's outcome and writes every reply now due: the finished commands at
-    /// the head of the line, so replies keep the order of the commands.
     private func finished(_ command: InFlight, _ outcome: Session.Outcome) {
         command.outcome = outcome
-        let shutdownNow = machine.state.withLock { $0.commandFinished() }
+        writeReplies()
+    }
+
+    /// Writes every reply now due: those of the finished commands at the head of the line, so
+    /// replies keep the order of the commands.
+    ///
+    /// Replies are written only while the connection has room (NIO's 64 KiB over what the
+    /// socket took). A long reply (a `QUEUE` of thousands of tickets) is written as the client
+    /// reads it: the rest waits here until the channel is writable again, and no further command
+    /// starts meanwhile, so a client that does not read stops itself and holds one reply at
+    /// most. Replies therefore never count toward the send queue (`limits.sendQueueLines`); the
+    /// events pushed to a client that does not read do. A command counts as running until its
+    /// reply is written, so a shutdown notice follows the whole reply.
+    private func writeReplies() {
         var wrote = false
+        defer { if wrote { outbox.flush() } }
         while let head = inFlight.first, let outcome = head.outcome {
-            inFlight.removeFirst()
-            // A finished outbox (a timeout struck meanwhile) takes no more lines; a write failing
-            // otherwise means the client stopped reading and has been disconnected.
-            if !outbox.isFinished {
-                for line in outcome.lines where !outbox.write(line) {
-                    logger.info("closing connection", metadata: ["reason": "SENDQ_EXCEEDED"])
-                    ending = true
-                    break
+            // A finished outbox (a timeout struck meanwhile) takes no more lines, nor does a
+            // connection the client closed.
+            if !outbox.isFinished, !closed {
+                while head.written < outcome.lines.count {
+                    guard outbox.channel.isWritable else {
+                        waitingForRoom = true
+                        return
+                    }
+                    _ = outbox.write(outcome.lines[head.written])
+                    head.written += 1
+                    wrote = true
                 }
-                wrote = true
             }
+            inFlight.removeFirst()
+            let shutdownNow = machine.state.withLock { $0.commandFinished() }
             if let newScope = outcome.scope, scope == nil {
                 // From now on the session acts as this login, from this connection. (LOGIN already
                 // attached it to the hub, before counting unread notifications.)
@@ -288,13 +319,13 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 ending = true
                 outbox.finish()
             }
+            if shutdownNow, !outbox.isFinished {
+                ending = true
+                outbox.send(SessionRegistry.shutdownNotice)
+                outbox.finish()
+            }
         }
-        if wrote { outbox.flush() }
-        if shutdownNow, !outbox.isFinished {
-            ending = true
-            outbox.send(SessionRegistry.shutdownNotice)
-            outbox.finish()
-        }
+        waitingForRoom = false
     }
 
     private func cleanUp() {
@@ -314,6 +345,8 @@ private final class InFlight {
     /// Its write is queued in the store, or it has finished: a later pipelining command may start.
     var queued = false
     var outcome: Session.Outcome?
+    /// Lines of its reply written so far (a long reply is written as the client reads it).
+    var written = 0
 
     init(pipelines: Bool) { self.pipelines = pipelines }
 }
