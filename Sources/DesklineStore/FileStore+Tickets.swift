@@ -134,7 +134,7 @@ extension FileStore {
         writers.withLock { writers in
             if let writer = writers[tenant] { return writer }
             let writer = TenantWriter(tenant: tenant, directory: tenantDir(tenant), threadPool: threadPool, visibility: visibility, faults: faults,
-                                      groupCommitInterval: groupCommitInterval, logger: logger) { memory in
+                                      openLogBudget: openLogBudget, groupCommitInterval: groupCommitInterval, logger: logger) { memory in
                 if self.recoveryNeeded { self.recoverTenant(tenant) }
             }
             writers[tenant] = writer

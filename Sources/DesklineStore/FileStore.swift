@@ -26,8 +26,10 @@ public final class FileStore: Store {
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
     let userCache = Mutex<[TenantID: UserCache.Entry]>([:])
-    /// The most logs a tenant's writer keeps open between its batches (see ``OpenLogFiles``).
-    public static let logsKeptOpenPerWriter = OpenLogFiles.capacity
+    /// The most logs all tenants' writers together keep open between their batches (see
+    /// ``OpenLogFiles``), one tenant at most 64 of them: open files to budget beside connections.
+    public static let logsKeptOpen = 1024
+    let openLogBudget = OpenLogBudget(limit: FileStore.logsKeptOpen)
     /// How often a users directory was read in full (for tests: the cache's misses).
     let userListReads = Atomic<Int>(0)
     /// Counts this process's changes to users (changed under the `userCache` lock): a reading

@@ -34,10 +34,11 @@ struct TenantMemory {
 
 /// The one writer of a tenant's tickets, calls and inboxes, with group commit.
 ///
-/// Writes are queued as jobs. One drain at a time takes every queued job (up to
+/// Writes are queued as jobs. One batch at a time takes every queued job (up to
 /// ``maximumBatch``), runs them one after another against a ``WriteBatch`` (they append without
 /// syncing), makes the batch durable with one synced record in the tenant's ``Journal``, and
-/// only then resumes every job's caller. So concurrent writes share their fsyncs, while each caller still waits
+/// only then resumes every job's caller. Each batch is its own work item on the store's thread
+/// pool, so however many tenants are busy, none holds a thread between batches. So concurrent writes share their fsyncs, while each caller still waits
 /// for its own data to be durable. Tenants have their own writers and never wait for each other.
 ///
 /// A busy writer (jobs already waiting when a batch ends) starts its next batch no sooner than
@@ -57,15 +58,20 @@ final class TenantWriter: Sendable {
 
     private struct Queue {
         var jobs: [Job] = []
+        /// A batch is running, or waiting to run: the writer is working through its queue.
         var draining = false
-        /// The drain waits for the group commit interval; signal `full` once enough jobs wait.
+        /// The next batch waits for the group commit interval; `enqueue` starts it once enough
+        /// jobs wait.
         var waitingForJobs = false
+        /// Counts those waits, so that a wait's timer does nothing once its batch started early.
+        var waitGeneration = 0
     }
 
     let tenant: TenantID
     private let queue = Mutex(Queue())
-    /// Wakes a drain waiting for the group commit interval once ``enoughToStart`` jobs wait.
-    private let full = DispatchSemaphore(value: 0)
+    /// The logs of the last batch, kept open for the next while jobs wait (used by the running
+    /// batch only).
+    private let keptOpen: OpenLogFiles
     /// How far apart a busy writer starts its batches (zero: as soon as the previous is durable).
     let groupCommitInterval: Duration
     private let memory = Mutex(TenantMemory())
@@ -82,8 +88,10 @@ final class TenantWriter: Sendable {
     private let recover: @Sendable (inout TenantMemory) -> Void
 
     init(tenant: TenantID, directory: String, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection,
-         groupCommitInterval: Duration, logger: Logger, recover: @escaping @Sendable (inout TenantMemory) -> Void) {
+         openLogBudget: OpenLogBudget? = nil, groupCommitInterval: Duration, logger: Logger,
+         recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
+        self.keptOpen = OpenLogFiles(budget: openLogBudget)
         self.groupCommitInterval = groupCommitInterval
         self.journal = Mutex(Journal(tenantDir: directory))
         self.threadPool = threadPool
@@ -178,30 +186,41 @@ final class TenantWriter: Sendable {
     var queuedJobs: Int { queue.withLock { $0.jobs.count } }
 
     private func enqueue(_ job: @escaping Job) {
-        let (start, wake) = queue.withLock { queue -> (Bool, Bool) in
+        let start = queue.withLock { queue -> Bool in
             queue.jobs.append(job)
             if queue.waitingForJobs, queue.jobs.count >= Self.enoughToStart {
+                // Enough to start before the group commit interval is over.
                 queue.waitingForJobs = false
-                return (false, true)
+                return true
             }
-            if queue.draining { return (false, false) }
+            if queue.draining { return false }
             queue.draining = true
-            return (true, false)
+            return true
         }
-        if wake { full.signal() }
-        guard start else { return }
+        if start { submitBatch() }
+    }
+
+    /// Runs the next batch on the store's thread pool. Each batch is a work item of its own, so
+    /// a busy writer holds no thread between its batches, nor while it waits for the group commit
+    /// interval: other tenants' writers and every reader get their turn.
+    private func submitBatch() {
         threadPool.submit { state in
             guard case .active = state else {
                 self.failQueued(DesklineError.storage("the server is shutting down; nothing was changed"))
                 return
             }
-            self.drain()
+            self.runBatch()
         }
     }
 
     private func failQueued(_ error: any Error) {
+        keptOpen.closeAll()
         let jobs = queue.withLock { queue -> [Job] in
-            defer { queue.jobs = []; queue.draining = false }
+            defer {
+                queue.jobs = []
+                queue.draining = false
+                queue.waitingForJobs = false
+            }
             return queue.jobs
         }
         let batch = WriteBatch(visibility: visibility, onTornTail: { _, _ in })
@@ -210,100 +229,100 @@ final class TenantWriter: Sendable {
         for job in jobs { job(batch, &memory)(error) }
     }
 
-    /// Runs batches until the queue is empty. Only one drain per writer runs at a time. The logs a
-    /// batch wrote stay open for the next batch (``OpenLogFiles``) until the queue is empty: a
-    /// writer that is not busy holds no log open.
-    private func drain() {
-        let keptOpen = OpenLogFiles()
-        // When the last batch started, if jobs were queued while it ran (the writer is busy).
-        var busySince: ContinuousClock.Instant?
-        while true {
-            if let busySince { waitForGroupCommit(since: busySince) }
-            let start = ContinuousClock.now
-            let jobs = queue.withLock { queue -> [Job] in
-                let jobs = Array(queue.jobs.prefix(Self.maximumBatch))
-                queue.jobs.removeFirst(jobs.count)
-                return jobs
+    /// Runs one batch of the queued jobs, then starts the next one (see ``scheduleNext(after:busy:)``).
+    /// Only one batch of a writer runs or waits to run at a time (`draining`).
+    private func runBatch() {
+        let start = ContinuousClock.now
+        let jobs = queue.withLock { queue -> [Job] in
+            let jobs = Array(queue.jobs.prefix(Self.maximumBatch))
+            queue.jobs.removeFirst(jobs.count)
+            return jobs
+        }
+        guard !jobs.isEmpty else { return scheduleNext(after: start, busy: false) }
+        let logger = self.logger
+        batches.add(1, ordering: .relaxed)
+        self.jobs.add(jobs.count, ordering: .relaxed)
+        let batch = WriteBatch(visibility: visibility, faults: faults, keptOpen: keptOpen) { path, bytes in
+            logger.notice("cut the torn last line of a log (an unfinished write, never acknowledged)",
+                          metadata: ["path": "\(path)", "bytes": "\(bytes)"])
+        }
+        let completions = memory.withLock { memory in
+            if !memory.recovered {
+                recover(&memory)
+                memory.recovered = true
             }
-            if jobs.isEmpty {
-                keptOpen.closeAll()
-                // Jobs queued meanwhile are taken by this drain still; none are left behind.
-                let done = queue.withLock { queue -> Bool in
-                    guard queue.jobs.isEmpty else { return false }
-                    queue.draining = false
+            return jobs.map { $0(batch, &memory) }
+        }
+        if batch.failure == nil {
+            journal.withLock { journal in
+                guard (try? batch.commit(to: journal)) != nil, journal.needsCheckpoint else { return }
+                // The batch is durable (in the journal) either way; a failed checkpoint is
+                // logged and tried again after the next batch.
+                try? checkpoint(journal)
+            }
+        }
+        // Jobs queued while this batch ran came from other writers than its own (a caller's next
+        // write can only come after this batch resumes it): then the writer is busy.
+        let busy = queue.withLock { !$0.jobs.isEmpty }
+        var failure: DesklineError?
+        if let error = batch.failure {
+            for (path, cutError) in batch.rollback() {
+                logger.error("could not cut a log back after a failed write batch; its undone lines stay hidden, and the next write to it cuts them first",
+                             metadata: ["path": "\(path)", "error": "\(cutError)"])
+            }
+            memory.withLock { $0 = TenantMemory(recovered: true) }
+            keptOpen.closeAll()
+            logger.error("a write batch failed and was undone", metadata: ["tenant": "\(tenant)", "jobs": "\(jobs.count)", "error": "\(error)"])
+            failure = .storage("the store could not complete the operation; nothing was changed")
+        }
+        batch.end()
+        for completion in completions { completion(failure) }
+        scheduleNext(after: start, busy: busy)
+    }
+
+    /// After a batch that started at `start`: stops once the queue is empty (closing the logs
+    /// kept open, so a writer that is not busy holds none), else starts the next batch at once,
+    /// or, for a busy writer, ``groupCommitInterval`` after `start` or once ``enoughToStart`` jobs
+    /// wait, whichever comes first (a timer, not a waiting thread).
+    private func scheduleNext(after start: ContinuousClock.Instant, busy: Bool) {
+        enum Next { case idle, now, wait(Duration, generation: Int) }
+        let remaining = start + groupCommitInterval - .now
+        let next = queue.withLock { queue -> Next in
+            if queue.jobs.isEmpty { return .idle }
+            guard busy, remaining > .zero, queue.jobs.count < Self.enoughToStart else { return .now }
+            queue.waitingForJobs = true
+            queue.waitGeneration &+= 1
+            return .wait(remaining, generation: queue.waitGeneration)
+        }
+        switch next {
+        case .now:
+            submitBatch()
+        case .wait(let remaining, let generation):
+            let (seconds, attoseconds) = remaining.components
+            let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+            Self.timers.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) {
+                // Unless enough jobs started the batch early (`enqueue`).
+                let due = self.queue.withLock { queue -> Bool in
+                    guard queue.waitingForJobs, queue.waitGeneration == generation else { return false }
+                    queue.waitingForJobs = false
                     return true
                 }
-                if done { return }
-                busySince = nil
-                continue
+                if due { self.submitBatch() }
             }
-            let logger = self.logger
-            batches.add(1, ordering: .relaxed)
-            self.jobs.add(jobs.count, ordering: .relaxed)
-            let batch = WriteBatch(visibility: visibility, faults: faults, keptOpen: keptOpen) { path, bytes in
-                logger.notice("cut the torn last line of a log (an unfinished write, never acknowledged)",
-                              metadata: ["path": "\(path)", "bytes": "\(bytes)"])
+        case .idle:
+            keptOpen.closeAll()
+            // Jobs queued meanwhile are taken by a next batch at once; none are left behind.
+            let done = queue.withLock { queue -> Bool in
+                guard queue.jobs.isEmpty else { return false }
+                queue.draining = false
+                return true
             }
-            let completions = memory.withLock { memory in
-                if !memory.recovered {
-                    recover(&memory)
-                    memory.recovered = true
-                }
-                return jobs.map { $0(batch, &memory) }
-            }
-            if batch.failure == nil {
-                journal.withLock { journal in
-                    guard (try? batch.commit(to: journal)) != nil, journal.needsCheckpoint else { return }
-                    // The batch is durable (in the journal) either way; a failed checkpoint is
-                    // logged and tried again after the next batch.
-                    try? checkpoint(journal)
-                }
-            }
-            // Jobs queued while this batch ran came from other writers than its own (a caller's next
-            // write can only come after this batch resumes it): then the writer is busy.
-            busySince = queue.withLock { $0.jobs.isEmpty } ? nil : start
-            var failure: DesklineError?
-            if let error = batch.failure {
-                for (path, cutError) in batch.rollback() {
-                    logger.error("could not cut a log back after a failed write batch; its undone lines stay hidden, and the next write to it cuts them first",
-                                 metadata: ["path": "\(path)", "error": "\(cutError)"])
-                }
-                memory.withLock { $0 = TenantMemory(recovered: true) }
-                keptOpen.closeAll()
-                logger.error("a write batch failed and was undone", metadata: ["tenant": "\(tenant)", "jobs": "\(jobs.count)", "error": "\(error)"])
-                failure = .storage("the store could not complete the operation; nothing was changed")
-            }
-            batch.end()
-            for completion in completions { completion(failure) }
+            if !done { submitBatch() }
         }
     }
-}
 
-extension TenantWriter {
-    /// Between two batches of one drain, when jobs were queued while the previous batch ran (the
-    /// writer is busy): unless ``enoughToStart`` jobs wait already, waits until
-    /// ``groupCommitInterval`` after the previous batch started, or until they do, so that the
-    /// next batch takes more jobs for its one fsync.
-    private func waitForGroupCommit(since lastStart: ContinuousClock.Instant) {
-        let remaining = lastStart + groupCommitInterval - .now
-        guard remaining > .zero else { return }
-        let wait = queue.withLock { queue -> Bool in
-            guard !queue.jobs.isEmpty, queue.jobs.count < Self.enoughToStart else { return false }
-            queue.waitingForJobs = true
-            return true
-        }
-        guard wait else { return }
-        let (seconds, attoseconds) = remaining.components
-        let nanoseconds = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
-        guard full.wait(timeout: DispatchTime.now() + .nanoseconds(Int(nanoseconds))) == .timedOut else { return }
-        let signalled = queue.withLock { queue -> Bool in
-            defer { queue.waitingForJobs = false }
-            return !queue.waitingForJobs
-        }
-        // A batch filled up as the wait timed out: take the signal it sends, so that it does not
-        // cut a later wait short.
-        if signalled { full.wait() }
-    }
+    /// Fires the group commit intervals' timers (they only hand the next batch to the pool).
+    private static let timers = DispatchQueue(label: "deskline.store.group-commit")
 }
 
 /// True for the first caller of ``claim()`` only.

@@ -33,9 +33,9 @@ extension Deskline {
             // The store's own threads: its work mostly waits for the disk, so it gets more
             // threads than cores, and tenants' writers and readers do not queue behind each other.
             let storeThreadCount = 16
-            // Each connection is an open file, and so is each log a busy tenant's writer keeps open
-            // between batches (a writer that is running has a store thread), plus a few more.
-            let neededFiles = configuration.limits.maxConnections + storeThreadCount * FileStore.logsKeptOpenPerWriter + 200
+            // Each connection is an open file, and so is each log the busy tenants' writers keep
+            // open between batches, plus a few more (a file per store thread at work, the journals).
+            let neededFiles = configuration.limits.maxConnections + FileStore.logsKeptOpen + storeThreadCount + 200
             if let files = OpenFilesLimit.raiseToHardLimit(), files < UInt64(neededFiles) {
                 logger.warning("the open-files limit is below what limits.maxConnections can need; raise it (ulimit -n, LimitNOFILE=)",
                                metadata: ["limit": "\(files)", "needed": "\(neededFiles)"])

@@ -104,6 +104,56 @@ struct GroupCommitTests {
         try await pool.shutdownGracefully()
     }
 
+    @Test(.timeLimit(.minutes(1))) func aBusyWriterWaitingForItsIntervalLeavesTheThreadToReadersAndOtherTenants() async throws {
+        // One store thread, and a busy writer that waits 120 s (or for 64 jobs) between batches.
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let (store, _) = try await seeded(threadPool: pool, groupCommitInterval: .seconds(120))
+        let gus = try await store.createCustomer(NewCustomer(name: "Gus", email: "gus@x.test", phone: nil), in: globex, at: Date())
+        let writer = store.writer(acme)
+        let release = await writer.hold()
+        let first = (1...10).map { n in
+            Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("\(n)"), at: Date()) { _ in } }
+        }
+        while writer.queuedJobs < 10 { try await Task.sleep(for: .milliseconds(1)) }
+        release()
+        // Its ten jobs wait for the interval, and the one thread serves a read of the same tenant
+        // and another tenant's write meanwhile (a waiting writer that held the thread would
+        // keep them waiting for 120 s, past the time limit).
+        #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 0)
+        _ = try await store.createTicket(customer: gus.id, subject: "meanwhile", in: globex, at: Date())
+        #expect(writer.queuedJobs == 10)
+        // 64 waiting jobs start the batch early.
+        let more = (11...64).map { n in
+            Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("\(n)"), at: Date()) { _ in } }
+        }
+        for task in first + more { _ = try await task.value }
+        #expect(try await texts(store, 1001).count == 64)
+        try await pool.shutdownGracefully()
+    }
+
+    @Test func logsKeptOpenBetweenBatchesStayWithinTheStoresBudget() throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let budget = OpenLogBudget(limit: 3)
+        let a = OpenLogFiles(budget: budget), b = OpenLogFiles(budget: budget)
+        func file(_ name: String) -> OpenLogFiles.File {
+            OpenLogFiles.File(fd: open(root + "/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600), length: 0)
+        }
+        a.keep("a1", file("a1"))
+        a.keep("a2", file("a2"))
+        b.keep("b1", file("b1"))
+        b.keep("b2", file("b2")) // over the budget: closed, not kept
+        #expect((a.count, b.count, budget.inUse) == (2, 1, 3))
+        let taken = try #require(a.take("a1")) // handed to a batch: no longer counted
+        close(taken.fd)
+        #expect(budget.inUse == 2)
+        b.keep("b2", file("b2"))
+        #expect((b.count, budget.inUse) == (2, 3))
+        a.closeAll()
+        b.closeAll()
+        #expect(budget.inUse == 0)
+    }
+
     @Test(.timeLimit(.minutes(1))) func anIdleWriterStartsAtOnceWhateverTheGroupCommitInterval() async throws {
         let (store, _) = try await seeded(groupCommitInterval: .seconds(120))
         // One write at a time: each finds the writer idle, even though it comes right after the

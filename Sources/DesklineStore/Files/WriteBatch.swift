@@ -295,11 +295,39 @@ final class WriteBatch {
     }
 }
 
+/// How many logs all writers of a store together keep open between their batches (see
+/// ``OpenLogFiles``): the store's share of the process's open files, however many tenants are
+/// busy at once.
+final class OpenLogBudget: Sendable {
+    let limit: Int
+    private let used = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes one file's share; false if none is left.
+    func take() -> Bool {
+        var current = used.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = used.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    func give(_ count: Int = 1) {
+        if count > 0 { used.subtract(count, ordering: .relaxed) }
+    }
+
+    var inUse: Int { used.load(ordering: .relaxed) }
+}
+
 /// The logs a tenant's writer keeps open from one batch to the next while it has more jobs
 /// queued, so that a busy ticket's log is not opened, checked for a torn tail and closed again
 /// for every batch. Dropped (closed) when the writer runs out of work or a batch fails; at most
-/// ``capacity`` files. Used by one drain of one writer at a time.
-final class OpenLogFiles {
+/// ``capacity`` files, and no more than the store's ``OpenLogBudget`` has left. Used by the
+/// running batch of one writer only (a writer runs one batch at a time).
+final class OpenLogFiles: @unchecked Sendable {
     struct File {
         var fd: Int32
         /// Everything in it is committed: the next batch appends here.
@@ -308,15 +336,20 @@ final class OpenLogFiles {
 
     static let capacity = 64
     private var files: [String: File] = [:]
+    private let budget: OpenLogBudget?
+
+    init(budget: OpenLogBudget? = nil) { self.budget = budget }
 
     var count: Int { files.count }
 
     func take(_ path: String) -> File? {
-        files.removeValue(forKey: path)
+        guard let file = files.removeValue(forKey: path) else { return nil }
+        budget?.give()
+        return file
     }
 
     func keep(_ path: String, _ file: File) {
-        if files.count < Self.capacity {
+        if files.count < Self.capacity, budget?.take() ?? true {
             files[path] = file
         } else {
             close(file.fd)
@@ -325,6 +358,7 @@ final class OpenLogFiles {
 
     func closeAll() {
         for file in files.values { close(file.fd) }
+        budget?.give(files.count)
         files = [:]
     }
 
