@@ -68,6 +68,8 @@ final class TenantWriter: Sendable {
     }
 
     let tenant: TenantID
+    /// The tenant's directory (its logs are under it).
+    private let directory: String
     private let queue = Mutex(Queue())
     /// The logs of the last batch, kept open for the next while jobs wait (used by the running
     /// batch only).
@@ -91,6 +93,7 @@ final class TenantWriter: Sendable {
          openLogBudget: OpenLogBudget? = nil, groupCommitInterval: Duration, logger: Logger,
          recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
+        self.directory = directory
         self.keptOpen = OpenLogFiles(budget: openLogBudget)
         self.groupCommitInterval = groupCommitInterval
         self.journal = Mutex(Journal(tenantDir: directory))
@@ -153,6 +156,12 @@ final class TenantWriter: Sendable {
 
     private func checkpoint(_ journal: Journal) throws {
         do {
+            // The journal records the cuts a rollback could not make (see `runBatch`): it is
+            // kept until they are made.
+            let pending = visibility.pendingCuts(under: directory + "/")
+            guard pending.isEmpty else {
+                throw DurableFile.IOError(operation: "checkpoint (logs still to be cut back)", path: pending.keys.sorted()[0], errno: EIO)
+            }
             try journal.checkpoint()
         } catch {
             logger.error("a journal checkpoint failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
@@ -239,6 +248,7 @@ final class TenantWriter: Sendable {
             return jobs
         }
         guard !jobs.isEmpty else { return scheduleNext(after: start, busy: false) }
+        makePendingCuts()
         let logger = self.logger
         batches.add(1, ordering: .relaxed)
         self.jobs.add(jobs.count, ordering: .relaxed)
@@ -266,9 +276,22 @@ final class TenantWriter: Sendable {
         let busy = queue.withLock { !$0.jobs.isEmpty }
         var failure: DesklineError?
         if let error = batch.failure {
-            for (path, cutError) in batch.rollback() {
-                logger.error("could not cut a log back after a failed write batch; its undone lines stay hidden, and the next write to it cuts them first",
+            let uncut = batch.rollback()
+            for (path, _, cutError) in uncut {
+                logger.error("could not cut a log back after a failed write batch; its undone lines stay hidden, and the writer cuts them before its next batches",
                              metadata: ["path": "\(path)", "error": "\(cutError)"])
+            }
+            if !uncut.isEmpty {
+                // Also in the journal, for a restart before the writer manages: replay cuts each
+                // log after its last journaled line, here the committed length (no bytes).
+                journal.withLock { journal in
+                    do {
+                        try journal.commit(uncut.map { Journal.Entry(path: $0.path, offset: off_t($0.cut.length), bytes: Data(), created: $0.cut.created) },
+                                           faults: faults)
+                    } catch {
+                        logger.error("could not record in the journal where to cut logs back", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                    }
+                }
             }
             memory.withLock { $0 = TenantMemory(recovered: true) }
             keptOpen.closeAll()
@@ -278,6 +301,33 @@ final class TenantWriter: Sendable {
         batch.end()
         for completion in completions { completion(failure) }
         scheduleNext(after: start, busy: busy)
+    }
+
+    /// Cuts the logs a rollback could not cut back (``LogVisibility/PendingCut``), before a batch
+    /// (so no batch of this tenant runs meanwhile); those that still fail stay pending. A log the
+    /// undone batch created is removed, as the rollback would have.
+    private func makePendingCuts() {
+        for (path, pending) in visibility.pendingCuts(under: directory + "/") {
+            do {
+                try faults.check(.cut, path)
+                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                guard fd >= 0 else {
+                    if errno == ENOENT { visibility.cutDone(path); continue }
+                    throw DurableFile.IOError(operation: "open", path: path, errno: errno)
+                }
+                defer { close(fd) }
+                guard ftruncate(fd, off_t(pending.length)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
+                if pending.created {
+                    unlink(path)
+                } else {
+                    guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
+                }
+                visibility.cutDone(path)
+                logger.notice("cut a log back after an earlier failed write batch", metadata: ["path": "\(path)"])
+            } catch {
+                logger.error("could not cut a log back yet", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+        }
     }
 
     /// After a batch that started at `start`: stops once the queue is empty (closing the logs

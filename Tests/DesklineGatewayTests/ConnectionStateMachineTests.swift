@@ -17,6 +17,29 @@ struct ConnectionStateMachineTests {
         #expect(m.tick(now: start + .seconds(61)) == .none)
     }
 
+    @Test func aRunningLoginHoldsTheRegistrationTimeoutOffAReplyWaitingForRoomDoesNot() {
+        var m = ConnectionStateMachine(timeouts: timeouts, now: start)
+        let login = m.commandStarted() // a LOGIN waiting for its password check
+        #expect(login)
+        #expect(m.tick(now: start + .seconds(61)) == .none)
+        m.commandFinished() // its outcome is ready; the reply waits for the client to read
+        guard case .close(let code, _) = m.tick(now: start + .seconds(62)) else {
+            Issue.record("expected close")
+            return
+        }
+        #expect(code == "REGISTRATION_TIMEOUT")
+    }
+
+    @Test func theShutdownNoticeWaitsUntilEveryReplyIsWritten() {
+        var m = ConnectionStateMachine(timeouts: timeouts, now: start)
+        let started = m.commandStarted()
+        m.commandFinished() // finished, its reply not all written yet
+        let idle = m.requestShutdown()
+        let another = m.commandStarted() // nothing new starts
+        let noticeDue = m.commandAnswered() // now the notice goes out
+        #expect((started, idle, another, noticeDue) == (true, false, false, true))
+    }
+
     @Test func pingsAnIdleSessionAndDropsADeadPeer() {
         var m = ConnectionStateMachine(timeouts: timeouts, now: start)
         m.loggedIn(now: start + .seconds(1))

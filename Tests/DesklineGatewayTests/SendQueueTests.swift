@@ -9,6 +9,9 @@ import Testing
         try await withServer(configure: {
             $0.limits.sendQueueLines = 16
             $0.limits.registrationTimeoutSeconds = 3
+            // No flood pacing: its replies stall long before the timeout.
+            $0.limits.floodBurst = 100_000
+            $0.limits.floodCommandsPerSecond = 100_000
         }) { server in
             let good = try await server.login("ann@acme.test")
             // A raw client that never reads sends 20,000 HELPs (about 9 MB of replies). Its
@@ -29,7 +32,8 @@ import Testing
             #expect(server.server.sessionCount == 2)
             #expect(try await good.command("PING still-served") == ["OK PING :still-served"])
             // A client that never logs in is closed by the registration timeout (3 s) and the
-            // linger time (0.5 s in tests) even though it never read a line.
+            // linger time (0.5 s in tests) even though it never read a line (a reply waiting
+            // for it to read does not hold the timeout off).
             while server.server.sessionCount > 1, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }

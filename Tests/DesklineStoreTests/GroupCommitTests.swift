@@ -378,7 +378,7 @@ struct GroupCommitTests {
         second.end()
         #expect(try content() == "a\nb\n")
         #expect(try visible() == 2)
-        #expect(visibility.pendingCut(path) == 2)
+        #expect(visibility.pendingCut(path) == LogVisibility.PendingCut(length: 2, created: false))
 
         // The next batch to open it must cut it first; that fails too: nothing is appended.
         let third = batch()
@@ -416,6 +416,30 @@ struct GroupCommitTests {
         #expect(try records() == ["a\n", "b\n"]) // still there: a replay now would bring it back
         try journal.commit([entry("c\n")], faults: faults)
         #expect(try records() == ["a\n", "c\n"])
+    }
+
+    @Test func aCutThatNeverSucceedsIsMadeByTheNextStartFromTheJournal() async throws {
+        _ = try await seeded()
+        // A server's store: it takes the lock before its first write.
+        let store = try await FileStore(root: root)
+        let lock = try await store.lockForServer(pid: 1)
+        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }
+        try store.writer(acme).checkpoint() // the journal is empty: "kept" is in its log, synced
+        store.faults.failNext(.sync, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
+        store.faults.failNext(.cut, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
+        await #expect(throws: DesklineError.self) {
+            _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("undone"), at: Date()) { _ in }
+        }
+        let log = store.ticketLog(TicketID(1001), acme)
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("undone"))
+        // The stop cannot empty the journal while the cut is pending: it says where to cut.
+        #expect(await store.checkpointAll() == false)
+        lock.release(clean: false)
+        let restarted = try await FileStore(root: root)
+        let again = try await restarted.lockForServer(pid: 2)
+        #expect(try !String(contentsOfFile: log, encoding: .utf8).contains("undone"))
+        #expect(try await texts(restarted, 1001) == ["kept"])
+        again.release(clean: true)
     }
 
     @Test func aMessageWhoseBatchCouldNotBeUndoneOnDiskIsNeverShown() async throws {

@@ -25,9 +25,12 @@ struct ConnectionStateMachine {
     private var state: State
     private let timeouts: Timeouts
     private var pingCounter = 0
-    /// Commands started and not finished (more than one while pipelining commands wait for
-    /// their writes). A finished command's reply may still wait behind an earlier one's.
+    /// Commands started whose outcome is not ready yet (more than one while pipelining commands
+    /// wait for their writes; a LOGIN waiting for its password check among them).
     private var commandsRunning = 0
+    /// Commands started whose reply is not all written yet: a finished command's reply may wait
+    /// behind an earlier one's, or for a client that does not read.
+    private var commandsUnanswered = 0
     /// The server is shutting down; no new command may start.
     private var shutdownRequested = false
 
@@ -50,29 +53,37 @@ struct ConnectionStateMachine {
     mutating func commandStarted() -> Bool {
         guard !shutdownRequested else { return false }
         commandsRunning += 1
+        commandsUnanswered += 1
         return true
     }
 
-    /// A command's reply is ready. Returns true if shutdown was requested meanwhile and this was
-    /// the last running command: the session must now send the shutdown notice (after the
-    /// replies) and close.
-    mutating func commandFinished() -> Bool {
+    /// A command's outcome is ready (its reply may still have to wait before it is written).
+    mutating func commandFinished() {
         commandsRunning -= 1
-        return shutdownRequested && commandsRunning == 0
+    }
+
+    /// A command's reply is all written. Returns true if shutdown was requested meanwhile and
+    /// this was the last unanswered command: the session must now send the shutdown notice and
+    /// close.
+    mutating func commandAnswered() -> Bool {
+        commandsUnanswered -= 1
+        return shutdownRequested && commandsUnanswered == 0
     }
 
     /// The server is shutting down. Returns true if the session is idle and can be told and
-    /// closed right away; false if commands are running, whose replies must go out first (every
-    /// command gets its terminal line), after which ``commandFinished()`` reports the shutdown.
+    /// closed right away; false if commands are unanswered, whose replies must go out first
+    /// (every command gets its terminal line), after which ``commandAnswered()`` reports the
+    /// shutdown.
     mutating func requestShutdown() -> Bool {
         shutdownRequested = true
-        return commandsRunning == 0
+        return commandsUnanswered == 0
     }
 
     mutating func tick(now: ContinuousClock.Instant) -> Action {
         switch state {
         case .registering(let deadline):
-            // A LOGIN still waiting for its password check gets its answer first.
+            // A LOGIN still waiting for its password check gets its answer first. (A reply that
+            // waits for the client to read does not hold the timeout off.)
             guard now >= deadline, commandsRunning == 0 else { return .none }
             state = .closed
             return .close(code: "REGISTRATION_TIMEOUT",

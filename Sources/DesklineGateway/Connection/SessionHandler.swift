@@ -120,6 +120,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !ending else { return }
+        // A sign of life even if its command waits (behind a long reply, say).
+        machine.state.withLock { $0.inputReceived(now: clock.now) }
         pending.append(unwrapInboundIn(data))
         pump()
     }
@@ -209,10 +211,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let frame = pending.removeFirst()
         let prepared = preparedHead ?? session.prepare(frame, scope: scope)
         preparedHead = nil
-        let proceed = machine.state.withLock { m in
-            m.inputReceived(now: clock.now)
-            return m.commandStarted()
-        }
+        let proceed = machine.state.withLock { $0.commandStarted() }
         guard proceed else { // shutting down; the registry sent the notice
             ending = true
             return false
@@ -276,6 +275,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func finished(_ command: InFlight, _ outcome: Session.Outcome) {
         command.outcome = outcome
+        machine.state.withLock { $0.commandFinished() }
         writeReplies()
     }
 
@@ -287,8 +287,9 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// reads it: the rest waits here until the channel is writable again, and no further command
     /// starts meanwhile, so a client that does not read stops itself and holds one reply at
     /// most. Replies therefore never count toward the send queue (`limits.sendQueueLines`); the
-    /// events pushed to a client that does not read do. A command counts as running until its
-    /// reply is written, so a shutdown notice follows the whole reply.
+    /// events pushed to a client that does not read do. A command counts as unanswered until its
+    /// reply is written, so a shutdown notice follows the whole reply. (Over TLS, NIOSSL takes
+    /// the writes until the flush: the reply being written when the room runs out is taken whole.)
     private func writeReplies() {
         var wrote = false
         defer { if wrote { outbox.flush() } }
@@ -307,7 +308,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
             inFlight.removeFirst()
-            let shutdownNow = machine.state.withLock { $0.commandFinished() }
+            let shutdownNow = machine.state.withLock { $0.commandAnswered() }
             if let newScope = outcome.scope, scope == nil {
                 // From now on the session acts as this login, from this connection. (LOGIN already
                 // attached it to the hub, before counting unread notifications.)

@@ -16,19 +16,27 @@ import Synchronization
 /// beyond a registered length is cut, so nobody ever sees a line that is not yet fsync'd. (A
 /// registration made after the measure does no harm: the measure could not have seen its bytes.)
 ///
-/// A rollback is the one case where that order is not enough: a reader could measure the batch's
-/// lines, then find the registration already withdrawn because the batch was undone, not because
-/// it became durable. Every rollback counts itself here before its registrations are withdrawn,
-/// and a reader that sees the count change while it measures measures again.
+/// Undoing lines is the one case where that order is not enough: a reader could measure a
+/// batch's lines, then find the registration already withdrawn because the lines were cut, not
+/// because they became durable. Every undo (a rollback, or a cut it left pending) counts itself
+/// here after cutting and before withdrawing anything, and a reader that sees the count change
+/// while it measures measures again.
 ///
 /// A log a rollback could not cut back (its `ftruncate` or `fdatasync` failed) stays hidden beyond
-/// its committed length, and the next batch that opens it cuts it first (``pendingCut(_:)``).
+/// its committed length (``PendingCut``) until the tenant's writer manages to cut it.
 final class LogVisibility: Sendable {
+    /// Lines of a rolled-back batch still in a log: readers see `length` bytes of it at most.
+    struct PendingCut: Equatable, Sendable {
+        /// The log's committed length.
+        var length: Int64
+        /// The undone batch created the log (its directory entry was never synced).
+        var created: Bool
+    }
+
     private struct State {
         var committed: [String: Int64] = [:]
-        /// Logs holding lines of a rolled-back batch (the cut failed), with their committed length.
-        var uncut: [String: Int64] = [:]
-        var rollbacks = 0
+        var uncut: [String: PendingCut] = [:]
+        var undos = 0
     }
 
     private let state = Mutex(State())
@@ -36,7 +44,7 @@ final class LogVisibility: Sendable {
     /// The length readers may see of `path`, or nil if the whole file is committed.
     func limit(_ path: String) -> Int64? {
         state.withLock { state in
-            switch (state.committed[path], state.uncut[path]) {
+            switch (state.committed[path], state.uncut[path]?.length) {
             case let (a?, b?): min(a, b)
             case let (a, b): a ?? b
             }
@@ -44,14 +52,14 @@ final class LogVisibility: Sendable {
     }
 
     /// How much of `path` a reader may use: `measure` reads or sizes the file (on the file
-    /// descriptor that will be read) and returns its length; it runs again if a batch was
-    /// rolled back meanwhile.
+    /// descriptor that will be read) and returns its length; it runs again if lines were undone
+    /// meanwhile.
     func visibleLength(_ path: String, measure: () throws -> Int64) rethrows -> Int64 {
         while true {
-            let before = state.withLock { $0.rollbacks }
+            let before = state.withLock { $0.undos }
             let length = try measure()
             let limit = self.limit(path)
-            if state.withLock({ $0.rollbacks }) == before { return min(length, limit ?? length) }
+            if state.withLock({ $0.undos }) == before { return min(length, limit ?? length) }
         }
     }
 
@@ -59,7 +67,7 @@ final class LogVisibility: Sendable {
     /// included, except lines of a rolled-back batch still waiting for their cut.
     func writerVisibleLength(_ path: String, measure: () throws -> Int64) rethrows -> Int64 {
         let length = try measure()
-        return min(length, pendingCut(path) ?? length)
+        return min(length, pendingCut(path)?.length ?? length)
     }
 
     func hide(_ path: String, beyond length: Int64) {
@@ -72,24 +80,31 @@ final class LogVisibility: Sendable {
         }
     }
 
-    /// A batch was undone: its logs are cut back, except `uncut` (path: committed length), whose
-    /// lines stay hidden until a later batch cuts them. Call before the batch's ``reveal(_:)``.
-    func rolledBack(uncut: [String: Int64]) {
+    /// A batch was undone: its logs are cut back, except `uncut`, whose lines stay hidden until
+    /// the writer cuts them. Call before the batch's ``reveal(_:)``.
+    func rolledBack(uncut: [String: PendingCut]) {
         state.withLock { state in
-            state.rollbacks += 1
-            state.uncut.merge(uncut) { min($0, $1) }
+            state.undos += 1
+            state.uncut.merge(uncut) { old, new in PendingCut(length: min(old.length, new.length), created: old.created || new.created) }
         }
     }
 
-    /// The committed length of a log that still holds lines of a rolled-back batch: the next
-    /// batch to open it must cut it there (and make the cut durable) before anything else.
-    func pendingCut(_ path: String) -> Int64? {
+    func pendingCut(_ path: String) -> PendingCut? {
         state.withLock { $0.uncut[path] }
     }
 
-    /// The log was cut back to its committed length durably.
+    /// The pending cuts of logs under `directory` (a tenant's), by path.
+    func pendingCuts(under directory: String) -> [String: PendingCut] {
+        state.withLock { $0.uncut.filter { $0.key.hasPrefix(directory) } }
+    }
+
+    /// The log was cut back to its committed length, durably (an undo: readers that measured it
+    /// before measure again).
     func cutDone(_ path: String) {
-        state.withLock { _ = $0.uncut.removeValue(forKey: path) }
+        state.withLock { state in
+            state.undos += 1
+            state.uncut.removeValue(forKey: path)
+        }
     }
 }
 
@@ -202,13 +217,16 @@ final class WriteBatch {
             throw error
         }
         do {
-            // Lines of a rolled-back batch that could not be cut then: cut them now, durably,
-            // before anything is appended after them (readers do not see them meanwhile).
-            if let committed = visibility.pendingCut(path) {
+            // Lines of a rolled-back batch that could not be cut then (the writer tries again
+            // before each batch): cut them now, durably, before anything is appended after them
+            // (readers do not see them meanwhile).
+            var created = !existed
+            if let pending = visibility.pendingCut(path) {
                 try faults?.check(.cut, path)
-                guard ftruncate(fd, off_t(committed)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
+                guard ftruncate(fd, off_t(pending.length)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
                 guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
                 visibility.cutDone(path)
+                created = created || pending.created
             }
             // A last line without its newline is an unfinished write a crash left behind (never
             // acknowledged): cut it before appending, so a log never has a torn line inside.
@@ -221,7 +239,7 @@ final class WriteBatch {
                 guard ftruncate(fd, clean) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
                 onTornTail(path, Int64(size - clean))
             }
-            let log = OpenLog(fd: fd, base: clean, end: clean, created: !existed)
+            let log = OpenLog(fd: fd, base: clean, end: clean, created: created)
             logs[path] = log
             return log
         } catch {
@@ -248,12 +266,11 @@ final class WriteBatch {
 
     /// Undoes the batch: every log is cut back to its committed length (new logs to nothing,
     /// then removed) and the cut synced. Returns the logs that could not be cut (with the
-    /// error): their lines stay hidden from readers, and the next batch that opens one cuts it
-    /// before appending (``LogVisibility/pendingCut(_:)``).
+    /// error): their lines stay hidden from readers, and the tenant's writer cuts them later
+    /// (``LogVisibility/PendingCut``).
     @discardableResult
-    func rollback() -> [(path: String, error: DurableFile.IOError)] {
-        var failed: [(path: String, error: DurableFile.IOError)] = []
-        var uncut: [String: Int64] = [:]
+    func rollback() -> [(path: String, cut: LogVisibility.PendingCut, error: DurableFile.IOError)] {
+        var failed: [(path: String, cut: LogVisibility.PendingCut, error: DurableFile.IOError)] = []
         for (path, log) in logs {
             do {
                 // Cut before the unlink of a new log: a reader that has it open sees it empty.
@@ -269,12 +286,12 @@ final class WriteBatch {
                     guard fdatasync(log.fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
                 }
             } catch {
-                uncut[path] = log.created ? 0 : Int64(log.base)
-                failed.append((path, error as? DurableFile.IOError ?? DurableFile.IOError(operation: "truncate", path: path, errno: EIO)))
+                let cut = LogVisibility.PendingCut(length: log.created ? 0 : Int64(log.base), created: log.created)
+                failed.append((path, cut, error as? DurableFile.IOError ?? DurableFile.IOError(operation: "truncate", path: path, errno: EIO)))
             }
         }
         // Counted before `end()` withdraws the batch's registrations (see LogVisibility).
-        visibility.rolledBack(uncut: uncut)
+        visibility.rolledBack(uncut: Dictionary(failed.map { ($0.path, $0.cut) }) { a, _ in a })
         return failed
     }
 
