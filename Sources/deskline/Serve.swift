@@ -34,7 +34,8 @@ extension Deskline {
             // threads than cores, and tenants' writers and readers do not queue behind each other.
             let storeThreadCount = 16
             // Each connection is an open file, and so is each log the busy tenants' writers keep
-            // open between batches, plus a few more (a file per store thread at work, the journals).
+            // open between batches, plus a margin for the rest: the logs a running batch has open
+            // (one per log its jobs touch) and one journal per tenant that has written.
             let neededFiles = configuration.limits.maxConnections + FileStore.logsKeptOpen + storeThreadCount + 200
             if let files = OpenFilesLimit.raiseToHardLimit(), files < UInt64(neededFiles) {
                 logger.warning("the open-files limit is below what limits.maxConnections can need; raise it (ulimit -n, LimitNOFILE=)",
