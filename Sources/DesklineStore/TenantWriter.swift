@@ -311,14 +311,19 @@ final class TenantWriter: Sendable {
             do {
                 try faults.check(.cut, path)
                 let fd = open(path, O_WRONLY | O_CLOEXEC)
+                let directory = (path as NSString).deletingLastPathComponent
                 guard fd >= 0 else {
-                    if errno == ENOENT { visibility.cutDone(path); continue }
-                    throw DurableFile.IOError(operation: "open", path: path, errno: errno)
+                    guard errno == ENOENT else { throw DurableFile.IOError(operation: "open", path: path, errno: errno) }
+                    // Removed already; its removal is made durable.
+                    if pending.created { try DurableFile.syncDirectory(directory) }
+                    visibility.cutDone(path)
+                    continue
                 }
                 defer { close(fd) }
                 guard ftruncate(fd, off_t(pending.length)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
                 if pending.created {
                     unlink(path)
+                    try DurableFile.syncDirectory(directory)
                 } else {
                     guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
                 }

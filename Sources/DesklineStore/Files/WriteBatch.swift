@@ -280,8 +280,10 @@ final class WriteBatch {
                 }
                 if log.created {
                     // Left behind, an empty log holds nothing: readers skip it, and the next
-                    // batch appends to it.
+                    // batch appends to it. The directory is synced so that a crash cannot bring
+                    // the file back with the undone lines in it.
                     unlink(path)
+                    try DurableFile.syncDirectory((path as NSString).deletingLastPathComponent)
                 } else {
                     guard fdatasync(log.fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
                 }
