@@ -37,9 +37,10 @@ struct TenantMemory {
 /// Writes are queued as jobs. One batch at a time takes every queued job (up to
 /// ``maximumBatch``), runs them one after another against a ``WriteBatch`` (they append without
 /// syncing), makes the batch durable with one synced record in the tenant's ``Journal``, and
-/// only then resumes every job's caller. Each batch is its own work item on the store's thread
-/// pool, so however many tenants are busy, none holds a thread between batches. So concurrent writes share their fsyncs, while each caller still waits
-/// for its own data to be durable. Tenants have their own writers and never wait for each other.
+/// only then resumes every job's caller. So concurrent writes share their fsyncs, while each
+/// caller still waits for its own data to be durable. Tenants have their own writers and never
+/// wait for each other. Each batch is its own work item on the store's thread pool, so however
+/// many tenants are busy, none holds a thread between batches.
 ///
 /// A busy writer (jobs already waiting when a batch ends) starts its next batch no sooner than
 /// ``groupCommitInterval`` after the previous one started, or as soon as ``enoughToStart`` jobs
@@ -309,24 +310,16 @@ final class TenantWriter: Sendable {
     private func makePendingCuts() {
         for (path, pending) in visibility.pendingCuts(under: directory + "/") {
             do {
-                try faults.check(.cut, path)
                 let fd = open(path, O_WRONLY | O_CLOEXEC)
-                let directory = (path as NSString).deletingLastPathComponent
                 guard fd >= 0 else {
                     guard errno == ENOENT else { throw DurableFile.IOError(operation: "open", path: path, errno: errno) }
                     // Removed already; its removal is made durable.
-                    if pending.created { try DurableFile.syncDirectory(directory) }
+                    if pending.created { try DurableFile.syncDirectory((path as NSString).deletingLastPathComponent) }
                     visibility.cutDone(path)
                     continue
                 }
                 defer { close(fd) }
-                guard ftruncate(fd, off_t(pending.length)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
-                if pending.created {
-                    unlink(path)
-                    try DurableFile.syncDirectory(directory)
-                } else {
-                    guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
-                }
+                try WriteBatch.cutBack(fd, path, to: pending.length, removing: pending.created, faults: faults)
                 visibility.cutDone(path)
                 logger.notice("cut a log back after an earlier failed write batch", metadata: ["path": "\(path)"])
             } catch {

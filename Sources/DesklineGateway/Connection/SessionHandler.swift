@@ -147,11 +147,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             outbox.writable()
             if waitingForRoom {
                 writeReplies()
-                if closed {
-                    if inFlight.isEmpty { cleanUp() }
-                } else {
-                    pump()
-                }
+                carryOn()
             }
         }
         context.fireChannelWritabilityChanged()
@@ -170,7 +166,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Replies waiting for room are dropped now (nobody reads them); commands still running
         // end the session when they finish.
         writeReplies()
-        if inFlight.isEmpty { cleanUp() }
+        carryOn()
         context.fireChannelInactive()
     }
 
@@ -266,6 +262,12 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func completed(_ command: InFlight, _ outcome: Session.Outcome) {
         command.queued = true
         finished(command, outcome)
+        carryOn()
+    }
+
+    /// After replies were written (or dropped): a closed connection's session ends once no
+    /// command is in flight; an open one starts what may start now.
+    private func carryOn() {
         if closed {
             if inFlight.isEmpty { cleanUp() }
         } else {

@@ -222,9 +222,7 @@ final class WriteBatch {
             // (readers do not see them meanwhile).
             var created = !existed
             if let pending = visibility.pendingCut(path) {
-                try faults?.check(.cut, path)
-                guard ftruncate(fd, off_t(pending.length)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
-                guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
+                try Self.cutBack(fd, path, to: pending.length, removing: false, faults: faults)
                 visibility.cutDone(path)
                 created = created || pending.created
             }
@@ -272,29 +270,32 @@ final class WriteBatch {
     func rollback() -> [(path: String, cut: LogVisibility.PendingCut, error: DurableFile.IOError)] {
         var failed: [(path: String, cut: LogVisibility.PendingCut, error: DurableFile.IOError)] = []
         for (path, log) in logs {
+            let cut = LogVisibility.PendingCut(length: log.created ? 0 : Int64(log.base), created: log.created)
             do {
-                // Cut before the unlink of a new log: a reader that has it open sees it empty.
-                try faults?.check(.cut, path)
-                guard ftruncate(log.fd, log.created ? 0 : log.base) == 0 else {
-                    throw DurableFile.IOError(operation: "truncate", path: path, errno: errno)
-                }
-                if log.created {
-                    // Left behind, an empty log holds nothing: readers skip it, and the next
-                    // batch appends to it. The directory is synced so that a crash cannot bring
-                    // the file back with the undone lines in it.
-                    unlink(path)
-                    try DurableFile.syncDirectory((path as NSString).deletingLastPathComponent)
-                } else {
-                    guard fdatasync(log.fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
-                }
+                try Self.cutBack(log.fd, path, to: cut.length, removing: cut.created, faults: faults)
             } catch {
-                let cut = LogVisibility.PendingCut(length: log.created ? 0 : Int64(log.base), created: log.created)
                 failed.append((path, cut, error as? DurableFile.IOError ?? DurableFile.IOError(operation: "truncate", path: path, errno: EIO)))
             }
         }
         // Counted before `end()` withdraws the batch's registrations (see LogVisibility).
-        visibility.rolledBack(uncut: Dictionary(failed.map { ($0.path, $0.cut) }) { a, _ in a })
+        visibility.rolledBack(uncut: Dictionary(uniqueKeysWithValues: failed.map { ($0.path, $0.cut) }))
         return failed
+    }
+
+    /// Cuts the log open as `fd` back to `length` (what is committed of it) and makes the cut
+    /// durable. `removing` (a log an undone batch created, cut to nothing): then removes it and
+    /// syncs its directory, so that a crash cannot bring it back with the undone lines; left
+    /// behind, an empty log holds nothing (readers skip it, the next batch appends to it). The
+    /// cut comes first, so a reader that has the file open sees it empty.
+    static func cutBack(_ fd: Int32, _ path: String, to length: Int64, removing: Bool, faults: FaultInjection?) throws {
+        try faults?.check(.cut, path)
+        guard ftruncate(fd, off_t(length)) == 0 else { throw DurableFile.IOError(operation: "truncate", path: path, errno: errno) }
+        if removing {
+            unlink(path)
+            try DurableFile.syncDirectory((path as NSString).deletingLastPathComponent)
+        } else {
+            guard fdatasync(fd) == 0 else { throw DurableFile.IOError(operation: "fsync", path: path, errno: errno) }
+        }
     }
 
     /// Closes the logs (or, after a commit, hands them back to the writer to keep open) and lets
