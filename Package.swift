@@ -24,6 +24,9 @@ let package = Package(
         .target(
             name: "DesklineCore",
             dependencies: [
+                // Only for the text rules the wire and the store share (InvisibleText); Core writes
+                // no wire text.
+                "DesklineProtocol",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

@@ -43,8 +43,9 @@ public struct ServerLine: Sendable, Equatable {
     /// The wire form, without the line ending.
     ///
     /// CR, LF and NUL become spaces and every other control character but tab (C0, DEL, C1, so
-    /// also ESC of terminal escape sequences) becomes `?`, so nothing echoed back can break the line
-    /// or repaint a terminal. A middle parameter that is empty, starts with `:` or contains a
+    /// also ESC of terminal escape sequences) becomes `?`, as does an invisible text-direction or
+    /// line-separator character (``InvisibleText``), so nothing echoed back can break the line,
+    /// repaint a terminal or turn the rest of a line around. A middle parameter that is empty, starts with `:` or contains a
     /// space would change the meaning of the line, so it is made safe here too.
     public func serialized() -> String {
         var out = ""
@@ -68,7 +69,8 @@ public struct ServerLine: Sendable, Equatable {
     }
 
     /// `s` without control characters: CR, LF and NUL become spaces, every other C0 (but tab),
-    /// DEL or C1 character becomes `?`. Safe to show on a terminal and to write into a log line.
+    /// DEL or C1 character and every invisible formatting character becomes `?`. Safe to show on
+    /// a terminal and to write into a log line.
     public static func clean(_ s: String) -> String {
         guard s.unicodeScalars.contains(where: isControl) else { return s }
         return String(String.UnicodeScalarView(s.unicodeScalars.map { scalar -> Unicode.Scalar in
@@ -80,6 +82,7 @@ public struct ServerLine: Sendable, Equatable {
     /// Tab passes: it moves a cursor but repaints nothing, and message text may contain it.
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         (scalar.value < 0x20 && scalar != "\t") || (0x7F...0x9F).contains(scalar.value)
+            || (scalar.value >= 0x61C && InvisibleText.isFormatting(scalar))
     }
 
     /// A word is escaped like an IRCv3 tag value (`\s` for a space, `\\` for a backslash,

@@ -164,7 +164,7 @@ public final class FileStore: Store {
                 let id = UserID(unchecked: "u\(try self.nextNumber(\.user, in: tenant))")
                 let user = User(id: id, tenantId: tenant, email: draft.email, displayName: draft.displayName,
                                 role: draft.role, passwordHash: draft.passwordHash, customerId: draft.customerId,
-                                createdAt: Self.storedPrecision(time))
+                                createdAt: Self.storedPrecision(time), tenantLoginOnly: draft.tenantLoginOnly ? true : nil)
                 // Order matters for crash safety: the user, then the customer's back-link, then
                 // the login index — an account can log in only once all its parts are on disk.
                 try self.save(user, self.userFile(id, tenant))
@@ -188,6 +188,10 @@ public final class FileStore: Store {
             if let cached = self.freshUserCache(tenant).entry { return cached.byId[id] }
             return try self.load(User.self, self.userFile(id, tenant))
         }
+    }
+
+    public func storedUser(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User? {
+        try await io { try self.load(User.self, self.userFile(id, tenant)) }
     }
 
     public func accounts(withEmail email: String) async throws(DesklineError) -> [AccountRef] {
@@ -320,9 +324,12 @@ extension FileStore {
         let root = self.root
         let lock = try await io { () throws -> FileLock? in
             guard let lock = try FileLock.tryAcquire(path) else { return nil }
-            // A data directory without tenants has nothing to recover (a fresh one, say).
+            // A data directory without tenants has nothing to recover (a fresh one, say), nor
+            // has one no server ever held: a server writes "pid N" into the lock first thing,
+            // and the admin CLI, which only asks whether one runs, writes nothing.
             let tenants = try DurableFile.list(self.root + "/tenants")
-            let unclean = !tenants.isEmpty && FileLock.holderDescription(path) != Self.cleanStopMark
+            let holder = FileLock.holderDescription(path)
+            let unclean = !tenants.isEmpty && holder != nil && holder != Self.cleanStopMark
             lock.write("pid \(pid)\n")
             // Writes acknowledged before an unclean stop go back into their logs first (a
             // clean stop leaves every journal empty: one `stat` per tenant).

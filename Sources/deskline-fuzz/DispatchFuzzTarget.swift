@@ -51,7 +51,9 @@ private final class World: @unchecked Sendable {
         let store = try await FileStore(root: root)
         let accounts = AccountService(store: store, hasher: PasswordHasher(cost: PasswordHashingCost(n: 1024, r: 8, p: 1)),
                                       passwordWork: PasswordWorkPool(concurrency: 1, queueLimit: 64))
-        let services = GatewayServices.make(store: store, accounts: accounts)
+        var limits = GatewayConfiguration.Limits()
+        limits.loginFailureDelayMilliseconds = 0 // (a fuzzer's failed logins must not sleep)
+        let services = GatewayServices.make(store: store, accounts: accounts, limits: limits)
         let password = "correct horse battery"
         let acme = try await accounts.createTenant(id: "acme", name: "Acme").id
         let globex = try await accounts.createTenant(id: "globex", name: "Globex").id

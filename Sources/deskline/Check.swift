@@ -29,8 +29,12 @@ extension Deskline {
                 live = true
                 print("note: a server is running on \(store.root); this check sees a live store")
             }
-            defer { lock?.release() }
+            var repairedClean = false
+            // A repair that left nothing to fix leaves the directory as a clean stop does, so
+            // the next server does not recover it again.
+            defer { lock?.release(clean: repairedClean) }
             let report = try await store.check(repair: repair, live: live)
+            repairedClean = report.isClean
             let counts = report.counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
             print("checked \(store.root): \(counts.isEmpty ? "no data" : counts)")
             for line in report.repaired { print("repaired: \(line)") }

@@ -52,12 +52,15 @@ struct AdminContext {
         return AdminContext(store: store, accounts: accounts, pool: pool)
     }
 
-    /// Prints the result, and for changes a note if a server is running: admin writes take the
-    /// data directory's account lock, so they are safe, and the server sees them immediately.
-    func finish(_ message: String, changed: Bool = true) async {
+    /// What a running server makes of an admin change (admin writes take the data directory's
+    /// account lock, so they are safe while it runs).
+    static let seenAtOnce = "the change is already visible to it."
+
+    /// Prints the result, and for changes `whenServing` if a server is running.
+    func finish(_ message: String, changed: Bool = true, whenServing: String = AdminContext.seenAtOnce) async {
         if !message.isEmpty { print(message) }
         if changed, await store.isServerRunning() {
-            print("note: a Deskline server is running on \(store.root); the change is already visible to it.")
+            print("note: a Deskline server is running on \(store.root); \(whenServing)")
         }
         await pool.shutdown()
     }

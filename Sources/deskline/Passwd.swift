@@ -15,7 +15,10 @@ extension Deskline {
             let tenantID = try TenantID(validating: tenant)
             let password = try PasswordInput.read(prompt: "New password")
             try await ctx.accounts.setPassword(in: tenantID, email: email, password: password)
-            await ctx.finish("password changed for \(email) in tenant \(tenantID)")
+            // (LOGIN and PASSWD read the stored password, never a kept copy: Store.storedUser.)
+            await ctx.finish("password changed for \(email) in tenant \(tenantID)",
+                             whenServing: "the new password counts from the next LOGIN, and the old one no longer does. "
+                                 + "Sessions already logged in stay connected until they log out or the server restarts.")
         }
     }
 }

@@ -48,7 +48,7 @@ extension Deskline.User {
                 let tenants = elsewhere.map(\.tenantId.rawValue).sorted().joined(separator: ", ")
                 message += "\nnote: \(user.email) also has a login in tenant(s) \(tenants); from now on all of them must log in as <tenant>/\(user.email)"
             }
-            await ctx.finish(message)
+            await ctx.finish(message, whenServing: "the login works at once; the server's lists of agents and admins include it within a second.")
         }
     }
 }

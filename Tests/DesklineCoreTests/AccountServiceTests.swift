@@ -172,3 +172,28 @@ struct InputRulesTests {
         #expect(TenantID(rawValue: "acme-2_b") != nil)
     }
 }
+
+/// The admin CLI is another process with its own store on the same data directory.
+struct PasswordChangeFromAnotherProcessTests {
+    @Test func aPasswordSetByTheCLICountsAtTheServersVeryNextLogin() async throws {
+        let root = makeTemporaryDirectory()
+        let (server, serverStore) = try await makeAccounts(root: root)
+        let tenant = try await server.createTenant(id: "acme", name: "Acme")
+        let amy = try await server.createUser(in: tenant.id, email: "amy@acme.test", displayName: "Amy", role: .agent,
+                                              customer: nil, password: "old password")
+        _ = try await server.login("amy@acme.test", password: "old password")
+        // The running server keeps its user list (every ticket event asks for it).
+        #expect(try await serverStore.users(in: tenant.id).map(\.id) == [amy.id])
+        #expect(try await serverStore.user(amy.id, in: tenant.id) != nil)
+
+        let (cli, _) = try await makeAccounts(root: root)
+        try await cli.setPassword(in: tenant.id, email: "amy@acme.test", password: "new password")
+        // At once, not a second later: the old password is refused, the new one accepted.
+        await #expect(throws: DesklineError.loginFailed) { try await server.login("amy@acme.test", password: "old password") }
+        _ = try await server.login("amy@acme.test", password: "new password")
+        // PASSWD checks the current password against the stored one too.
+        let scope = try await server.login("amy@acme.test", password: "new password")
+        try await cli.setPassword(in: tenant.id, email: "amy@acme.test", password: "third password")
+        try await server.changePassword(scope, current: "third password", new: "fourth password")
+    }
+}

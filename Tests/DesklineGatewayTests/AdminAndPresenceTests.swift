@@ -33,13 +33,17 @@ import Testing
             #expect(try await ada.command("CUSTOMER NEW cleo@acme.test none Cleo Again").last
                     == "ERR CUSTOMER CONFLICT :tenant acme already has a customer with email cleo@acme.test (c3)")
             let login = try #require(try await ada.command("CUSTOMER LOGIN c3").first)
-            #expect(login.hasPrefix("OK CUSTOMER LOGIN c3 u6 cleo@acme.test :Login cleo@acme.test created; initial password: "))
+            #expect(login.hasPrefix("OK CUSTOMER LOGIN c3 u6 cleo@acme.test :Login created; the customer logs in with LOGIN acme/cleo@acme.test and the initial password: "))
             let password = String(login.split(separator: " ").last!)
-            let cleo = try await server.login("cleo@acme.test", password: password)
+            // A login an admin made answers only the tenant-qualified form.
+            let bare = try await server.guest()
+            #expect(try await bare.command("LOGIN cleo@acme.test \(password)").last?.hasPrefix("ERR LOGIN LOGIN_FAILED") == true)
+            await bare.close()
+            let cleo = try await server.login("acme/cleo@acme.test", password: password)
             #expect(try await cleo.command("ME").contains("RPL ME phone :+1 555 0123"))
             let reset = try #require(try await ada.command("CUSTOMER PASSWORD c3").first)
             #expect(reset.hasPrefix("OK CUSTOMER PASSWORD c3 cleo@acme.test :New password for cleo@acme.test: "))
-            _ = try await server.login("cleo@acme.test", password: String(reset.split(separator: " ").last!))
+            _ = try await server.login("acme/cleo@acme.test", password: String(reset.split(separator: " ").last!))
             // Only within the admin's own tenant, and only admins.
             #expect(try await ada.command("CUSTOMER LOGIN c9").last == "ERR CUSTOMER NOT_FOUND :No customer c9 in your helpdesk.")
             let gil = try await server.login("gil@globex.test")
@@ -47,6 +51,32 @@ import Testing
             let amy = try await server.login("amy@acme.test")
             #expect(try await amy.command("CUSTOMER LOGIN c3").last == "ERR CUSTOMER FORBIDDEN :CUSTOMER is not available to the agent role. Type HELP for the commands you can use.")
             for c in [ada, cleo, gil, amy] { await c.close() }
+        }
+    }
+
+    /// An admin must not learn whether an email has a login in another tenant, nor change how
+    /// that login logs in, by giving the email a login in their own tenant.
+    @Test func anAdminsLoginForAnotherTenantsEmailChangesNothingThereAndTellsNothing() async throws {
+        try await withServer { server in
+            let ada = try await server.login("ada@acme.test")
+            // gus@globex.test logs in to Globex with the bare email; new@else.test has no login.
+            var outcomes: [[String]] = []
+            for (i, email) in ["gus@globex.test", "new@else.test"].enumerated() {
+                _ = try await ada.command("CUSTOMER NEW \(email) none Probe \(i)")
+                let created = try #require(try await ada.command("CUSTOMER LOGIN c\(3 + i)").first)
+                #expect(created.contains(":Login created; the customer logs in with LOGIN acme/\(email) and"))
+                let password = String(created.split(separator: " ").last!)
+                let probe = try await server.guest()
+                outcomes.append(try await probe.command("LOGIN \(email) \(password)"))
+                await probe.close()
+                await (try await server.login("acme/\(email)", password: password)).close()
+            }
+            // The same answer whether the email is used elsewhere or not ...
+            #expect(outcomes[0] == outcomes[1])
+            #expect(outcomes[0].last?.hasPrefix("ERR LOGIN LOGIN_FAILED") == true)
+            // ... and Gus still logs in to Globex with the bare email.
+            await (try await server.login("gus@globex.test")).close()
+            await ada.close()
         }
     }
 }

@@ -151,6 +151,24 @@ import Testing
         }
     }
 
+    @Test func aCustomerTypingTheAgentsCallCommandsFilesNoCallRequest() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            let amy = try await server.login("amy@acme.test")
+            _ = try await ann.command("NEW Call me")
+            for line in ["CALL ACCEPT 1", "CALL done 1 talked", "CALL #1001 Accept 1"] {
+                let word = line.split(separator: " ").first { !$0.hasPrefix("#") && $0 != "CALL" }!.uppercased()
+                #expect(try await ann.command(line) == ["ERR CALL INVALID_ARGUMENT :CALL ACCEPT and CALL DONE are for agents; a call request's note cannot start with \(word). Usage: CALL [#<ticket>] [<note>]"])
+            }
+            // Nothing was filed, and no agent was rung.
+            #expect(try await ann.command("CALLS") == ["OK CALLS 0 :0 call requests"])
+            #expect(try await amy.drain().filter { $0.hasPrefix("EVENT CALL") } == [])
+            // A note that only contains the word is fine.
+            #expect(try await ann.command("CALL when done, please").first?.hasPrefix("OK CALL 1 requested") == true)
+            for c in [ann, amy] { await c.close() }
+        }
+    }
+
     @Test func profileNameAndPasswordChanges() async throws {
         try await withServer { server in
             let ann = try await server.login("ann@acme.test")

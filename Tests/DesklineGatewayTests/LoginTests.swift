@@ -28,6 +28,22 @@ import Testing
         }
     }
 
+    /// Every failed LOGIN is answered no sooner than the configured delay after it started,
+    /// whether the account exists or not (a floor, not a speed: the delay is the behaviour).
+    @Test func failedLoginsAreAnsweredAfterTheFailureDelayWhateverTheAccount() async throws {
+        try await withServer(configure: { $0.limits.loginFailureDelayMilliseconds = 400 }) { server in
+            let client = try await server.guest()
+            for attempt in ["nobody@nowhere.test wrong password", "ann@acme.test wrong password", "acme/amy@acme.test nope"] {
+                let started = ContinuousClock.now
+                #expect(try await client.command("LOGIN \(attempt)") == [Self.loginFailed])
+                #expect(ContinuousClock.now - started >= .milliseconds(400), "\(attempt)")
+            }
+            // A success is not held back by it (it is answered once the password is checked).
+            #expect(try await client.command("LOGIN ann@acme.test \(TestServer.password)").last?.hasPrefix("OK LOGIN") == true)
+            await client.close()
+        }
+    }
+
     @Test func agentProfileShowsUserAndTenantOnly() async throws {
         try await withServer { server in
             let client = try await server.login("amy@acme.test")

@@ -89,7 +89,8 @@ import Testing
     }
 
     @Test func stalledAgentIsCutOffWhileAnotherKeepsReceivingEveryEvent() async throws {
-        try await withServer(configure: {
+        let log = LogCapture()
+        try await withServer(logger: log.logger(), configure: {
             $0.limits.sendQueueLines = 16
             $0.limits.maxLineBytes = 16_384
             $0.limits.floodCommandsPerSecond = 10_000 // the customer writes as fast as it can here
@@ -122,6 +123,11 @@ import Testing
                 received.append(Int(line.split(separator: ":").last!.split(separator: " ").first!)!)
             }
             #expect(received == Array(1...posted))
+            // The operator's log says who was cut off, and why.
+            let cutOff = log.records("connection closed").filter { $0.metadata["reason"] == "SENDQ_EXCEEDED" }
+            #expect(cutOff.count == 1)
+            #expect(cutOff.first?.metadata["user"] == "u2")
+            #expect(cutOff.first?.level == .info)
             try? await stalled.close()
             for c in [ann, abe] { await c.close() }
         }

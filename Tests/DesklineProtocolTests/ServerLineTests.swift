@@ -36,6 +36,15 @@ struct ServerLineTests {
         #expect(line.serialized() == #"@label=l?[31m\s ERR X? a?b :t?2J?"# + "\tz")
     }
 
+    @Test func invisibleDirectionCharactersAreShownNotObeyed() {
+        // U+202E (right-to-left override) in an echoed ping token or label would turn the rest
+        // of the line around on the reader's screen.
+        let line = ServerLine(label: "a\u{202E}b\u{2066}", .ok, "PING", ["w\u{200F}"], text: "x\u{202E}gnp.exe\u{2028}\u{61C}y")
+        #expect(line.serialized() == "@label=a?b? OK PING w? :x?gnp.exe??y")
+        // Joiners of emoji sequences stay.
+        #expect(ServerLine(.ok, "PING", text: "\u{1F469}\u{200D}\u{1F4BB}").serialized() == "OK PING :\u{1F469}\u{200D}\u{1F4BB}")
+    }
+
     @Test func combiningMarksCannotHideSpacesOrColons() throws {
         // " \u{313}" and ":\u{313}" are single Characters; escaping must still see the space and colon.
         let line = ServerLine(label: "a \u{313}b", .rpl, "X", [" \u{313}k", ":\u{313}c"], text: "t")

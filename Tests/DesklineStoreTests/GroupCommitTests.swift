@@ -498,6 +498,22 @@ struct GroupCommitTests {
         #expect(FileManager.default.fileExists(atPath: path))
     }
 
+    @Test func aDirectoryNoServerEverHeldNeedsNoRecovery() async throws {
+        // What `deskline tenant add` / `customer add` / `user add` leave: accounts, and a server
+        // lock file the CLI's "is a server running?" probe created empty.
+        let store = try await FileStore(root: root)
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        _ = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        #expect(await !store.isServerRunning())
+        let first = try await FileStore(root: root)
+        let lock = try await first.lockForServer(pid: 1)
+        #expect(!first.recoveryNeeded)
+        lock.release(clean: false) // as after kill -9: now a server did run here
+        let second = try await FileStore(root: root)
+        try await second.lockForServer(pid: 2).release(clean: true)
+        #expect(second.recoveryNeeded)
+    }
+
     @Test func recoveryAfterAnUncleanStopIsPerTenantAndLazy() async throws {
         let (store, _) = try await seeded()
         _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }

@@ -36,8 +36,10 @@ public struct AccountService: Sendable {
 
     /// Creates a login. A customer login must name its customer record and use exactly that
     /// record's email (the seed's `createCustomerUser` rule); staff logins must not name one.
+    /// `tenantLoginOnly`: see ``User/tenantLoginOnly``.
     public func createUser(in tenant: TenantID, email rawEmail: String, displayName: String?, role: Role,
-                           customer customerId: CustomerID?, password: String) async throws(DesklineError) -> User {
+                           customer customerId: CustomerID?, password: String,
+                           tenantLoginOnly: Bool = false) async throws(DesklineError) -> User {
         let email = try InputRules.email(rawEmail)
         let password = try InputRules.newPassword(password)
         var name = try displayName.map { (n) throws(DesklineError) in try InputRules.name(n, field: "display name") }
@@ -60,7 +62,7 @@ public struct AccountService: Sendable {
         let hasher = self.hasher
         let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
         let draft = NewUser(email: email, displayName: name ?? String(email.prefix(while: { $0 != "@" })),
-                            role: role, passwordHash: hash, customerId: customerId)
+                            role: role, passwordHash: hash, customerId: customerId, tenantLoginOnly: tenantLoginOnly)
         return try await store.createUser(draft, in: tenant, at: now())
     }
 
@@ -81,7 +83,8 @@ public struct AccountService: Sendable {
     /// Checks credentials and returns the session's scope.
     ///
     /// `login` is `email` or `tenant/email` (both case-insensitive). A bare email must belong to exactly one account in
-    /// the whole server; an email used in several tenants must be qualified with the tenant.
+    /// the whole server that answers a bare email (``User/answersBareEmail``: not one a tenant's
+    /// admin made); an email used in several tenants must be qualified with the tenant.
     /// Every failure — unknown tenant, unknown email, ambiguous email, wrong password — throws the
     /// same ``DesklineError/loginFailed`` after the same single password derivation, so neither
     /// the reply nor its timing tells which tenants or accounts exist.
@@ -117,9 +120,17 @@ public struct AccountService: Sendable {
         }
         guard let email = try? InputRules.email(String(rawEmail)) else { return nil }
         var refs = try await store.accounts(withEmail: email)
-        if let tenant { refs = refs.filter { $0.tenantId == tenant } }
-        guard refs.count == 1, let ref = refs.first else { return nil }
-        return try await store.user(ref.userId, in: ref.tenantId)
+        if let tenant {
+            refs = refs.filter { $0.tenantId == tenant }
+            guard refs.count == 1, let ref = refs.first else { return nil }
+            return try await store.storedUser(ref.userId, in: ref.tenantId)
+        }
+        // A bare email: only logins that answer one count (each read, almost always one).
+        var users: [User] = []
+        for ref in refs {
+            if let user = try await store.storedUser(ref.userId, in: ref.tenantId), user.answersBareEmail { users.append(user) }
+        }
+        return users.count == 1 ? users[0] : nil
     }
 
     // MARK: Self-service
@@ -152,7 +163,7 @@ public struct AccountService: Sendable {
     /// Changes the caller's own password after checking the current one.
     public func changePassword(_ scope: SessionScope, current: String, new rawNew: String) async throws(DesklineError) {
         let new = try InputRules.newPassword(rawNew)
-        guard let user = try await store.user(scope.userId, in: scope.tenantId) else {
+        guard let user = try await store.storedUser(scope.userId, in: scope.tenantId) else {
             throw .notFound("your account no longer exists")
         }
         let hasher = self.hasher
@@ -192,8 +203,9 @@ public struct AccountService: Sendable {
             throw .notFound("No customer \(id) in your helpdesk.")
         }
         let password = PasswordGenerator.make()
+        // A login made by a tenant's admin logs in as <tenant>/<email> only (User.tenantLoginOnly).
         let user = try await createUser(in: scope.tenantId, email: customer.email, displayName: nil, role: .customer,
-                                        customer: id, password: password)
+                                        customer: id, password: password, tenantLoginOnly: true)
         return (user, password)
     }
 

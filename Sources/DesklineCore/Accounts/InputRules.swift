@@ -1,3 +1,4 @@
+import DesklineProtocol
 /// Validation and normalisation of account fields. One place, so the CLI, the protocol and
 /// the store agree on what an email or a name is.
 public enum InputRules {
@@ -24,13 +25,9 @@ public enum InputRules {
         return name
     }
 
-    /// Bidirectional embeddings, overrides, isolates and marks, and line/paragraph separators.
-    /// (Zero-width joiners stay: emoji sequences need them.)
+    /// See ``InvisibleText/isFormatting(_:)`` (one list for what is stored and what is sent).
     static func isInvisibleFormatting(_ s: Unicode.Scalar) -> Bool {
-        switch s.value {
-        case 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069, 0x061C, 0x2028, 0x2029: true
-        default: false
-        }
+        InvisibleText.isFormatting(s)
     }
 
     /// Longest message or note, in characters.

@@ -69,9 +69,14 @@ public struct User: Sendable, Codable, Equatable {
     /// Set for customer users only: the customer record this login belongs to.
     public var customerId: CustomerID?
     public var createdAt: Date
+    /// True for a login a tenant's admin made (`CUSTOMER LOGIN`): it logs in only as
+    /// `<tenant>/<email>`, and a bare `LOGIN <email>` does not count it. So an admin's new login
+    /// neither changes what the bare email means for the same email's logins in other tenants
+    /// nor lets the admin find out whether there are any. (Absent in older files: false.)
+    public var tenantLoginOnly: Bool?
 
     public init(id: UserID, tenantId: TenantID, email: String, displayName: String, role: Role,
-                passwordHash: PasswordHash, customerId: CustomerID?, createdAt: Date) {
+                passwordHash: PasswordHash, customerId: CustomerID?, createdAt: Date, tenantLoginOnly: Bool? = nil) {
         self.id = id
         self.tenantId = tenantId
         self.email = email
@@ -80,7 +85,11 @@ public struct User: Sendable, Codable, Equatable {
         self.passwordHash = passwordHash
         self.customerId = customerId
         self.createdAt = createdAt
+        self.tenantLoginOnly = tenantLoginOnly
     }
+
+    /// Whether a bare `LOGIN <email>` may reach this login (see ``tenantLoginOnly``).
+    public var answersBareEmail: Bool { tenantLoginOnly != true }
 }
 
 /// A new user as handed to the store, which allocates the id.
@@ -90,13 +99,17 @@ public struct NewUser: Sendable {
     public var role: Role
     public var passwordHash: PasswordHash
     public var customerId: CustomerID?
+    /// See ``User/tenantLoginOnly``.
+    public var tenantLoginOnly: Bool
 
-    public init(email: String, displayName: String, role: Role, passwordHash: PasswordHash, customerId: CustomerID?) {
+    public init(email: String, displayName: String, role: Role, passwordHash: PasswordHash, customerId: CustomerID?,
+                tenantLoginOnly: Bool = false) {
         self.email = email
         self.displayName = displayName
         self.role = role
         self.passwordHash = passwordHash
         self.customerId = customerId
+        self.tenantLoginOnly = tenantLoginOnly
     }
 }
 

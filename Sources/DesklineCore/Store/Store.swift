@@ -24,7 +24,12 @@ public protocol Store: Sendable {
     /// Creates a user with a fresh id. For a customer user also links the customer record back
     /// (`conflict` if it already has a login). `conflict` if the email is taken in the tenant.
     func createUser(_ user: NewUser, in tenant: TenantID, at time: Date) async throws(DesklineError) -> User
+    /// A user; may come from a list the store keeps for a moment (at most a second behind a
+    /// change another process made).
     func user(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User?
+    /// A user as stored right now, never from anything kept: for checking credentials, so a
+    /// password the admin CLI changed counts from the very next LOGIN or PASSWD.
+    func storedUser(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User?
     /// Every account, in any tenant, whose login email is `email` (already normalised).
     func accounts(withEmail email: String) async throws(DesklineError) -> [AccountRef]
     /// Replaces a user's password hash; `notFound` if there is no such user. With `expected`,

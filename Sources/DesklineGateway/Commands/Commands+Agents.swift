@@ -182,7 +182,7 @@ extension Command {
             if action == "LOGIN" {
                 let (user, password) = try await ctx.services.accounts.adminCreateCustomerLogin(scope, customer: id)
                 return [ServerLine(.ok, "CUSTOMER", ["LOGIN", id.rawValue, user.id.rawValue, user.email],
-                                   text: "Login \(user.email) created; initial password: \(password)")]
+                                   text: "Login created; the customer logs in with LOGIN \(scope.tenantId)/\(user.email) and the initial password: \(password)")]
             }
             let (customer, password) = try await ctx.services.accounts.adminResetCustomerPassword(scope, customer: id)
             return [ServerLine(.ok, "CUSTOMER", ["PASSWORD", id.rawValue, customer.email],

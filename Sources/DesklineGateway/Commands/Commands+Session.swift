@@ -28,6 +28,7 @@ extension Command {
         summary: "Log in. Use <tenant>/<email> if your email is registered with several helpdesks. The password may contain spaces.",
         carriesPassword: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
+        let started = ContinuousClock.now
         let login = ctx.arguments.required("email")
         let account = LoginThrottle.accountKey(login)
         let loginGuard = ctx.services.loginGuard
@@ -40,7 +41,12 @@ extension Command {
             scope = try await ctx.services.accounts.login(login, password: ctx.arguments.required("password"))
             loginGuard.succeeded(account: account)
         } catch {
-            if error == .loginFailed { loginGuard.failed(address: ctx.remoteAddress, account: account) }
+            if error == .loginFailed {
+                loginGuard.failed(address: ctx.remoteAddress, account: account)
+                // Every failure is answered at the same time after it started, so the time of
+                // the reply does not tell an unknown account from one whose hash has another cost.
+                try? await Task.sleep(until: started + ctx.services.loginFailureDelay, clock: .continuous)
+            }
             // The attempted login goes to the log (for audits and fail2ban-style tools), cut
             // and stripped of control characters so it cannot forge log lines.
             ctx.logger.notice("login failed", metadata: [

@@ -109,6 +109,11 @@ extension Command {
             noteStart = 1
         }
         let note = ctx.message.rest(from: noteStart)
+        // `CALL ACCEPT 1` typed by a customer (an agent's command, tried by mistake or to probe)
+        // must not become a call request that rings every agent.
+        if let word = note?.split(separator: " ", maxSplits: 1).first?.uppercased(), ["ACCEPT", "DONE"].contains(word) {
+            throw .invalidArgument("CALL ACCEPT and CALL DONE are for agents; a call request's note cannot start with \(word). Usage: CALL [#<ticket>] [<note>]")
+        }
         let call = try await ctx.services.tickets.requestCall(try ctx.requireScope(), ticket: ticket, note: note)
         let about = call.ticketId.map { " about \($0)" } ?? ""
         return [ServerLine(.ok, "CALL", [call.id.description, call.status.rawValue, call.ticketId?.description ?? ""],

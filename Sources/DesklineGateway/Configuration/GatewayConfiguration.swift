@@ -43,6 +43,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
         /// ... and for one account (the login as typed), before LOGIN answers `THROTTLED`.
         public var loginFailuresPerAccount = 10
         public var loginFailureWindowPerAccountSeconds = 900.0
+        /// A failed LOGIN is answered no sooner than this after it started, whatever the account
+        /// (unknown, or its hash stored at another cost than today's): reply timing then tells
+        /// accounts apart only when a derivation takes longer than this.
+        public var loginFailureDelayMilliseconds = 1000
         public init() {}
     }
 
@@ -166,6 +170,8 @@ extension GatewayConfiguration {
             c.limits.loginFailuresPerAccount = try l.int("loginFailuresPerAccount", in: 1...1_000_000) ?? c.limits.loginFailuresPerAccount
             c.limits.loginFailureWindowPerAccountSeconds = try l.seconds("loginFailureWindowPerAccountSeconds")
                 ?? c.limits.loginFailureWindowPerAccountSeconds
+            c.limits.loginFailureDelayMilliseconds = try l.int("loginFailureDelayMilliseconds", in: 0...60_000)
+                ?? c.limits.loginFailureDelayMilliseconds
             try l.finish()
         }
         if var s = try r.object("storage") {

@@ -32,7 +32,7 @@ struct ConnectionStateMachine {
     /// behind an earlier one's, or for a client that does not read.
     private var commandsUnanswered = 0
     /// The server is shutting down; no new command may start.
-    private var shutdownRequested = false
+    private(set) var shutdownRequested = false
 
     init(timeouts: Timeouts, now: ContinuousClock.Instant) {
         self.timeouts = timeouts

@@ -15,6 +15,8 @@ final class Outbox: Sendable {
         var finished = false
         /// A flush is due at the end of the event loop's current round (see ``FlushCoalescer``).
         var flushPending = false
+        /// The client was disconnected for not reading (send queue exceeded).
+        var cutOff = false
     }
 
     let channel: any Channel
@@ -83,6 +85,7 @@ final class Outbox: Sendable {
             if state.value.unwritableLines > capacity {
                 // The client is not reading. Close now: nothing more can reach it anyway.
                 state.value.finished = true
+                state.value.cutOff = true
                 channel.close(promise: nil)
                 return false
             }
@@ -112,6 +115,9 @@ final class Outbox: Sendable {
     }
 
     var isFinished: Bool { state.value.finished }
+
+    /// On the event loop: whether the client was disconnected for not reading its lines.
+    var wasCutOff: Bool { state.value.cutOff }
 
     /// No more lines: what was written goes out, then the connection closes. A client that does
     /// not read it is cut off after the linger time.

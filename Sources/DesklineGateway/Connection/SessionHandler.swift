@@ -2,8 +2,9 @@ import DesklineCore
 import DesklineProtocol
 import Logging
 import NIOCore
+import Synchronization
 
-/// One client connection, on its event loop: reads lines, runs their commands in arrival order
+/// One client connection, on its event loop: frames lines, runs their commands in arrival order
 /// (one at a time, except that back-to-back `MSG`/`NOTE` overlap once each one's write is queued,
 /// see ``Command/pipelines``), writes the replies in that order, and keeps time (registration
 /// timeout and keepalive, from ``ConnectionStateMachine``).
@@ -13,13 +14,19 @@ import NIOCore
 /// The session ends with QUIT, end of input, a timeout, shutdown or a dead peer; it is removed
 /// from the registry and the hub once the channel is closed and no command is running.
 final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = LineFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// Lines read but not yet run; past this the connection stops reading (TCP then slows the
-    /// client down).
+    /// Lines framed but not yet run. The session frames a line only when fewer wait, and asks
+    /// for more input only when the input it has holds no complete line: so it holds at most
+    /// this many lines, plus one line not yet complete, plus one read (``maximumReadBytes``)
+    /// past it; the rest waits in the client's socket (TCP then slows the client down).
     static let maximumPendingLines = 16
+    /// The most bytes one socket read takes (the server reads once per readiness: the
+    /// connection's `maxMessagesPerRead` is 1). Over TLS, one read is one TLS record's plaintext
+    /// (up to 16 KiB).
+    static let maximumReadBytes = 4096
     /// Pipelining commands of one session whose writes may wait for their commit at once. (A
     /// bot bursting `MSG` on this machine: 16 gave 13,000-17,000 stored messages/s, 64 gave
     /// 24,000-34,000; `deskline-bench burst`.) The tenant writer's group commit stops waiting
@@ -36,7 +43,12 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let clock = ContinuousClock()
     private var flood: TokenBucket
     private var scope: SessionScope?
+    private var framer: LineFramer
+    /// Input read and not yet framed (none once every byte is framed).
+    private var input: ByteBuffer?
     private var pending: [LineFrame] = []
+    /// What this session holds of its client's input (see ``maximumPendingLines``).
+    let inputMeter = InputMeter()
     /// The first pending line, prepared: kept while it waits for commands in flight to let it
     /// join them.
     private var preparedHead: Session.Prepared?
@@ -57,6 +69,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var waitingForRoom = false
     private var closed = false
     private var cleanedUp = false
+    /// Why the session ends, once known: every disconnect is logged with it (see ``cleanUp()``).
+    private var endReason: EndReason?
 
     init(session: Session, channel: any Channel, executor: EventLoopTaskExecutor, onEnd: @escaping @Sendable () -> Void) {
         self.session = session
@@ -68,6 +82,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             pingInterval: .seconds(limits.pingIntervalSeconds),
             pingTimeout: .seconds(limits.pingTimeoutSeconds)), now: clock.now))
         self.flood = TokenBucket(burst: limits.floodBurst, ratePerSecond: Double(limits.floodCommandsPerSecond), now: clock.now)
+        self.framer = LineFramer(maximumLineBytes: limits.maxLineBytes)
         self.executor = executor
         self.onEnd = onEnd
         var logger = session.logger
@@ -86,8 +101,9 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         defer { context.fireChannelActive() }
-        guard session.registry.add(session.id, .init(outbox: outbox, machine: machine)) else {
+        guard session.registry.add(session.id, .init(outbox: outbox, machine: machine, input: inputMeter)) else {
             ending = true
+            endReason = .shutdown
             outbox.send(ServerLine(.event, "ERROR", ["SHUTTING_DOWN"], text: "The server is shutting down; try again later."))
             outbox.finish()
             return
@@ -111,7 +127,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             outbox.send(ServerLine(.event, "PING", text: token))
         case .close(let code, let text):
             task.cancel()
-            logger.info("closing connection", metadata: ["reason": "\(code)"])
+            endReason = .timeout(code)
             ending = true
             outbox.send(ServerLine(.event, "ERROR", [code], text: text))
             outbox.finish()
@@ -122,8 +138,34 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard !ending else { return }
         // A sign of life even if its command waits (behind a long reply, say).
         machine.state.withLock { $0.inputReceived(now: clock.now) }
-        pending.append(unwrapInboundIn(data))
+        var bytes = unwrapInboundIn(data)
+        inputMeter.bytesRead.add(bytes.readableBytes, ordering: .relaxed)
+        if input == nil {
+            input = bytes
+        } else {
+            input!.discardReadBytes()
+            input!.writeBuffer(&bytes)
+        }
+        frameLines()
         pump()
+    }
+
+    /// Frames lines from the input read so far while fewer than ``maximumPendingLines`` wait;
+    /// at the end of input, what is left counts as a last line.
+    private func frameLines() {
+        guard var buffer = input else { return }
+        input = nil // (so the buffer is not shared while it is consumed)
+        while pending.count < Self.maximumPendingLines, let frame = framer.next(&buffer) {
+            pending.append(frame)
+        }
+        if inputEnded, pending.count < Self.maximumPendingLines, let frame = framer.last(&buffer) {
+            pending.append(frame)
+        }
+        if buffer.readableBytes > 0 { input = buffer }
+        let held = pending.reduce(buffer.readableBytes) { held, frame in
+            if case .line(let line) = frame { held + line.readableBytes } else { held }
+        }
+        inputMeter.held(held)
     }
 
     func read(context: ChannelHandlerContext) {
@@ -137,6 +179,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
             inputEnded = true
+            frameLines()
             pump()
         }
         context.fireUserInboundEventTriggered(event)
@@ -154,7 +197,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug("connection failed", metadata: ["error": "\(error)"])
+        if endReason == nil { endReason = .failed("\(error)") }
         context.close(promise: nil)
     }
 
@@ -175,6 +218,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         while startNext() {}
         if pending.isEmpty, inputEnded, inFlight.isEmpty, !ending {
             ending = true
+            endReason = endReason ?? .clientClosed
             outbox.finish()
         }
     }
@@ -205,6 +249,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return false
         }
         let frame = pending.removeFirst()
+        frameLines()
         let prepared = preparedHead ?? session.prepare(frame, scope: scope)
         preparedHead = nil
         let proceed = machine.state.withLock { $0.commandStarted() }
@@ -319,10 +364,12 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 machine.state.withLock { $0.loggedIn(now: clock.now) }
             }
             if outcome.quit {
+                endReason = endReason ?? .quit
                 ending = true
                 outbox.finish()
             }
             if shutdownNow, !outbox.isFinished {
+                endReason = endReason ?? .shutdown
                 ending = true
                 outbox.send(SessionRegistry.shutdownNotice)
                 outbox.finish()
@@ -337,7 +384,55 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if registered { session.registry.remove(session.id) }
         session.services.hub.detach(session.id)
         onEnd()
-        logger.debug("connection closed")
+        // Every disconnect is logged once, with why (a send queue overrun outranks what the
+        // session was doing; the registry's shutdown notice and abort do not pass through here).
+        let reason: EndReason = if outbox.wasCutOff {
+            .sendQueueExceeded
+        } else if let endReason {
+            endReason
+        } else if machine.state.withLock({ $0.shutdownRequested }) {
+            .shutdown
+        } else {
+            .connectionLost
+        }
+        var metadata: Logger.Metadata = ["reason": "\(reason.code)"]
+        if case .failed(let error) = reason { metadata["error"] = "\(error)" }
+        if let scope {
+            metadata["tenant"] = "\(scope.tenantId)"
+            metadata["user"] = "\(scope.userId)"
+        }
+        logger.info("connection closed", metadata: metadata)
+    }
+}
+
+/// Why a session ended, as the log line of its disconnect names it.
+enum EndReason: Equatable {
+    /// The client sent `QUIT`.
+    case quit
+    /// The client ended its input (closed or half-closed the connection).
+    case clientClosed
+    /// `REGISTRATION_TIMEOUT` or `PING_TIMEOUT`.
+    case timeout(String)
+    /// The client did not read its events (`limits.sendQueueLines`).
+    case sendQueueExceeded
+    /// The server is shutting down.
+    case shutdown
+    /// The connection failed (reset by the peer, TLS error, ...).
+    case failed(String)
+    /// The connection went away with none of the above (closed by the server's shutdown abort,
+    /// say).
+    case connectionLost
+
+    var code: String {
+        switch self {
+        case .quit: "QUIT"
+        case .clientClosed: "CLIENT_CLOSED"
+        case .timeout(let code): code
+        case .sendQueueExceeded: "SENDQ_EXCEEDED"
+        case .shutdown: "SHUTDOWN"
+        case .failed: "CONNECTION_ERROR"
+        case .connectionLost: "CONNECTION_LOST"
+        }
     }
 }
 
@@ -403,4 +498,17 @@ final class RefusalHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
+/// What a session holds of its client's input, for tests and diagnostics: read off the socket
+/// and not yet run (framed lines waiting plus bytes not framed yet).
+final class InputMeter: Sendable {
+    /// Bytes read off the socket so far.
+    let bytesRead = Atomic<Int>(0)
+    /// The most input held at once.
+    let mostHeld = Atomic<Int>(0)
+
+    func held(_ bytes: Int) {
+        mostHeld.max(bytes, ordering: .relaxed)
+    }
 }

@@ -117,6 +117,11 @@ public final class GatewayServer: Service, Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 // Without this, `printf ... | nc -N` would get no replies: NIO would close on EOF.
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
+                // One bounded read per readiness: a session holds at most this much input past
+                // the lines it reads ahead (SessionHandler.maximumPendingLines).
+                .childChannelOption(.maxMessagesPerRead, value: 1)
+                .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
+                    minimum: 64, initial: 1024, maximum: SessionHandler.maximumReadBytes))
                 .childChannelInitializer { child in
                     child.eventLoop.makeCompletedFuture {
                         try self.accept(child, tls: tls, security: security)
@@ -147,7 +152,6 @@ public final class GatewayServer: Service, Sendable {
         session.remoteAddress = address
         session.security = security
         let limiter = self.limiter
-        try pipeline.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineBytes: configuration.limits.maxLineBytes)))
         try pipeline.addHandler(SessionHandler(session: session, channel: child, executor: executor(for: child.eventLoop)) {
             limiter.release(address)
         })
@@ -201,6 +205,9 @@ public final class GatewayServer: Service, Sendable {
 
     /// Sessions currently connected.
     public var sessionCount: Int { registry.count }
+
+    /// What each live session holds of its client's input (for tests).
+    var inputMeters: [InputMeter] { Array(registry.inputMeters.values) }
 
     enum ServerError: Error {
         case alreadyStopped

@@ -10,6 +10,8 @@ public struct GatewayServices: Sendable {
     public var hub: SessionHub
     /// Failed-login limits shared by all sessions.
     let loginGuard: LoginGuard
+    /// How long after it started a failed LOGIN is answered, at the soonest.
+    let loginFailureDelay: Duration
 
     public init(accounts: AccountService, tickets: TicketService, notifications: NotificationService, hub: SessionHub,
                 limits: GatewayConfiguration.Limits = .init()) {
@@ -20,6 +22,7 @@ public struct GatewayServices: Sendable {
         self.loginGuard = LoginGuard(LoginThrottle(
             perAddress: .init(limit: limits.loginFailuresPerAddress, window: .seconds(limits.loginFailureWindowPerAddressSeconds)),
             perAccount: .init(limit: limits.loginFailuresPerAccount, window: .seconds(limits.loginFailureWindowPerAccountSeconds))))
+        self.loginFailureDelay = .milliseconds(limits.loginFailureDelayMilliseconds)
     }
 
     /// Wires the services over one store, with ticket events going to a fresh hub.

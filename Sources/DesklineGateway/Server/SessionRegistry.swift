@@ -10,6 +10,7 @@ final class SessionRegistry: Sendable {
     struct Handle: Sendable {
         var outbox: Outbox
         var machine: SharedMachine
+        var input: InputMeter
     }
 
     private struct State {
@@ -33,6 +34,9 @@ final class SessionRegistry: Sendable {
     }
 
     var count: Int { state.withLock { $0.sessions.count } }
+
+    /// What each live session holds of its client's input.
+    var inputMeters: [Int: InputMeter] { state.withLock { $0.sessions.mapValues(\.input) } }
 
     /// Tells every session the server is going down and lets it finish writing. A session in
     /// the middle of a command answers it first and then sends the notice itself.

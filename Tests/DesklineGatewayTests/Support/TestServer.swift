@@ -26,7 +26,8 @@ struct TestServer {
     private let pool: PasswordWorkPool
 
     /// Starts a server; with `root` of an earlier server (and `seed: false`) it restarts on that data.
-    static func start(root existing: String? = nil, seed: Bool = true,
+    /// `logger`: the server's log (default: nothing below critical).
+    static func start(root existing: String? = nil, seed: Bool = true, logger: Logger? = nil,
                       configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> TestServer {
         let root = existing ?? NSTemporaryDirectory() + "deskline-gw-" + UUID().uuidString
         var config = GatewayConfiguration()
@@ -34,13 +35,16 @@ struct TestServer {
         config.tls.port = 0
         config.dataDirectory = root
         config.passwordHashing = PasswordHashingCost(n: 1024, r: 8, p: 1)
+        // Failed logins are answered at once here (LoginTests checks the delay itself).
+        config.limits.loginFailureDelayMilliseconds = 0
         configure(&config)
         let store = try await FileStore(root: root)
         let pool = PasswordWorkPool(concurrency: config.limits.passwordCheckConcurrency, queueLimit: config.limits.passwordCheckQueue)
         let accounts = AccountService(store: store, hasher: PasswordHasher(cost: config.passwordHashing), passwordWork: pool)
         if seed { try await Self.seed(accounts) }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
+        var quiet = Logger(label: "test")
+        quiet.logLevel = .critical
+        let logger = logger ?? quiet
         let server = GatewayServer(configuration: config, services: .make(store: store, accounts: accounts, limits: config.limits), logger: logger,
                                    shutdownGracePeriod: .milliseconds(500), lingerTime: .milliseconds(500))
         let port = try await server.bind().port!
@@ -102,9 +106,9 @@ struct TestServer {
 }
 
 /// Runs `body` against a fresh server and always stops it.
-func withServer(configure: (inout GatewayConfiguration) -> Void = { _ in },
+func withServer(logger: Logger? = nil, configure: (inout GatewayConfiguration) -> Void = { _ in },
                 _ body: (TestServer) async throws -> Void) async throws {
-    let server = try await TestServer.start(configure: configure)
+    let server = try await TestServer.start(logger: logger, configure: configure)
     do {
         try await body(server)
     } catch {
