@@ -42,7 +42,7 @@ import Testing
             let cleo = try await server.login("acme/cleo@acme.test", password: password)
             #expect(try await cleo.command("ME").contains("RPL ME phone :+1 555 0123"))
             let reset = try #require(try await ada.command("CUSTOMER PASSWORD c3").first)
-            #expect(reset.hasPrefix("OK CUSTOMER PASSWORD c3 cleo@acme.test :New password for cleo@acme.test: "))
+            #expect(reset.hasPrefix("OK CUSTOMER PASSWORD c3 cleo@acme.test :New password; the customer logs in with LOGIN acme/cleo@acme.test and: "))
             _ = try await server.login("acme/cleo@acme.test", password: String(reset.split(separator: " ").last!))
             // Only within the admin's own tenant, and only admins.
             #expect(try await ada.command("CUSTOMER LOGIN c9").last == "ERR CUSTOMER NOT_FOUND :No customer c9 in your helpdesk.")
@@ -76,6 +76,16 @@ import Testing
             #expect(outcomes[0].last?.hasPrefix("ERR LOGIN LOGIN_FAILED") == true)
             // ... and Gus still logs in to Globex with the bare email.
             await (try await server.login("gus@globex.test")).close()
+            // Resetting the password of a login that answered the bare email (Ann's, made by
+            // the operator) makes it tenant-qualified too: else the admin could try the bare
+            // LOGIN with the new password, which works only if no other tenant has the email.
+            let reset = try #require(try await ada.command("CUSTOMER PASSWORD c1").first)
+            #expect(reset.hasPrefix("OK CUSTOMER PASSWORD c1 ann@acme.test :New password; the customer logs in with LOGIN acme/ann@acme.test and: "))
+            let password = String(reset.split(separator: " ").last!)
+            let probe = try await server.guest()
+            #expect(try await probe.command("LOGIN ann@acme.test \(password)") == outcomes[0])
+            await probe.close()
+            await (try await server.login("acme/ann@acme.test", password: password)).close()
             await ada.close()
         }
     }

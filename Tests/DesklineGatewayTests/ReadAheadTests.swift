@@ -47,4 +47,31 @@ import Testing
             try? await stalled.close()
         }
     }
+
+    /// More lines than the session frames ahead, an overlong one among them, and a last line
+    /// without a newline before the client half-closes: every one is answered, in order.
+    @Test func linesBeyondTheReadAheadAnOverlongOneAndAnUnterminatedLastLineAreAllAnswered() async throws {
+        try await withServer(configure: {
+            $0.limits.floodBurst = 100_000
+            $0.limits.floodCommandsPerSecond = 100_000
+            $0.limits.maxLineBytes = 512
+        }) { server in
+            let client = try await server.guest()
+            var input = (1...40).map { "PING p\($0)\r\n" }.joined()
+            input += String(repeating: "x", count: 2000) + "\r\n"
+            input += (41...60).map { "PING p\($0)\r\n" }.joined()
+            input += "QUIT" // no newline: the end of input ends the line
+            try await client.sendRaw(Array(input.utf8))
+            await client.finishSending()
+            let lines = try await client.readUntilClosed()
+            var expected = (1...40).map { "OK PING :p\($0)" }
+            expected.append("ERR * LINE_TOO_LONG :")
+            expected += (41...60).map { "OK PING :p\($0)" }
+            expected.append("OK QUIT :Goodbye")
+            #expect(lines.count == expected.count)
+            for (line, want) in zip(lines, expected) {
+                #expect(line.hasPrefix(want), "\(line) should start with \(want)")
+            }
+        }
+    }
 }

@@ -217,7 +217,16 @@ public struct AccountService: Sendable {
         }
         guard customer.userId != nil else { throw .notFound("Customer \(id) has no login yet: CUSTOMER LOGIN \(id).") }
         let password = PasswordGenerator.make()
-        try await setPassword(in: scope.tenantId, email: customer.email, password: password)
+        let hasher = self.hasher
+        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
+        // From now on the login answers only <tenant>/<email> (User.tenantLoginOnly): otherwise
+        // an admin could reset a login that answers the bare email and try the bare LOGIN, which
+        // works exactly when no other tenant has a login for that email.
+        _ = try await store.updateCustomer(id, in: scope.tenantId) { _, user throws(DesklineError) in
+            guard user != nil else { throw .notFound("Customer \(id) has no login yet: CUSTOMER LOGIN \(id).") }
+            user?.passwordHash = hash
+            user?.tenantLoginOnly = true
+        }
         return (customer, password)
     }
 

@@ -38,7 +38,7 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
     /// Unknown email or wrong password: always this exact error, so neither can be told apart.
     public static let loginFailed = DesklineError(
         .loginFailed,
-        "Invalid email or password. If your account belongs to several helpdesks, log in as <tenant>/<email>.")
+        "Invalid email or password. Log in as <tenant>/<email> if your email is registered with several helpdesks or your login was given to you in that form.")
     /// Too much work already queued (password checks); the client should retry shortly.
     public static func busy(_ message: String) -> Self { .init(.busy, message) }
     /// The store could not read or write; nothing was changed or acknowledged.

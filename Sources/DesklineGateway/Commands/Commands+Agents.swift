@@ -186,7 +186,7 @@ extension Command {
             }
             let (customer, password) = try await ctx.services.accounts.adminResetCustomerPassword(scope, customer: id)
             return [ServerLine(.ok, "CUSTOMER", ["PASSWORD", id.rawValue, customer.email],
-                               text: "New password for \(customer.email): \(password)")]
+                               text: "New password; the customer logs in with LOGIN \(scope.tenantId)/\(customer.email) and: \(password)")]
         default:
             throw .invalidArgument("'\(action.prefix(20))' is not NEW, LOGIN or PASSWORD")
         }

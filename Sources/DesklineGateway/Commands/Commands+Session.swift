@@ -25,7 +25,7 @@ extension Command {
 
     static let login: Command = Command(
         name: "LOGIN", access: .guestOnly, parameters: [.word("email"), .text("password")],
-        summary: "Log in. Use <tenant>/<email> if your email is registered with several helpdesks. The password may contain spaces.",
+        summary: "Log in. Use <tenant>/<email> if your email is registered with several helpdesks or your login was given to you in that form. The password may contain spaces.",
         carriesPassword: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let started = ContinuousClock.now

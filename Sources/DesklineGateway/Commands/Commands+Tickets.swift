@@ -111,7 +111,9 @@ extension Command {
         let note = ctx.message.rest(from: noteStart)
         // `CALL ACCEPT 1` typed by a customer (an agent's command, tried by mistake or to probe)
         // must not become a call request that rings every agent.
-        if let word = note?.split(separator: " ", maxSplits: 1).first?.uppercased(), ["ACCEPT", "DONE"].contains(word) {
+        if let first = note?.split(whereSeparator: \.isWhitespace).first,
+           case let word = String(String.UnicodeScalarView(first.unicodeScalars.filter { !InvisibleText.isFormatting($0) })).uppercased(),
+           ["ACCEPT", "DONE"].contains(word) {
             throw .invalidArgument("CALL ACCEPT and CALL DONE are for agents; a call request's note cannot start with \(word). Usage: CALL [#<ticket>] [<note>]")
         }
         let call = try await ctx.services.tickets.requestCall(try ctx.requireScope(), ticket: ticket, note: note)

@@ -127,6 +127,9 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             outbox.send(ServerLine(.event, "PING", text: token))
         case .close(let code, let text):
             task.cancel()
+            // (A session already ending — QUIT, end of input, shutdown — only lingers for its
+            // last lines: no further notice, and it keeps its reason.)
+            guard !ending else { return }
             endReason = .timeout(code)
             ending = true
             outbox.send(ServerLine(.event, "ERROR", [code], text: text))
