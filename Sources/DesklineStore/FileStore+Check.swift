@@ -74,10 +74,34 @@ extension FileStore {
             }
             return result
         }
+        // An interrupted account change first: the rest is checked as it is after the undo.
+        let transaction = AccountTransaction(root: root, faults: faults, logger: logger)
+        if let undone = accountChangeUndoneAtStart.withLock({ undone in defer { undone = nil }; return undone }) {
+            report.repaired.append("\(AccountTransaction.intentName): an interrupted account change was undone (\(undone.files.map(\.path).joined(separator: ", ")))")
+        }
+        var intentPending = false
+        do {
+            if let intent = try transaction.pending() {
+                intentPending = true
+                problem("\(AccountTransaction.intentName): an interrupted account change is not undone yet (\(intent.files.map(\.path).joined(separator: ", "))); the next account change, `deskline serve` and `deskline check --repair` undo it") {
+                    try transaction.undo(intent)
+                    intentPending = false
+                }
+            }
+        } catch {
+            intentPending = true
+            problem("\(error): a person must look at it (account changes are refused while it is there; remove it only knowing what the change was)")
+        }
         func sweep(_ dir: String) {
             for name in (try? DurableFile.list(dir)) ?? [] where name.hasPrefix(DurableFile.tempPrefix) {
                 problem("\(dir)/\(name): leftover temp file of an interrupted write") {
-                    guard unlink(dir + "/" + name) == 0 else { throw DurableFile.IOError(operation: "unlink", path: name, errno: errno) }
+                    try DurableFile.remove(dir + "/" + name)
+                }
+            }
+            // Old versions an account change kept belong to it while its intent is there.
+            for name in (try? DurableFile.list(dir)) ?? [] where name.hasSuffix(AccountTransaction.keptSuffix) && !intentPending {
+                problem("\(dir)/\(name): old version kept by an account change that was committed (a leftover)") {
+                    try DurableFile.remove(dir + "/" + name)
                 }
             }
         }
@@ -93,6 +117,7 @@ extension FileStore {
             }
         }
 
+        sweep(root)
         sweep(root + "/logins")
         var expectedLogins: [String: Set<AccountRef>] = [:]
         for tenantName in try DurableFile.list(root + "/tenants").sorted() {
@@ -118,6 +143,7 @@ extension FileStore {
 
             let users = Dictionary(records(dir + "/users", UserID.init(rawValue:), User.self), uniquingKeysWith: { a, _ in a })
             let customers = Dictionary(records(dir + "/customers", CustomerID.init(rawValue:), Customer.self), uniquingKeysWith: { a, _ in a })
+            sweep(dir + "/customer-emails")
             report.counts["users", default: 0] += users.count
             report.counts["customers", default: 0] += customers.count
             for (id, user) in users {

@@ -78,3 +78,64 @@ struct DiskFullTests {
         try await server.stopKeepingData()
     }
 }
+
+extension DiskFullTests {
+    /// Issue #16: `customer add` (and `user add`) on a disk with one free page. Before account
+    /// changes were all or nothing, the customer's file and the counter were written and only its
+    /// email index failed; the same command once space returned made a second customer with
+    /// the email, and `check --repair` could not resolve that.
+    @Test func accountChangesOnAFullDiskChangeNothing() async throws {
+        let mount = NSTemporaryDirectory() + "deskline-full-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        try #require(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mount]) == 0)
+        defer {
+            Self.run("/bin/umount", [mount])
+            try? FileManager.default.removeItem(atPath: mount)
+        }
+        let data = mount + "/data"
+        func deskline(_ args: [String], stdin: String? = nil) async throws -> CLIProcess.Result {
+            try await CLIProcess.run(args + ["--data", data], stdin: stdin)
+        }
+        func files() -> [String: Data] {
+            var result: [String: Data] = [:]
+            for path in (FileManager.default.enumerator(atPath: data)?.allObjects as? [String]) ?? [] where !path.hasSuffix(".lock") {
+                result[path] = FileManager.default.contents(atPath: data + "/" + path) ?? Data()
+            }
+            return result
+        }
+        #expect(try await deskline(["tenant", "add", "t", "--name", "T"]).status == 0)
+        #expect(try await deskline(["customer", "add", "--tenant", "t", "--name", "Cy", "--email", "cy@t.test"]).status == 0)
+
+        // Fill the disk, then free one 4 KiB page.
+        let filler = mount + "/filler"
+        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
+        let handle = try #require(FileHandle(forWritingAtPath: filler))
+        let chunk = Data(repeating: 0x41, count: 4096)
+        while (try? handle.write(contentsOf: chunk)) != nil {}
+        try handle.truncate(atOffset: try handle.offset() - 4096)
+        try handle.close()
+
+        let before = files()
+        let refused = try await deskline(["customer", "add", "--tenant", "t", "--name", "Ann", "--email", "ann@t.test"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.hasSuffix("\nError: STORAGE_ERROR: the store could not complete the operation; nothing was changed\n"), "\(refused.stderr)")
+        #expect(files() == before)
+        let login = try await deskline(["user", "add", "--tenant", "t", "--role", "customer", "--customer", "c1", "--email", "cy@t.test"],
+                                       stdin: "a good password\n")
+        #expect(login.status == 1)
+        #expect(login.stderr.hasSuffix("\nError: STORAGE_ERROR: the store could not complete the operation; nothing was changed\n"), "\(login.stderr)")
+        #expect(files() == before)
+
+        // Space returns: the same commands work once, and the store is consistent.
+        try FileManager.default.removeItem(atPath: filler)
+        let created = try await deskline(["customer", "add", "--tenant", "t", "--name", "Ann", "--email", "ann@t.test"])
+        #expect(created.stdout.hasPrefix("created customer c2 (Ann <ann@t.test>) in tenant t"), "\(created.stdout) \(created.stderr)")
+        let again = try await deskline(["customer", "add", "--tenant", "t", "--name", "Ann", "--email", "ann@t.test"])
+        #expect(again.stderr == "Error: CONFLICT: tenant t already has a customer with email ann@t.test (c2)\n", "\(again.stderr)")
+        let linked = try await deskline(["user", "add", "--tenant", "t", "--role", "customer", "--customer", "c1", "--email", "cy@t.test"],
+                                        stdin: "a good password\n")
+        #expect(linked.stdout.hasPrefix("created customer login cy@t.test (user u1) in tenant t"), "\(linked.stdout) \(linked.stderr)")
+        let check = try await deskline(["check"])
+        #expect(check.status == 0 && check.stdout.hasSuffix("clean\n"), "\(check.stdout)")
+    }
+}
