@@ -146,28 +146,11 @@ extension FileStore {
             sweep(dir + "/customer-emails")
             report.counts["users", default: 0] += users.count
             report.counts["customers", default: 0] += customers.count
-            for (id, user) in users {
-                if user.id != id || user.tenantId != tenant { problem("\(userFile(id, tenant)): id or tenant does not match its place") }
-                expectedLogins[user.email, default: []].insert(AccountRef(tenantId: tenant, userId: id))
-                if let cid = user.customerId, customers[cid]?.userId != id {
-                    problem("user \(tenant)/\(id) names customer \(cid), which does not link back")
-                }
+            for (id, user) in users where user.id != id || user.tenantId != tenant {
+                problem("\(userFile(id, tenant)): id or tenant does not match its place")
             }
-            var emails: [String: CustomerID] = [:]
-            for (id, customer) in customers {
-                if customer.id != id || customer.tenantId != tenant { problem("\(customerFile(id, tenant)): id or tenant does not match its place") }
-                if let uid = customer.userId, users[uid]?.customerId != id {
-                    problem("customer \(tenant)/\(id) names user \(uid), which does not link back")
-                }
-                if let other = emails[customer.email] { problem("customers \(tenant)/\(other) and \(id) share the email \(customer.email)") }
-                emails[customer.email] = id
-                let indexPath = customerEmailFile(customer.email, tenant)
-                if (try? load(CustomerEmail.self, indexPath))??.customerId != id {
-                    problem("customer-email index of \(tenant)/\(id) is missing or wrong") {
-                        try DurableFile.makeDirectories((indexPath as NSString).deletingLastPathComponent)
-                        try self.save(CustomerEmail(customerId: id), indexPath)
-                    }
-                }
+            for (id, customer) in customers where customer.id != id || customer.tenantId != tenant {
+                problem("\(customerFile(id, tenant)): id or tenant does not match its place")
             }
 
             // Ticket and call logs, and the per-customer indexes.
@@ -203,7 +186,13 @@ extension FileStore {
                 }
             }
             var ticketsByCustomer: [CustomerID: [Int]] = [:]
+            // Users a ticket or call names (as author, assignee or agent).
+            var namedUsers = Set<UserID>()
             for (n, log) in logs(ticketsDir(tenant), TicketLogLine.self) {
+                for line in log {
+                    if let author = line.entry?.authorId { namedUsers.insert(author) }
+                    if let assignee = line.ticket.assigneeId { namedUsers.insert(assignee) }
+                }
                 report.counts["tickets", default: 0] += 1
                 let path = ticketLog(TicketID(n), tenant)
                 let ticket = log[log.count - 1].ticket
@@ -231,9 +220,21 @@ extension FileStore {
                     problem("\(callLog(call.id, tenant)): a line names another call, tenant or customer")
                 }
                 callsByCustomer[call.customerId, default: []].append(n)
+                namedUsers.formUnion(log.compactMap(\.agentId))
             }
             checkIndex(callsByCustomer, dir + "/customer-calls", what: "call", { customerCallsFile($0, tenant) },
                        { (line: CallRef) in line.call.number }, { CallRef(call: CallID($0)) })
+
+            let accounts = TenantAccounts(tenant: tenant, users: users, customers: customers, tickets: ticketsByCustomer,
+                                          calls: callsByCustomer, namedUsers: namedUsers,
+                                          inboxes: Set(((try? DurableFile.list(inboxDir(tenant))) ?? []).compactMap {
+                                              $0.hasSuffix(".jsonl") ? UserID(rawValue: String($0.dropLast(6))) : nil
+                                          }))
+            for finding in accountFindings(accounts, transaction: transaction) { problem(finding.text, fix: finding.fix) }
+            let removableUsers = accounts.removableUsers
+            for user in users.values where !removableUsers.contains(user.id) {
+                expectedLogins[user.email, default: []].insert(AccountRef(tenantId: tenant, userId: user.id))
+            }
 
             // Inboxes: ids 1, 2, 3, ... in order; read marks never beyond them.
             sweep(inboxDir(tenant))
