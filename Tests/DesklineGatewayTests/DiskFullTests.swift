@@ -26,26 +26,46 @@ struct DiskFullTests {
         return process.terminationStatus
     }
 
-    @Test func fullDiskRefusesWritesKeepsReadsAndRecovers() async throws {
+    /// Runs `body` with a tmpfs of `size` (`2m`) mounted at a fresh directory, then unmounts it.
+    static func withTmpfs(size: String, _ body: (String) async throws -> Void) async throws {
         let mount = NSTemporaryDirectory() + "deskline-full-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        try #require(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mount]) == 0)
-        defer {
-            Self.run("/bin/umount", [mount])
-            try? FileManager.default.removeItem(atPath: mount)
+        defer { try? FileManager.default.removeItem(atPath: mount) }
+        try #require(run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mount]) == 0)
+        do {
+            try await body(mount)
+        } catch {
+            run("/bin/umount", [mount])
+            throw error
         }
+        run("/bin/umount", [mount])
+    }
+
+    /// Fills the file system at `mount` with a file (its path is returned; remove it to free the
+    /// space), then frees `leavingFreePages` 4 KiB pages of it.
+    static func fill(_ mount: String, leavingFreePages pages: Int = 0) throws -> String {
+        let filler = mount + "/filler"
+        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
+        let handle = try #require(FileHandle(forWritingAtPath: filler))
+        defer { try? handle.close() }
+        let chunk = Data(repeating: 0x41, count: 4096)
+        while (try? handle.write(contentsOf: chunk)) != nil {}
+        if pages > 0 { try handle.truncate(atOffset: try handle.offset() - UInt64(4096 * pages)) }
+        return filler
+    }
+
+    @Test func fullDiskRefusesWritesKeepsReadsAndRecovers() async throws {
+        try await Self.withTmpfs(size: "2m") { mount in try await fillTheDiskUnderAServer(mount) }
+    }
+
+    func fillTheDiskUnderAServer(_ mount: String) async throws {
         let server = try await TestServer.start(root: mount + "/data")
         let ann = try await server.login("ann@acme.test")
         _ = try await ann.command("NEW Before the disk fills")
         #expect(try await ann.command("MSG #1001 stored").first?.hasPrefix("OK MSG #1001 1") == true)
 
         // Fill the disk to the last byte.
-        let filler = mount + "/filler"
-        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
-        let handle = try #require(FileHandle(forWritingAtPath: filler))
-        let chunk = Data(repeating: 0x41, count: 4096)
-        while (try? handle.write(contentsOf: chunk)) != nil {}
-        try? handle.close()
+        let filler = try Self.fill(mount)
 
         // Writes fail now. (A log's last, partly filled page may still take a line or two: those
         // are durable and acknowledged, and must stay.)
@@ -85,13 +105,10 @@ extension DiskFullTests {
     /// email index failed; the same command once space returned made a second customer with
     /// the email, and `check --repair` could not resolve that.
     @Test func accountChangesOnAFullDiskChangeNothing() async throws {
-        let mount = NSTemporaryDirectory() + "deskline-full-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        try #require(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mount]) == 0)
-        defer {
-            Self.run("/bin/umount", [mount])
-            try? FileManager.default.removeItem(atPath: mount)
-        }
+        try await Self.withTmpfs(size: "1m") { mount in try await fillTheDiskUnderTheAdminCLI(mount) }
+    }
+
+    func fillTheDiskUnderTheAdminCLI(_ mount: String) async throws {
         let data = mount + "/data"
         func deskline(_ args: [String], stdin: String? = nil) async throws -> CLIProcess.Result {
             try await CLIProcess.run(args + ["--data", data], stdin: stdin)
@@ -106,14 +123,7 @@ extension DiskFullTests {
         #expect(try await deskline(["tenant", "add", "t", "--name", "T"]).status == 0)
         #expect(try await deskline(["customer", "add", "--tenant", "t", "--name", "Cy", "--email", "cy@t.test"]).status == 0)
 
-        // Fill the disk, then free one 4 KiB page.
-        let filler = mount + "/filler"
-        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
-        let handle = try #require(FileHandle(forWritingAtPath: filler))
-        let chunk = Data(repeating: 0x41, count: 4096)
-        while (try? handle.write(contentsOf: chunk)) != nil {}
-        try handle.truncate(atOffset: try handle.offset() - 4096)
-        try handle.close()
+        let filler = try Self.fill(mount, leavingFreePages: 1)
 
         let before = files()
         let refused = try await deskline(["customer", "add", "--tenant", "t", "--name", "Ann", "--email", "ann@t.test"])

@@ -62,8 +62,13 @@ struct AccountTransactionTests {
         }
     }
 
-    @Test(arguments: Change.allCases, [ENOSPC, EIO])
-    func aFailureAtAnyStepOfAnAccountChangeChangesNothing(_ change: Change, _ code: Int32) async throws {
+    /// Makes `change` on a seeded store with a fault armed by `arm(step)`, for step 0, 1, 2, ...
+    /// until the change gets through (the fault came after its last step); `refused` looks at
+    /// the files after each refusal, whose snapshot before the change it gets. Returns the store
+    /// and the number of steps, at least 8: each file's intent, kept old version, replace (write,
+    /// fsync, rename, directory fsync) and the commit.
+    func walkSteps(_ change: Change, arm: (FaultInjection, Int) -> Void,
+                   refused: (Int, any Error, [String: Data]) async throws -> Void) async throws -> FileStore {
         let store = try await seeded()
         if change == .customerLogin {
             _ = try await store.createCustomer(NewCustomer(name: "Cy", email: "cy@x.test", phone: nil), in: acme, at: Date())
@@ -71,24 +76,29 @@ struct AccountTransactionTests {
         let before = snapshot()
         var step = 0
         while true {
-            store.faults.failStep(after: step, errno: code)
+            arm(store.faults, step)
             do {
                 try await make(change, store)
             } catch {
-                #expect(error as? DesklineError == .storage("the store could not complete the operation; nothing was changed"), "step \(step)")
-                #expect(snapshot() == before, "step \(step) of \(change) left a change behind")
+                try await refused(step, error, before)
                 step += 1
                 continue
             }
-            // Got through: the fault is still armed, so it came after the change's last step.
             #expect(store.faults.disarmStepFault(), "step \(step) of \(change) failed, yet the change was reported as made")
             break
         }
-        // Each step of every file: the intent, a kept old version, a replace (write, fsync,
-        // rename, directory fsync), the commit.
         #expect(step >= 8, "\(change) has only \(step) steps")
         #expect(snapshot() != before)
         #expect(try await store.check(repair: false).problems == [])
+        return store
+    }
+
+    @Test(arguments: Change.allCases, [ENOSPC, EIO])
+    func aFailureAtAnyStepOfAnAccountChangeChangesNothing(_ change: Change, _ code: Int32) async throws {
+        _ = try await walkSteps(change, arm: { $0.failStep(after: $1, errno: code) }) { step, error, before in
+            #expect(error as? DesklineError == .storage("the store could not complete the operation; nothing was changed"), "step \(step)")
+            #expect(snapshot() == before, "step \(step) of \(change) left a change behind")
+        }
         #expect(!FileManager.default.fileExists(atPath: root + "/accounts.pending"))
     }
 
@@ -197,5 +207,21 @@ struct AccountTransactionTests {
         #expect(current != FileManager.default.contents(atPath: counters))
         #expect(!FileManager.default.fileExists(atPath: root + "/tenants/acme/customers/c9.json"))
         #expect(try await store.check(repair: false).problems == [])
+    }
+}
+
+extension AccountTransactionTests {
+    /// The process dies at any step of a change (every step from there on fails, so nothing more
+    /// changes, the undo included): the next server start puts back exactly what was there.
+    @Test(arguments: Change.allCases)
+    func aChangeInterruptedAtAnyStepIsUndoneByTheNextStart(_ change: Change) async throws {
+        _ = try await walkSteps(change, arm: { $0.failSteps(after: $1) }) { step, _, before in
+            let store = try await FileStore(root: root)
+            // A plain check sees the interrupted change (once its intent was written).
+            let pending = try await store.check(repair: false).problems.contains { $0.hasPrefix("accounts.pending: an interrupted account change is not undone yet") }
+            #expect(pending == FileManager.default.fileExists(atPath: root + "/accounts.pending"), "step \(step)")
+            try await store.lockForServer(pid: 1).release(clean: true)
+            #expect(snapshot() == before, "\(change) interrupted at step \(step) was not undone")
+        }
     }
 }

@@ -125,8 +125,9 @@ final class FaultInjection: Sendable {
 
     private struct State {
         var faults: [Fault] = []
-        /// A fault on whatever step comes after `steps` more (see ``failStep(after:errno:)``).
-        var countdown: (steps: Int, errno: Int32)?
+        /// A fault on whatever step comes after `steps` more (see ``failStep(after:errno:)``);
+        /// `sticky`: and on every step after it.
+        var countdown: (steps: Int, errno: Int32, sticky: Bool)?
     }
 
     private let state = Mutex(State())
@@ -140,10 +141,17 @@ final class FaultInjection: Sendable {
     /// `errno` (once): a test walks a write through every one of its steps by raising `count`
     /// until the write gets through without meeting the fault.
     func failStep(after count: Int, errno: Int32 = ENOSPC) {
-        state.withLock { $0.countdown = (count, errno) }
+        state.withLock { $0.countdown = (count, errno, false) }
     }
 
-    /// Whether the fault armed by ``failStep(after:errno:)`` has not fired yet (and disarms it).
+    /// Makes every step from the one after `count` more on fail (until disarmed): nothing
+    /// changes on disk from then on, as if the process had died there.
+    func failSteps(after count: Int, errno: Int32 = EIO) {
+        state.withLock { $0.countdown = (count, errno, true) }
+    }
+
+    /// Whether the fault armed by ``failStep(after:errno:)`` or ``failSteps(after:errno:)`` has
+    /// not fired yet (and disarms it).
     func disarmStepFault() -> Bool {
         state.withLock { state in
             defer { state.countdown = nil }
@@ -155,10 +163,10 @@ final class FaultInjection: Sendable {
         let injected = state.withLock { state -> Int32? in
             if let countdown = state.countdown {
                 if countdown.steps == 0 {
-                    state.countdown = nil
+                    if !countdown.sticky { state.countdown = nil }
                     return countdown.errno
                 }
-                state.countdown = (countdown.steps - 1, countdown.errno)
+                state.countdown = (countdown.steps - 1, countdown.errno, countdown.sticky)
             }
             guard let i = state.faults.firstIndex(where: { $0.step == step && path.hasSuffix($0.pathSuffix) }) else { return nil }
             return state.faults.remove(at: i).errno
