@@ -25,7 +25,11 @@ extension FileStore {
     /// `live`: a server is running on the directory (its journals are then in use, not leftovers).
     public func check(repair: Bool, live: Bool = false) async throws(DesklineError) -> CheckReport {
         try await io { () throws -> CheckReport in
-            try FileLock.with(self.accountsLock) { try self.checkAll(repair: repair, live: live) }
+            try FileLock.with(self.accountsLock) {
+                // Repairs may remove or change users: nothing kept from before them is used.
+                defer { if repair { self.allUsersChanged() } }
+                return try self.checkAll(repair: repair, live: live)
+            }
         }
     }
 
@@ -135,7 +139,13 @@ extension FileStore {
                 problem("\(dir)/journal: writes acknowledged before an unclean stop are not replayed into the logs yet (the next `deskline serve` or `deskline check --repair` replays them)")
             }
             guard let t = parse(Tenant.self, tenantFile(tenant)) else {
-                problem("\(dir): no readable tenant.json")
+                if let leftovers = unfinishedTenant(dir) {
+                    problem("\(dir): a `tenant add` that never finished (no tenant.json, no records); repair removes it") {
+                        try self.removeUnfinishedTenant(dir, leftovers)
+                    }
+                } else {
+                    problem("\(dir): no readable tenant.json")
+                }
                 continue
             }
             if t.id != tenant { problem("\(tenantFile(tenant)): id \(t.id) does not match its directory") }
@@ -210,6 +220,7 @@ extension FileStore {
                     problem("ticket \(tenant)/#\(n) says \(ticket.lastSeq) entries but its log has \(last.messageID)")
                 }
             }
+            sweep(dir + "/customer-tickets")
             checkIndex(ticketsByCustomer, dir + "/customer-tickets", what: "ticket", { customerTicketsFile($0, tenant) },
                        { (line: TicketRef) in line.ticket.number }, { TicketRef(ticket: TicketID($0)) })
             var callsByCustomer: [CustomerID: [Int]] = [:]
@@ -222,6 +233,7 @@ extension FileStore {
                 callsByCustomer[call.customerId, default: []].append(n)
                 namedUsers.formUnion(log.compactMap(\.agentId))
             }
+            sweep(dir + "/customer-calls")
             checkIndex(callsByCustomer, dir + "/customer-calls", what: "call", { customerCallsFile($0, tenant) },
                        { (line: CallRef) in line.call.number }, { CallRef(call: CallID($0)) })
 
@@ -273,6 +285,30 @@ extension FileStore {
         }
         report.counts["logins", default: 0] += expectedLogins.values.reduce(0) { $0 + $1.count }
         return report
+    }
+
+    /// What a `tenant add` from before account changes were all or nothing can have left when it
+    /// failed before `tenant.json` (written last): the tenant's empty record directories and its
+    /// counters. Nil if `dir` holds anything else, or `tenant.json` is there (then it is damaged).
+    func unfinishedTenant(_ dir: String) -> [String]? {
+        let made = ["users", "customers", "customer-emails", "counters.json"]
+        guard access(dir + "/tenant.json", F_OK) != 0, let names = try? DurableFile.list(dir),
+              names.allSatisfy({ made.contains($0) || $0.hasPrefix(DurableFile.tempPrefix) }) else { return nil }
+        let empty = names.filter { $0 != "counters.json" && !$0.hasPrefix(DurableFile.tempPrefix) }
+            .allSatisfy { ((try? DurableFile.list(dir + "/" + $0)) ?? ["?"]).isEmpty }
+        return empty ? names : nil
+    }
+
+    func removeUnfinishedTenant(_ dir: String, _ names: [String]) throws {
+        for name in names {
+            if DurableFile.isDirectory(dir + "/" + name) {
+                guard rmdir(dir + "/" + name) == 0 else { throw DurableFile.IOError(operation: "rmdir", path: dir + "/" + name, errno: errno) }
+            } else {
+                try DurableFile.remove(dir + "/" + name)
+            }
+        }
+        guard rmdir(dir) == 0 else { throw DurableFile.IOError(operation: "rmdir", path: dir, errno: errno) }
+        try DurableFile.syncDirectory((dir as NSString).deletingLastPathComponent)
     }
 
     /// Replaces a JSON-lines index atomically with exactly `items`.

@@ -410,3 +410,25 @@ extension FileStoreCheckTests {
         #expect(try await store.customer(CustomerID(rawValue: "c1")!, in: acme)?.userId == nil)
     }
 }
+
+extension FileStoreCheckTests {
+    @Test func aTenantWhoseCreateFailedBeforeItsTenantFileIsRemoved() async throws {
+        let store = try await FileStore(root: root)
+        let dir = root + "/tenants/acme"
+        for sub in ["users", "customers", "customer-emails"] {
+            try FileManager.default.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true)
+        }
+        try Data(#"{"customer": 0, "user": 0}"#.utf8).write(to: URL(fileURLWithPath: dir + "/counters.json"))
+        let expected = ["\(dir): a `tenant add` that never finished (no tenant.json, no records); repair removes it"]
+        #expect(try await store.check(repair: false).problems == expected)
+        #expect(try await store.check(repair: true).repaired == expected)
+        #expect(!FileManager.default.fileExists(atPath: dir))
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        #expect(try await store.check(repair: false).problems == [])
+        // One that holds a record is left to a person.
+        try FileManager.default.removeItem(atPath: dir + "/tenant.json")
+        _ = try? FileManager.default.removeItem(atPath: dir + "/journal")
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: dir + "/customers/c1.json"))
+        #expect(try await store.check(repair: true).problems.contains("\(dir): no readable tenant.json"))
+    }
+}
