@@ -162,7 +162,11 @@ public final class FileStore: Store {
                     }
                     customer = c
                 }
-                let (number, counters) = try self.nextNumber(\.user, in: tenant)
+                // A refused create hands its number out again, but never one with an inbox: the
+                // tenant's writer may have notified the user while the undone create showed it.
+                let (number, counters) = try self.nextNumber(\.user, in: tenant) {
+                    access(self.inboxLog(UserID(unchecked: "u\($0)"), tenant), F_OK) == 0
+                }
                 let id = UserID(unchecked: "u\(number)")
                 let user = User(id: id, tenantId: tenant, email: draft.email, displayName: draft.displayName,
                                 role: draft.role, passwordHash: draft.passwordHash, customerId: draft.customerId,
@@ -225,11 +229,12 @@ public final class FileStore: Store {
         var user = 0
     }
 
-    /// The next id number, and the counters' write that hands it out (part of the change that
-    /// uses it, so a refused change hands out nothing).
-    private func nextNumber(_ key: WritableKeyPath<Counters, Int>, in tenant: TenantID) throws -> (Int, AccountTransaction.Write) {
+    /// The next id number that is not `taken`, and the counters' write that hands it out (part of
+    /// the change that uses it, so a refused change hands out nothing).
+    private func nextNumber(_ key: WritableKeyPath<Counters, Int>, in tenant: TenantID,
+                            skipping taken: (Int) -> Bool = { _ in false }) throws -> (Int, AccountTransaction.Write) {
         var counters = try load(Counters.self, countersFile(tenant)) ?? Counters()
-        counters[keyPath: key] += 1
+        repeat { counters[keyPath: key] += 1 } while taken(counters[keyPath: key])
         return (counters[keyPath: key], try write(counters, countersFile(tenant)))
     }
 

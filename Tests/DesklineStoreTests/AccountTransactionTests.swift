@@ -225,3 +225,16 @@ extension AccountTransactionTests {
         }
     }
 }
+
+extension AccountTransactionTests {
+    /// A refused create hands its number out again, but not a user number with an inbox: the
+    /// server may have notified that user in the moment the undone create was visible.
+    @Test func aUserNumberWithAnInboxIsNotHandedOutAgain() async throws {
+        let store = try await seeded()
+        try FileManager.default.createDirectory(atPath: root + "/tenants/acme/inbox", withIntermediateDirectories: true)
+        try Data(#"{"id":1}"#.utf8 + [0x0A]).write(to: URL(fileURLWithPath: root + "/tenants/acme/inbox/u3.jsonl"))
+        let al = try await store.createUser(NewUser(email: "al@x.test", displayName: "Al", role: .agent, passwordHash: hash, customerId: nil),
+                                            in: acme, at: Date())
+        #expect(al.id == UserID(rawValue: "u4")!)
+    }
+}
