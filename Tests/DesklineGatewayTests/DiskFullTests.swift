@@ -26,19 +26,18 @@ struct DiskFullTests {
         return process.terminationStatus
     }
 
-    /// Runs `body` with a tmpfs of `size` (`2m`) mounted at a fresh directory, then unmounts it.
+    /// Runs `body` with a tmpfs of `size` (`2m`) mounted at a fresh directory, then unmounts it:
+    /// lazily, since the store's thread pools may still hold a file there (a plain `umount` then
+    /// fails, and the mount, full, stayed behind after every run).
     static func withTmpfs(size: String, _ body: (String) async throws -> Void) async throws {
         let mount = NSTemporaryDirectory() + "deskline-full-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: mount) }
         try #require(run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mount]) == 0)
-        do {
-            try await body(mount)
-        } catch {
-            run("/bin/umount", [mount])
-            throw error
+        defer {
+            run("/bin/umount", ["--lazy", mount])
+            try? FileManager.default.removeItem(atPath: mount)
         }
-        run("/bin/umount", [mount])
+        try await body(mount)
     }
 
     /// Fills the file system at `mount` with a file (its path is returned; remove it to free the
