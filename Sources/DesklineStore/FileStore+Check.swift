@@ -25,7 +25,11 @@ extension FileStore {
     /// `live`: a server is running on the directory (its journals are then in use, not leftovers).
     public func check(repair: Bool, live: Bool = false) async throws(DesklineError) -> CheckReport {
         try await io { () throws -> CheckReport in
-            try FileLock.with(self.accountsLock) { try self.checkAll(repair: repair, live: live) }
+            try FileLock.with(self.accountsLock) {
+                // Repairs may remove or change users: nothing kept from before them is used.
+                defer { if repair { self.allUsersChanged() } }
+                return try self.checkAll(repair: repair, live: live)
+            }
         }
     }
 
@@ -74,10 +78,34 @@ extension FileStore {
             }
             return result
         }
+        // An interrupted account change first: the rest is checked as it is after the undo.
+        let transaction = AccountTransaction(root: root, faults: faults, logger: logger)
+        if let undone = accountChangeUndoneAtStart.withLock({ undone in defer { undone = nil }; return undone }) {
+            report.repaired.append("\(AccountTransaction.intentName): an interrupted account change was undone (\(undone.files.map(\.path).joined(separator: ", ")))")
+        }
+        var intentPending = false
+        do {
+            if let intent = try transaction.pending() {
+                intentPending = true
+                problem("\(AccountTransaction.intentName): an interrupted account change is not undone yet (\(intent.files.map(\.path).joined(separator: ", "))); the next account change, `deskline serve` and `deskline check --repair` undo it") {
+                    try transaction.undo(intent)
+                    intentPending = false
+                }
+            }
+        } catch {
+            intentPending = true
+            problem("\(error): a person must look at it (account changes are refused while it is there; remove it only knowing what the change was)")
+        }
         func sweep(_ dir: String) {
             for name in (try? DurableFile.list(dir)) ?? [] where name.hasPrefix(DurableFile.tempPrefix) {
                 problem("\(dir)/\(name): leftover temp file of an interrupted write") {
-                    guard unlink(dir + "/" + name) == 0 else { throw DurableFile.IOError(operation: "unlink", path: name, errno: errno) }
+                    try DurableFile.remove(dir + "/" + name)
+                }
+            }
+            // Old versions an account change kept belong to it while its intent is there.
+            for name in (try? DurableFile.list(dir)) ?? [] where name.hasSuffix(AccountTransaction.keptSuffix) && !intentPending {
+                problem("\(dir)/\(name): old version kept by an account change that was committed (a leftover)") {
+                    try DurableFile.remove(dir + "/" + name)
                 }
             }
         }
@@ -93,6 +121,7 @@ extension FileStore {
             }
         }
 
+        sweep(root)
         sweep(root + "/logins")
         var expectedLogins: [String: Set<AccountRef>] = [:]
         for tenantName in try DurableFile.list(root + "/tenants").sorted() {
@@ -110,7 +139,13 @@ extension FileStore {
                 problem("\(dir)/journal: writes acknowledged before an unclean stop are not replayed into the logs yet (the next `deskline serve` or `deskline check --repair` replays them)")
             }
             guard let t = parse(Tenant.self, tenantFile(tenant)) else {
-                problem("\(dir): no readable tenant.json")
+                if let leftovers = unfinishedTenant(dir) {
+                    problem("\(dir): a `tenant add` that never finished (no tenant.json, no records); repair removes it") {
+                        try self.removeUnfinishedTenant(dir, leftovers)
+                    }
+                } else {
+                    problem("\(dir): no readable tenant.json")
+                }
                 continue
             }
             if t.id != tenant { problem("\(tenantFile(tenant)): id \(t.id) does not match its directory") }
@@ -118,30 +153,14 @@ extension FileStore {
 
             let users = Dictionary(records(dir + "/users", UserID.init(rawValue:), User.self), uniquingKeysWith: { a, _ in a })
             let customers = Dictionary(records(dir + "/customers", CustomerID.init(rawValue:), Customer.self), uniquingKeysWith: { a, _ in a })
+            sweep(dir + "/customer-emails")
             report.counts["users", default: 0] += users.count
             report.counts["customers", default: 0] += customers.count
-            for (id, user) in users {
-                if user.id != id || user.tenantId != tenant { problem("\(userFile(id, tenant)): id or tenant does not match its place") }
-                expectedLogins[user.email, default: []].insert(AccountRef(tenantId: tenant, userId: id))
-                if let cid = user.customerId, customers[cid]?.userId != id {
-                    problem("user \(tenant)/\(id) names customer \(cid), which does not link back")
-                }
+            for (id, user) in users where user.id != id || user.tenantId != tenant {
+                problem("\(userFile(id, tenant)): id or tenant does not match its place")
             }
-            var emails: [String: CustomerID] = [:]
-            for (id, customer) in customers {
-                if customer.id != id || customer.tenantId != tenant { problem("\(customerFile(id, tenant)): id or tenant does not match its place") }
-                if let uid = customer.userId, users[uid]?.customerId != id {
-                    problem("customer \(tenant)/\(id) names user \(uid), which does not link back")
-                }
-                if let other = emails[customer.email] { problem("customers \(tenant)/\(other) and \(id) share the email \(customer.email)") }
-                emails[customer.email] = id
-                let indexPath = customerEmailFile(customer.email, tenant)
-                if (try? load(CustomerEmail.self, indexPath))??.customerId != id {
-                    problem("customer-email index of \(tenant)/\(id) is missing or wrong") {
-                        try DurableFile.makeDirectories((indexPath as NSString).deletingLastPathComponent)
-                        try self.save(CustomerEmail(customerId: id), indexPath)
-                    }
-                }
+            for (id, customer) in customers where customer.id != id || customer.tenantId != tenant {
+                problem("\(customerFile(id, tenant)): id or tenant does not match its place")
             }
 
             // Ticket and call logs, and the per-customer indexes.
@@ -177,7 +196,13 @@ extension FileStore {
                 }
             }
             var ticketsByCustomer: [CustomerID: [Int]] = [:]
+            // Users a ticket or call names (as author, assignee or agent).
+            var namedUsers = Set<UserID>()
             for (n, log) in logs(ticketsDir(tenant), TicketLogLine.self) {
+                for line in log {
+                    if let author = line.entry?.authorId { namedUsers.insert(author) }
+                    if let assignee = line.ticket.assigneeId { namedUsers.insert(assignee) }
+                }
                 report.counts["tickets", default: 0] += 1
                 let path = ticketLog(TicketID(n), tenant)
                 let ticket = log[log.count - 1].ticket
@@ -195,6 +220,7 @@ extension FileStore {
                     problem("ticket \(tenant)/#\(n) says \(ticket.lastSeq) entries but its log has \(last.messageID)")
                 }
             }
+            sweep(dir + "/customer-tickets")
             checkIndex(ticketsByCustomer, dir + "/customer-tickets", what: "ticket", { customerTicketsFile($0, tenant) },
                        { (line: TicketRef) in line.ticket.number }, { TicketRef(ticket: TicketID($0)) })
             var callsByCustomer: [CustomerID: [Int]] = [:]
@@ -205,9 +231,22 @@ extension FileStore {
                     problem("\(callLog(call.id, tenant)): a line names another call, tenant or customer")
                 }
                 callsByCustomer[call.customerId, default: []].append(n)
+                namedUsers.formUnion(log.compactMap(\.agentId))
             }
+            sweep(dir + "/customer-calls")
             checkIndex(callsByCustomer, dir + "/customer-calls", what: "call", { customerCallsFile($0, tenant) },
                        { (line: CallRef) in line.call.number }, { CallRef(call: CallID($0)) })
+
+            let accounts = TenantAccounts(tenant: tenant, users: users, customers: customers, tickets: ticketsByCustomer,
+                                          calls: callsByCustomer, namedUsers: namedUsers,
+                                          inboxes: Set(((try? DurableFile.list(inboxDir(tenant))) ?? []).compactMap {
+                                              $0.hasSuffix(".jsonl") ? UserID(rawValue: String($0.dropLast(6))) : nil
+                                          }))
+            for finding in accountFindings(accounts, transaction: transaction) { problem(finding.text, fix: finding.fix) }
+            let removableUsers = accounts.removableUsers
+            for user in users.values where !removableUsers.contains(user.id) {
+                expectedLogins[user.email, default: []].insert(AccountRef(tenantId: tenant, userId: user.id))
+            }
 
             // Inboxes: ids 1, 2, 3, ... in order; read marks never beyond them.
             sweep(inboxDir(tenant))
@@ -246,6 +285,30 @@ extension FileStore {
         }
         report.counts["logins", default: 0] += expectedLogins.values.reduce(0) { $0 + $1.count }
         return report
+    }
+
+    /// What a `tenant add` from before account changes were all or nothing can have left when it
+    /// failed before `tenant.json` (written last): the tenant's empty record directories and its
+    /// counters. Nil if `dir` holds anything else, or `tenant.json` is there (then it is damaged).
+    func unfinishedTenant(_ dir: String) -> [String]? {
+        let made = ["users", "customers", "customer-emails", "counters.json"]
+        guard access(dir + "/tenant.json", F_OK) != 0, let names = try? DurableFile.list(dir),
+              names.allSatisfy({ made.contains($0) || $0.hasPrefix(DurableFile.tempPrefix) }) else { return nil }
+        let empty = names.filter { $0 != "counters.json" && !$0.hasPrefix(DurableFile.tempPrefix) }
+            .allSatisfy { ((try? DurableFile.list(dir + "/" + $0)) ?? ["?"]).isEmpty }
+        return empty ? names : nil
+    }
+
+    func removeUnfinishedTenant(_ dir: String, _ names: [String]) throws {
+        for name in names {
+            if DurableFile.isDirectory(dir + "/" + name) {
+                guard rmdir(dir + "/" + name) == 0 else { throw DurableFile.IOError(operation: "rmdir", path: dir + "/" + name, errno: errno) }
+            } else {
+                try DurableFile.remove(dir + "/" + name)
+            }
+        }
+        guard rmdir(dir) == 0 else { throw DurableFile.IOError(operation: "rmdir", path: dir, errno: errno) }
+        try DurableFile.syncDirectory((dir as NSString).deletingLastPathComponent)
     }
 
     /// Replaces a JSON-lines index atomically with exactly `items`.

@@ -68,6 +68,14 @@ extension FileStore {
         }
     }
 
+    /// Drops every tenant's kept user list (after an interrupted account change was undone).
+    func allUsersChanged() {
+        userCache.withLock { cache in
+            usersGeneration.add(1, ordering: .relaxed)
+            cache.removeAll()
+        }
+    }
+
     /// The tenant's users, as a list and by id. Every ticket event asks for them (who is an agent,
     /// an admin, who wrote), so they are kept while the users directory is unchanged. Any change
     /// to a user (the admin CLI's included) renames a file into the directory and so changes its

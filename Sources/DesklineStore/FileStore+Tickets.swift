@@ -154,7 +154,8 @@ extension FileStore {
     public func updateCustomer(_ id: CustomerID, in tenant: TenantID,
                                _ change: @escaping @Sendable (inout Customer, inout User?) throws(DesklineError) -> Void) async throws(DesklineError) -> Customer {
         try await io {
-            try FileLock.with(self.accountsLock) {
+            try self.changeAccounts { transaction in
+                defer { self.usersChanged(tenant) }
                 guard var customer = try self.load(Customer.self, self.customerFile(id, tenant)) else {
                     throw DesklineError.notFound("no customer \(id) in tenant \(tenant)")
                 }
@@ -162,11 +163,10 @@ extension FileStore {
                 var user = userBefore
                 let customerBefore = customer
                 try change(&customer, &user)
-                if customer != customerBefore { try self.save(customer, self.customerFile(id, tenant)) }
-                if let user, user != userBefore {
-                    try self.save(user, self.userFile(user.id, tenant))
-                    self.usersChanged(tenant)
-                }
+                var writes: [AccountTransaction.Write] = []
+                if customer != customerBefore { writes.append(try self.write(customer, self.customerFile(id, tenant))) }
+                if let user, user != userBefore { writes.append(try self.write(user, self.userFile(user.id, tenant))) }
+                if !writes.isEmpty { try transaction.commit(writes) }
                 return customer
             }
         }

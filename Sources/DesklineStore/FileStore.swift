@@ -37,8 +37,10 @@ public final class FileStore: Store {
     let usersGeneration = Atomic<Int>(0)
     /// Customers' ticket numbers as last read (see `ticketIDs(ofCustomer:in:)`).
     let ticketIndexCache = Mutex(TicketIndexCache())
-    /// Failures tests inject into write batches.
+    /// Failures tests inject into write batches and account changes.
     let faults = FaultInjection()
+    /// The interrupted account change ``lockForServer(pid:)`` undid, if any (for `check --repair`'s report).
+    let accountChangeUndoneAtStart = Mutex<AccountTransaction.Intent?>(nil)
     /// Set when the server took over a data directory whose last server did not stop cleanly:
     /// each tenant's files are then checked before its first write (see ``recoverTenant(_:)``).
     private let needsRecovery = Atomic<Bool>(false)
@@ -92,17 +94,15 @@ public final class FileStore: Store {
 
     public func createTenant(_ tenant: Tenant) async throws(DesklineError) {
         try await io {
-            try FileLock.with(self.accountsLock) {
+            try self.changeAccounts { transaction in
                 if try self.load(Tenant.self, self.tenantFile(tenant.id)) != nil {
                     throw DesklineError.conflict("tenant \(tenant.id) already exists")
                 }
                 let dir = self.tenantDir(tenant.id)
-                try DurableFile.makeDirectories(dir + "/users")
-                try DurableFile.makeDirectories(dir + "/customers")
-                try DurableFile.makeDirectories(dir + "/customer-emails")
-                try self.save(Counters(), self.countersFile(tenant.id))
                 // tenant.json last: a tenant exists once its directory is complete.
-                try self.save(tenant, self.tenantFile(tenant.id))
+                try transaction.commit([try self.write(Counters(), self.countersFile(tenant.id)),
+                                        try self.write(tenant, self.tenantFile(tenant.id))],
+                                       creating: [dir + "/users", dir + "/customers", dir + "/customer-emails"])
             }
         }
     }
@@ -122,18 +122,18 @@ public final class FileStore: Store {
 
     public func createCustomer(_ draft: NewCustomer, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Customer {
         try await io {
-            try FileLock.with(self.accountsLock) {
+            try self.changeAccounts { transaction in
                 try self.requireTenant(tenant)
                 let emailFile = self.customerEmailFile(draft.email, tenant)
                 if let existing = try self.load(CustomerEmail.self, emailFile) {
                     throw DesklineError.conflict("tenant \(tenant) already has a customer with email \(draft.email) (\(existing.customerId))")
                 }
-                let id = CustomerID(unchecked: "c\(try self.nextNumber(\.customer, in: tenant))")
+                let (number, counters) = try self.nextNumber(\.customer, in: tenant)
+                let id = CustomerID(unchecked: "c\(number)")
                 let customer = Customer(id: id, tenantId: tenant, name: draft.name, email: draft.email,
                                         phone: draft.phone, createdAt: Self.storedPrecision(time))
-                try self.save(customer, self.customerFile(id, tenant))
-                try DurableFile.makeDirectories((emailFile as NSString).deletingLastPathComponent)
-                try self.save(CustomerEmail(customerId: id), emailFile)
+                try transaction.commit([counters, try self.write(customer, self.customerFile(id, tenant)),
+                                        try self.write(CustomerEmail(customerId: id), emailFile)])
                 return customer
             }
         }
@@ -145,7 +145,8 @@ public final class FileStore: Store {
 
     public func createUser(_ draft: NewUser, in tenant: TenantID, at time: Date) async throws(DesklineError) -> User {
         try await io {
-            try FileLock.with(self.accountsLock) {
+            try self.changeAccounts { transaction in
+                defer { self.usersChanged(tenant) }
                 try self.requireTenant(tenant)
                 var refs = try self.load([AccountRef].self, self.loginFile(draft.email)) ?? []
                 if refs.contains(where: { $0.tenantId == tenant }) {
@@ -161,20 +162,25 @@ public final class FileStore: Store {
                     }
                     customer = c
                 }
-                let id = UserID(unchecked: "u\(try self.nextNumber(\.user, in: tenant))")
+                // A refused create hands its number out again, but never one with an inbox: the
+                // tenant's writer may have notified the user while the undone create showed it.
+                let (number, counters) = try self.nextNumber(\.user, in: tenant) {
+                    access(self.inboxLog(UserID(unchecked: "u\($0)"), tenant), F_OK) == 0
+                }
+                let id = UserID(unchecked: "u\(number)")
                 let user = User(id: id, tenantId: tenant, email: draft.email, displayName: draft.displayName,
                                 role: draft.role, passwordHash: draft.passwordHash, customerId: draft.customerId,
                                 createdAt: Self.storedPrecision(time), tenantLoginOnly: draft.tenantLoginOnly ? true : nil)
-                // Order matters for crash safety: the user, then the customer's back-link, then
-                // the login index — an account can log in only once all its parts are on disk.
-                try self.save(user, self.userFile(id, tenant))
+                // All or nothing; the login index last, so that a reader never finds a login whose
+                // user or back-link is not written yet (and an undo removes it first).
+                var writes = [counters, try self.write(user, self.userFile(id, tenant))]
                 if var customer {
                     customer.userId = id
-                    try self.save(customer, self.customerFile(customer.id, tenant))
+                    writes.append(try self.write(customer, self.customerFile(customer.id, tenant)))
                 }
                 refs.append(AccountRef(tenantId: tenant, userId: id))
-                try self.save(refs, self.loginFile(draft.email))
-                self.usersChanged(tenant)
+                writes.append(try self.write(refs, self.loginFile(draft.email)))
+                try transaction.commit(writes)
                 return user
             }
         }
@@ -202,14 +208,14 @@ public final class FileStore: Store {
     public func setPasswordHash(_ hash: PasswordHash, for id: UserID, in tenant: TenantID,
                                 ifCurrent expected: PasswordHash?) async throws(DesklineError) -> Bool {
         try await io {
-            try FileLock.with(self.accountsLock) {
+            try self.changeAccounts { transaction in
+                defer { self.usersChanged(tenant) }
                 guard var user = try self.load(User.self, self.userFile(id, tenant)) else {
                     throw DesklineError.notFound("no user \(id) in tenant \(tenant)")
                 }
                 if let expected, user.passwordHash != expected { return false }
                 user.passwordHash = hash
-                try self.save(user, self.userFile(id, tenant))
-                self.usersChanged(tenant)
+                try transaction.commit([try self.write(user, self.userFile(id, tenant))])
                 return true
             }
         }
@@ -227,11 +233,23 @@ public final class FileStore: Store {
         var user = 0
     }
 
-    private func nextNumber(_ key: WritableKeyPath<Counters, Int>, in tenant: TenantID) throws -> Int {
+    /// The next id number that is not `taken`, and the counters' write that hands it out (part of
+    /// the change that uses it, so a refused change hands out nothing).
+    private func nextNumber(_ key: WritableKeyPath<Counters, Int>, in tenant: TenantID,
+                            skipping taken: (Int) -> Bool = { _ in false }) throws -> (Int, AccountTransaction.Write) {
         var counters = try load(Counters.self, countersFile(tenant)) ?? Counters()
-        counters[keyPath: key] += 1
-        try save(counters, countersFile(tenant))
-        return counters[keyPath: key]
+        repeat { counters[keyPath: key] += 1 } while taken(counters[keyPath: key])
+        return (counters[keyPath: key], try write(counters, countersFile(tenant)))
+    }
+
+    /// Runs an account change holding `accounts.lock`, after undoing an interrupted earlier one.
+    /// `body` writes through the transaction it is given (see ``AccountTransaction``).
+    func changeAccounts<T>(_ body: (AccountTransaction) throws -> T) throws -> T {
+        try FileLock.with(accountsLock) {
+            let transaction = AccountTransaction(root: root, faults: faults, logger: logger)
+            if try transaction.recover() != nil { allUsersChanged() }
+            return try body(transaction)
+        }
     }
 
     func requireTenant(_ tenant: TenantID) throws {
@@ -280,9 +298,18 @@ public final class FileStore: Store {
     }
 
     func save<T: Encodable>(_ value: T, _ path: String) throws {
-        var data = try Self.encoder.encode(value)
+        try DurableFile.replace(path, with: try Self.document(value))
+    }
+
+    /// `value` as the stored JSON document at `path`, for an ``AccountTransaction``.
+    func write<T: Encodable>(_ value: T, _ path: String) throws -> AccountTransaction.Write {
+        AccountTransaction.Write(path: path, data: try Self.document(value))
+    }
+
+    private static func document<T: Encodable>(_ value: T) throws -> Data {
+        var data = try encoder.encode(value)
         data.append(0x0A)
-        try DurableFile.replace(path, with: data)
+        return data
     }
 
     /// Runs blocking file work on the thread pool; any non-domain error becomes `storage`.
@@ -331,6 +358,9 @@ extension FileStore {
             let holder = FileLock.holderDescription(path)
             let unclean = !tenants.isEmpty && holder != nil && holder != Self.cleanStopMark
             lock.write("pid \(pid)\n")
+            // (Synced, with the directory entry of a lock file made just now: after a power
+            // loss the next start must still find that a server ran here.)
+            try DurableFile.syncDirectory(self.root)
             // Writes acknowledged before an unclean stop go back into their logs first (a
             // clean stop leaves every journal empty: one `stat` per tenant).
             for name in tenants {
@@ -339,10 +369,24 @@ extension FileStore {
                 let records = try Journal.replay(tenantDir: dir)
                 self.logger.notice("replayed a tenant's journal after an unclean stop", metadata: ["tenant": "\(name)", "batches": "\(records)"])
             }
-            if unclean {
-                self.needsRecovery.store(true, ordering: .relaxed)
-                try FileLock.with(self.accountsLock) { self.sweepTemporaryFiles(in: self.root + "/logins") }
+            // An account change the admin CLI (or a server) left interrupted is undone, whether the
+            // last server stopped cleanly or not: the CLI may have died meanwhile. If that fails,
+            // the next account change tries again (and refuses to run until it succeeds).
+            do {
+                try FileLock.with(self.accountsLock) {
+                    if let undone = try AccountTransaction(root: self.root, faults: self.faults, logger: self.logger).recover() {
+                        self.allUsersChanged()
+                        self.accountChangeUndoneAtStart.withLock { $0 = undone }
+                    }
+                    if unclean {
+                        self.sweepTemporaryFiles(in: self.root)
+                        self.sweepTemporaryFiles(in: self.root + "/logins")
+                    }
+                }
+            } catch {
+                self.logger.error("an interrupted account change could not be undone", metadata: ["error": "\(error)"])
             }
+            if unclean { self.needsRecovery.store(true, ordering: .relaxed) }
             return lock
         }
         guard let lock else {

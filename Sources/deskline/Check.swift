@@ -8,10 +8,14 @@ extension Deskline {
             abstract: "Verify the data directory; with --repair, fix what can be derived again.",
             discussion: """
             Checks every tenant: files parse, ids are unique and match their files, user and customer
-            records link both ways, the login, customer-email, customer-ticket and customer-call indexes
-            match the records, ticket and inbox logs have no torn last line. Exits 1 if problems remain.
-            --repair needs the server stopped: it cuts torn log tails, removes leftover temp files and
-            rebuilds indexes and inbox numbering from the records.
+            records link both ways, customer emails and login emails are unique, the login,
+            customer-email, customer-ticket and customer-call indexes match the records, ticket and
+            inbox logs have no torn last line, no account change was left half done. Exits 1 if
+            problems remain. --repair needs the server stopped: it undoes an interrupted account
+            change, cuts torn log tails, removes leftover temp files, rebuilds indexes from the
+            records, completes a login whose customer back-link is missing, and removes customer and
+            user records a refused create left behind once a later one took their email (only if
+            nothing refers to them). What needs a person's decision is said as such.
             """)
 
         @OptionGroup var options: DataOptions

@@ -299,9 +299,136 @@ struct FileStoreCheckTests {
 
     @Test func brokenLinksAreReportedNotGuessed() async throws {
         let store = try await seeded()
-        try Data(#"{"id":"c1","tenantId":"acme","name":"Ann","email":"ann@x.test","status":"active","createdAt":"2026-01-01T00:00:00.000Z"}"#.utf8)
-            .write(to: URL(fileURLWithPath: root + "/tenants/acme/customers/c1.json"))
+        // A second login names c1, which links to u1 (and u1 back): which one it keeps is a decision.
+        let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
+        try store.save(User(id: UserID(rawValue: "u2")!, tenantId: TenantID(rawValue: "acme")!, email: "other@x.test", displayName: "Ann",
+                            role: .customer, passwordHash: hash, customerId: CustomerID(rawValue: "c1")!, createdAt: Date()),
+                       root + "/tenants/acme/users/u2.json")
         let report = try await store.check(repair: true)
-        #expect(report.problems == ["user acme/u1 names customer c1, which does not link back"])
+        #expect(report.problems == ["user acme/u2 names customer c1, which does not link back (customer c1 links to user u1): a person must decide which login the customer keeps"])
+    }
+}
+
+/// What the account writes before they were all or nothing could leave on a full disk, and what
+/// `check --repair` does with it (issue #16).
+extension FileStoreCheckTests {
+    var acme: TenantID { TenantID(rawValue: "acme")! }
+    var hash: PasswordHash { PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "") }
+
+    /// A customer record a refused `customer add` left behind: its file and the counter, not its
+    /// email index (then `customer add` with the same email, which got through, made c2).
+    func customerWithoutIndex() async throws -> FileStore {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        try store.save(Customer(id: CustomerID(rawValue: "c1")!, tenantId: acme, name: "Ann", email: "ann@x.test", phone: nil, createdAt: Date()),
+                       root + "/tenants/acme/customers/c1.json")
+        try Data(#"{"customer": 1, "user": 0}"#.utf8).write(to: URL(fileURLWithPath: root + "/tenants/acme/counters.json"))
+        #expect(try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date()).id.rawValue == "c2")
+        return store
+    }
+
+    @Test func aCustomerWhoseCreateFailedIsRemovedOnceALaterOneHasItsEmail() async throws {
+        let store = try await customerWithoutIndex()
+        let expected = #"customers acme/c1, acme/c2 share the email ann@x.test: acme/c1 "Ann" (0 tickets, 0 calls, no login) never had its create acknowledged (a later customer with the email could be created only because it failed) and nothing refers to it; repair removes it and keeps acme/c2"#
+        #expect(try await store.check(repair: false).problems == [expected])
+        let repaired = try await store.check(repair: true)
+        #expect(repaired.repaired == [expected] && repaired.problems == [])
+        #expect(try await store.check(repair: false).problems == [])
+        #expect(try await store.customer(CustomerID(rawValue: "c1")!, in: acme) == nil)
+        await #expect(throws: DesklineError.conflict("tenant acme already has a customer with email ann@x.test (c2)")) {
+            try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        }
+    }
+
+    @Test func customersInUseThatShareAnEmailAreLeftToAPerson() async throws {
+        let store = try await customerWithoutIndex()
+        _ = try await store.createTicket(customer: CustomerID(rawValue: "c1")!, subject: "s", in: acme, at: Date())
+        // The email index gone as well: repair points it at the newest, so no third customer gets the email.
+        for name in try FileManager.default.contentsOfDirectory(atPath: root + "/tenants/acme/customer-emails") {
+            try FileManager.default.removeItem(atPath: root + "/tenants/acme/customer-emails/" + name)
+        }
+        let decision = #"customers acme/c1, acme/c2 share the email ann@x.test, and more than the newest is in use: acme/c1 "Ann" (1 ticket, 0 calls, no login); acme/c2 "Ann" (0 tickets, 0 calls, no login). A person must decide which record keeps the email (only acme/c2 can have been acknowledged by `customer add`); Deskline has no command that merges or removes customers, so with the server stopped edit or remove the other's files, then run `deskline check --repair`"#
+        let index = "customer-email index of ann@x.test in acme names none of acme/c1, acme/c2"
+        #expect(try await store.check(repair: false).problems == [decision, index])
+        let repaired = try await store.check(repair: true)
+        #expect(repaired.problems == [decision] && repaired.repaired == [index])
+        // Stable: the next check finds the same, and changes nothing.
+        #expect(try await store.check(repair: true).problems == [decision])
+        #expect(try await store.customer(CustomerID(rawValue: "c1")!, in: acme) != nil)
+        await #expect(throws: DesklineError.conflict("tenant acme already has a customer with email ann@x.test (c2)")) {
+            try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        }
+    }
+
+    /// A refused `user add --customer c1`: the user file and the counter, not the back-link nor the login index.
+    func loginWithoutBackLink() async throws -> FileStore {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        _ = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        try store.save(User(id: UserID(rawValue: "u1")!, tenantId: acme, email: "ann@x.test", displayName: "Ann", role: .customer,
+                            passwordHash: hash, customerId: CustomerID(rawValue: "c1")!, createdAt: Date()),
+                       root + "/tenants/acme/users/u1.json")
+        try Data(#"{"customer": 1, "user": 1}"#.utf8).write(to: URL(fileURLWithPath: root + "/tenants/acme/counters.json"))
+        return store
+    }
+
+    @Test func aLoginWhoseCreateStoppedBeforeTheBackLinkIsCompleted() async throws {
+        let store = try await loginWithoutBackLink()
+        let expected = ["user acme/u1 names customer c1, which does not link back (a login whose create was interrupted); repair links it back",
+                        "login index for ann@x.test does not match the users"]
+        #expect(try await store.check(repair: false).problems == expected)
+        #expect(try await store.check(repair: true).repaired == expected)
+        #expect(try await store.check(repair: false).problems == [])
+        #expect(try await store.customer(CustomerID(rawValue: "c1")!, in: acme)?.userId == UserID(rawValue: "u1")!)
+        #expect(try await store.accounts(withEmail: "ann@x.test") == [AccountRef(tenantId: acme, userId: UserID(rawValue: "u1")!)])
+    }
+
+    @Test func aLoginWhoseCreateFailedIsRemovedOnceALaterOneHasItsEmail() async throws {
+        let store = try await loginWithoutBackLink()
+        // The retry got through (u2, linked and indexed); an earlier `check --repair` had put u1 in the login index too.
+        _ = try await store.createUser(NewUser(email: "ann@x.test", displayName: "Ann", role: .customer, passwordHash: hash,
+                                               customerId: CustomerID(rawValue: "c1")!), in: acme, at: Date())
+        try store.save([AccountRef(tenantId: acme, userId: UserID(rawValue: "u1")!), AccountRef(tenantId: acme, userId: UserID(rawValue: "u2")!)],
+                       store.loginFile("ann@x.test"))
+        let expected = [#"users acme/u1, acme/u2 share the login email ann@x.test: acme/u1 "Ann" (customer) never had its create acknowledged and nothing refers to it; repair removes it and keeps acme/u2"#,
+                        "login index for ann@x.test does not match the users"]
+        #expect(try await store.check(repair: false).problems == expected)
+        #expect(try await store.check(repair: true).repaired == expected)
+        #expect(try await store.check(repair: false).problems == [])
+        #expect(try await store.user(UserID(rawValue: "u1")!, in: acme) == nil)
+        #expect(try await store.accounts(withEmail: "ann@x.test") == [AccountRef(tenantId: acme, userId: UserID(rawValue: "u2")!)])
+    }
+
+    @Test func aCustomerLinkedToAUserThatDoesNotExistIsUnlinked() async throws {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        _ = try await store.updateCustomer(try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date()).id,
+                                           in: acme) { customer, _ in customer.userId = UserID(rawValue: "u7")! }
+        let expected = ["customer acme/c1 names user u7, which does not link back (there is no such user); repair removes the link, so the customer can be given a login again"]
+        #expect(try await store.check(repair: false).problems == expected)
+        #expect(try await store.check(repair: true).repaired == expected)
+        #expect(try await store.customer(CustomerID(rawValue: "c1")!, in: acme)?.userId == nil)
+    }
+}
+
+extension FileStoreCheckTests {
+    @Test func aTenantWhoseCreateFailedBeforeItsTenantFileIsRemoved() async throws {
+        let store = try await FileStore(root: root)
+        let dir = root + "/tenants/acme"
+        for sub in ["users", "customers", "customer-emails"] {
+            try FileManager.default.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true)
+        }
+        try Data(#"{"customer": 0, "user": 0}"#.utf8).write(to: URL(fileURLWithPath: dir + "/counters.json"))
+        let expected = ["\(dir): a `tenant add` that never finished (no tenant.json, no records); repair removes it"]
+        #expect(try await store.check(repair: false).problems == expected)
+        #expect(try await store.check(repair: true).repaired == expected)
+        #expect(!FileManager.default.fileExists(atPath: dir))
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        #expect(try await store.check(repair: false).problems == [])
+        // One that holds a record is left to a person.
+        try FileManager.default.removeItem(atPath: dir + "/tenant.json")
+        _ = try? FileManager.default.removeItem(atPath: dir + "/journal")
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: dir + "/customers/c1.json"))
+        #expect(try await store.check(repair: true).problems.contains("\(dir): no readable tenant.json"))
     }
 }

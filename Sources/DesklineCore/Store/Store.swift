@@ -10,7 +10,9 @@ import struct Foundation.Date
 /// Implementations enforce structural invariants under their own lock (ids unique, email unique
 /// within a tenant, one login per customer, both sides of the user↔customer link written), throw
 /// ``DesklineError`` (`conflict`, `notFound`, `storage`), never block the caller's thread with
-/// I/O, and make every change durable before returning.
+/// I/O, and make every change durable before returning. A change is all or nothing: one
+/// that throws `storage` is undone (in the file store, should the undo fail too, by the next
+/// account change or start at the latest: docs/STORAGE.md).
 public protocol Store: Sendable {
     /// Creates a tenant; `conflict` if the id is taken.
     func createTenant(_ tenant: Tenant) async throws(DesklineError)

@@ -25,15 +25,19 @@ enum DurableFile {
 
     /// Replaces `path` atomically: temp file in the same directory → write → fsync → rename →
     /// fsync the directory. A reader sees the old or the new content, never a mix, and after a
-    /// crash the new content is either fully there or not at all.
-    static func replace(_ path: String, with data: Data) throws {
+    /// crash the new content is either fully there or not at all. (A failed directory sync leaves
+    /// the new content in place, perhaps not durably: account changes undo it, see
+    /// ``AccountTransaction``.) `faults`: for tests.
+    static func replace(_ path: String, with data: Data, faults: FaultInjection? = nil) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let name = (path as NSString).lastPathComponent
         let temp = dir + "/" + tempPrefix + name + "-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw IOError(operation: "create", path: temp, errno: errno) }
         do {
+            try faults?.check(.write, path)
             try writeAll(fd, data, path: temp)
+            try faults?.check(.sync, path)
             guard fsync(fd) == 0 else { throw IOError(operation: "fsync", path: temp, errno: errno) }
         } catch {
             close(fd)
@@ -46,12 +50,14 @@ enum DurableFile {
             unlink(temp)
             throw IOError(operation: "close", path: temp, errno: e)
         }
-        guard rename(temp, path) == 0 else {
-            let e = errno
+        do {
+            try faults?.check(.rename, path)
+            guard rename(temp, path) == 0 else { throw IOError(operation: "rename", path: path, errno: errno) }
+        } catch {
             unlink(temp)
-            throw IOError(operation: "rename", path: path, errno: e)
+            throw error
         }
-        try syncDirectory(dir)
+        try syncDirectory(dir, faults: faults)
     }
 
     /// Cuts a torn last line (one without its newline) off a log and fsyncs it; returns how many
@@ -173,18 +179,33 @@ enum DurableFile {
     }
 
     /// Creates `path` and any missing parents, fsyncing each parent so the new entries survive a crash.
-    static func makeDirectories(_ path: String) throws {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { return }
+    static func makeDirectories(_ path: String, faults: FaultInjection? = nil) throws {
+        if isDirectory(path) { return }
         let parent = (path as NSString).deletingLastPathComponent
-        if !parent.isEmpty && parent != path { try makeDirectories(parent) }
+        if !parent.isEmpty && parent != path { try makeDirectories(parent, faults: faults) }
+        try faults?.check(.makeDirectory, path)
         if mkdir(path, 0o700) != 0 && errno != EEXIST {
             throw IOError(operation: "mkdir", path: path, errno: errno)
         }
-        try syncDirectory(parent.isEmpty ? "." : parent)
+        try syncDirectory(parent.isEmpty ? "." : parent, faults: faults)
     }
 
-    static func syncDirectory(_ dir: String) throws {
+    static func isDirectory(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    /// Removes `path`; true if it was there, false if it was not.
+    @discardableResult
+    static func remove(_ path: String, faults: FaultInjection? = nil) throws -> Bool {
+        try faults?.check(.remove, path)
+        if unlink(path) == 0 { return true }
+        if errno == ENOENT { return false }
+        throw IOError(operation: "unlink", path: path, errno: errno)
+    }
+
+    static func syncDirectory(_ dir: String, faults: FaultInjection? = nil) throws {
+        try faults?.check(.syncDirectory, dir)
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw IOError(operation: "open directory", path: dir, errno: errno) }
         defer { close(fd) }
@@ -255,11 +276,13 @@ final class FileLock: Sendable {
         return FileLock(fd: fd, path: path)
     }
 
-    /// Replaces the lock file's content (e.g. with the holder's pid, for error messages).
+    /// Replaces the lock file's content (e.g. with the holder's pid, for error messages), synced:
+    /// the server lock's content says whether the next start must recover.
     func write(_ text: String) {
         _ = ftruncate(fd, 0)
         let bytes = Array(text.utf8)
         _ = pwrite(fd, bytes, bytes.count, 0)
+        _ = fsync(fd)
     }
 
     static func holderDescription(_ path: String) -> String? {

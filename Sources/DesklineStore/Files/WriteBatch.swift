@@ -108,12 +108,14 @@ final class LogVisibility: Sendable {
     }
 }
 
-/// Failures to inject into write batches, for tests of the failure paths (a full disk or a dying
-/// device on a chosen log at a chosen step). Empty in production.
+/// Failures to inject into write batches and account changes, for tests of the failure paths (a
+/// full disk or a dying device on a chosen file at a chosen step). Empty in production.
 final class FaultInjection: Sendable {
     /// `cut`: a rollback's (or a later batch's) `ftruncate` of a log or the journal back to its
-    /// committed length.
-    enum Step: Sendable { case write, sync, cut }
+    /// committed length. `write` and `sync` of an atomic replace are those of its temp file (the
+    /// path is the replaced file's); `syncDirectory` is the directory's path; `makeDirectory`,
+    /// `link` (an old version kept by hard link) and `remove` are account changes' steps.
+    enum Step: Sendable { case write, sync, cut, rename, syncDirectory, makeDirectory, link, remove }
 
     private struct Fault {
         var step: Step
@@ -121,23 +123,64 @@ final class FaultInjection: Sendable {
         var errno: Int32
     }
 
-    private let faults = Mutex<[Fault]>([])
+    private struct State {
+        var faults: [Fault] = []
+        /// A fault on whatever step comes after `steps` more (see ``failStep(after:errno:)``);
+        /// `sticky`: and on every step after it.
+        var countdown: (steps: Int, errno: Int32, sticky: Bool)?
+    }
 
-    /// Makes the next `step` on a log whose path ends with `pathSuffix` fail with `errno` (once).
+    private let state = Mutex(State())
+
+    /// Makes the next `step` on a file whose path ends with `pathSuffix` fail with `errno` (once).
     func failNext(_ step: Step, pathSuffix: String, errno: Int32 = ENOSPC) {
-        faults.withLock { $0.append(Fault(step: step, pathSuffix: pathSuffix, errno: errno)) }
+        state.withLock { $0.faults.append(Fault(step: step, pathSuffix: pathSuffix, errno: errno)) }
+    }
+
+    /// Makes the step after `count` more steps (0: the very next), whatever it is, fail with
+    /// `errno` (once): a test walks a write through every one of its steps by raising `count`
+    /// until the write gets through without meeting the fault.
+    func failStep(after count: Int, errno: Int32 = ENOSPC) {
+        state.withLock { $0.countdown = (count, errno, false) }
+    }
+
+    /// Makes every step from the one after `count` more on fail (until disarmed): nothing
+    /// changes on disk from then on, as if the process had died there.
+    func failSteps(after count: Int, errno: Int32 = EIO) {
+        state.withLock { $0.countdown = (count, errno, true) }
+    }
+
+    /// Whether the fault armed by ``failStep(after:errno:)`` or ``failSteps(after:errno:)`` has
+    /// not fired yet (and disarms it).
+    func disarmStepFault() -> Bool {
+        state.withLock { state in
+            defer { state.countdown = nil }
+            return state.countdown != nil
+        }
     }
 
     func check(_ step: Step, _ path: String) throws {
-        let injected = faults.withLock { faults -> Int32? in
-            guard let i = faults.firstIndex(where: { $0.step == step && path.hasSuffix($0.pathSuffix) }) else { return nil }
-            return faults.remove(at: i).errno
+        let injected = state.withLock { state -> Int32? in
+            if let countdown = state.countdown {
+                if countdown.steps == 0 {
+                    if !countdown.sticky { state.countdown = nil }
+                    return countdown.errno
+                }
+                state.countdown = (countdown.steps - 1, countdown.errno, countdown.sticky)
+            }
+            guard let i = state.faults.firstIndex(where: { $0.step == step && path.hasSuffix($0.pathSuffix) }) else { return nil }
+            return state.faults.remove(at: i).errno
         }
         if let injected {
             let operation = switch step {
             case .write: "write"
             case .sync: "fsync"
             case .cut: "truncate"
+            case .rename: "rename"
+            case .syncDirectory: "fsync directory"
+            case .makeDirectory: "mkdir"
+            case .link: "link"
+            case .remove: "unlink"
             }
             throw DurableFile.IOError(operation: operation, path: path, errno: injected)
         }

@@ -1,0 +1,240 @@
+import DesklineCore
+@testable import DesklineStore
+import Foundation
+import Testing
+
+/// Account changes (tenant, customer, user, password, profile) are all or nothing: a failure
+/// at any step of any of them, on a full disk or a dying device, leaves the files exactly as
+/// they were, and an interrupted change is undone before anything else touches the accounts.
+struct AccountTransactionTests {
+    let root = NSTemporaryDirectory() + "deskline-accounts-" + UUID().uuidString
+    let acme = TenantID(rawValue: "acme")!
+    let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
+
+    /// A tenant with one customer (c1, with login u1) and one agent (u2).
+    func seeded() async throws -> FileStore {
+        let store = try await FileStore(root: root)
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
+        _ = try await store.createUser(NewUser(email: "ann@x.test", displayName: "Ann", role: .customer, passwordHash: hash, customerId: c.id),
+                                       in: acme, at: Date())
+        _ = try await store.createUser(NewUser(email: "amy@x.test", displayName: "Amy", role: .agent, passwordHash: hash, customerId: nil),
+                                       in: acme, at: Date())
+        return store
+    }
+
+    /// Every file and directory under the data directory with its content (the lock files aside).
+    func snapshot() -> [String: Data] {
+        var result: [String: Data] = [:]
+        for path in (FileManager.default.enumerator(atPath: root)?.allObjects as? [String]) ?? []
+        where !path.hasSuffix(".lock") {
+            result[path] = DurableFile.isDirectory(root + "/" + path) ? Data("directory".utf8) : FileManager.default.contents(atPath: root + "/" + path)
+        }
+        return result
+    }
+
+    enum Change: String, CaseIterable, CustomTestStringConvertible {
+        case tenant, customer, customerLogin, agent, password, profile
+        var testDescription: String { rawValue }
+    }
+
+    func make(_ change: Change, _ store: FileStore) async throws {
+        switch change {
+        case .tenant:
+            try await store.createTenant(Tenant(id: TenantID(rawValue: "globex")!, name: "Globex", createdAt: Date()))
+        case .customer:
+            _ = try await store.createCustomer(NewCustomer(name: "Bob", email: "bob@x.test", phone: nil), in: acme, at: Date())
+        case .customerLogin:
+            // Needs a customer without a login: made before the faults (see the test).
+            _ = try await store.createUser(NewUser(email: "cy@x.test", displayName: "Cy", role: .customer, passwordHash: hash,
+                                                   customerId: CustomerID(rawValue: "c2")!), in: acme, at: Date())
+        case .agent:
+            _ = try await store.createUser(NewUser(email: "al@x.test", displayName: "Al", role: .agent, passwordHash: hash, customerId: nil),
+                                           in: acme, at: Date())
+        case .password:
+            try await store.setPasswordHash(PasswordHash(algorithm: "scrypt", n: 2048, r: 8, p: 1, salt: "s", hash: "h"),
+                                            for: UserID(rawValue: "u1")!, in: acme, ifCurrent: nil)
+        case .profile:
+            _ = try await store.updateCustomer(CustomerID(rawValue: "c1")!, in: acme) { customer, user in
+                customer.name = "Ann B"
+                user?.displayName = "Ann B"
+            }
+        }
+    }
+
+    /// Makes `change` on a seeded store with a fault armed by `arm(step)`, for step 0, 1, 2, ...
+    /// until the change gets through (the fault came after its last step); `refused` looks at
+    /// the files after each refusal, whose snapshot before the change it gets. Returns the store
+    /// and the number of steps, at least 8: each file's intent, kept old version, replace (write,
+    /// fsync, rename, directory fsync) and the commit.
+    func walkSteps(_ change: Change, arm: (FaultInjection, Int) -> Void,
+                   refused: (Int, any Error, [String: Data]) async throws -> Void) async throws -> FileStore {
+        let store = try await seeded()
+        if change == .customerLogin {
+            _ = try await store.createCustomer(NewCustomer(name: "Cy", email: "cy@x.test", phone: nil), in: acme, at: Date())
+        }
+        let before = snapshot()
+        var step = 0
+        while true {
+            arm(store.faults, step)
+            do {
+                try await make(change, store)
+            } catch {
+                try await refused(step, error, before)
+                step += 1
+                continue
+            }
+            #expect(store.faults.disarmStepFault(), "step \(step) of \(change) failed, yet the change was reported as made")
+            break
+        }
+        #expect(step >= 8, "\(change) has only \(step) steps")
+        #expect(snapshot() != before)
+        #expect(try await store.check(repair: false).problems == [])
+        return store
+    }
+
+    @Test(arguments: Change.allCases, [ENOSPC, EIO])
+    func aFailureAtAnyStepOfAnAccountChangeChangesNothing(_ change: Change, _ code: Int32) async throws {
+        _ = try await walkSteps(change, arm: { $0.failStep(after: $1, errno: code) }) { step, error, before in
+            #expect(error as? DesklineError == .storage("the store could not complete the operation; nothing was changed"), "step \(step)")
+            #expect(snapshot() == before, "step \(step) of \(change) left a change behind")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/accounts.pending"))
+    }
+
+    @Test func aRefusedCustomerHandsOutNoIdAndKeepsItsEmailFree() async throws {
+        let store = try await seeded()
+        store.faults.failNext(.write, pathSuffix: "/customers/c2.json", errno: ENOSPC)
+        await #expect(throws: DesklineError.storage("the store could not complete the operation; nothing was changed")) {
+            try await store.createCustomer(NewCustomer(name: "Bob", email: "bob@x.test", phone: nil), in: acme, at: Date())
+        }
+        let bob = try await store.createCustomer(NewCustomer(name: "Bob", email: "bob@x.test", phone: nil), in: acme, at: Date())
+        #expect(bob.id == CustomerID(rawValue: "c2")!)
+        await #expect(throws: DesklineError.conflict("tenant acme already has a customer with email bob@x.test (c2)")) {
+            try await store.createCustomer(NewCustomer(name: "Bob", email: "bob@x.test", phone: nil), in: acme, at: Date())
+        }
+    }
+
+    /// The change fails at its login index's directory sync (the index is already renamed into
+    /// place), and the undo cannot remove the new user file.
+    func failWithUndoFailing(_ store: FileStore) async throws {
+        store.faults.failNext(.syncDirectory, pathSuffix: "/logins", errno: EIO)
+        store.faults.failNext(.remove, pathSuffix: "/users/u3.json", errno: EIO)
+        await #expect(throws: DesklineError.storage("the store could not complete the operation; nothing was changed")) {
+            try await store.createUser(NewUser(email: "al@x.test", displayName: "Al", role: .agent, passwordHash: hash, customerId: nil),
+                                       in: acme, at: Date())
+        }
+    }
+
+    @Test func anUndoThatFailsIsFinishedByTheNextAccountChange() async throws {
+        let store = try await seeded()
+        let before = snapshot()
+        try await failWithUndoFailing(store)
+        // The undo did what it could: the login is gone again; the user file and the intent stay.
+        #expect(try await store.accounts(withEmail: "al@x.test") == [])
+        #expect(FileManager.default.fileExists(atPath: root + "/tenants/acme/users/u3.json"))
+        let report = try await store.check(repair: false)
+        #expect(report.problems.first?.hasPrefix("accounts.pending: an interrupted account change is not undone yet (tenants/acme/counters.json, tenants/acme/users/u3.json, logins/") == true,
+                "\(report.problems)")
+        // The next change undoes it first, and then hands out the same id.
+        let al = try await store.createUser(NewUser(email: "al@x.test", displayName: "Al", role: .agent, passwordHash: hash, customerId: nil),
+                                            in: acme, at: Date())
+        #expect(al.id == UserID(rawValue: "u3")!)
+        #expect(try await store.check(repair: false).problems == [])
+        #expect(snapshot().count == before.count + 2)
+    }
+
+    @Test func theServerStartAndCheckRepairUndoAnInterruptedChange() async throws {
+        let store = try await seeded()
+        let before = snapshot()
+        try await failWithUndoFailing(store)
+        // As the next server start finds it (another process: a new store).
+        let server = try await FileStore(root: root)
+        try await server.lockForServer(pid: 1).release(clean: true)
+        #expect(snapshot() == before)
+
+        try await failWithUndoFailing(store)
+        let repair = try await FileStore(root: root)
+        let lock = try await repair.lockForServer(pid: 2)
+        let report = try await repair.check(repair: true)
+        lock.release()
+        #expect(report.problems == [])
+        #expect(report.repaired.count == 1)
+        #expect(report.repaired.first?.hasPrefix("accounts.pending: an interrupted account change was undone (tenants/acme/counters.json, tenants/acme/users/u3.json, logins/") == true)
+        #expect(snapshot() == before)
+    }
+
+    @Test func keptOldVersionsOutliveTheTempFileSweepAndAreRenamedBack() async throws {
+        let store = try await seeded()
+        let counters = root + "/tenants/acme/counters.json"
+        let old = try #require(FileManager.default.contents(atPath: counters))
+        // The counters' replace fails at its rename, and so does the undo's rename back.
+        store.faults.failNext(.rename, pathSuffix: "/counters.json", errno: EIO)
+        store.faults.failNext(.rename, pathSuffix: "/counters.json", errno: EIO)
+        await #expect(throws: DesklineError.self) {
+            try await store.createCustomer(NewCustomer(name: "Bob", email: "bob@x.test", phone: nil), in: acme, at: Date())
+        }
+        #expect(FileManager.default.fileExists(atPath: counters + ".before"))
+        // Recovery after an unclean stop sweeps temp files: not the kept version.
+        store.sweepTemporaryFiles(in: root + "/tenants/acme")
+        #expect(FileManager.default.fileExists(atPath: counters + ".before"))
+        #expect(FileManager.default.fileExists(atPath: root + "/accounts.pending"))
+        try await FileStore(root: root).lockForServer(pid: 1).release()
+        #expect(!FileManager.default.fileExists(atPath: counters + ".before"))
+        #expect(!FileManager.default.fileExists(atPath: root + "/accounts.pending"))
+        #expect(FileManager.default.contents(atPath: counters) == old)
+    }
+
+    @Test func aKeptVersionLeftByACommittedChangeIsNeverRenamedBack() async throws {
+        let store = try await seeded()
+        let counters = root + "/tenants/acme/counters.json"
+        let current = try #require(FileManager.default.contents(atPath: counters))
+        // A committed change's kept version whose removal a crash undid ...
+        try Data(#"{"customer": 0, "user": 0}"#.utf8).write(to: URL(fileURLWithPath: counters + ".before"))
+        #expect(try await store.check(repair: false).problems == [
+            "\(root)/tenants/acme/counters.json.before: old version kept by an account change that was committed (a leftover)",
+        ])
+        // ... and then a later change that was interrupted before it reached the counters.
+        let intent = AccountTransaction.Intent(directories: [], files: [
+            .init(path: "tenants/acme/counters.json", inode: try AccountTransaction.inode(counters)),
+            .init(path: "tenants/acme/customers/c9.json", inode: nil),
+        ])
+        try JSONEncoder().encode(intent).write(to: URL(fileURLWithPath: root + "/accounts.pending"))
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: root + "/tenants/acme/customers/c9.json"))
+        let bob = try await store.createCustomer(NewCustomer(name: "Bob", email: "bob@x.test", phone: nil), in: acme, at: Date())
+        // The counters were not rolled back to the leftover's: ids stay unique.
+        #expect(bob.id == CustomerID(rawValue: "c2")!)
+        #expect(current != FileManager.default.contents(atPath: counters))
+        #expect(!FileManager.default.fileExists(atPath: root + "/tenants/acme/customers/c9.json"))
+        #expect(try await store.check(repair: false).problems == [])
+    }
+}
+
+extension AccountTransactionTests {
+    /// The process dies at any step of a change (every step from there on fails, so nothing more
+    /// changes, the undo included): the next server start puts back exactly what was there.
+    @Test(arguments: Change.allCases)
+    func aChangeInterruptedAtAnyStepIsUndoneByTheNextStart(_ change: Change) async throws {
+        _ = try await walkSteps(change, arm: { $0.failSteps(after: $1) }) { step, _, before in
+            let store = try await FileStore(root: root)
+            // A plain check sees the interrupted change (once its intent was written).
+            let pending = try await store.check(repair: false).problems.contains { $0.hasPrefix("accounts.pending: an interrupted account change is not undone yet") }
+            #expect(pending == FileManager.default.fileExists(atPath: root + "/accounts.pending"), "step \(step)")
+            try await store.lockForServer(pid: 1).release(clean: true)
+            #expect(snapshot() == before, "\(change) interrupted at step \(step) was not undone")
+        }
+    }
+}
+
+extension AccountTransactionTests {
+    /// A refused create hands its number out again, but not a user number with an inbox: the
+    /// server may have notified that user in the moment the undone create was visible.
+    @Test func aUserNumberWithAnInboxIsNotHandedOutAgain() async throws {
+        let store = try await seeded()
+        try FileManager.default.createDirectory(atPath: root + "/tenants/acme/inbox", withIntermediateDirectories: true)
+        try Data(#"{"id":1}"#.utf8 + [0x0A]).write(to: URL(fileURLWithPath: root + "/tenants/acme/inbox/u3.jsonl"))
+        let al = try await store.createUser(NewUser(email: "al@x.test", displayName: "Al", role: .agent, passwordHash: hash, customerId: nil),
+                                            in: acme, at: Date())
+        #expect(al.id == UserID(rawValue: "u4")!)
+    }
+}
