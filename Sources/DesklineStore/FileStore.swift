@@ -39,6 +39,8 @@ public final class FileStore: Store {
     let ticketIndexCache = Mutex(TicketIndexCache())
     /// Failures tests inject into write batches.
     let faults = FaultInjection()
+    /// Bytes HISTORY pages read from ticket logs (for tests: what a page costs).
+    let historyBytesRead = Atomic<Int>(0)
     /// Set when the server took over a data directory whose last server did not stop cleanly:
     /// each tenant's files are then checked before its first write (see ``recoverTenant(_:)``).
     private let needsRecovery = Atomic<Bool>(false)
