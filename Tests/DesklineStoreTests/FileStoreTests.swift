@@ -297,6 +297,24 @@ struct FileStoreCheckTests {
         #expect(next.id == TicketID(1002))
     }
 
+    @Test func aTicketLogWhoseLinesGoBackIsReported() async throws {
+        let store = try await seeded()
+        let acme = TenantID(rawValue: "acme")!
+        let path = root + "/tenants/acme/tickets/1001.jsonl"
+        // An assignment that counts 5 entries, then entry 2: HISTORY's search would miss entry 2.
+        var ticket = try #require(try await store.ticket(TicketID(1001), in: acme))
+        ticket.lastSeq = 5
+        var lines = JSONLine.line(TicketLogLine(ticket: ticket, entry: nil))
+        ticket.lastSeq = 2
+        lines += JSONLine.line(TicketLogLine(ticket: ticket, entry: TicketEntry(seq: 2, kind: .message, authorId: UserID(rawValue: "u1")!,
+                                                                                 authorName: "Ann", authorRole: .customer, text: "two", at: Date())))
+        let log = try #require(FileHandle(forWritingAtPath: path))
+        log.seekToEndOfFile()
+        log.write(lines)
+        try log.close()
+        #expect(try await store.check(repair: false).problems == [store.root + "/tenants/acme/tickets/1001.jsonl: a line stands before an earlier one (its entry, or the counts of a line without one)"])
+    }
+
     @Test func brokenLinksAreReportedNotGuessed() async throws {
         let store = try await seeded()
         try Data(#"{"id":"c1","tenantId":"acme","name":"Ann","email":"ann@x.test","status":"active","createdAt":"2026-01-01T00:00:00.000Z"}"#.utf8)
