@@ -46,7 +46,7 @@ struct HistoryBench: AsyncParsableCommand {
 
         var rows: [(String, String)] = [
             ("machine", machineDescription()),
-            ("ticket", "\(entries) entries (\(last.lastSeq) messages and status changes, \(last.noteCount ?? 0) notes, a change without an entry after every \(changesEvery)th), \(bytes / 1_048_576) MiB"),
+            ("ticket", "\(entries) entries (\(last.lastSeq) messages, \(last.noteCount ?? 0) notes, a change without an entry after every \(changesEvery)th), \(bytes / 1_048_576) MiB"),
         ]
         var results: [String: Any] = ["machine": machineDescription(), "entries": entries, "bytes": bytes, "limit": limit]
 
