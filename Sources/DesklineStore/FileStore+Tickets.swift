@@ -336,10 +336,9 @@ extension FileStore {
     func page(of log: LogReader, after: EntryPosition?, before: EntryPosition?, limit: Int, includeNotes: Bool) throws -> [TicketEntry] {
         func place(_ line: Data) throws -> EntryPosition { try decodeLine(PlaceOfLine.self, line, log.path).position }
         func entry(_ line: Data) throws -> TicketEntry? {
-            guard !line.isEmpty, let entry = try decodeLine(EntryOfLine.self, line, log.path).entry,
-                  includeNotes || entry.isVisibleToCustomer else { return nil }
-            return entry
+            line.isEmpty ? nil : try decodeLine(EntryOfLine.self, line, log.path).entry
         }
+        func shown(_ entry: TicketEntry) -> Bool { includeNotes || entry.isVisibleToCustomer }
         var page: [TicketEntry] = []
         if let after {
             // Oldest first, from the first line past `after` up to `before`.
@@ -347,7 +346,7 @@ extension FileStore {
             try log.forEachLine(from: start) { line, _, _ in
                 guard let entry = try entry(line) else { return true }
                 if let before, entry.position >= before { return false }
-                page.append(entry)
+                if shown(entry) { page.append(entry) }
                 return page.count < limit
             }
             return page
@@ -355,7 +354,7 @@ extension FileStore {
         // Newest first, from the end or from the first line at `before`.
         let end = try before.map { before in try log.firstLine { try place($0) >= before } }
         try log.forEachLineBackward(before: end) { line in
-            guard let entry = try entry(line) else { return true }
+            guard let entry = try entry(line), shown(entry) else { return true }
             page.append(entry)
             return page.count < limit
         }
