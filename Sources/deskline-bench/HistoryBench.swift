@@ -2,6 +2,7 @@ import ArgumentParser
 import DesklineCore
 import DesklineStore
 import Foundation
+import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -21,6 +22,8 @@ struct HistoryBench: AsyncParsableCommand {
     @Option(help: "Reads per single-page measurement.") var repeats = 50
     @Option(help: "Readers that page through the whole ticket at once.") var readers = 5
     @Flag(help: "Skip paging the whole ticket (quadratic with a reader that scans the log's tail).") var skipWholeTicket = false
+    @Flag(help: "Then page through the whole ticket with HISTORY over a `deskline serve` on the store, `readers` sessions at once.") var server = false
+    @Option(help: "The deskline binary to start (default: next to this one).") var deskline: String?
     @Option(help: "Directory for the store (default: a new one under /tmp, removed afterwards).") var directory: String?
     @Option(help: "Where to write the results as JSON.") var json = "bench-history.json"
 
@@ -37,6 +40,9 @@ struct HistoryBench: AsyncParsableCommand {
         try await store.createTenant(Tenant(id: tenant, name: "Bench", createdAt: Date()))
         let customer = try await store.createCustomer(NewCustomer(name: "Customer", email: "customer@acme.bench", phone: nil), in: tenant, at: Date())
         let ticket = try await store.createTicket(customer: customer.id, subject: "A long ticket", in: tenant, at: Date()).id
+        let hash = try PasswordHasher(cost: PasswordHashingCost(n: 1024, r: 8, p: 1)).hash(StoreBench.password)
+        _ = try await store.createUser(NewUser(email: "agent@acme.bench", displayName: "Agent", role: .agent, passwordHash: hash, customerId: nil),
+                                       in: tenant, at: Date())
 
         var clock = now()
         try await fill(store, tenant, ticket)
@@ -107,7 +113,33 @@ struct HistoryBench: AsyncParsableCommand {
                                               "p99ms": together.latency.ms(0.99), "bytesRead": togetherRead]
             results["rssKiB"] = ["before": rssBefore ?? -1, "afterOne": rssAlone ?? -1, "afterAll": rssAfter ?? -1, "peak": peak ?? -1]
         }
+        // Hand the directory over as a cleanly stopped server would.
+        _ = await store.waitUntilWritesFinish()
+        _ = await store.checkpointAll()
+        try await store.lockForServer(pid: getpid()).release(clean: true)
         try await pool.shutdownGracefully()
+
+        if server {
+            let run = try await ServerRun.start(binary: desklineBinary(deskline), work: work)
+            defer { try? run.stop() }
+            let rssStart = run.rss()
+            clock = now()
+            let paged = try await withThrowingTaskGroup(of: (pages: Int, latency: Histogram).self) { group in
+                for _ in 0..<readers { group.addTask { try await pageThrough(port: run.port, ticket) } }
+                var merged = (pages: 0, latency: Histogram())
+                for try await one in group {
+                    merged.pages += one.pages
+                    merged.latency.merge(one.latency)
+                }
+                return merged
+            }
+            let seconds = now() - clock
+            let rssAfter = run.rss(), peak = residentKiB(of: run.process.processIdentifier, "VmHWM")
+            rows.append(("HISTORY over the server, \(readers) sessions at once", "\(paged.pages) pages in \(format(seconds, 2)) s (p50 \(format(paged.latency.ms(0.5), 2)) ms, p99 \(format(paged.latency.ms(0.99), 2)) ms per page)"))
+            rows.append(("server RSS: started, after paging, peak", [rssStart, rssAfter, peak].map { $0.map { "\($0 / 1024) MiB" } ?? "?" }.joined(separator: ", ")))
+            results["server"] = ["sessions": readers, "pages": paged.pages, "seconds": seconds, "p50ms": paged.latency.ms(0.5), "p99ms": paged.latency.ms(0.99),
+                                 "rssStartKiB": rssStart ?? -1, "rssAfterKiB": rssAfter ?? -1, "rssPeakKiB": peak ?? -1]
+        }
 
         printTable("deskline-bench history (\(limit) entries per page)", rows)
         try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
@@ -157,6 +189,31 @@ struct HistoryBench: AsyncParsableCommand {
             before = first.position
         }
         guard seen == entries else { throw BenchError("paging found \(seen) entries, expected \(entries)") }
+        return (pages, latency)
+    }
+}
+
+extension HistoryBench {
+    /// Logs in as the agent and pages with HISTORY from the newest end to the first entry.
+    func pageThrough(port: Int, _ ticket: TicketID) async throws -> (pages: Int, latency: Histogram) {
+        let agent = try await LineConnection.connect(MultiThreadedEventLoopGroup.singleton, port: port)
+        _ = try await agent.command("LOGIN agent@acme.bench \(StoreBench.password)")
+        var before: String?
+        var pages = 0, seen = 0
+        var latency = Histogram()
+        while true {
+            let t = now()
+            let reply = try await agent.reply("HISTORY \(ticket)" + (before.map { " before \($0) \(limit)" } ?? " \(limit)"))
+            latency.record(seconds: now() - t)
+            guard reply.last?.hasPrefix("OK ") == true else { throw BenchError("HISTORY: \(reply.last ?? "no reply")") }
+            let ids = reply.filter { $0.hasPrefix("RPL ") }.map { String($0.split(separator: " ")[3]) }
+            guard let first = ids.first else { break }
+            pages += 1
+            seen += ids.count
+            before = first
+        }
+        await agent.close()
+        guard seen == entries else { throw BenchError("HISTORY paged \(seen) entries, expected \(entries)") }
         return (pages, latency)
     }
 }
