@@ -93,20 +93,12 @@ struct HistoryBench: AsyncParsableCommand {
             rows.append(("whole ticket, 1 reader", "\(alone.pages) pages in \(format(aloneSeconds, 2)) s (p50 \(format(alone.latency.ms(0.5), 2)) ms, p99 \(format(alone.latency.ms(0.99), 2)) ms per page), \(kib(aloneRead / max(1, alone.pages))) read per page"))
             clock = now()
             readBefore = bytesRead()
-            let together = try await withThrowingTaskGroup(of: (pages: Int, latency: Histogram).self) { group in
-                for _ in 0..<readers { group.addTask { try await pageThrough(store, tenant, ticket) } }
-                var merged = (pages: 0, latency: Histogram())
-                for try await run in group {
-                    merged.pages += run.pages
-                    merged.latency.merge(run.latency)
-                }
-                return merged
-            }
+            let together = try await atOnce { try await pageThrough(store, tenant, ticket) }
             let togetherSeconds = now() - clock
             let togetherRead = bytesRead() - readBefore
             let rssAfter = residentKiB(of: getpid()), peak = residentKiB(of: getpid(), "VmHWM")
             rows.append(("whole ticket, \(readers) readers at once", "\(format(togetherSeconds, 2)) s (p50 \(format(together.latency.ms(0.5), 2)) ms, p99 \(format(together.latency.ms(0.99), 2)) ms per page), \(kib(togetherRead / max(1, together.pages))) read per page"))
-            rows.append(("RSS: before paging, after 1 reader, after \(readers), peak", [rssBefore, rssAlone, rssAfter, peak].map { $0.map { "\($0 / 1024) MiB" } ?? "?" }.joined(separator: ", ")))
+            rows.append(("RSS: before paging, after 1 reader, after \(readers), peak", mib([rssBefore, rssAlone, rssAfter, peak])))
             results["wholeTicket"] = ["pages": alone.pages, "seconds": aloneSeconds, "p50ms": alone.latency.ms(0.5), "p99ms": alone.latency.ms(0.99),
                                       "bytesRead": aloneRead]
             results["wholeTicketTogether"] = ["readers": readers, "seconds": togetherSeconds, "p50ms": together.latency.ms(0.5),
@@ -124,19 +116,12 @@ struct HistoryBench: AsyncParsableCommand {
             defer { try? run.stop() }
             let rssStart = run.rss()
             clock = now()
-            let paged = try await withThrowingTaskGroup(of: (pages: Int, latency: Histogram).self) { group in
-                for _ in 0..<readers { group.addTask { try await pageThrough(port: run.port, ticket) } }
-                var merged = (pages: 0, latency: Histogram())
-                for try await one in group {
-                    merged.pages += one.pages
-                    merged.latency.merge(one.latency)
-                }
-                return merged
-            }
+            let port = run.port
+            let paged = try await atOnce { try await pageThrough(port: port, ticket) }
             let seconds = now() - clock
             let rssAfter = run.rss(), peak = residentKiB(of: run.process.processIdentifier, "VmHWM")
             rows.append(("HISTORY over the server, \(readers) sessions at once", "\(paged.pages) pages in \(format(seconds, 2)) s (p50 \(format(paged.latency.ms(0.5), 2)) ms, p99 \(format(paged.latency.ms(0.99), 2)) ms per page)"))
-            rows.append(("server RSS: started, after paging, peak", [rssStart, rssAfter, peak].map { $0.map { "\($0 / 1024) MiB" } ?? "?" }.joined(separator: ", ")))
+            rows.append(("server RSS: started, after paging, peak", mib([rssStart, rssAfter, peak])))
             results["server"] = ["sessions": readers, "pages": paged.pages, "seconds": seconds, "p50ms": paged.latency.ms(0.5), "p99ms": paged.latency.ms(0.99),
                                  "rssStartKiB": rssStart ?? -1, "rssAfterKiB": rssAfter ?? -1, "rssPeakKiB": peak ?? -1]
         }
@@ -194,6 +179,19 @@ struct HistoryBench: AsyncParsableCommand {
 }
 
 extension HistoryBench {
+    /// Runs `readers` page-throughs at once: their pages and latencies together.
+    func atOnce(_ pageThrough: @escaping @Sendable () async throws -> (pages: Int, latency: Histogram)) async throws -> (pages: Int, latency: Histogram) {
+        try await withThrowingTaskGroup(of: (pages: Int, latency: Histogram).self) { group in
+            for _ in 0..<readers { group.addTask(operation: pageThrough) }
+            var merged = (pages: 0, latency: Histogram())
+            for try await one in group {
+                merged.pages += one.pages
+                merged.latency.merge(one.latency)
+            }
+            return merged
+        }
+    }
+
     /// Logs in as the agent and pages with HISTORY from the newest end to the first entry.
     func pageThrough(port: Int, _ ticket: TicketID) async throws -> (pages: Int, latency: Histogram) {
         let agent = try await LineConnection.connect(MultiThreadedEventLoopGroup.singleton, port: port)
@@ -236,5 +234,7 @@ private func bytesRead() -> Int {
 private func resetPeakRSS() {
     try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
 }
+
+private func mib(_ kib: [Int?]) -> String { kib.map { $0.map { "\($0 / 1024) MiB" } ?? "?" }.joined(separator: ", ") }
 
 private func kib(_ bytes: Int) -> String { bytes < 10 * 1024 ? "\(bytes) B" : "\(bytes / 1024) KiB" }
