@@ -216,6 +216,11 @@ extension FileStore {
                 if zip(entries, entries.dropFirst()).contains(where: { !($0.position < $1.position) }) {
                     problem("\(path): entries out of order or repeated")
                 }
+                // HISTORY finds a page by a binary search over the lines' places (PlaceOfLine).
+                let places = log.map(\.place)
+                if zip(places, places.dropFirst()).contains(where: { $1 < $0 }) {
+                    problem("\(path): a line stands before an earlier one (its entry, or the counts of a line without one)")
+                }
                 if let last = entries.last, last.seq > ticket.lastSeq || (last.note ?? 0) > (ticket.noteCount ?? 0) {
                     problem("ticket \(tenant)/#\(n) says \(ticket.lastSeq) entries but its log has \(last.messageID)")
                 }

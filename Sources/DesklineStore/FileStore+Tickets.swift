@@ -22,9 +22,41 @@ struct TicketLogLine: Codable {
     var entry: TicketEntry?
 }
 
+extension TicketLogLine {
+    /// See ``PlaceOfLine``.
+    var place: EntryPosition { PlaceOfLine.place(entry: entry?.position, ticket.lastSeq, ticket.noteCount) }
+}
+
 /// A ticket log line read only for its entry (the ticket's state is skipped).
 struct EntryOfLine: Decodable {
     var entry: TicketEntry?
+}
+
+/// Where a ticket log line stands in the conversation, all HISTORY's search decodes of a line:
+/// its entry's position, or for a line without an entry (an assignment) the ticket's counts
+/// after it (the last entry's `seq`, the last note's number). This never decreases along a log:
+/// an entry's position is at most its line's counts, and every later entry's is above them.
+struct PlaceOfLine: Decodable {
+    struct Counts: Decodable {
+        var lastSeq: Int
+        var noteCount: Int?
+    }
+
+    struct Place: Decodable {
+        var seq: Int
+        var note: Int?
+    }
+
+    var ticket: Counts
+    var entry: Place?
+
+    var position: EntryPosition {
+        Self.place(entry: entry.map { EntryPosition($0.seq, note: $0.note ?? 0) }, ticket.lastSeq, ticket.noteCount)
+    }
+
+    static func place(entry: EntryPosition?, _ lastSeq: Int, _ noteCount: Int?) -> EntryPosition {
+        entry ?? EntryPosition(lastSeq, note: noteCount ?? 0)
+    }
 }
 
 struct TicketRef: Codable {
@@ -110,14 +142,6 @@ extension FileStore {
             uncommitted ? try visibility.writerVisibleLength(path, measure: measure) : try visibility.visibleLength(path, measure: measure)
         }) else { return nil }
         return try decodeLine(T.self, line, path)
-    }
-
-    /// Decodes committed lines of a log from the newest, until `body` returns false.
-    func forEachLineBackward<T: Decodable>(_ type: T.Type, _ path: String, _ body: (T) throws -> Bool) throws {
-        let visibility = self.visibility
-        try DurableFile.forEachLineBackward(path, visibleLength: { try visibility.visibleLength(path, measure: $0) }) { line in
-            try body(try decodeLine(T.self, line, path))
-        }
     }
 
     private func decodeLine<T: Decodable>(_ type: T.Type, _ line: Data, _ path: String) throws -> T {
@@ -296,19 +320,45 @@ extension FileStore {
     public func entries(of ticket: TicketID, in tenant: TenantID, after: EntryPosition?, before: EntryPosition?, limit: Int,
                         includeNotes: Bool) async throws(DesklineError) -> [TicketEntry] {
         try await io {
-            // From the newest end, so the usual reads (the latest page, a page just before or
-            // after one seen) cost what they return, not the ticket's whole history.
-            // Note 5.n sits after entry 5: "after 5" includes it, "before 6" too.
-            var newestFirst: [TicketEntry] = []
-            try self.forEachLineBackward(EntryOfLine.self, self.ticketLog(ticket, tenant)) { line in
-                guard let entry = line.entry, includeNotes || entry.isVisibleToCustomer else { return true }
-                if let before, entry.position >= before { return true }
-                if let after, entry.position <= after { return false }
-                newestFirst.append(entry)
-                return after != nil || newestFirst.count < limit
-            }
-            return Array(newestFirst.reversed().prefix(limit))
+            let path = self.ticketLog(ticket, tenant)
+            let visibility = self.visibility
+            guard limit > 0, let log = try LogReader(path, visibleLength: { try visibility.visibleLength(path, measure: $0) }) else { return [] }
+            defer { self.historyBytesRead.add(log.bytesRead, ordering: .relaxed) }
+            return try self.page(of: log, after: after, before: before, limit: limit, includeNotes: includeNotes)
         }
+    }
+
+    /// A page of a ticket's log, reading only the page and O(log n) lines to find it: entries'
+    /// positions grow along the log (note 5.n sits after entry 5: "after 5" includes it, "before
+    /// 6" too), so a binary search over the log's bytes finds the first line past `after` (to
+    /// read forwards from) or at `before` (to read backwards from); the latest page is read from
+    /// the end. A page of a customer's view also reads the notes among its entries.
+    func page(of log: LogReader, after: EntryPosition?, before: EntryPosition?, limit: Int, includeNotes: Bool) throws -> [TicketEntry] {
+        func place(_ line: Data) throws -> EntryPosition { try decodeLine(PlaceOfLine.self, line, log.path).position }
+        func entry(_ line: Data) throws -> TicketEntry? {
+            line.isEmpty ? nil : try decodeLine(EntryOfLine.self, line, log.path).entry
+        }
+        func shown(_ entry: TicketEntry) -> Bool { includeNotes || entry.isVisibleToCustomer }
+        var page: [TicketEntry] = []
+        if let after {
+            // Oldest first, from the first line past `after` up to `before`.
+            let start = try log.firstLine { try place($0) > after }
+            try log.forEachLine(from: start) { line, _, _ in
+                guard let entry = try entry(line) else { return true }
+                if let before, entry.position >= before { return false }
+                if shown(entry) { page.append(entry) }
+                return page.count < limit
+            }
+            return page
+        }
+        // Newest first, from the end or from the first line at `before`.
+        let end = try before.map { before in try log.firstLine { try place($0) >= before } }
+        try log.forEachLineBackward(before: end) { line in
+            guard let entry = try entry(line), shown(entry) else { return true }
+            page.append(entry)
+            return page.count < limit
+        }
+        return page.reversed()
     }
 
     public func createCall(customer: CustomerID, ticket: TicketID?, phone: String, note: String?,

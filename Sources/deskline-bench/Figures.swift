@@ -9,10 +9,10 @@ func say(_ text: String) {
 /// Seconds since an arbitrary start, monotonic (the clock of ``nanos()``).
 func now() -> Double { Double(nanos()) / 1e9 }
 
-/// Resident set size of a process in KiB (from /proc), nil if unknown.
-func residentKiB(of pid: Int32) -> Int? {
+/// Resident set size of a process in KiB (from /proc), nil if unknown; `VmHWM` for its peak.
+func residentKiB(of pid: Int32, _ field: String = "VmRSS") -> Int? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+    for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
         return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
     }
     return nil

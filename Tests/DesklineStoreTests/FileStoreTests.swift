@@ -297,6 +297,24 @@ struct FileStoreCheckTests {
         #expect(next.id == TicketID(1002))
     }
 
+    @Test func aTicketLogWhoseLinesGoBackIsReported() async throws {
+        let store = try await seeded()
+        let acme = TenantID(rawValue: "acme")!
+        let path = root + "/tenants/acme/tickets/1001.jsonl"
+        // An assignment that counts 5 entries, then entry 2: HISTORY's search would miss entry 2.
+        var ticket = try #require(try await store.ticket(TicketID(1001), in: acme))
+        ticket.lastSeq = 5
+        var lines = JSONLine.line(TicketLogLine(ticket: ticket, entry: nil))
+        ticket.lastSeq = 2
+        lines += JSONLine.line(TicketLogLine(ticket: ticket, entry: TicketEntry(seq: 2, kind: .message, authorId: UserID(rawValue: "u1")!,
+                                                                                 authorName: "Ann", authorRole: .customer, text: "two", at: Date())))
+        let log = try #require(FileHandle(forWritingAtPath: path))
+        log.seekToEndOfFile()
+        log.write(lines)
+        try log.close()
+        #expect(try await store.check(repair: false).problems == [store.root + "/tenants/acme/tickets/1001.jsonl: a line stands before an earlier one (its entry, or the counts of a line without one)"])
+    }
+
     @Test func brokenLinksAreReportedNotGuessed() async throws {
         let store = try await seeded()
         // A second login names c1, which links to u1 (and u1 back): which one it keeps is a decision.

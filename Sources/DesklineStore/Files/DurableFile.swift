@@ -137,45 +137,7 @@ enum DurableFile {
     /// are not read.
     static func forEachLineBackward(_ path: String, visibleLength: (_ measure: () throws -> Int64) throws -> Int64 = { try $0() },
                                     _ body: (Data) throws -> Bool) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return }
-            throw IOError(operation: "open", path: path, errno: errno)
-        }
-        defer { close(fd) }
-        let end = off_t(try visibleLength {
-            let size = lseek(fd, 0, SEEK_END)
-            guard size >= 0 else { throw IOError(operation: "seek", path: path, errno: errno) }
-            return Int64(size)
-        })
-        // `pending` holds bytes [start, end) not yet handed out; lines end at a newline.
-        var pending = [UInt8]()
-        var start = end
-        var chunk = 16 * 1024
-        var sawNewline = false
-        while start > 0 {
-            let from = max(0, start - off_t(chunk))
-            var buffer = [UInt8](repeating: 0, count: Int(start - from))
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, from) }
-            guard n == buffer.count else { throw IOError(operation: "read", path: path, errno: n < 0 ? errno : EIO) }
-            pending = buffer + pending
-            start = from
-            chunk = min(chunk * 2, 1 << 20)
-            if !sawNewline {
-                // Drop a torn tail: everything after the last newline.
-                guard let last = pending.lastIndex(of: 0x0A) else { continue }
-                pending.removeSubrange((last + 1)...)
-                sawNewline = true
-            }
-            // Hand out every line that is now whole (its start is known); keep the first,
-            // possibly partial, one.
-            while let newline = pending[..<(pending.count - 1)].lastIndex(of: 0x0A) {
-                let line = Data(pending[(newline + 1)..<(pending.count - 1)])
-                pending.removeSubrange((newline + 1)...)
-                if !line.isEmpty, try !body(line) { return }
-            }
-        }
-        if sawNewline, pending.count > 1, try !body(Data(pending[..<(pending.count - 1)])) { return }
+        try LogReader(path, visibleLength: visibleLength)?.forEachLineBackward(body)
     }
 
     /// Creates `path` and any missing parents, fsyncing each parent so the new entries survive a crash.
