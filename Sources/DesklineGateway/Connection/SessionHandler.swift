@@ -150,6 +150,10 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             input!.writeBuffer(&bytes)
         }
         frameLines()
+        // (Input held is at its most right after a read: later framing only moves it along.)
+        inputMeter.held(pending.reduce(input?.readableBytes ?? 0) { held, frame in
+            if case .line(let line) = frame { held + line.readableBytes } else { held }
+        })
         pump()
     }
 
@@ -165,10 +169,6 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             pending.append(frame)
         }
         if buffer.readableBytes > 0 { input = buffer }
-        let held = pending.reduce(buffer.readableBytes) { held, frame in
-            if case .line(let line) = frame { held + line.readableBytes } else { held }
-        }
-        inputMeter.held(held)
     }
 
     func read(context: ChannelHandlerContext) {
