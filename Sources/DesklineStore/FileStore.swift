@@ -142,7 +142,10 @@ public final class FileStore: Store {
     }
 
     public func customer(_ id: CustomerID, in tenant: TenantID) async throws(DesklineError) -> Customer? {
-        try await io { try self.load(Customer.self, self.customerFile(id, tenant)) }
+        try await io {
+            try self.settleAccountChange()
+            return try self.load(Customer.self, self.customerFile(id, tenant))
+        }
     }
 
     public func createUser(_ draft: NewUser, in tenant: TenantID, at time: Date) async throws(DesklineError) -> User {
@@ -194,16 +197,23 @@ public final class FileStore: Store {
         return try await io {
             // From the kept user list while it is current; otherwise from the user's own file.
             if let cached = self.freshUserCache(tenant).entry { return cached.byId[id] }
+            try self.settleAccountChange()
             return try self.load(User.self, self.userFile(id, tenant))
         }
     }
 
     public func storedUser(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User? {
-        try await io { try self.load(User.self, self.userFile(id, tenant)) }
+        try await io {
+            try self.settleAccountChange()
+            return try self.load(User.self, self.userFile(id, tenant))
+        }
     }
 
     public func accounts(withEmail email: String) async throws(DesklineError) -> [AccountRef] {
-        try await io { try self.load([AccountRef].self, self.loginFile(email)) ?? [] }
+        try await io {
+            try self.settleAccountChange()
+            return try self.load([AccountRef].self, self.loginFile(email)) ?? []
+        }
     }
 
     @discardableResult
@@ -248,10 +258,30 @@ public final class FileStore: Store {
     /// `body` writes through the transaction it is given (see ``AccountTransaction``).
     func changeAccounts<T>(_ body: (AccountTransaction) throws -> T) throws -> T {
         try FileLock.with(accountsLock) {
-            let transaction = AccountTransaction(root: root, faults: faults, logger: logger)
-            if try transaction.recover() != nil { allUsersChanged() }
-            return try body(transaction)
+            try body(try recoverAccountChange())
         }
+    }
+
+    /// Undoes an interrupted account change, if one is pending; call holding `accounts.lock`.
+    /// Returns the transaction to make the next change with.
+    @discardableResult
+    func recoverAccountChange() throws -> AccountTransaction {
+        let transaction = AccountTransaction(root: root, faults: faults, logger: logger)
+        if try transaction.recover() != nil { allUsersChanged() }
+        return transaction
+    }
+
+    /// Before a read that LOGIN (or a record read from disk) relies on: an account change that
+    /// another process left unfinished (its intent is there, yet nobody holds `accounts.lock`:
+    /// the admin CLI died, or its undo failed) is undone first, as the next account change would,
+    /// so no read takes its uncommitted files for the accounts' state. One `access` when there is
+    /// no intent; if the lock is held, a change is under way (its files show as it writes them).
+    /// Throws if the undo fails: the state is then not known to be committed.
+    func settleAccountChange() throws {
+        guard access(root + "/" + AccountTransaction.intentName, F_OK) == 0,
+              let lock = try FileLock.tryAcquire(accountsLock) else { return }
+        defer { lock.release() }
+        try recoverAccountChange()
     }
 
     func requireTenant(_ tenant: TenantID) throws {
