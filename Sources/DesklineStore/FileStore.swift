@@ -130,11 +130,10 @@ public final class FileStore: Store {
                 if let existing = try self.load(CustomerEmail.self, emailFile) {
                     throw DesklineError.conflict("tenant \(tenant) already has a customer with email \(draft.email) (\(existing.customerId))")
                 }
-                let (number, counters) = try self.nextNumber(\.customer, in: tenant)
-                let id = CustomerID(unchecked: "c\(number)")
+                let id = CustomerID(unchecked: "c\(try self.spendNumber(\.customer, in: tenant, transaction))")
                 let customer = Customer(id: id, tenantId: tenant, name: draft.name, email: draft.email,
                                         phone: draft.phone, createdAt: Self.storedPrecision(time))
-                try transaction.commit([counters, try self.write(customer, self.customerFile(id, tenant)),
+                try transaction.commit([try self.write(customer, self.customerFile(id, tenant)),
                                         try self.write(CustomerEmail(customerId: id), emailFile)])
                 return customer
             }
@@ -167,18 +166,13 @@ public final class FileStore: Store {
                     }
                     customer = c
                 }
-                // A refused create hands its number out again, but never one with an inbox: the
-                // tenant's writer may have notified the user while the undone create showed it.
-                let (number, counters) = try self.nextNumber(\.user, in: tenant) {
-                    access(self.inboxLog(UserID(unchecked: "u\($0)"), tenant), F_OK) == 0
-                }
-                let id = UserID(unchecked: "u\(number)")
+                let id = UserID(unchecked: "u\(try self.spendNumber(\.user, in: tenant, transaction))")
                 let user = User(id: id, tenantId: tenant, email: draft.email, displayName: draft.displayName,
                                 role: draft.role, passwordHash: draft.passwordHash, customerId: draft.customerId,
                                 createdAt: Self.storedPrecision(time), tenantLoginOnly: draft.tenantLoginOnly ? true : nil)
                 // All or nothing; the login index last, so that a reader never finds a login whose
                 // user or back-link is not written yet (and an undo removes it first).
-                var writes = [counters, try self.write(user, self.userFile(id, tenant))]
+                var writes = [try self.write(user, self.userFile(id, tenant))]
                 if var customer {
                     customer.userId = id
                     writes.append(try self.write(customer, self.customerFile(customer.id, tenant)))
@@ -245,13 +239,17 @@ public final class FileStore: Store {
         var user = 0
     }
 
-    /// The next id number that is not `taken`, and the counters' write that hands it out (part of
-    /// the change that uses it, so a refused change hands out nothing).
-    private func nextNumber(_ key: WritableKeyPath<Counters, Int>, in tenant: TenantID,
-                            skipping taken: (Int) -> Bool = { _ in false }) throws -> (Int, AccountTransaction.Write) {
+    /// The next id number, spent: the counter's increment is committed on its own, before the
+    /// create that uses the number. A create's files are visible while it is under way (and an
+    /// admin may assign a ticket to the new user, or the server notify it, in that moment), so the
+    /// number of a refused create is never handed out again: a gap in the ids is harmless, another
+    /// account inheriting those references is not.
+    private func spendNumber(_ key: WritableKeyPath<Counters, Int>, in tenant: TenantID,
+                             _ transaction: AccountTransaction) throws -> Int {
         var counters = try load(Counters.self, countersFile(tenant)) ?? Counters()
-        repeat { counters[keyPath: key] += 1 } while taken(counters[keyPath: key])
-        return (counters[keyPath: key], try write(counters, countersFile(tenant)))
+        counters[keyPath: key] += 1
+        try transaction.commit([try write(counters, countersFile(tenant))])
+        return counters[keyPath: key]
     }
 
     /// Runs an account change holding `accounts.lock`, after undoing an interrupted earlier one.
