@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import DesklineCore
 import Foundation
 import Logging
 
@@ -85,8 +86,10 @@ struct AccountTransaction {
         if files.isEmpty && missing.isEmpty { return }
         let intent = Intent(directories: missing.map(relative),
                             files: files.map { Intent.File(path: relative($0.write.path), inode: $0.inode) })
+        var intentWritten = false
         do {
             try DurableFile.replace(intentPath, with: Self.encode(intent), faults: faults)
+            intentWritten = true
             for dir in missing { try DurableFile.makeDirectories(dir, faults: faults) }
             for (write, inode) in files {
                 if inode != nil {
@@ -106,6 +109,20 @@ struct AccountTransaction {
             try DurableFile.remove(intentPath, faults: faults)
             try DurableFile.syncDirectory(root, faults: faults)
         } catch {
+            // Past the commit point (the intent is removed; the sync of its directory failed): the
+            // intent is written again before the undo, so an undo that fails too is still undone
+            // later. If it cannot be written, the change stays whole: its complete new state is
+            // consistent, and an undo without an intent could leave it half undone for good.
+            if intentWritten, (try? Self.inode(intentPath)) == nil {
+                do {
+                    try DurableFile.replace(intentPath, with: Self.encode(intent), faults: faults)
+                } catch let intentError {
+                    logger.error("an account change failed after its commit, and its intent could not be written again to undo it: the change is kept (complete)",
+                                 metadata: ["error": "\(error)", "intentError": "\(intentError)"])
+                    removeKeptVersions(files)
+                    throw DesklineError.storage(Self.keptWhole)
+                }
+            }
             do {
                 try undo(intent)
             } catch let undoError {
@@ -114,6 +131,14 @@ struct AccountTransaction {
             }
             throw error
         }
+        removeKeptVersions(files)
+    }
+
+    /// What the caller of a change that failed past its commit point, and could not be undone, hears.
+    static let keptWhole = "the change was made, but the store could not confirm that it is on disk"
+
+    /// After a commit: the kept versions are leftovers (their removal is not synced, see above).
+    private func removeKeptVersions(_ files: [(write: Write, inode: UInt64?)]) {
         for (write, inode) in files where inode != nil {
             _ = try? DurableFile.remove(write.path + Self.keptSuffix)
         }
@@ -196,7 +221,12 @@ struct AccountTransaction {
         }
         if let firstError {
             if (try? Self.inode(intentPath)) == nil {
-                try? DurableFile.replace(intentPath, with: Self.encode(intent))
+                do {
+                    try DurableFile.replace(intentPath, with: Self.encode(intent), faults: faults)
+                } catch {
+                    logger.error("an undo failed, and its account change's intent could not be written again: a person must compare the files it names with their kept versions (*.before)",
+                                 metadata: ["files": "\(intent.files.map(\.path).joined(separator: " "))", "error": "\(error)"])
+                }
             }
             throw firstError
         }

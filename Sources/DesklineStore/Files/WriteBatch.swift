@@ -121,6 +121,8 @@ final class FaultInjection: Sendable {
         var step: Step
         var pathSuffix: String
         var errno: Int32
+        /// Matching steps to let through first.
+        var skipping: Int
     }
 
     private struct State {
@@ -132,9 +134,10 @@ final class FaultInjection: Sendable {
 
     private let state = Mutex(State())
 
-    /// Makes the next `step` on a file whose path ends with `pathSuffix` fail with `errno` (once).
-    func failNext(_ step: Step, pathSuffix: String, errno: Int32 = ENOSPC) {
-        state.withLock { $0.faults.append(Fault(step: step, pathSuffix: pathSuffix, errno: errno)) }
+    /// Makes the next `step` on a file whose path ends with `pathSuffix` fail with `errno` (once),
+    /// after letting `skipping` such steps through.
+    func failNext(_ step: Step, pathSuffix: String, errno: Int32 = ENOSPC, skipping: Int = 0) {
+        state.withLock { $0.faults.append(Fault(step: step, pathSuffix: pathSuffix, errno: errno, skipping: skipping)) }
     }
 
     /// Makes the step after `count` more steps (0: the very next), whatever it is, fail with
@@ -169,6 +172,10 @@ final class FaultInjection: Sendable {
                 state.countdown = (countdown.steps - 1, countdown.errno, countdown.sticky)
             }
             guard let i = state.faults.firstIndex(where: { $0.step == step && path.hasSuffix($0.pathSuffix) }) else { return nil }
+            if state.faults[i].skipping > 0 {
+                state.faults[i].skipping -= 1
+                return nil
+            }
             return state.faults.remove(at: i).errno
         }
         if let injected {
