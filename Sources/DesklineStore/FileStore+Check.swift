@@ -96,6 +96,12 @@ extension FileStore {
             intentPending = true
             problem("\(error): a person must look at it (account changes are refused while it is there; remove it only knowing what the change was)")
         }
+        /// A repair of account files that is not an account transaction (those refuse to run over a
+        /// pending intent): only reported while an interrupted change is not undone, whose later
+        /// undo could otherwise remove what the repair wrote.
+        func accountRepair(_ fix: @escaping () throws -> Void) -> (() throws -> Void)? {
+            intentPending ? nil : fix
+        }
         func sweep(_ dir: String) {
             for name in (try? DurableFile.list(dir)) ?? [] where name.hasPrefix(DurableFile.tempPrefix) {
                 problem("\(dir)/\(name): leftover temp file of an interrupted write") {
@@ -140,9 +146,8 @@ extension FileStore {
             }
             guard let t = parse(Tenant.self, tenantFile(tenant)) else {
                 if let leftovers = unfinishedTenant(dir) {
-                    problem("\(dir): a `tenant add` that never finished (no tenant.json, no records); repair removes it") {
-                        try self.removeUnfinishedTenant(dir, leftovers)
-                    }
+                    problem("\(dir): a `tenant add` that never finished (no tenant.json, no records); repair removes it",
+                            fix: accountRepair { try self.removeUnfinishedTenant(dir, leftovers) })
                 } else {
                     problem("\(dir): no readable tenant.json")
                 }
@@ -280,13 +285,15 @@ extension FileStore {
             seenFiles.insert((path as NSString).lastPathComponent)
             let stored = Set((try? load([AccountRef].self, path)) ?? [])
             if stored != refs {
-                problem("login index for \(email) does not match the users") { try self.save(refs.sorted { ($0.tenantId.rawValue, $0.userId.rawValue) < ($1.tenantId.rawValue, $1.userId.rawValue) }, path) }
+                problem("login index for \(email) does not match the users", fix: accountRepair {
+                    try self.save(refs.sorted { ($0.tenantId.rawValue, $0.userId.rawValue) < ($1.tenantId.rawValue, $1.userId.rawValue) }, path)
+                })
             }
         }
         for name in ((try? DurableFile.list(root + "/logins")) ?? []) where !seenFiles.contains(name) && name.hasSuffix(".json") {
-            problem("logins/\(name): index entry for an email no user has") {
+            problem("logins/\(name): index entry for an email no user has", fix: accountRepair {
                 guard unlink(self.root + "/logins/" + name) == 0 else { throw DurableFile.IOError(operation: "unlink", path: name, errno: errno) }
-            }
+            })
         }
         report.counts["logins", default: 0] += expectedLogins.values.reduce(0) { $0 + $1.count }
         return report

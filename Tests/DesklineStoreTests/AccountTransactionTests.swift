@@ -312,3 +312,22 @@ extension AccountTransactionTests {
         #expect(try await store.check(repair: false).problems == [])
     }
 }
+
+extension AccountTransactionTests {
+    /// While an interrupted change is pending (here one whose intent cannot be read, so it cannot
+    /// be undone), `check --repair` makes no account repair outside a transaction: a later undo
+    /// could remove a login index file it wrote. It reports them.
+    @Test func checkRepairLeavesAccountFilesAloneWhileAChangeIsPending() async throws {
+        let store = try await seeded()
+        let login = store.loginFile("amy@x.test")
+        try FileManager.default.removeItem(atPath: login)
+        try FileManager.default.createDirectory(atPath: root + "/tenants/globex/users", withIntermediateDirectories: true)
+        try Data("{".utf8).write(to: URL(fileURLWithPath: root + "/accounts.pending"))
+        let report = try await store.check(repair: true)
+        #expect(report.repaired == [])
+        #expect(report.problems.contains("login index for amy@x.test does not match the users"), "\(report.problems)")
+        #expect(report.problems.contains { $0.hasPrefix("\(root)/tenants/globex: a `tenant add` that never finished") }, "\(report.problems)")
+        #expect(!FileManager.default.fileExists(atPath: login))
+        #expect(DurableFile.isDirectory(root + "/tenants/globex"))
+    }
+}
