@@ -70,9 +70,28 @@ struct TenantAccounts {
         return earlier.allSatisfy(unused) ? earlier : nil
     }
 
-    /// Users that `check --repair` removes (never acknowledged, nothing refers to them).
-    var removableUsers: Set<UserID> {
+    /// Users that `check --repair` removes because a later user has their email.
+    var removableSharingUsers: Set<UserID> {
         Set(usersSharingEmail.flatMap { Self.removable($0.ids, unused: isUnused(user:)) ?? [] })
+    }
+
+    /// Whether `id` is a customer login whose create stopped between the user file and the
+    /// customer's back-link (the code before account changes were all or nothing): the customer
+    /// links to no existing user, and no other user (but those removed) names it.
+    func isInterruptedLogin(_ id: UserID, sharingRemovable: Set<UserID>) -> Bool {
+        guard let user = users[id], user.role == .customer, let cid = user.customerId, let customer = customers[cid],
+              customer.userId.map({ users[$0] == nil }) ?? true else { return false }
+        return (usersByCustomer[cid] ?? []).allSatisfy { $0 == id || sharingRemovable.contains($0) }
+    }
+
+    /// Users that `check --repair` removes (never acknowledged, nothing refers to them): earlier
+    /// users sharing an email, and logins whose create was interrupted before the back-link
+    /// (linking one back would make a login live whose password nobody was given).
+    var removableUsers: Set<UserID> {
+        let sharing = removableSharingUsers
+        return sharing.union(users.keys.filter {
+            !sharing.contains($0) && isUnused(user: $0) && isInterruptedLogin($0, sharingRemovable: sharing)
+        })
     }
 
     func describe(customer id: CustomerID) -> String {
@@ -142,7 +161,7 @@ extension FileStore {
         }
 
         // Users sharing a login email in the tenant (LOGIN refuses an email with two accounts in a tenant).
-        let removableUsers = a.removableUsers
+        let removableUsers = a.removableSharingUsers
         for (email, ids) in a.usersSharingEmail {
             let names = ids.map { "\(tenant)/\($0)" }.joined(separator: ", ")
             let earlier = ids.dropLast().filter { removableUsers.contains($0) }
@@ -163,12 +182,15 @@ extension FileStore {
             guard let cid = user.customerId, a.customers[cid]?.userId != id else { continue }
             let text = "user \(tenant)/\(id) names customer \(cid), which does not link back"
             // The customer links to no existing user, and this user alone names it: the create
-            // of this login stopped between the user and the back-link. Completing it is what the
-            // login index rebuilt from the users already does.
-            let others = (a.usersByCustomer[cid] ?? []).filter { $0 != id && !removableUsers.contains($0) }
-            if var customer = a.customers[cid], user.role == .customer, others.isEmpty,
-               customer.userId.map({ a.users[$0] == nil }) ?? true {
-                findings.append(Finding(text: text + " (a login whose create was interrupted); repair links it back") {
+            // of this login stopped between the user and the back-link, so it was never
+            // acknowledged. Unused, it goes (nobody was given its password); in use, it is
+            // completed, which is what the login index rebuilt from the users already does.
+            if a.isInterruptedLogin(id, sharingRemovable: removableUsers), a.isUnused(user: id) {
+                findings.append(Finding(text: text + " (a login whose create was interrupted, never acknowledged, and nothing refers to it); repair removes it") {
+                    try transaction.commit([remove(self.userFile(id, tenant))])
+                })
+            } else if a.isInterruptedLogin(id, sharingRemovable: removableUsers), var customer = a.customers[cid] {
+                findings.append(Finding(text: text + " (a login whose create was interrupted, since put to use); repair links it back") {
                     customer.userId = id
                     try transaction.commit([try self.write(customer, self.customerFile(cid, tenant))])
                 })
@@ -177,10 +199,11 @@ extension FileStore {
                 findings.append(Finding(text: text + " (\(customer)): a person must decide which login the customer keeps"))
             }
         }
+        let allRemovable = a.removableUsers
         for (id, customer) in a.customers.sorted(by: { TenantAccounts.number($0.key.rawValue) < TenantAccounts.number($1.key.rawValue) }) {
             guard let uid = customer.userId, a.users[uid]?.customerId != id else { continue }
-            // A user that names this customer is reported above.
-            if (a.usersByCustomer[id] ?? []).contains(where: { !removableUsers.contains($0) }) { continue }
+            // A user that names this customer is reported above (one that goes, this link follows).
+            if (a.usersByCustomer[id] ?? []).contains(where: { !allRemovable.contains($0) }) { continue }
             let text = "customer \(tenant)/\(id) names user \(uid), which does not link back"
             if a.users[uid] == nil {
                 var unlinked = customer

@@ -390,9 +390,25 @@ extension FileStoreCheckTests {
         return store
     }
 
-    @Test func aLoginWhoseCreateStoppedBeforeTheBackLinkIsCompleted() async throws {
+    /// Never acknowledged and unused: linking it back would make a login live whose password
+    /// nobody was given, so it goes (the customer can be given a login again).
+    @Test func anUnusedLoginWhoseCreateStoppedBeforeTheBackLinkIsRemoved() async throws {
         let store = try await loginWithoutBackLink()
-        let expected = ["user acme/u1 names customer c1, which does not link back (a login whose create was interrupted); repair links it back",
+        let expected = ["user acme/u1 names customer c1, which does not link back (a login whose create was interrupted, never acknowledged, and nothing refers to it); repair removes it"]
+        #expect(try await store.check(repair: false).problems == expected)
+        #expect(try await store.check(repair: true).repaired == expected)
+        #expect(try await store.check(repair: false).problems == [])
+        #expect(try await store.user(UserID(rawValue: "u1")!, in: acme) == nil)
+        #expect(try await store.customer(CustomerID(rawValue: "c1")!, in: acme)?.userId == nil)
+        #expect(try await store.accounts(withEmail: "ann@x.test") == [])
+    }
+
+    @Test func aLoginInUseWhoseCreateStoppedBeforeTheBackLinkIsCompleted() async throws {
+        let store = try await loginWithoutBackLink()
+        let t = try await store.createTicket(customer: CustomerID(rawValue: "c1")!, subject: "s", in: acme, at: Date())
+        try await store.appendNotification(DesklineCore.Notification(id: 0, type: "new", ticket: t.id, call: nil, actorName: "Ann", text: "s", at: Date()),
+                                           for: [UserID(rawValue: "u1")!], in: acme)
+        let expected = ["user acme/u1 names customer c1, which does not link back (a login whose create was interrupted, since put to use); repair links it back",
                         "login index for ann@x.test does not match the users"]
         #expect(try await store.check(repair: false).problems == expected)
         #expect(try await store.check(repair: true).repaired == expected)
