@@ -21,8 +21,10 @@ import Logging
 /// Any failure before the commit is undone at once (``undo(_:)``): kept versions are renamed
 /// back, new files and directories removed, each directory synced, and then the intent removed.
 /// Undoing needs no free space (renames and unlinks only). If the undo fails too, or the process
-/// dies, the intent stays, and the next account change, the server's start and
-/// `deskline check --repair` undo it first (``recover()``).
+/// dies, the intent stays, and the next account change, the server's start, `deskline check
+/// --repair` and the reads LOGIN relies on (when nobody holds the lock) undo it first
+/// (``recover()``). A failure of the root's sync after the intent was removed is undone the same
+/// way once the intent is written again; if it cannot be, the complete change is kept.
 ///
 /// A kept version counts only if it is the very inode the intent names: one left over by an
 /// earlier, committed change (its removal after the commit is not synced) is never renamed back.
