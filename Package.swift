@@ -42,13 +42,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // SwiftNIO listener, sessions, command dispatch.
+        // SwiftNIO listener, sessions, command dispatch. Talks to storage only through Core's
+        // Store port (the executables choose the store).
         .target(
             name: "DesklineGateway",
             dependencies: [
                 "DesklineProtocol",
                 "DesklineCore",
-                "DesklineStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),

@@ -162,3 +162,33 @@ struct TicketServiceTests {
         #expect(try InputRules.phone(" +1 (555) 010-0199 ") == "+1 (555) 010-0199")
     }
 }
+
+/// Events are facts a store can keep (issue #17): every kind survives a JSON round trip whole.
+struct TicketEventCodingTests {
+    final class Keeper: EventSink {
+        let events = Mutex<[TicketEvent]>([])
+        func publish(_ event: TicketEvent) { events.withLock { $0.append(event) } }
+    }
+
+    @Test func everyKindOfEventSurvivesAJSONRoundTrip() async throws {
+        let (accounts, store) = try await makeAccounts()
+        let acme = try await accounts.createTenant(id: "acme", name: "Acme").id
+        let c = try await accounts.createCustomer(in: acme, name: "Ann", email: "ann@x.test", phone: "+1 555 0100")
+        _ = try await accounts.createUser(in: acme, email: "ann@x.test", displayName: nil, role: .customer, customer: c.id, password: "password1")
+        _ = try await accounts.createUser(in: acme, email: "amy@x.test", displayName: "Amy", role: .agent, customer: nil, password: "password1")
+        let ann = try await accounts.login("ann@x.test", password: "password1")
+        let keeper = Keeper()
+        let tickets = TicketService(store: store, sink: keeper)
+        let ticket = try await tickets.create(ann, subject: "Printer on fire")
+        _ = try await tickets.post(ann, ticket.id, text: "Please hurry")
+        _ = try await tickets.requestCall(ann, ticket: ticket.id, note: "after 5pm")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while keeper.events.withLock({ $0.count }) < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        let events = keeper.events.withLock { $0 }
+        #expect(Set(events.map(\.kind)) == [.created, .entry, .call])
+        for event in events {
+            let decoded = try JSONDecoder().decode(TicketEvent.self, from: try JSONEncoder().encode(event))
+            #expect(decoded == event)
+        }
+    }
+}

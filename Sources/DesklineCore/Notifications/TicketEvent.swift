@@ -1,7 +1,7 @@
 import struct Foundation.Date
 
 /// Who did something.
-public struct Actor: Sendable, Equatable {
+public struct Actor: Sendable, Codable, Equatable {
     public var id: UserID
     public var name: String
     public var role: Role
@@ -14,8 +14,9 @@ public struct Actor: Sendable, Equatable {
 }
 
 /// Something that happened to a ticket or a call request: pushed live to the sessions allowed to
-/// see it, and kept in the inbox of the people the notification rules name.
-public struct TicketEvent: Sendable, Equatable {
+/// see it, and kept in the inbox of the people the notification rules name. A fact, with no wire
+/// text in it: `Codable`, so that a store can keep it in an event log (issue #17).
+public struct TicketEvent: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable {
         /// A customer opened a ticket.
         case created
