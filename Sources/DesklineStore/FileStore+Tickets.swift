@@ -209,12 +209,11 @@ extension FileStore {
             try self.requireTenant(tenant)
             try DurableFile.makeDirectories(self.ticketsDir(tenant))
             try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-tickets")
-            // Numbers start at 1001; the highest log on disk is the last one handed out (a number
-            // whose creation was never acknowledged may be handed out again, never a used one).
-            let last = try memory.lastTicket ?? max(1000, self.logNumbers(in: self.ticketsDir(tenant)).last ?? 0)
-            let id = TicketID(last + 1)
-            let ticket = Ticket(id: id, tenantId: tenant, customerId: customer, subject: subject, status: .open,
-                                createdAt: time, updatedAt: time)
+            // The highest log on disk is the last number handed out (a number whose creation was
+            // never acknowledged may be handed out again, never a used one); Core numbers the next.
+            let last = try memory.lastTicket ?? self.logNumbers(in: self.ticketsDir(tenant)).last
+            let id = TicketID.next(after: last.map(TicketID.init))
+            let ticket = Ticket.opened(id, in: tenant, by: customer, subject: subject, at: time)
             // Who is told, and their inbox lines, before anything is written (see updateTicket).
             let notice = notify?(ticket)
             let inboxLines = try notice.map { try self.inboxLines($0.notification, for: $0.recipients, in: tenant, memory) } ?? []
@@ -278,22 +277,7 @@ extension FileStore {
             guard var ticket = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
             let before = ticket
             try change(&ticket)
-            var entry: TicketEntry?
-            if let draft {
-                var note: Int?
-                if draft.kind == .note {
-                    // Notes neither take a customer-visible number nor change `updatedAt`,
-                    // which customers see.
-                    ticket.noteCount = (ticket.noteCount ?? 0) + 1
-                    note = ticket.noteCount
-                } else {
-                    ticket.lastSeq += 1
-                    ticket.updatedAt = time
-                }
-                entry = TicketEntry(seq: ticket.lastSeq, note: note, kind: draft.kind, authorId: draft.authorId,
-                                    authorName: draft.authorName, authorRole: draft.authorRole,
-                                    text: draft.text, at: time)
-            }
+            let entry = draft.map { ticket.append($0, at: time) }
             // Who is told, and their inbox lines, are worked out before anything is written: if
             // that fails (an unreadable customer record), this change is refused alone and the
             // rest of the batch goes on.
@@ -368,11 +352,10 @@ extension FileStore {
             try self.requireTenant(tenant)
             try DurableFile.makeDirectories(self.callsDir(tenant))
             try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-calls")
-            let last = try memory.lastCall ?? self.logNumbers(in: self.callsDir(tenant)).last ?? 0
-            let id = CallID(last + 1)
+            let last = try memory.lastCall ?? self.logNumbers(in: self.callsDir(tenant)).last
+            let id = CallID.next(after: last.map(CallID.init))
             memory.lastCall = id.number
-            let call = CallRequest(id: id, tenantId: tenant, customerId: customer, ticketId: ticket, phone: phone,
-                                   note: note, status: .requested, createdAt: time, updatedAt: time)
+            let call = CallRequest.filed(id, in: tenant, by: customer, about: ticket, phone: phone, note: note, at: time)
             try batch.append(Self.line(call), to: self.callLog(id, tenant))
             try batch.append(Self.line(CallRef(call: id)), to: self.customerCallsFile(customer, tenant))
             return call

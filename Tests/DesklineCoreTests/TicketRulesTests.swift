@@ -1,0 +1,47 @@
+import DesklineCore
+import Foundation
+import Testing
+
+/// What a change to a ticket or a call *is*, decided in Core (every store applies these).
+struct TicketRulesTests {
+    let tenant = TenantID(rawValue: "acme")!
+    let customer = CustomerID(rawValue: "c1")!
+    let start = Date(timeIntervalSince1970: 1_700_000_000)
+
+    func draft(_ kind: TicketEntry.Kind, _ text: String) -> TicketEntryDraft {
+        TicketEntryDraft(kind: kind, authorId: UserID(rawValue: "u2")!, authorName: "Amy", authorRole: .agent, text: text)
+    }
+
+    @Test func ticketsAreNumberedFrom1001AndCallsFrom1() {
+        #expect(TicketID.next(after: nil) == TicketID(1001))
+        #expect(TicketID.next(after: TicketID(1001)) == TicketID(1002))
+        #expect(TicketID.next(after: TicketID(7)) == TicketID(1001))
+        #expect(CallID.next(after: nil) == CallID(1))
+        #expect(CallID.next(after: CallID(41)) == CallID(42))
+    }
+
+    @Test func entriesAreNumberedAndNotesCountApartWithoutMovingWhatCustomersSee() {
+        var ticket = Ticket.opened(TicketID(1001), in: tenant, by: customer, subject: "Printer", at: start)
+        #expect(ticket.status == .open && ticket.lastSeq == 0 && ticket.createdAt == start && ticket.updatedAt == start)
+        let later = start.addingTimeInterval(60)
+        let first = ticket.append(draft(.message, "hello"), at: later)
+        #expect(first.seq == 1 && first.note == nil && first.messageID == "1" && first.at == later)
+        #expect(ticket.lastSeq == 1 && ticket.updatedAt == later)
+
+        let noteTime = later.addingTimeInterval(60)
+        let note = ticket.append(draft(.note, "internal"), at: noteTime)
+        let second = ticket.append(draft(.note, "internal too"), at: noteTime)
+        #expect(note.messageID == "1.1" && second.messageID == "1.2")
+        // A note moves neither the customer-visible number nor the time customers see.
+        #expect(ticket.lastSeq == 1 && ticket.updatedAt == later && ticket.noteCount == 2)
+
+        let status = ticket.append(draft(.status, "resolved"), at: noteTime)
+        #expect(status.messageID == "2" && ticket.updatedAt == noteTime)
+        #expect([first, note, second, status].map(\.position) == [EntryPosition(1), EntryPosition(1, note: 1), EntryPosition(1, note: 2), EntryPosition(2)])
+    }
+
+    @Test func aCallIsFiledRequested() {
+        let call = CallRequest.filed(CallID(1), in: tenant, by: customer, about: TicketID(1001), phone: "+1 555 0100", note: "after 5", at: start)
+        #expect(call.status == .requested && call.createdAt == start && call.updatedAt == start && call.ticketId == TicketID(1001))
+    }
+}
