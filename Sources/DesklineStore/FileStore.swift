@@ -130,7 +130,7 @@ public final class FileStore: Store {
                 if let existing = try self.load(CustomerEmail.self, emailFile) {
                     throw DesklineError.conflict("tenant \(tenant) already has a customer with email \(draft.email) (\(existing.customerId))")
                 }
-                let id = CustomerID(unchecked: "c\(try self.spendNumber(\.customer, in: tenant, transaction))")
+                let id = CustomerID.numbered(try self.spendNumber(\.customer, in: tenant, transaction))
                 let customer = Customer(id: id, tenantId: tenant, name: draft.name, email: draft.email,
                                         phone: draft.phone, createdAt: Self.storedPrecision(time))
                 try transaction.commit([try self.write(customer, self.customerFile(id, tenant)),
@@ -166,7 +166,7 @@ public final class FileStore: Store {
                     }
                     customer = c
                 }
-                let id = UserID(unchecked: "u\(try self.spendNumber(\.user, in: tenant, transaction))")
+                let id = UserID.numbered(try self.spendNumber(\.user, in: tenant, transaction))
                 let user = User(id: id, tenantId: tenant, email: draft.email, displayName: draft.displayName,
                                 role: draft.role, passwordHash: draft.passwordHash, customerId: draft.customerId,
                                 createdAt: Self.storedPrecision(time), tenantLoginOnly: draft.tenantLoginOnly ? true : nil)

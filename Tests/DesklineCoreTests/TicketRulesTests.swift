@@ -40,6 +40,11 @@ struct TicketRulesTests {
         #expect([first, note, second, status].map(\.position) == [EntryPosition(1), EntryPosition(1, note: 1), EntryPosition(1, note: 2), EntryPosition(2)])
     }
 
+    @Test func customerAndUserIdsAreNumbered() {
+        #expect(CustomerID.numbered(3).rawValue == "c3")
+        #expect(UserID.numbered(12).rawValue == "u12")
+    }
+
     @Test func aCallIsFiledRequested() {
         let call = CallRequest.filed(CallID(1), in: tenant, by: customer, about: TicketID(1001), phone: "+1 555 0100", note: "after 5", at: start)
         #expect(call.status == .requested && call.createdAt == start && call.updatedAt == start && call.ticketId == TicketID(1001))

@@ -1,7 +1,7 @@
 import struct Foundation.Date
 
-// The rules that say what a change to a ticket or a call request *is*: numbers, sequence and
-// note counters, timestamps. Pure functions, so every store applies the same ones (issue #17:
+// The rules that say what a change to a ticket or a call request *is* — numbers, sequence and
+// note counters, timestamps — and how customer and user ids are made. Pure functions, so every store applies the same ones (issue #17:
 // Core decides, stores persist) and Core's tests check them without a store.
 
 extension TicketID {
@@ -55,4 +55,14 @@ extension CallRequest {
         CallRequest(id: id, tenantId: tenant, customerId: customer, ticketId: ticket, phone: phone,
                     note: note, status: .requested, createdAt: time, updatedAt: time)
     }
+}
+
+extension CustomerID {
+    /// The id of a tenant's `n`th customer: `c1`, `c2`, ... (short enough to type).
+    public static func numbered(_ n: Int) -> CustomerID { CustomerID(unchecked: "c\(n)") }
+}
+
+extension UserID {
+    /// The id of a tenant's `n`th login: `u1`, `u2`, ...
+    public static func numbered(_ n: Int) -> UserID { UserID(unchecked: "u\(n)") }
 }
