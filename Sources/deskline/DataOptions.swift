@@ -38,7 +38,10 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// What an admin command needs: the store and the account service over it.
 struct AdminContext {
-    let store: FileStore
+    /// The admin commands read and write through the `Store` port, like the server; only the
+    /// file store's own questions (is a server running on it?) go to `files`.
+    let store: any Store
+    let files: FileStore
     let accounts: AccountService
     let pool: PasswordWorkPool
 
@@ -49,7 +52,7 @@ struct AdminContext {
         let pool = PasswordWorkPool(concurrency: 1, queueLimit: 1)
         let accounts = AccountService(store: store, hasher: PasswordHasher(cost: configuration.passwordHashing),
                                       passwordWork: pool)
-        return AdminContext(store: store, accounts: accounts, pool: pool)
+        return AdminContext(store: store, files: store, accounts: accounts, pool: pool)
     }
 
     /// What a running server makes of an admin change (admin writes take the data directory's
@@ -59,8 +62,8 @@ struct AdminContext {
     /// Prints the result, and for changes `whenServing` if a server is running.
     func finish(_ message: String, changed: Bool = true, whenServing: String = AdminContext.seenAtOnce) async {
         if !message.isEmpty { print(message) }
-        if changed, await store.isServerRunning() {
-            print("note: a Deskline server is running on \(store.root); \(whenServing)")
+        if changed, await files.isServerRunning() {
+            print("note: a Deskline server is running on \(files.root); \(whenServing)")
         }
         await pool.shutdown()
     }
