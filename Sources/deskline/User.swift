@@ -44,10 +44,7 @@ extension Deskline.User {
                                                          customer: customerID, password: password)
             var message = "created \(user.role.rawValue) login \(user.email) (user \(user.id)) in tenant \(user.tenantId)"
             // (A login a tenant's admin made answers only <tenant>/<email>: it does not count.)
-            var elsewhere: [AccountRef] = []
-            for ref in try await ctx.store.accounts(withEmail: user.email) where ref.tenantId != user.tenantId {
-                if try await ctx.store.storedUser(ref.userId, in: ref.tenantId)?.answersBareEmail ?? false { elsewhere.append(ref) }
-            }
+            let elsewhere = try await ctx.accounts.bareEmailLogins(user.email).filter { $0.tenantId != user.tenantId }
             if !elsewhere.isEmpty {
                 let tenants = elsewhere.map(\.tenantId.rawValue).sorted().joined(separator: ", ")
                 message += "\nnote: \(user.email) also has a login in tenant(s) \(tenants); from now on all of them must log in as <tenant>/\(user.email)"

@@ -59,8 +59,7 @@ public struct AccountService: Sendable {
         case (_, nil):
             break
         }
-        let hasher = self.hasher
-        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
+        let hash = try await newHash(password)
         let draft = NewUser(email: email, displayName: name ?? String(email.prefix(while: { $0 != "@" })),
                             role: role, passwordHash: hash, customerId: customerId, tenantLoginOnly: tenantLoginOnly)
         return try await store.createUser(draft, in: tenant, at: now())
@@ -73,9 +72,14 @@ public struct AccountService: Sendable {
         guard let ref = try await store.accounts(withEmail: email).first(where: { $0.tenantId == tenant }) else {
             throw .notFound("no login \(email) in tenant \(tenant)")
         }
-        let hasher = self.hasher
-        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
+        let hash = try await newHash(password)
         try await store.setPasswordHash(hash, for: ref.userId, in: tenant, ifCurrent: nil)
+    }
+
+    /// A new hash of `password` at the configured cost, derived on the password workers.
+    private func newHash(_ password: String) async throws(DesklineError) -> PasswordHash {
+        let hasher = self.hasher
+        return try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
     }
 
     // MARK: Login
@@ -103,7 +107,7 @@ public struct AccountService: Sendable {
         // is kept: lowering the setting never weakens stored hashes, and costs no rewrite.
         let cost = hasher.cost
         if stored.algorithm != "scrypt" || stored.n < cost.n || stored.r < cost.r || stored.p < cost.p {
-            if let upgraded = try? await passwordWork.run({ () throws(DesklineError) in try hasher.hash(password) }) {
+            if let upgraded = try? await newHash(password) {
                 _ = try? await store.setPasswordHash(upgraded, for: user.id, in: user.tenantId, ifCurrent: stored)
             }
         }
@@ -125,12 +129,23 @@ public struct AccountService: Sendable {
             guard refs.count == 1, let ref = refs.first else { return nil }
             return try await store.storedUser(ref.userId, in: ref.tenantId)
         }
-        // A bare email: only logins that answer one count (each read, almost always one).
+        let users = try await bareEmailLogins(among: refs)
+        return users.count == 1 ? users[0] : nil
+    }
+
+    /// The logins a bare `LOGIN <email>` can reach (``User/answersBareEmail``: not those a
+    /// tenant's admin made), as stored now. `email` must be normalised (``InputRules/email(_:)``).
+    public func bareEmailLogins(_ email: String) async throws(DesklineError) -> [User] {
+        try await bareEmailLogins(among: store.accounts(withEmail: email))
+    }
+
+    /// Each account read from its file (almost always one).
+    private func bareEmailLogins(among refs: [AccountRef]) async throws(DesklineError) -> [User] {
         var users: [User] = []
         for ref in refs {
             if let user = try await store.storedUser(ref.userId, in: ref.tenantId), user.answersBareEmail { users.append(user) }
         }
-        return users.count == 1 ? users[0] : nil
+        return users
     }
 
     // MARK: Self-service
@@ -170,7 +185,7 @@ public struct AccountService: Sendable {
         let stored = user.passwordHash
         let ok = try await passwordWork.run { () throws(DesklineError) in hasher.verify(current, against: stored) }
         guard ok else { throw .wrongPassword }
-        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(new) }
+        let hash = try await newHash(new)
         guard try await store.setPasswordHash(hash, for: user.id, in: scope.tenantId, ifCurrent: stored) else {
             throw .conflict("your password was changed meanwhile; nothing was changed")
         }
@@ -215,15 +230,15 @@ public struct AccountService: Sendable {
         guard let customer = try await store.customer(id, in: scope.tenantId) else {
             throw .notFound("No customer \(id) in your helpdesk.")
         }
-        guard customer.userId != nil else { throw .notFound("Customer \(id) has no login yet: CUSTOMER LOGIN \(id).") }
+        let noLogin = DesklineError.notFound("Customer \(id) has no login yet: CUSTOMER LOGIN \(id).")
+        guard customer.userId != nil else { throw noLogin }
         let password = PasswordGenerator.make()
-        let hasher = self.hasher
-        let hash = try await passwordWork.run { () throws(DesklineError) in try hasher.hash(password) }
+        let hash = try await newHash(password)
         // From now on the login answers only <tenant>/<email> (User.tenantLoginOnly): otherwise
         // an admin could reset a login that answers the bare email and try the bare LOGIN, which
         // works exactly when no other tenant has a login for that email.
         _ = try await store.updateCustomer(id, in: scope.tenantId) { _, user throws(DesklineError) in
-            guard user != nil else { throw .notFound("Customer \(id) has no login yet: CUSTOMER LOGIN \(id).") }
+            guard user != nil else { throw noLogin }
             user?.passwordHash = hash
             user?.tenantLoginOnly = true
         }
