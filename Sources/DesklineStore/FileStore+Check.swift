@@ -79,7 +79,7 @@ extension FileStore {
             return result
         }
         // An interrupted account change first: the rest is checked as it is after the undo.
-        let transaction = AccountTransaction(root: root, faults: faults, logger: logger)
+        let transaction = accountTransaction
         if let undone = accountChangeUndoneAtStart.withLock({ undone in defer { undone = nil }; return undone }) {
             report.repaired.append("\(AccountTransaction.intentName): an interrupted account change was undone (\(undone.files.map(\.path).joined(separator: ", ")))")
         }

@@ -256,17 +256,21 @@ public final class FileStore: Store {
     /// `body` writes through the transaction it is given (see ``AccountTransaction``).
     func changeAccounts<T>(_ body: (AccountTransaction) throws -> T) throws -> T {
         try FileLock.with(accountsLock) {
-            try body(try recoverAccountChange())
+            try undoInterruptedAccountChange()
+            return try body(accountTransaction)
         }
     }
 
+    /// A transaction over this data directory's accounts (see ``AccountTransaction``).
+    var accountTransaction: AccountTransaction { AccountTransaction(root: root, faults: faults, logger: logger) }
+
     /// Undoes an interrupted account change, if one is pending; call holding `accounts.lock`.
-    /// Returns the transaction to make the next change with.
+    /// Returns what it undid.
     @discardableResult
-    func recoverAccountChange() throws -> AccountTransaction {
-        let transaction = AccountTransaction(root: root, faults: faults, logger: logger)
-        if try transaction.recover() != nil { allUsersChanged() }
-        return transaction
+    func undoInterruptedAccountChange() throws -> AccountTransaction.Intent? {
+        let undone = try accountTransaction.recover()
+        if undone != nil { allUsersChanged() }
+        return undone
     }
 
     /// Before a read that LOGIN (or a record read from disk) relies on: an account change that
@@ -279,7 +283,7 @@ public final class FileStore: Store {
         guard access(root + "/" + AccountTransaction.intentName, F_OK) == 0,
               let lock = try FileLock.tryAcquire(accountsLock) else { return }
         defer { lock.release() }
-        try recoverAccountChange()
+        try undoInterruptedAccountChange()
     }
 
     func requireTenant(_ tenant: TenantID) throws {
@@ -404,8 +408,7 @@ extension FileStore {
             // the next account change tries again (and refuses to run until it succeeds).
             do {
                 try FileLock.with(self.accountsLock) {
-                    if let undone = try AccountTransaction(root: self.root, faults: self.faults, logger: self.logger).recover() {
-                        self.allUsersChanged()
+                    if let undone = try self.undoInterruptedAccountChange() {
                         self.accountChangeUndoneAtStart.withLock { $0 = undone }
                     }
                     if unclean {
