@@ -45,8 +45,9 @@ public struct ServerLine: Sendable, Equatable {
     /// CR, LF and NUL become spaces and every other control character but tab (C0, DEL, C1, so
     /// also ESC of terminal escape sequences) becomes `?`, as does an invisible text-direction or
     /// line-separator character (``InvisibleText``), so nothing echoed back can break the line,
-    /// repaint a terminal or turn the rest of a line around. A middle parameter that is empty, starts with `:` or contains a
-    /// space would change the meaning of the line, so it is made safe here too.
+    /// repaint a terminal or turn the rest of a line around. A middle parameter that is empty,
+    /// starts with `:` or contains a space would change the meaning of the line, so it is made
+    /// safe here too.
     public func serialized() -> String {
         var out = ""
         if let label {

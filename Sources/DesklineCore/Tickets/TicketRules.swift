@@ -1,8 +1,9 @@
 import struct Foundation.Date
 
 // The rules that say what a change to a ticket or a call request *is* — numbers, sequence and
-// note counters, timestamps — and how customer and user ids are made. Pure functions, so every store applies the same ones (issue #17:
-// Core decides, stores persist) and Core's tests check them without a store.
+// note counters, timestamps — and how customer and user ids are made. Pure functions, so every
+// store applies the same ones (issue #17: Core decides, stores persist) and Core's tests check
+// them without a store.
 
 extension TicketID {
     /// The first ticket of a tenant is #1001.
