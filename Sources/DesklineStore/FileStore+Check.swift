@@ -258,6 +258,14 @@ extension FileStore {
                 expectedLogins[user.email, default: []].insert(AccountRef(tenantId: tenant, userId: user.id))
             }
 
+            // The event log: numbers 1, 2, 3, ... in order, every event of this tenant.
+            sweep(eventsDir(tenant))
+            let eventSeqs = lines(EventSeqLine.self, eventLog(tenant)).map(\.seq)
+            report.counts["events", default: 0] += eventSeqs.count
+            if eventSeqs != (0..<eventSeqs.count).map({ $0 + 1 }) {
+                problem("\(eventLog(tenant)): event numbers are not 1, 2, 3, ... in order")
+            }
+
             // Inboxes: ids 1, 2, 3, ... in order; read marks never beyond them.
             sweep(inboxDir(tenant))
             for name in ((try? DurableFile.list(inboxDir(tenant))) ?? []).sorted() where name.hasSuffix(".jsonl") && !name.hasSuffix(".read.jsonl") {

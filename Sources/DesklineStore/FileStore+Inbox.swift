@@ -122,13 +122,6 @@ extension FileStore {
         return (stamp, cached)
     }
 
-    public func appendNotification(_ notification: DesklineCore.Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError) {
-        try await writer(tenant).write { batch, memory in
-            let lines = try self.inboxLines(notification, for: users, in: tenant, memory)
-            try self.append(lines, batch, &memory)
-        }
-    }
-
     /// A notification's line for one user's inbox, numbered, not yet written.
     struct InboxLine {
         var user: UserID

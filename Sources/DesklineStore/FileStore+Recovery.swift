@@ -30,7 +30,7 @@ extension FileStore {
                 for sub in ["", "/users", "/customers", "/customer-emails"] { sweepTemporaryFiles(in: dir + sub) }
             }
             var cut = 0
-            for sub in ["/tickets", "/calls", "/customer-tickets", "/customer-calls", "/inbox"] {
+            for sub in ["/tickets", "/calls", "/customer-tickets", "/customer-calls", "/inbox", "/events"] {
                 for name in try DurableFile.list(dir + sub) where name.hasSuffix(".jsonl") {
                     let path = dir + sub + "/" + name
                     let bytes = try DurableFile.cutTornTail(path)

@@ -144,7 +144,7 @@ extension FileStore {
         return try decodeLine(T.self, line, path)
     }
 
-    private func decodeLine<T: Decodable>(_ type: T.Type, _ line: Data, _ path: String) throws -> T {
+    func decodeLine<T: Decodable>(_ type: T.Type, _ line: Data, _ path: String) throws -> T {
         do {
             return try Self.decoder.decode(T.self, from: line)
         } catch {
@@ -158,7 +158,8 @@ extension FileStore {
         writers.withLock { writers in
             if let writer = writers[tenant] { return writer }
             let writer = TenantWriter(tenant: tenant, directory: tenantDir(tenant), threadPool: threadPool, visibility: visibility, faults: faults,
-                                      openLogBudget: openLogBudget, groupCommitInterval: groupCommitInterval, logger: logger) { memory in
+                                      openLogBudget: openLogBudget, groupCommitInterval: groupCommitInterval, logger: logger,
+                                      published: { [eventFeed] in eventFeed.publish($0) }) { memory in
                 if self.recoveryNeeded { self.recoverTenant(tenant) }
             }
             writers[tenant] = writer
@@ -196,37 +197,35 @@ extension FileStore {
         }
     }
 
-    public func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date,
-                             notifying notify: TicketCreationNotifier?, whenStored: StoredTicketCreationHandler?) async throws(DesklineError) -> Ticket {
-        let time = Self.storedPrecision(time)
-        let index = TicketIndexCache.Key(tenant: tenant, customer: customer)
-        // Once durable: the customer's kept index is dropped before anyone hears of the ticket.
-        let stored: @Sendable ((Ticket, EntryNotice?)) -> Void = { created in
-            self.ticketIndexCache.withLock { $0.changed(index) }
-            whenStored?(created.0, created.1)
+    public func openTicket(in tenant: TenantID, _ decide: @escaping NewTicketDecision) async throws(DesklineError) -> Change {
+        // Once durable: the customer's kept index is dropped before anyone hears of the ticket
+        // (the writer publishes a batch's events after its jobs' `whenStored`).
+        let forget: @Sendable (Change) -> Void = { change in
+            guard let customer = change.ticket?.customerId else { return }
+            self.ticketIndexCache.withLock { $0.changed(TicketIndexCache.Key(tenant: tenant, customer: customer)) }
         }
-        return try await writer(tenant).write(whenStored: stored) { batch, memory -> (Ticket, EntryNotice?) in
+        return try await writer(tenant).write(whenStored: forget) { batch, memory -> Change in
             try self.requireTenant(tenant)
             try DurableFile.makeDirectories(self.ticketsDir(tenant))
             try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-tickets")
             // The highest log on disk is the last number handed out (a number whose creation was
-            // never acknowledged may be handed out again, never a used one); Core numbers the next.
+            // never acknowledged may be handed out again, never a used one).
             let last = try memory.lastTicket ?? self.logNumbers(in: self.ticketsDir(tenant)).last
             let id = TicketID.next(after: last.map(TicketID.init))
-            let ticket = Ticket.opened(id, in: tenant, by: customer, subject: subject, at: time)
-            // Who is told, and their inbox lines, before anything is written (see updateTicket).
-            let notice = notify?(ticket)
-            let inboxLines = try notice.map { try self.inboxLines($0.notification, for: $0.recipients, in: tenant, memory) } ?? []
+            let change = try decide(id)
+            guard let ticket = change.ticket, ticket.id == id, ticket.tenantId == tenant, change.call == nil else {
+                throw DesklineError.storage("a new ticket's change is not about ticket \(id) of \(tenant)")
+            }
+            // Who is told, before anything is written (see changeTicket).
+            let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
             memory.lastTicket = id.number
             // The ticket's log first, then the index: recovery after a crash in between adds a
             // missing index line; an index line never points at a ticket that is not there.
-            try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: nil)), to: self.ticketLog(id, tenant))
-            try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(customer, tenant))
+            try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: change.entry)), to: self.ticketLog(id, tenant))
+            try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(ticket.customerId, tenant))
             memory.remember(ticket)
-            // The notifications go into the same batch.
-            try self.append(inboxLines, batch, &memory)
-            return (ticket, notice)
-        }.0
+            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory)
+        }
     }
 
     public func tickets(in tenant: TenantID) async throws(DesklineError) -> [Ticket] {
@@ -261,43 +260,41 @@ extension FileStore {
         }
     }
 
-    public func updateTicket(_ id: TicketID, in tenant: TenantID, appending draft: TicketEntryDraft?, at time: Date,
-                             notifying notify: EntryNotifier?, whenQueued: (@Sendable () -> Void)?, whenStored: StoredTicketHandler?,
-                             _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)? {
-        let time = Self.storedPrecision(time)
-        typealias Stored = (Ticket, TicketEntry?, EntryNotice?)?
-        var stored: (@Sendable (Stored) -> Void)?
-        if let whenStored {
-            stored = { (result: Stored) in
-                if let result { whenStored(result.0, result.1, result.2) }
-            }
-        }
-        return try await writer(tenant).write(whenQueued: whenQueued, whenStored: stored) { batch, memory -> (Ticket, TicketEntry?, EntryNotice?)? in
+    public func changeTicket(_ id: TicketID, in tenant: TenantID, whenQueued: (@Sendable () -> Void)?,
+                             _ decide: @escaping TicketDecision) async throws(DesklineError) -> Change? {
+        try await writer(tenant).write(whenQueued: whenQueued) { batch, memory -> Change? in
             let path = self.ticketLog(id, tenant)
-            guard var ticket = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
-            let before = ticket
-            try change(&ticket)
-            let entry = draft.map { ticket.append($0, at: time) }
-            // Who is told, and their inbox lines, are worked out before anything is written: if
-            // that fails (an unreadable customer record), this change is refused alone and the
-            // rest of the batch goes on.
-            var notice: EntryNotice?
-            var inboxLines: [InboxLine] = []
-            if let notify, let entry {
-                let customer = ticket.customerId
-                let told = try notify(ticket, entry) { try self.load(Customer.self, self.customerFile(customer, tenant))?.userId }
-                inboxLines = try self.inboxLines(told.notification, for: told.recipients, in: tenant, memory)
-                notice = told
+            guard let before = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
+            let change = try decide(TicketState(ticket: before, customerLogin: self.customerLogin(before.customerId, in: tenant)))
+            guard let ticket = change.ticket, ticket.id == id, ticket.tenantId == tenant, ticket.customerId == before.customerId,
+                  change.call == nil else {
+                throw DesklineError.storage("a change of ticket \(id) of \(tenant) is about something else")
             }
+            // Who is told, and their inbox lines, are worked out before anything is written: if
+            // that fails, this change is refused alone and the rest of the batch goes on.
+            let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
             // One line holds both the entry and the ticket's new state: they are stored together
             // or not at all.
-            if ticket != before || entry != nil {
-                try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: entry)), to: path)
+            if ticket != before || change.entry != nil {
+                try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: change.entry)), to: path)
                 memory.remember(ticket)
             }
-            // The notifications go into the same batch, after the entry they are about.
-            try self.append(inboxLines, batch, &memory)
-            return (ticket, entry, notice)
+            // The notifications and the event go into the same batch, after the entry they are about.
+            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory)
+        }
+    }
+
+    /// Reads a customer's login when a decision asks (inside the tenant's write).
+    func customerLogin(_ customer: CustomerID, in tenant: TenantID) -> @Sendable () throws(DesklineError) -> UserID? {
+        { () throws(DesklineError) -> UserID? in
+            do {
+                return try self.load(Customer.self, self.customerFile(customer, tenant))?.userId
+            } catch let error as DesklineError {
+                throw error
+            } catch {
+                self.logger.error("a customer record could not be read", metadata: ["tenant": "\(tenant)", "customer": "\(customer)", "error": "\(error)"])
+                throw .storage("the store could not read a customer record; nothing was changed")
+            }
         }
     }
 
@@ -345,20 +342,22 @@ extension FileStore {
         return page.reversed()
     }
 
-    public func createCall(customer: CustomerID, ticket: TicketID?, phone: String, note: String?,
-                           in tenant: TenantID, at time: Date) async throws(DesklineError) -> CallRequest {
-        let time = Self.storedPrecision(time)
-        return try await writer(tenant).write { batch, memory in
+    public func fileCall(in tenant: TenantID, _ decide: @escaping NewCallDecision) async throws(DesklineError) -> Change {
+        try await writer(tenant).write { batch, memory -> Change in
             try self.requireTenant(tenant)
             try DurableFile.makeDirectories(self.callsDir(tenant))
             try DurableFile.makeDirectories(self.tenantDir(tenant) + "/customer-calls")
             let last = try memory.lastCall ?? self.logNumbers(in: self.callsDir(tenant)).last
             let id = CallID.next(after: last.map(CallID.init))
+            let change = try decide(id)
+            guard let call = change.call, call.id == id, call.tenantId == tenant, change.ticket == nil, change.entry == nil else {
+                throw DesklineError.storage("a new call's change is not about call \(id) of \(tenant)")
+            }
+            let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
             memory.lastCall = id.number
-            let call = CallRequest.filed(id, in: tenant, by: customer, about: ticket, phone: phone, note: note, at: time)
             try batch.append(Self.line(call), to: self.callLog(id, tenant))
-            try batch.append(Self.line(CallRef(call: id)), to: self.customerCallsFile(customer, tenant))
-            return call
+            try batch.append(Self.line(CallRef(call: id)), to: self.customerCallsFile(call.customerId, tenant))
+            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory)
         }
     }
 
@@ -378,16 +377,28 @@ extension FileStore {
         }
     }
 
-    public func updateCall(_ id: CallID, in tenant: TenantID, at time: Date,
-                           _ change: @escaping @Sendable (inout CallRequest) throws(DesklineError) -> Void) async throws(DesklineError) -> CallRequest? {
-        let time = Self.storedPrecision(time)
-        return try await writer(tenant).write { batch, _ -> CallRequest? in
+    public func changeCall(_ id: CallID, in tenant: TenantID, _ decide: @escaping CallDecision) async throws(DesklineError) -> Change? {
+        try await writer(tenant).write { batch, memory -> Change? in
             let path = self.callLog(id, tenant)
-            guard var call = try self.lastLine(CallRequest.self, path, uncommitted: true) else { return nil }
-            try change(&call)
-            call.updatedAt = time
-            try batch.append(Self.line(call), to: path)
-            return call
+            guard let before = try self.lastLine(CallRequest.self, path, uncommitted: true) else { return nil }
+            let ticket: @Sendable () throws(DesklineError) -> Ticket? = { () throws(DesklineError) -> Ticket? in
+                guard let about = before.ticketId else { return nil }
+                do {
+                    return try self.lastLine(TicketLogLine.self, self.ticketLog(about, tenant), uncommitted: true)?.ticket
+                } catch let error as DesklineError {
+                    throw error
+                } catch {
+                    throw .storage("the store could not read a ticket; nothing was changed")
+                }
+            }
+            let change = try decide(CallState(call: before, customerLogin: self.customerLogin(before.customerId, in: tenant), ticket: ticket))
+            guard let call = change.call, call.id == id, call.tenantId == tenant, call.customerId == before.customerId,
+                  change.ticket == nil, change.entry == nil else {
+                throw DesklineError.storage("a change of call \(id) of \(tenant) is about something else")
+            }
+            let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
+            if call != before { try batch.append(Self.line(call), to: path) }
+            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory)
         }
     }
 }

@@ -41,6 +41,8 @@ public final class FileStore: Store {
     let faults = FaultInjection()
     /// The interrupted account change ``lockForServer(pid:)`` undid, if any (for `check --repair`'s report).
     let accountChangeUndoneAtStart = Mutex<AccountTransaction.Intent?>(nil)
+    /// Committed events, to every ``committedEvents()`` subscriber.
+    let eventFeed = EventBroadcast()
     /// Bytes HISTORY pages read from ticket logs (for tests: what a page costs).
     let historyBytesRead = Atomic<Int>(0)
     /// Set when the server took over a data directory whose last server did not stop cleanly:

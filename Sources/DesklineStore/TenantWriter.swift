@@ -10,6 +10,8 @@ struct TenantMemory {
     /// Last ticket and call numbers handed out (loaded lazily from the directory listings).
     var lastTicket: Int?
     var lastCall: Int?
+    /// The last event number handed out (loaded lazily from the event log's last line).
+    var lastEvent: Int?
     /// Whether this tenant's files were checked after an unclean stop.
     var recovered = false
     /// The state of recently written tickets and the last id of recently written inboxes, as
@@ -89,9 +91,12 @@ final class TenantWriter: Sendable {
     let jobs = Atomic<Int>(0)
     /// Runs once per writer, before its first batch, after an unclean stop.
     private let recover: @Sendable (inout TenantMemory) -> Void
+    /// Takes each durable batch's events, in commit order (the store's event feed).
+    private let published: @Sendable ([TicketEvent]) -> Void
 
     init(tenant: TenantID, directory: String, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection,
          openLogBudget: OpenLogBudget? = nil, groupCommitInterval: Duration, logger: Logger,
+         published: @escaping @Sendable ([TicketEvent]) -> Void = { _ in },
          recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
         self.directory = directory
@@ -103,6 +108,7 @@ final class TenantWriter: Sendable {
         self.faults = faults
         self.logger = logger
         self.recover = recover
+        self.published = published
     }
 
     /// Runs `work` in the tenant's next batch and returns its result once the batch is durable.
@@ -113,8 +119,9 @@ final class TenantWriter: Sendable {
     ///
     /// `whenQueued` is called once the job is queued (later jobs run after it; also when the
     /// pool is shutting down and the job has already failed); `whenStored`
-    /// runs on the writer once the batch is durable, before the caller resumes, and the jobs of
-    /// a writer run it in the order they were queued.
+    /// runs on the writer once the batch is durable, before the caller resumes and before the
+    /// batch's events are published, and the jobs of a writer run it in the order they were
+    /// queued.
     func write<T: Sendable>(whenQueued: (@Sendable () -> Void)? = nil, whenStored: (@Sendable (T) -> Void)? = nil,
                             _ work: @escaping @Sendable (WriteBatch, inout TenantMemory) throws -> T) async throws(DesklineError) -> T {
         do {
@@ -301,6 +308,8 @@ final class TenantWriter: Sendable {
         }
         batch.end()
         for completion in completions { completion(failure) }
+        // In commit order: one batch of a writer at a time gets here.
+        if failure == nil { published(batch.events) }
         scheduleNext(after: start, busy: busy)
     }
 

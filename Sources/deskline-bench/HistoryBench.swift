@@ -39,7 +39,7 @@ struct HistoryBench: AsyncParsableCommand {
         let tenant = TenantID(rawValue: "acme")!
         try await store.createTenant(Tenant(id: tenant, name: "Bench", createdAt: Date()))
         let customer = try await store.createCustomer(NewCustomer(name: "Customer", email: "customer@acme.bench", phone: nil), in: tenant, at: Date())
-        let ticket = try await store.createTicket(customer: customer.id, subject: "A long ticket", in: tenant, at: Date()).id
+        let ticket = try await store.openTicket(customer: customer.id, subject: "A long ticket", in: tenant, at: Date()).id
         let hash = try PasswordHasher(cost: PasswordHashingCost(n: 1024, r: 8, p: 1)).hash(StoreBench.password)
         _ = try await store.createUser(NewUser(email: "agent@acme.bench", displayName: "Agent", role: .agent, passwordHash: hash, customerId: nil),
                                        in: tenant, at: Date())
@@ -146,9 +146,9 @@ struct HistoryBench: AsyncParsableCommand {
                         let draft = TicketEntryDraft(kind: note ? .note : .message, authorId: UserID(rawValue: note ? "u2" : "u1")!,
                                                      authorName: note ? "Agent" : "Customer", authorRole: note ? .agent : .customer,
                                                      text: "Entry \(i): the printer on the third floor still jams after the update.")
-                        _ = try await store.updateTicket(ticket, in: tenant, appending: draft, at: Date()) { _ in }
+                        _ = try await store.appendEntry(draft, to: ticket, in: tenant, at: Date()) { _ in }
                         if changesEvery > 0, i % changesEvery == changesEvery - 1 {
-                            _ = try await store.updateTicket(ticket, in: tenant, appending: nil, at: Date()) { $0.assigneeName = "Agent \(i)" }
+                            _ = try await store.appendEntry(nil, to: ticket, in: tenant, at: Date()) { $0.assigneeName = "Agent \(i)" }
                         }
                         if i > 0, i % (entries / 10) == 0 { say("  ... \(i) of \(entries)") }
                     }

@@ -60,7 +60,7 @@ struct StoreBench: AsyncParsableCommand {
         var ticketsOf: [TenantID: [TicketID]] = [:]
         for id in ids {
             for i in 0..<(id == largest ? tickets * 10 : tickets) {
-                ticketsOf[id, default: []].append(try await store.createTicket(customer: customers[id]!, subject: "Bench ticket \(i)", in: id, at: Date()).id)
+                ticketsOf[id, default: []].append(try await store.openTicket(customer: customers[id]!, subject: "Bench ticket \(i)", in: id, at: Date()).id)
             }
         }
         say("Created \(tenants) tenants and \(ticketsOf.values.map(\.count).reduce(0, +)) tickets in \(format(now() - clock)) s")
@@ -173,7 +173,7 @@ struct StoreBench: AsyncParsableCommand {
                         for m in 0..<n {
                             let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Customer",
                                                          authorRole: .customer, text: "Message \(m) in \(ticket): the printer on the third floor still jams after the update.")
-                            _ = try await store.updateTicket(ticket, in: tenant, appending: draft, at: Date()) { _ in }
+                            _ = try await store.appendEntry(draft, to: ticket, in: tenant, at: Date()) { _ in }
                             if progress > 0, queue.count() % progress == 0 { say("  ... \(queue.count()) of \(total)") }
                         }
                         written += n
@@ -197,7 +197,7 @@ struct StoreBench: AsyncParsableCommand {
                         let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Customer",
                                                      authorRole: .customer, text: "Probe \(m) in \(id): the printer on the third floor still jams after the update.")
                         let t = now()
-                        _ = try await store.updateTicket(id, in: tenant, appending: draft, at: Date()) { _ in }
+                        _ = try await store.appendEntry(draft, to: id, in: tenant, at: Date()) { _ in }
                         samples.record(seconds: now() - t)
                     }
                     return samples

@@ -58,9 +58,9 @@ struct DesklineTarget: FanoutTarget {
         for t in 0..<count {
             let customer = try await store.createCustomer(NewCustomer(name: "Customer \(t)", email: "customer\(t)@bench.test", phone: nil), in: tenant, at: Date())
             _ = try await store.createUser(NewUser(email: "customer\(t)@bench.test", displayName: "Customer \(t)", role: .customer, passwordHash: cheap, customerId: customer.id), in: tenant, at: Date())
-            let ticket = try await store.createTicket(customer: customer.id, subject: "Bench \(t)", in: tenant, at: Date())
+            let ticket = try await store.openTicket(customer: customer.id, subject: "Bench \(t)", in: tenant, at: Date())
             let ownerId = owner.id
-            _ = try await store.updateTicket(ticket.id, in: tenant, appending: nil, at: Date()) { t in
+            _ = try await store.appendEntry(nil, to: ticket.id, in: tenant, at: Date()) { t in
                 t.assigneeId = ownerId
                 t.assigneeName = "Owner"
             }

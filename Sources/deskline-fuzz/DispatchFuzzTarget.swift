@@ -94,14 +94,14 @@ private final class World: @unchecked Sendable {
                               logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }), lingerTime: .zero)
         let outbox = Outbox(channel: channel, capacity: 100_000)
         defer { services.hub.detach(id) }
-        var scope = speaker.scope?.onSession(id)
+        var scope = speaker.scope?.onSession(services.hub.sessionID(id))
         for bytes in lines {
             var line = bytes
             if line.last == 0x0D { line = line.dropLast() }
             let outcome = await session.handle(.line(ByteBuffer(bytes: line)), scope: scope, outbox: outbox,
                                                logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
             check(outcome.lines, speaker)
-            if let newScope = outcome.scope, scope == nil { scope = newScope.onSession(id) }
+            if let newScope = outcome.scope, scope == nil { scope = newScope.onSession(services.hub.sessionID(id)) }
             if outcome.quit { return }
         }
     }

@@ -28,11 +28,24 @@ struct TicketServiceTests {
                      bob: try await scope("bob@x.test"), amy: try await scope("amy@x.test"), gus: try await scope("gus@x.test"))
     }
 
-    /// Records what is published.
-    final class Recorder: EventSink {
-        let published = Mutex<[(TicketEvent.Kind, TicketID?)]>([])
-        func publish(_ event: TicketEvent) {
-            published.withLock { $0.append((event.kind, event.ticket?.id)) }
+    /// The first `count` events `feed` delivers (within 10 s).
+    static func first(_ count: Int, of feed: AsyncStream<[TicketEvent]>) async -> [TicketEvent] {
+        await withTaskGroup(of: [TicketEvent].self) { group in
+            group.addTask {
+                var events: [TicketEvent] = []
+                for await batch in feed {
+                    events += batch
+                    if events.count >= count { break }
+                }
+                return events
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(10))
+                return []
+            }
+            let events = await group.next() ?? []
+            group.cancelAll()
+            return events
         }
     }
 
@@ -42,9 +55,9 @@ struct TicketServiceTests {
         let c = try await accounts.createCustomer(in: acme, name: "Ann", email: "ann@x.test", phone: nil)
         _ = try await accounts.createUser(in: acme, email: "ann@x.test", displayName: nil, role: .customer, customer: c.id, password: "password1")
         let ada = try await accounts.createUser(in: acme, email: "ada@x.test", displayName: "Ada", role: .admin, customer: nil, password: "password1")
-        let recorder = Recorder()
-        let tickets = TicketService(store: store, sink: recorder)
+        let tickets = TicketService(store: store)
         let ann = try await accounts.login("ann@x.test", password: "password1")
+        let feed = store.committedEvents()
 
         // One commit for the ticket and the admins' notifications.
         let before = store.writeStatistics().commits
@@ -53,8 +66,8 @@ struct TicketServiceTests {
         let inbox = try await store.inbox(of: ada.id, in: acme)
         #expect(inbox.items.map { $0.type } == ["new"])
 
-        // A new ticket and a message stored in one batch are pushed in the order they were
-        // stored: EVENT NEW is pushed by the writer, not later by the command.
+        // A new ticket and a message stored in one batch are published in the order they were
+        // stored, numbered in that order.
         let release = await store.writer(acme).hold()
         let second = Task { try await tickets.create(ann, subject: "Scanner") }
         while store.writer(acme).queuedJobs < 1 { try await Task.sleep(for: .milliseconds(1)) }
@@ -63,20 +76,22 @@ struct TicketServiceTests {
         release()
         let created = try await second.value
         _ = try await message.value
-        let published = recorder.published.withLock { $0 }
-        #expect(published.map { $0.0 } == [.created, .created, .entry])
-        #expect(published.map { $0.1 } == [first.id, created.id, first.id])
+        let published = await Self.first(3, of: feed)
+        #expect(published.map(\.kind) == [.created, .created, .entry])
+        #expect(published.map(\.ticket?.id) == [first.id, created.id, first.id])
+        #expect(published.map(\.seq) == [1, 2, 3])
+        #expect(try await store.events(in: acme, after: 0, limit: 10) == published)
     }
 
     @Test func customerMessageReopensAResolvedTicket() async throws {
         let w = try await world()
         let t = try await w.tickets.create(w.ann, subject: "Help")
-        _ = try await w.store.updateTicket(t.id, in: w.ann.tenantId, appending: nil, at: Date()) { $0.status = .resolved }
+        _ = try await w.store.appendEntry(nil, to: t.id, in: w.ann.tenantId, at: Date()) { $0.status = .resolved }
         let (after, entry) = try await w.tickets.post(w.ann, t.id, text: "It broke again")
         #expect(after.status == .open)
         #expect(entry.seq == 1)
         // A helpdesk reply does not reopen; it leaves the status alone.
-        _ = try await w.store.updateTicket(t.id, in: w.ann.tenantId, appending: nil, at: Date()) { $0.status = .resolved }
+        _ = try await w.store.appendEntry(nil, to: t.id, in: w.ann.tenantId, at: Date()) { $0.status = .resolved }
         #expect(try await w.tickets.post(w.amy, t.id, text: "Try this").0.status == .resolved)
     }
 
@@ -99,7 +114,7 @@ struct TicketServiceTests {
         let t = try await w.tickets.create(w.ann, subject: "Help")
         _ = try await w.tickets.post(w.ann, t.id, text: "Visible")
         let note = TicketEntryDraft(kind: .note, authorId: w.amy.userId, authorName: "Amy", authorRole: .agent, text: "customer seems upset")
-        _ = try await w.store.updateTicket(t.id, in: w.ann.tenantId, appending: note, at: Date()) { _ in }
+        _ = try await w.store.appendEntry(note, to: t.id, in: w.ann.tenantId, at: Date()) { _ in }
         #expect(try await w.tickets.history(w.ann, t.id, before: nil, after: nil, limit: nil).map(\.text) == ["Visible"])
         #expect(try await w.tickets.show(w.ann, t.id).1.map(\.text) == ["Visible"])
         #expect(try await w.tickets.history(w.ann, t.id, before: nil, after: EntryPosition(1), limit: 5).isEmpty)
@@ -165,11 +180,6 @@ struct TicketServiceTests {
 
 /// Events are facts a store can keep (issue #17): every kind survives a JSON round trip whole.
 struct TicketEventCodingTests {
-    final class Keeper: EventSink {
-        let events = Mutex<[TicketEvent]>([])
-        func publish(_ event: TicketEvent) { events.withLock { $0.append(event) } }
-    }
-
     @Test func everyKindOfEventSurvivesAJSONRoundTrip() async throws {
         let (accounts, store) = try await makeAccounts()
         let acme = try await accounts.createTenant(id: "acme", name: "Acme").id
@@ -177,14 +187,12 @@ struct TicketEventCodingTests {
         _ = try await accounts.createUser(in: acme, email: "ann@x.test", displayName: nil, role: .customer, customer: c.id, password: "password1")
         _ = try await accounts.createUser(in: acme, email: "amy@x.test", displayName: "Amy", role: .agent, customer: nil, password: "password1")
         let ann = try await accounts.login("ann@x.test", password: "password1")
-        let keeper = Keeper()
-        let tickets = TicketService(store: store, sink: keeper)
+        let tickets = TicketService(store: store)
+        let feed = store.committedEvents()
         let ticket = try await tickets.create(ann, subject: "Printer on fire")
         _ = try await tickets.post(ann, ticket.id, text: "Please hurry")
         _ = try await tickets.requestCall(ann, ticket: ticket.id, note: "after 5pm")
-        let deadline = ContinuousClock.now + .seconds(10)
-        while keeper.events.withLock({ $0.count }) < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-        let events = keeper.events.withLock { $0 }
+        let events = await TicketServiceTests.first(3, of: feed)
         #expect(Set(events.map(\.kind)) == [.created, .entry, .call])
         for event in events {
             let decoded = try JSONDecoder().decode(TicketEvent.self, from: try JSONEncoder().encode(event))

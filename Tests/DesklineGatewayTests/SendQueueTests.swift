@@ -51,7 +51,7 @@ import Testing
             let acme = TenantID(rawValue: "acme")!, ann = CustomerID(rawValue: "c1")!
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for n in 1...1000 {
-                    group.addTask { _ = try await server.store.createTicket(customer: ann, subject: "Ticket number \(n) with a longer subject line", in: acme, at: Date()) }
+                    group.addTask { _ = try await server.store.openTicket(customer: ann, subject: "Ticket number \(n) with a longer subject line", in: acme, at: Date()) }
                 }
                 try await group.waitForAll()
             }

@@ -153,9 +153,9 @@ extension FileStoreTests {
         try await store.createTenant(tenant("acme"))
         let acme = TenantID(rawValue: "acme")!
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
-        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date())
+        let t = try await store.openTicket(customer: c.id, subject: "s", in: acme, at: Date())
         let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: "kept")
-        _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in }
+        _ = try await store.appendEntry(draft, to: t.id, in: acme, at: Date()) { _ in }
         // A crash in the middle of an append leaves half a line without its newline.
         let log = FileHandle(forWritingAtPath: root + "/tenants/acme/tickets/1001.jsonl")!
         log.seekToEndOfFile()
@@ -165,7 +165,7 @@ extension FileStoreTests {
         #expect(entries.map(\.text) == ["kept"])
         // The next append cuts the torn remains first, so the log stays readable.
         let next = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: "after the crash")
-        _ = try await store.updateTicket(t.id, in: acme, appending: next, at: Date()) { _ in }
+        _ = try await store.appendEntry(next, to: t.id, in: acme, at: Date()) { _ in }
         let repaired = try await store.entries(of: t.id, in: acme, after: nil, before: nil, limit: 10, includeNotes: true)
         #expect(repaired.map(\.text) == ["kept", "after the crash"])
         #expect(repaired.map(\.seq) == [1, 2])
@@ -230,12 +230,12 @@ extension FileStoreTests {
         try await store.createTenant(tenant("acme"))
         let acme = TenantID(rawValue: "acme")!
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
-        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date())
+        let t = try await store.openTicket(customer: c.id, subject: "s", in: acme, at: Date())
         let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: "x")
-        _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in }
+        _ = try await store.appendEntry(draft, to: t.id, in: acme, at: Date()) { _ in }
         let path = root + "/tenants/acme/tickets/1001.jsonl"
         let inode = try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int
-        for _ in 0..<5 { _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in } }
+        for _ in 0..<5 { _ = try await store.appendEntry(draft, to: t.id, in: acme, at: Date()) { _ in } }
         // Same file (appended in place, not replaced): the creation line and one line per entry.
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int == inode)
         #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 7)
@@ -245,6 +245,14 @@ extension FileStoreTests {
 struct FileStoreCheckTests {
     let root = NSTemporaryDirectory() + "deskline-check-" + UUID().uuidString
 
+    /// Puts a notification about ticket `id` in `user`'s inbox.
+    func notify(_ store: FileStore, _ user: UserID, about id: TicketID) async throws {
+        let notification = DesklineCore.Notification(id: 0, type: "new", ticket: id, call: nil, actorName: "Ann", text: "s", at: Date())
+        _ = try await store.changeTicket(id, in: TenantID(rawValue: "acme")!) { state in
+            Change(ticket: state.ticket, inbox: InboxDelivery(notification: notification, users: [user]))
+        }
+    }
+
     func seeded() async throws -> FileStore {
         let store = try await FileStore(root: root)
         let acme = TenantID(rawValue: "acme")!
@@ -252,19 +260,20 @@ struct FileStoreCheckTests {
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
         let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
         let u = try await store.createUser(NewUser(email: "ann@x.test", displayName: "Ann", role: .customer, passwordHash: hash, customerId: c.id), in: acme, at: Date())
-        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date())
+        let t = try await store.openTicket(customer: c.id, subject: "s", in: acme, at: Date())
         let draft = TicketEntryDraft(kind: .message, authorId: u.id, authorName: "Ann", authorRole: .customer, text: "hi")
-        _ = try await store.updateTicket(t.id, in: acme, appending: draft, at: Date()) { _ in }
-        _ = try await store.createCall(customer: c.id, ticket: t.id, phone: "+1 555 0100", note: nil, in: acme, at: Date())
-        try await store.appendNotification(DesklineCore.Notification(id: 0, type: "new", ticket: t.id, call: nil, actorName: "Ann", text: "s", at: Date()),
-                                           for: [u.id], in: acme)
+        _ = try await store.appendEntry(draft, to: t.id, in: acme, at: Date()) { _ in }
+        _ = try await store.fileCall(in: acme) { id in
+            Change(call: CallRequest.filed(id, in: acme, by: c.id, about: t.id, phone: "+1 555 0100", note: nil, at: Date()))
+        }
+        try await notify(store, u.id, about: t.id)
         return store
     }
 
     @Test func aConsistentStoreIsClean() async throws {
         let report = try await seeded().check(repair: false)
         #expect(report.problems == [])
-        #expect(report.counts == ["tenants": 1, "users": 1, "customers": 1, "tickets": 1, "entries": 1, "calls": 1, "notifications": 1, "logins": 1])
+        #expect(report.counts == ["tenants": 1, "users": 1, "customers": 1, "tickets": 1, "entries": 1, "calls": 1, "events": 2, "notifications": 1, "logins": 1])
     }
 
     @Test func damageIsFoundAndWhatCanBeDerivedIsRepaired() async throws {
@@ -293,7 +302,7 @@ struct FileStoreCheckTests {
         #expect(try await store.accounts(withEmail: "ann@x.test").map(\.userId) == [UserID(rawValue: "u1")!])
         #expect(try await store.ticketIDs(ofCustomer: CustomerID(rawValue: "c1")!, in: acme) == [TicketID(1001)])
         #expect(try await store.unreadNotificationCount(of: UserID(rawValue: "u1")!, in: acme) == 1)
-        let next = try await FileStore(root: root).createTicket(customer: CustomerID(rawValue: "c1")!, subject: "again", in: acme, at: Date())
+        let next = try await FileStore(root: root).openTicket(customer: CustomerID(rawValue: "c1")!, subject: "again", in: acme, at: Date())
         #expect(next.id == TicketID(1002))
     }
 
@@ -360,7 +369,7 @@ extension FileStoreCheckTests {
 
     @Test func customersInUseThatShareAnEmailAreLeftToAPerson() async throws {
         let store = try await customerWithoutIndex()
-        _ = try await store.createTicket(customer: CustomerID(rawValue: "c1")!, subject: "s", in: acme, at: Date())
+        _ = try await store.openTicket(customer: CustomerID(rawValue: "c1")!, subject: "s", in: acme, at: Date())
         // The email index gone as well: repair points it at the newest, so no third customer gets the email.
         for name in try FileManager.default.contentsOfDirectory(atPath: root + "/tenants/acme/customer-emails") {
             try FileManager.default.removeItem(atPath: root + "/tenants/acme/customer-emails/" + name)
@@ -405,9 +414,8 @@ extension FileStoreCheckTests {
 
     @Test func aLoginInUseWhoseCreateStoppedBeforeTheBackLinkIsCompleted() async throws {
         let store = try await loginWithoutBackLink()
-        let t = try await store.createTicket(customer: CustomerID(rawValue: "c1")!, subject: "s", in: acme, at: Date())
-        try await store.appendNotification(DesklineCore.Notification(id: 0, type: "new", ticket: t.id, call: nil, actorName: "Ann", text: "s", at: Date()),
-                                           for: [UserID(rawValue: "u1")!], in: acme)
+        let t = try await store.openTicket(customer: CustomerID(rawValue: "c1")!, subject: "s", in: acme, at: Date())
+        try await notify(store, UserID(rawValue: "u1")!, about: t.id)
         let expected = ["user acme/u1 names customer c1, which does not link back (a login whose create was interrupted, since put to use); repair links it back",
                         "login index for ann@x.test does not match the users"]
         #expect(try await store.check(repair: false).problems == expected)

@@ -18,7 +18,7 @@ struct GroupCommitTests {
         try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
         try await store.createTenant(Tenant(id: globex, name: "Globex", createdAt: Date()))
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
-        for i in 0..<tickets { _ = try await store.createTicket(customer: c.id, subject: "t\(i)", in: acme, at: Date()) }
+        for i in 0..<tickets { _ = try await store.openTicket(customer: c.id, subject: "t\(i)", in: acme, at: Date()) }
         return (store, c.id)
     }
 
@@ -36,7 +36,7 @@ struct GroupCommitTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for ticket in 1001...1020 {
                 for n in 1...10 {
-                    group.addTask { _ = try await store.updateTicket(TicketID(ticket), in: acme, appending: message("\(ticket)-\(n)"), at: Date()) { _ in } }
+                    group.addTask { _ = try await store.appendEntry(message("\(ticket)-\(n)"), to: TicketID(ticket), in: acme, at: Date()) { _ in } }
                 }
             }
             try await group.waitForAll()
@@ -60,7 +60,7 @@ struct GroupCommitTests {
         let (store, _) = try await seeded(tickets: 4, threadPool: pool, groupCommitInterval: .seconds(120))
         let writer = store.writer(acme)
         let release = await writer.hold()
-        let first = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("first"), at: Date()) { _ in } }
+        let first = Task { try await store.appendEntry(message("first"), to: TicketID(1001), in: acme, at: Date()) { _ in } }
         while writer.queuedJobs < 1 { try await Task.sleep(for: .milliseconds(1)) }
         let commits = store.writeStatistics().commits
         // The held batch ends with a write waiting: the writer is busy, so it waits before its
@@ -72,7 +72,7 @@ struct GroupCommitTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for n in 1..<TenantWriter.enoughToStart {
                 group.addTask {
-                    _ = try await store.updateTicket(TicketID(1002 + n % 3), in: acme, appending: message("\(n)"), at: Date()) { _ in }
+                    _ = try await store.appendEntry(message("\(n)"), to: TicketID(1002 + n % 3), in: acme, at: Date()) { _ in }
                 }
             }
             try await group.waitForAll()
@@ -90,7 +90,7 @@ struct GroupCommitTests {
         let (store, _) = try await seeded(threadPool: pool, groupCommitInterval: .seconds(2))
         let writer = store.writer(acme)
         let release = await writer.hold()
-        let waiting = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("waited"), at: Date()) { _ in } }
+        let waiting = Task { try await store.appendEntry(message("waited"), to: TicketID(1001), in: acme, at: Date()) { _ in } }
         while writer.queuedJobs < 1 { try await Task.sleep(for: .milliseconds(1)) }
         release()
         // Still waiting for the interval (the held batch started it) ...
@@ -100,7 +100,7 @@ struct GroupCommitTests {
         _ = try await waiting.value
         #expect(try await texts(store, 1001) == ["waited"])
         // Then the writer is idle again: the next write does not wait.
-        _ = try await store.updateTicket(TicketID(1002), in: acme, appending: message("next"), at: Date()) { _ in }
+        _ = try await store.appendEntry(message("next"), to: TicketID(1002), in: acme, at: Date()) { _ in }
         try await pool.shutdownGracefully()
     }
 
@@ -113,7 +113,7 @@ struct GroupCommitTests {
         let writer = store.writer(acme)
         let release = await writer.hold()
         let first = (1...10).map { n in
-            Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("\(n)"), at: Date()) { _ in } }
+            Task { try await store.appendEntry(message("\(n)"), to: TicketID(1001), in: acme, at: Date()) { _ in } }
         }
         while writer.queuedJobs < 10 { try await Task.sleep(for: .milliseconds(1)) }
         release()
@@ -121,11 +121,11 @@ struct GroupCommitTests {
         // and another tenant's write meanwhile (a waiting writer that held the thread would
         // keep them waiting for 120 s, past the time limit).
         #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 0)
-        _ = try await store.createTicket(customer: gus.id, subject: "meanwhile", in: globex, at: Date())
+        _ = try await store.openTicket(customer: gus.id, subject: "meanwhile", in: globex, at: Date())
         #expect(writer.queuedJobs == 10)
         // 64 waiting jobs start the batch early.
         let more = (11...64).map { n in
-            Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("\(n)"), at: Date()) { _ in } }
+            Task { try await store.appendEntry(message("\(n)"), to: TicketID(1001), in: acme, at: Date()) { _ in } }
         }
         for task in first + more { _ = try await task.value }
         #expect(try await texts(store, 1001).count == 64)
@@ -160,7 +160,7 @@ struct GroupCommitTests {
         // previous one was acknowledged, so none waits for the interval (or the test would
         // exceed its time limit).
         for n in 1...3 {
-            _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("\(n)"), at: Date()) { _ in }
+            _ = try await store.appendEntry(message("\(n)"), to: TicketID(1001), in: acme, at: Date()) { _ in }
         }
         #expect(try await texts(store, 1001) == ["1", "2", "3"])
     }
@@ -170,14 +170,14 @@ struct GroupCommitTests {
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
         let (store, customer) = try await seeded(threadPool: pool)
-        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("one"), at: Date()) { _ in }
-        _ = try await store.updateTicket(TicketID(1002), in: acme, appending: message("two"), at: Date()) { _ in }
+        _ = try await store.appendEntry(message("one"), to: TicketID(1001), in: acme, at: Date()) { _ in }
+        _ = try await store.appendEntry(message("two"), to: TicketID(1002), in: acme, at: Date()) { _ in }
         // Hold the writer so that the next two writes land in one batch, then fail that batch's
         // fsync of #1002's log.
         let release = await store.writer(acme).hold()
         store.faults.failNext(.sync, pathSuffix: "/tickets/1002.jsonl", errno: EIO)
-        let first = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("lost 1"), at: Date()) { _ in } }
-        let second = Task { try await store.updateTicket(TicketID(1002), in: acme, appending: message("lost 2"), at: Date()) { _ in } }
+        let first = Task { try await store.appendEntry(message("lost 1"), to: TicketID(1001), in: acme, at: Date()) { _ in } }
+        let second = Task { try await store.appendEntry(message("lost 2"), to: TicketID(1002), in: acme, at: Date()) { _ in } }
         while store.writer(acme).queuedJobs < 2 { try await Task.sleep(for: .milliseconds(1)) }
         release()
         let refusal = DesklineError.storage("the store could not complete the operation; nothing was changed")
@@ -187,60 +187,67 @@ struct GroupCommitTests {
         #expect(try await texts(store, 1001) == ["one"])
         #expect(try await texts(store, 1002) == ["two"])
         #expect(try String(contentsOfFile: root + "/tenants/acme/tickets/1001.jsonl", encoding: .utf8).split(separator: "\n").count == 2)
-        let (_, entry) = try #require(try await store.updateTicket(TicketID(1001), in: acme, appending: message("three"), at: Date()) { _ in })
+        let (_, entry) = try #require(try await store.appendEntry(message("three"), to: TicketID(1001), in: acme, at: Date()) { _ in })
         #expect(entry?.seq == 2)
 
         // A ticket whose index line cannot be written is not created at all.
         store.faults.failNext(.write, pathSuffix: "/customer-tickets/\(customer.rawValue).jsonl")
-        await #expect(throws: refusal) { try await store.createTicket(customer: customer, subject: "lost", in: acme, at: Date()) }
+        await #expect(throws: refusal) { try await store.openTicket(customer: customer, subject: "lost", in: acme, at: Date()) }
         #expect(!FileManager.default.fileExists(atPath: root + "/tenants/acme/tickets/1003.jsonl"))
-        #expect(try await store.createTicket(customer: customer, subject: "kept", in: acme, at: Date()).id == TicketID(1003))
+        #expect(try await store.openTicket(customer: customer, subject: "kept", in: acme, at: Date()).id == TicketID(1003))
         #expect(try await store.check(repair: false).problems == [])
         try await pool.shutdownGracefully()
     }
 
-    @Test func anEntryAndItsNotificationsAreOneCommitAndFailTogether() async throws {
+    /// A message `text` whose change tells `users` (and, with `login`, names the customer's login).
+    func told(_ text: String, _ users: [UserID], login: Bool = false) -> TicketDecision {
+        let (draft, acme) = (message(text), acme)
+        return { state throws(DesklineError) -> Change in
+            var ticket = state.ticket
+            let entry = ticket.append(draft, at: Timestamp.truncate(Date()))
+            let event = TicketEvent(kind: .entry, tenantId: acme, ticket: ticket, entry: entry,
+                                    actor: Actor(id: draft.authorId, name: draft.authorName, role: draft.authorRole), at: entry.at,
+                                    recipients: users, customerUserId: login ? try state.customerLogin() : nil)
+            return Change(ticket: ticket, entry: entry, inbox: InboxDelivery(event), event: event)
+        }
+    }
+
+    @Test func anEntryItsNotificationsAndItsEventAreOneCommitAndFailTogether() async throws {
         let (store, _) = try await seeded()
         let (amy, abe) = (UserID(rawValue: "u7")!, UserID(rawValue: "u8")!)
-        let notify: EntryNotifier = { ticket, entry, customerLogin in
-            EntryNotice(customerUserId: try customerLogin(), recipients: [amy, abe],
-                        notification: Notification(id: 0, type: "message", ticket: ticket.id, call: nil, actorName: "Ann", text: entry.text, at: entry.at))
-        }
         let before = store.writeStatistics()
-        let stored = try await store.updateTicket(TicketID(1001), in: acme, appending: message("hello"), at: Date(), notifying: notify) { _ in }
-        #expect(stored?.2?.recipients == [amy, abe])
-        #expect(stored?.2?.customerUserId == nil) // customer c1 has no login
+        let lastEvent = try await store.lastEventSeq(in: acme)
+        let stored = try await store.changeTicket(TicketID(1001), in: acme, told("hello", [amy, abe], login: true))
+        #expect(stored?.event?.recipients == [amy, abe])
+        #expect(stored?.event?.customerUserId == nil) // customer c1 has no login
+        #expect(stored?.event?.seq == lastEvent + 1)
         #expect(store.writeStatistics().commits - before.commits == 1)
         for user in [amy, abe] { #expect(try await store.inbox(of: user, in: acme).items.map(\.text) == ["hello"]) }
+        #expect(try await store.events(in: acme, after: lastEvent, limit: 10) == [try #require(stored?.event)])
 
-        // A notifier that fails takes the entry with it: nothing of the change is stored.
-        struct Refused: Error {}
+        // A decision that refuses takes the entry with it: nothing of the change is stored.
         await #expect(throws: DesklineError.self) {
-            try await store.updateTicket(TicketID(1001), in: acme, appending: message("lost"), at: Date(), notifying: { _, _, _ in throw Refused() }) { _ in }
+            try await store.changeTicket(TicketID(1001), in: acme) { _ throws(DesklineError) -> Change in throw .conflict("refused") }
         }
         #expect(try await texts(store, 1001) == ["hello"])
         #expect(try await store.inbox(of: amy, in: acme).items.count == 1)
-
+        #expect(try await store.lastEventSeq(in: acme) == lastEvent + 1)
     }
 
     @Test func aDamagedInboxIsLeftOutAndTheChangeIsStored() async throws {
         let (store, _) = try await seeded()
         let (amy, abe) = (UserID(rawValue: "u7")!, UserID(rawValue: "u8")!)
-        let notify: EntryNotifier = { ticket, entry, _ in
-            EntryNotice(customerUserId: nil, recipients: [amy, abe],
-                        notification: Notification(id: 0, type: "message", ticket: ticket.id, call: nil, actorName: "Ann", text: entry.text, at: entry.at))
-        }
         try FileManager.default.createDirectory(atPath: root + "/tenants/acme/inbox", withIntermediateDirectories: true)
         let damaged = root + "/tenants/acme/inbox/u8.jsonl"
         try Data("{\"id\": damaged}\n".utf8).write(to: URL(fileURLWithPath: damaged))
-        let stored = try await store.updateTicket(TicketID(1001), in: acme, appending: message("hello"), at: Date(), notifying: notify) { _ in }
-        #expect(stored?.1?.text == "hello")
+        let stored = try await store.changeTicket(TicketID(1001), in: acme, told("hello", [amy, abe]))
+        #expect(stored?.entry?.text == "hello")
         #expect(try await texts(store, 1001) == ["hello"])
         #expect(try await store.inbox(of: amy, in: acme).items.map(\.text) == ["hello"])
         #expect(try String(contentsOfFile: damaged, encoding: .utf8) == "{\"id\": damaged}\n")
     }
 
-    @Test func aFailingNotifierRefusesOnlyItsOwnChangeInABatch() async throws {
+    @Test func aRefusedDecisionRefusesOnlyItsOwnChangeInABatch() async throws {
         // The writer is held below with a blocking job: on a pool of its own, so that tests
         // running meanwhile (and the other test that holds a writer) keep the shared pool's
         // threads.
@@ -248,23 +255,23 @@ struct GroupCommitTests {
         pool.start()
         let (store, _) = try await seeded(threadPool: pool)
         let amy = UserID(rawValue: "u7")!
-        let notify: EntryNotifier = { ticket, entry, _ in
-            EntryNotice(customerUserId: nil, recipients: [amy],
-                        notification: Notification(id: 0, type: "message", ticket: ticket.id, call: nil, actorName: "Ann", text: entry.text, at: entry.at))
-        }
-        struct Refused: Error {}
+        let lastEvent = try await store.lastEventSeq(in: acme)
         let release = await store.writer(acme).hold()
-        let refused = Task { try await store.updateTicket(TicketID(1001), in: acme, appending: message("refused"), at: Date(), notifying: { _, _, _ in throw Refused() }) { _ in } }
-        let kept = Task { try await store.updateTicket(TicketID(1002), in: acme, appending: message("kept"), at: Date(), notifying: notify) { _ in } }
+        let refused = Task {
+            try await store.changeTicket(TicketID(1001), in: acme) { _ throws(DesklineError) -> Change in throw .conflict("refused") }
+        }
+        let kept = Task { try await store.changeTicket(TicketID(1002), in: acme, told("kept", [amy])) }
         while store.writer(acme).queuedJobs < 2 { try await Task.sleep(for: .milliseconds(1)) }
         let commits = store.writeStatistics().commits
         release()
         await #expect(throws: DesklineError.self) { try await refused.value }
-        #expect(try await kept.value?.1?.text == "kept")
+        #expect(try await kept.value?.entry?.text == "kept")
         #expect(store.writeStatistics().commits - commits == 1) // both were in one batch
         #expect(try await texts(store, 1001) == [])
         #expect(try await texts(store, 1002) == ["kept"])
         #expect(try await store.inbox(of: amy, in: acme).items.map(\.text) == ["kept"])
+        // The refused change took no event number.
+        #expect(try await store.events(in: acme, after: lastEvent, limit: 10).map(\.seq) == [lastEvent + 1])
         try await pool.shutdownGracefully()
     }
 
@@ -423,12 +430,12 @@ struct GroupCommitTests {
         // A server's store: it takes the lock before its first write.
         let store = try await FileStore(root: root)
         let lock = try await store.lockForServer(pid: 1)
-        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }
+        _ = try await store.appendEntry(message("kept"), to: TicketID(1001), in: acme, at: Date()) { _ in }
         try store.writer(acme).checkpoint() // the journal is empty: "kept" is in its log, synced
         store.faults.failNext(.sync, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
         store.faults.failNext(.cut, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
         await #expect(throws: DesklineError.self) {
-            _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("undone"), at: Date()) { _ in }
+            _ = try await store.appendEntry(message("undone"), to: TicketID(1001), in: acme, at: Date()) { _ in }
         }
         let log = store.ticketLog(TicketID(1001), acme)
         #expect(try String(contentsOfFile: log, encoding: .utf8).contains("undone"))
@@ -444,18 +451,18 @@ struct GroupCommitTests {
 
     @Test func aMessageWhoseBatchCouldNotBeUndoneOnDiskIsNeverShown() async throws {
         let (store, _) = try await seeded()
-        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }
+        _ = try await store.appendEntry(message("kept"), to: TicketID(1001), in: acme, at: Date()) { _ in }
         store.faults.failNext(.sync, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
         store.faults.failNext(.cut, pathSuffix: "/tickets/1001.jsonl", errno: EIO)
         await #expect(throws: DesklineError.self) {
-            _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("undone"), at: Date()) { _ in }
+            _ = try await store.appendEntry(message("undone"), to: TicketID(1001), in: acme, at: Date()) { _ in }
         }
         let log = store.ticketLog(TicketID(1001), acme)
         #expect(try String(contentsOfFile: log, encoding: .utf8).contains("undone")) // still on disk
         #expect(try await texts(store, 1001) == ["kept"])
         #expect(try await store.ticket(TicketID(1001), in: acme)?.lastSeq == 1)
         // The next message cuts it first and takes the number it would have had.
-        let (_, entry) = try #require(try await store.updateTicket(TicketID(1001), in: acme, appending: message("next"), at: Date()) { _ in })
+        let (_, entry) = try #require(try await store.appendEntry(message("next"), to: TicketID(1001), in: acme, at: Date()) { _ in })
         #expect(entry?.seq == 2)
         #expect(try await texts(store, 1001) == ["kept", "next"])
         #expect(try !String(contentsOfFile: log, encoding: .utf8).contains("undone"))
@@ -465,7 +472,7 @@ struct GroupCommitTests {
         let (store, _) = try await seeded(tickets: 5)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for n in 1...50 {
-                group.addTask { _ = try await store.updateTicket(TicketID(1001 + n % 5), in: acme, appending: message("m\(n)"), at: Date()) { _ in } }
+                group.addTask { _ = try await store.appendEntry(message("m\(n)"), to: TicketID(1001 + n % 5), in: acme, at: Date()) { _ in } }
             }
             try await group.waitForAll()
         }
@@ -516,7 +523,7 @@ struct GroupCommitTests {
 
     @Test func recoveryAfterAnUncleanStopIsPerTenantAndLazy() async throws {
         let (store, _) = try await seeded()
-        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: message("kept"), at: Date()) { _ in }
+        _ = try await store.appendEntry(message("kept"), to: TicketID(1001), in: acme, at: Date()) { _ in }
         let server = try await store.lockForServer(pid: 1)
         server.release(clean: false)  // as after kill -9
 
@@ -543,10 +550,10 @@ struct GroupCommitTests {
         #expect(try await restarted.entries(of: TicketID(1001), in: acme, after: nil, before: nil, limit: 10, includeNotes: true).map(\.text) == ["kept"])
         // Another tenant's first write recovers only that tenant.
         let gus = try await restarted.createCustomer(NewCustomer(name: "Gus", email: "gus@x.test", phone: nil), in: globex, at: Date())
-        _ = try await restarted.createTicket(customer: gus.id, subject: "g", in: globex, at: Date())
+        _ = try await restarted.openTicket(customer: gus.id, subject: "g", in: globex, at: Date())
         #expect(FileManager.default.fileExists(atPath: stray))
         // The tenant's first write recovers it, before the write.
-        let (_, entry) = try #require(try await restarted.updateTicket(TicketID(1001), in: acme, appending: message("after"), at: Date()) { _ in })
+        let (_, entry) = try #require(try await restarted.appendEntry(message("after"), to: TicketID(1001), in: acme, at: Date()) { _ in })
         #expect(entry?.seq == 2)
         #expect(!FileManager.default.fileExists(atPath: stray))
         #expect(!FileManager.default.fileExists(atPath: t + "/tickets/1003.jsonl"))
@@ -572,13 +579,13 @@ struct JournalTests {
         let store = try await FileStore(root: root)
         try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
-        _ = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date())
+        _ = try await store.openTicket(customer: c.id, subject: "s", in: acme, at: Date())
         return store
     }
 
     func post(_ store: FileStore, _ text: String) async throws {
         let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: text)
-        _ = try await store.updateTicket(TicketID(1001), in: acme, appending: draft, at: Date()) { _ in }
+        _ = try await store.appendEntry(draft, to: TicketID(1001), in: acme, at: Date()) { _ in }
     }
 
     func texts(_ store: FileStore) async throws -> [String] {
@@ -668,12 +675,12 @@ struct BackwardReadingTests {
         let acme = TenantID(rawValue: "acme")!
         try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
-        let t = try await store.createTicket(customer: c.id, subject: "s", in: acme, at: Date()).id
+        let t = try await store.openTicket(customer: c.id, subject: "s", in: acme, at: Date()).id
         for i in 1...60 {
             let kind: TicketEntry.Kind = i % 4 == 0 ? .note : .message
             let draft = TicketEntryDraft(kind: kind, authorId: UserID(rawValue: "u1")!, authorName: "A", authorRole: .agent,
                                          text: String(repeating: "x", count: i * 500))
-            _ = try await store.updateTicket(t, in: acme, appending: draft, at: Date()) { _ in }
+            _ = try await store.appendEntry(draft, to: t, in: acme, at: Date()) { _ in }
         }
         let all = try store.readLines(TicketLogLine.self, store.ticketLog(t, acme)).compactMap(\.entry)
         for includeNotes in [true, false] {

@@ -40,4 +40,26 @@ struct JSONLineTests {
             #expect(fast == (try encoded(n)), "\(String(decoding: fast, as: UTF8.self))")
         }
     }
+
+    @Test func eventLinesMatchTheEncoder() throws {
+        for (i, text) in awkward.enumerated() {
+            let at = Date(timeIntervalSince1970: 1_795_618_463.25)
+            let ticket = Ticket(id: TicketID(1001), tenantId: TenantID(unchecked: "acme"), customerId: CustomerID(unchecked: "c1"),
+                                subject: text, status: .open, createdAt: at, updatedAt: at, lastSeq: i)
+            let entry = TicketEntry(seq: i, note: i % 2 == 0 ? 1 : nil, kind: .message, authorId: UserID(unchecked: "u1"),
+                                    authorName: text, authorRole: .customer, text: text, at: at)
+            var call = CallRequest.filed(CallID(i + 1), in: TenantID(unchecked: "acme"), by: CustomerID(unchecked: "c1"),
+                                         about: i % 2 == 0 ? TicketID(1001) : nil, phone: "+1 555", note: text, at: at)
+            call.agentName = i % 3 == 0 ? text : nil
+            var event = TicketEvent(kind: [.created, .entry, .call][i % 3], tenantId: TenantID(unchecked: "acme"),
+                                    ticket: i % 4 == 3 ? nil : ticket, entry: i % 3 == 1 ? entry : nil, call: i % 3 == 2 ? call : nil,
+                                    actor: Actor(id: UserID(unchecked: "u2"), name: text, role: .agent), at: at,
+                                    customerUserId: i % 2 == 0 ? UserID(unchecked: "u1") : nil)
+            event.recipients = (0..<(i % 3)).map { UserID(unchecked: "u\($0 + 3)") }
+            event.originSession = i % 2 == 0 ? SessionID(node: "0123456789abcdef", number: i) : nil
+            event.seq = i % 5 == 4 ? nil : i + 1
+            let fast = try JSONLine.line(event)
+            #expect(fast == (try encoded(event)), "\(String(decoding: fast, as: UTF8.self))")
+        }
+    }
 }

@@ -9,10 +9,10 @@ public struct SessionScope: Sendable, Equatable {
     public let customerId: CustomerID?
     /// The connection acting, so events it causes are not echoed back to it (its answer is the
     /// `OK`). Not part of the identity: it changes nothing about what the session may do.
-    public private(set) var sessionId: Int?
+    public private(set) var sessionId: SessionID?
 
     /// The same identity, acting from connection `id`.
-    public func onSession(_ id: Int) -> SessionScope {
+    public func onSession(_ id: SessionID) -> SessionScope {
         var copy = self
         copy.sessionId = id
         return copy

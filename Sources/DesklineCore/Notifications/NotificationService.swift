@@ -9,25 +9,8 @@ public struct NotificationService: Sendable {
         self.store = store
     }
 
-    /// Works out who is notified of `event`: fills in its recipients and the customer's login.
-    func address(_ event: TicketEvent) async throws(DesklineError) -> TicketEvent {
-        var event = event
-        if event.customerUserId == nil, let customerId = event.ticket?.customerId ?? event.call?.customerId {
-            event.customerUserId = try await store.customer(customerId, in: event.tenantId)?.userId
-        }
-        let staff = try await store.staff(in: event.tenantId)
-        event.recipients = NotificationPolicy.recipients(of: event, agents: staff.agents, admins: staff.admins)
-        return event
-    }
-
-    /// Stores an addressed event in its recipients' inboxes.
-    func deliver(_ event: TicketEvent) async throws(DesklineError) {
-        guard !event.recipients.isEmpty else { return }
-        try await store.appendNotification(Self.draft(for: event), for: event.recipients, in: event.tenantId)
-    }
-
     /// The notification for `event`; the store numbers it per recipient (`id` here is 0).
-    static func draft(for event: TicketEvent) -> Notification {
+    public static func draft(for event: TicketEvent) -> Notification {
         switch event.kind {
         case .created:
             return Notification(id: 0, type: "new", ticket: event.ticket?.id, call: nil, actorName: event.actor.name,

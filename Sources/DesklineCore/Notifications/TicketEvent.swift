@@ -39,7 +39,26 @@ public struct TicketEvent: Sendable, Codable, Equatable {
     /// The login of the ticket's (or call's) customer, who sees the customer-visible events.
     public var customerUserId: UserID?
     /// The connection that caused the event (it got an `OK` instead).
-    public var originSession: Int?
+    public var originSession: SessionID?
+    /// The event's number in its tenant's event log: 1, 2, 3, ... without gaps, in the order the
+    /// changes were committed. Set by the store when it commits the event (nil before).
+    public var seq: Int?
+
+    public init(kind: Kind, tenantId: TenantID, ticket: Ticket? = nil, entry: TicketEntry? = nil, call: CallRequest? = nil,
+                actor: Actor, at: Date, recipients: [UserID] = [], customerUserId: UserID? = nil,
+                originSession: SessionID? = nil, seq: Int? = nil) {
+        self.kind = kind
+        self.tenantId = tenantId
+        self.ticket = ticket
+        self.entry = entry
+        self.call = call
+        self.actor = actor
+        self.at = at
+        self.recipients = recipients
+        self.customerUserId = customerUserId
+        self.originSession = originSession
+        self.seq = seq
+    }
 
     /// Whether a customer may ever see this event (internal notes: never).
     public var isVisibleToCustomers: Bool { entry?.isVisibleToCustomer ?? true }
@@ -91,11 +110,40 @@ public enum NotificationPolicy {
     }
 }
 
-/// Receives events once they are durable; the gateway pushes them to sessions. Called from
-/// the store's writer thread too (in the order a ticket's changes were stored), so it must not
-/// block or wait.
-public protocol EventSink: Sendable {
-    func publish(_ event: TicketEvent)
+/// A connection, named so that no two connections of any gateway process sharing a store have
+/// the same: the process's node id (random, chosen when it starts) and the connection's number
+/// in that process. Written `node/number`.
+public struct SessionID: Sendable, Hashable, Codable, CustomStringConvertible {
+    public var node: String
+    public var number: Int
+
+    public init(node: String, number: Int) {
+        self.node = node
+        self.number = number
+    }
+
+    /// A fresh node id: 16 hex digits from the system's random generator.
+    public static func newNode() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bits = generator.next() as UInt64
+        let hex = String(bits, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    public var description: String { "\(node)/\(number)" }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let slash = text.lastIndex(of: "/"), let number = Int(text[text.index(after: slash)...]) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a session id: \(text)"))
+        }
+        self.init(node: String(text[..<slash]), number: number)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
 /// One entry of a user's inbox.

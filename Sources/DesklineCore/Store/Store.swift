@@ -46,15 +46,16 @@ public protocol Store: Sendable {
                         _ change: @escaping @Sendable (inout Customer, inout User?) throws(DesklineError) -> Void) async throws(DesklineError) -> Customer
 
     // MARK: Tickets (written only by the server)
+    //
+    // A write takes a decision (Core's), runs it against the state it finds, and makes the
+    // ``Change`` it returns durable as one unit: the ticket's or call's new state, its entry, the
+    // inbox lines and the event, numbered in the tenant's event log. Then it returns the change
+    // as committed (the event with its `seq`), and the event goes out on ``committedEvents()``.
+    // A decision that throws refuses the write alone: nothing of it is stored.
 
-    /// Creates a ticket with the next number of the tenant, and lists it in its customer's index.
-    /// `notify` works out, from the new ticket, who is told and what their inboxes get: those
-    /// lines are stored with the ticket, in one commit. `whenStored` runs on the tenant's writer
-    /// once the ticket is durable, in the order the tenant's changes were stored (as for
-    /// ``updateTicket(_:in:appending:at:notifying:whenQueued:whenStored:_:)``), before the
-    /// caller resumes.
-    func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date,
-                      notifying notify: TicketCreationNotifier?, whenStored: StoredTicketCreationHandler?) async throws(DesklineError) -> Ticket
+    /// Creates a ticket with the tenant's next number: `decide` makes the change from the number
+    /// (its `ticket` is the new ticket, which the store also lists in its customer's index).
+    func openTicket(in tenant: TenantID, _ decide: @escaping NewTicketDecision) async throws(DesklineError) -> Change
     func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket?
     /// The numbers of the customer's tickets, from the customer's own index.
     func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID]
@@ -62,23 +63,16 @@ public protocol Store: Sendable {
     func tickets(in tenant: TenantID) async throws(DesklineError) -> [Ticket]
     /// The customer's tickets, read from the customer's own index (not a scan of the tenant).
     func tickets(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [Ticket]
-    /// Atomically with respect to other writes of the ticket: reads it, lets `change` check and
-    /// modify it (throwing refuses the whole write), appends `entry` (if any) with the next
-    /// sequence number, and stores the ticket. Returns both as stored. `nil` if no such ticket.
+    /// Changes a ticket: `decide` runs on its current state, with no other write of the ticket in
+    /// between, and its change is stored (a `ticket` equal to the current one and no entry store
+    /// nothing of the ticket). Nil if there is no such ticket.
     ///
-    /// With `notify`, in the same durable write: once the entry is known, `notify` says who is
-    /// told (given a way to look up the ticket's customer's login), and that notification is
-    /// appended to each recipient's inbox. So a message and its notifications cost one commit,
-    /// and are stored together or not at all.
-    ///
-    /// `whenQueued` is called (in the calling task) once the write has its place in the store's
-    /// order: a later write is stored after it, so the caller may start one before this one is
-    /// durable. `whenStored` runs once the write is durable, before this call returns, and the
-    /// tenant's writes run it in the order they were stored: what it publishes comes in ticket
-    /// order without the caller waiting for one write before queueing the next. It must not block.
-    func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
-                      notifying notify: EntryNotifier?, whenQueued: (@Sendable () -> Void)?, whenStored: StoredTicketHandler?,
-                      _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)?
+    /// A tenant's writes are stored in the order they were queued. `whenQueued` is called (in the
+    /// calling task) once this write has its place in that order, so the caller may queue its next
+    /// write before this one is durable (pipelining: a burst of writes shares commits); a write
+    /// queued after it is stored after it.
+    func changeTicket(_ id: TicketID, in tenant: TenantID, whenQueued: (@Sendable () -> Void)?,
+                      _ decide: @escaping TicketDecision) async throws(DesklineError) -> Change?
     /// Entries of a ticket, oldest first: those after `after` and before `before`, at most
     /// `limit`, taken from the newest end unless `after` is given.
     func entries(of ticket: TicketID, in tenant: TenantID, after: EntryPosition?, before: EntryPosition?, limit: Int,
@@ -91,9 +85,6 @@ public protocol Store: Sendable {
     /// The ids of a tenant's agents and admins: whom a ticket event may notify (every message
     /// asks, so a store may keep them).
     func staff(in tenant: TenantID) async throws(DesklineError) -> Staff
-    /// Appends the same notification to each user's inbox, numbering it per user (its `id` is
-    /// replaced by the user's next number).
-    func appendNotification(_ notification: Notification, for users: [UserID], in tenant: TenantID) async throws(DesklineError)
     /// How many of a user's notifications are unread (without reading the notifications).
     func unreadNotificationCount(of user: UserID, in tenant: TenantID) async throws(DesklineError) -> Int
     /// A user's inbox (empty if they never got anything).
@@ -103,33 +94,33 @@ public protocol Store: Sendable {
 
     // MARK: Call requests
 
-    func createCall(customer: CustomerID, ticket: TicketID?, phone: String, note: String?,
-                    in tenant: TenantID, at time: Date) async throws(DesklineError) -> CallRequest
+    /// Files a call request with the tenant's next call number: `decide` makes the change from
+    /// the number (its `call` is the new request, which the store also lists for its customer).
+    func fileCall(in tenant: TenantID, _ decide: @escaping NewCallDecision) async throws(DesklineError) -> Change
     func calls(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [CallRequest]
     /// Every call request of a tenant (the agents' call queue).
     func calls(in tenant: TenantID) async throws(DesklineError) -> [CallRequest]
-    /// Reads a call, lets `change` check and modify it (throwing refuses), stores it. Nil if none.
-    func updateCall(_ id: CallID, in tenant: TenantID, at time: Date,
-                    _ change: @escaping @Sendable (inout CallRequest) throws(DesklineError) -> Void) async throws(DesklineError) -> CallRequest?
+    /// Changes a call request as ``changeTicket(_:in:whenQueued:_:)`` changes a ticket. Nil if none.
+    func changeCall(_ id: CallID, in tenant: TenantID, _ decide: @escaping CallDecision) async throws(DesklineError) -> Change?
+
+    // MARK: Events
+
+    /// The tenant's committed events numbered above `seq`, oldest first, at most `limit`: how a
+    /// follower catches up on events it did not receive live.
+    func events(in tenant: TenantID, after seq: Int, limit: Int) async throws(DesklineError) -> [TicketEvent]
+    /// The number of the tenant's last committed event (0: none yet).
+    func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int
+    /// Every tenant's events as they are committed, in batches of one tenant's consecutive
+    /// events, each tenant's in `seq` order. Only what is committed from the call on; a backend
+    /// may miss some (a database's notifications while it reconnects): ``EventFollower`` reads
+    /// those from ``events(in:after:limit:)``. Ends when the store closes.
+    func committedEvents() -> AsyncStream<[TicketEvent]>
 }
 
 extension Store {
-    /// ``createTicket(customer:subject:in:at:notifying:whenStored:)`` without notifications.
-    public func createTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Ticket {
-        try await createTicket(customer: customer, subject: subject, in: tenant, at: time, notifying: nil, whenStored: nil)
-    }
-
-    /// ``updateTicket(_:in:appending:at:notifying:_:)`` without notifications.
-    public func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
-                             _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
-        try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: nil, whenQueued: nil, whenStored: nil, change).map { ($0.0, $0.1) }
-    }
-
-    /// ``updateTicket(_:in:appending:at:notifying:whenQueued:whenStored:_:)`` without callbacks.
-    public func updateTicket(_ id: TicketID, in tenant: TenantID, appending entry: TicketEntryDraft?, at time: Date,
-                             notifying notify: EntryNotifier?,
-                             _ change: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry?, EntryNotice?)? {
-        try await updateTicket(id, in: tenant, appending: entry, at: time, notifying: notify, whenQueued: nil, whenStored: nil, change)
+    /// ``changeTicket(_:in:whenQueued:_:)`` for a caller that does not pipeline.
+    public func changeTicket(_ id: TicketID, in tenant: TenantID, _ decide: @escaping TicketDecision) async throws(DesklineError) -> Change? {
+        try await changeTicket(id, in: tenant, whenQueued: nil, decide)
     }
 }
 
@@ -150,37 +141,7 @@ public struct Staff: Sendable, Equatable {
     }
 }
 
-/// Runs on the store's writer once a ticket change is durable, in the order changes were stored.
-public typealias StoredTicketHandler = @Sendable (_ ticket: Ticket, _ entry: TicketEntry?, _ notice: EntryNotice?) -> Void
-
-
-/// Runs on the store's writer once a new ticket is durable, in the order the tenant's changes
-/// were stored.
-public typealias StoredTicketCreationHandler = @Sendable (_ ticket: Ticket, _ notice: EntryNotice?) -> Void
-
-/// Works out, inside the store's write, who is told about a new ticket and what their inboxes get.
-public typealias TicketCreationNotifier = @Sendable (_ ticket: Ticket) -> EntryNotice
-
-/// Who is told about a ticket entry (or a new ticket), and what goes into their inboxes.
-public struct EntryNotice: Sendable, Equatable {
-    /// The login of the ticket's customer (nil if the customer has none).
-    public var customerUserId: UserID?
-    public var recipients: [UserID]
-    public var notification: Notification
-
-    public init(customerUserId: UserID?, recipients: [UserID], notification: Notification) {
-        self.customerUserId = customerUserId
-        self.recipients = recipients
-        self.notification = notification
-    }
-}
-
-/// Works out an entry's ``EntryNotice`` inside the store's write: from the stored ticket and
-/// entry, and `customerLogin`, which reads the ticket's customer's login when asked.
-public typealias EntryNotifier = @Sendable (_ ticket: Ticket, _ entry: TicketEntry,
-                                            _ customerLogin: () throws -> UserID?) throws -> EntryNotice
-
-/// An entry to append; the store assigns its sequence number.
+/// An entry to append; ``Ticket/append(_:at:)`` numbers it.
 public struct TicketEntryDraft: Sendable {
     public var kind: TicketEntry.Kind
     public var authorId: UserID
@@ -201,4 +162,39 @@ public struct TicketEntryDraft: Sendable {
 /// May refuse with ``DesklineError/busy(_:)`` when too much work is already waiting.
 public protocol BlockingExecutor: Sendable {
     func run<T: Sendable>(_ work: @escaping @Sendable () throws(DesklineError) -> T) async throws(DesklineError) -> T
+}
+
+// MARK: Writes that tell nobody (tools, benchmarks and tests)
+
+extension Store {
+    /// Opens a ticket for `customer`, with its `created` event and nobody notified (the ticket
+    /// service decides who is told about real ones).
+    public func openTicket(customer: CustomerID, subject: String, in tenant: TenantID, at time: Date,
+                           by actor: Actor? = nil) async throws(DesklineError) -> Ticket {
+        let time = Timestamp.truncate(time)
+        let change = try await openTicket(in: tenant) { id in
+            let ticket = Ticket.opened(id, in: tenant, by: customer, subject: subject, at: time)
+            let actor = actor ?? Actor(id: UserID(unchecked: "u0"), name: "tool", role: .admin)
+            return Change(ticket: ticket, event: TicketEvent(kind: .created, tenantId: tenant, ticket: ticket, actor: actor, at: time))
+        }
+        guard let ticket = change.ticket else { throw .storage("the store returned no ticket") }
+        return ticket
+    }
+
+    /// Changes a ticket by `update` and appends `draft` (if any) with its `entry` event, nobody
+    /// notified. Nil if there is no such ticket.
+    public func appendEntry(_ draft: TicketEntryDraft?, to id: TicketID, in tenant: TenantID, at time: Date,
+                            _ update: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void = { _ in }) async throws(DesklineError) -> (Ticket, TicketEntry?)? {
+        let time = Timestamp.truncate(time)
+        let change = try await changeTicket(id, in: tenant) { state throws(DesklineError) -> Change in
+            var ticket = state.ticket
+            try update(&ticket)
+            guard let draft else { return Change(ticket: ticket) }
+            let entry = ticket.append(draft, at: time)
+            let actor = Actor(id: draft.authorId, name: draft.authorName, role: draft.authorRole)
+            return Change(ticket: ticket, entry: entry,
+                          event: TicketEvent(kind: .entry, tenantId: tenant, ticket: ticket, entry: entry, actor: actor, at: time))
+        }
+        return change.flatMap { change in change.ticket.map { ($0, change.entry) } }
+    }
 }

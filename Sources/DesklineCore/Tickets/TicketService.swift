@@ -12,41 +12,30 @@ import Logging
 public struct TicketService: Sendable {
     let store: any Store
     let now: @Sendable () -> Date
-    let sink: (any EventSink)?
-    let notifications: NotificationService
     let logger: Logger
-    /// One change at a time per call request (stored, then pushed), so a call's pushes come in
-    /// the order its changes were stored. (Ticket changes are published by the store's writer.)
-    let serializer = KeyedSerializer<String>()
 
-    /// - Parameter sink: where events go once stored (the gateway's session hub).
-    public init(store: any Store, sink: (any EventSink)? = nil, logger: Logger = Logger(label: "deskline.tickets"),
+    /// The service decides every change (``Change``) and the store commits it with its inbox
+    /// lines and its event; the event reaches sessions through ``Store/committedEvents()``.
+    public init(store: any Store, logger: Logger = Logger(label: "deskline.tickets"),
                 now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
         self.now = now
-        self.sink = sink
         self.logger = logger
-        self.notifications = NotificationService(store: store)
     }
 
-    /// Pushes a stored event to whoever should see it live, then stores the notifications it
-    /// causes in their inboxes. The event's record is durable already (the caller stored it), so
-    /// the push need not wait for the inboxes; the caller's reply does. Inbox trouble does not
-    /// undo the change: it is logged.
-    private func emit(_ event: TicketEvent, _ scope: SessionScope) async {
+    /// The time of a change, as precisely as it is stored (so what a write returns is what a
+    /// later read finds).
+    private func stamp() -> Date { Timestamp.truncate(now()) }
+
+    /// `event` with its recipients (``NotificationPolicy``) and origin filled in, and the change
+    /// that commits it: the event and its recipients' inbox lines, plus `ticket`, `entry` and
+    /// `call` as they are after the change.
+    private static func change(telling event: TicketEvent, _ staff: Staff, _ scope: SessionScope,
+                               ticket: Ticket? = nil, entry: TicketEntry? = nil, call: CallRequest? = nil) -> Change {
         var event = event
+        event.recipients = NotificationPolicy.recipients(of: event, agents: staff.agents, admins: staff.admins)
         event.originSession = scope.sessionId
-        do {
-            event = try await notifications.address(event)
-        } catch {
-            logger.error("could not address notifications", metadata: ["tenant": "\(event.tenantId)", "error": "\(error)"])
-        }
-        sink?.publish(event)
-        do {
-            try await notifications.deliver(event)
-        } catch {
-            logger.error("could not store notifications", metadata: ["tenant": "\(event.tenantId)", "error": "\(error)"])
-        }
+        return Change(ticket: ticket, entry: entry, call: call, inbox: InboxDelivery(event), event: event)
     }
 
     private func actor(_ user: User) -> Actor { Actor(id: user.id, name: user.displayName, role: user.role) }
@@ -111,33 +100,21 @@ public struct TicketService: Sendable {
             .sorted { ($0.updatedAt, $0.id) > ($1.updatedAt, $1.id) }
     }
 
-    /// Opens a ticket for the caller's own customer record.
+    /// Opens a ticket for the caller's own customer record. The tenant's admins are told (in the
+    /// same commit: the ticket, its customer's index line, their inbox lines, `EVENT NEW`).
     public func create(_ scope: SessionScope, subject rawSubject: String) async throws(DesklineError) -> Ticket {
         let customer = try customerId(scope)
         let subject = try InputRules.subject(rawSubject)
         let user = try await author(scope)
         let staff = try await store.staff(in: scope.tenantId)
-        let (actor, tenant) = (actor(user), scope.tenantId)
-        @Sendable func event(_ ticket: Ticket) -> TicketEvent {
-            TicketEvent(kind: .created, tenantId: tenant, ticket: ticket, actor: actor, at: ticket.createdAt, customerUserId: user.id)
+        let (actor, tenant, time) = (actor(user), scope.tenantId, stamp())
+        let created = try await store.openTicket(in: tenant) { id in
+            let ticket = Ticket.opened(id, in: tenant, by: customer, subject: subject, at: time)
+            let event = TicketEvent(kind: .created, tenantId: tenant, ticket: ticket, actor: actor, at: time, customerUserId: user.id)
+            return Self.change(telling: event, staff, scope, ticket: ticket)
         }
-        // Addressed and stored with the ticket; pushed from the store's writer once durable, so
-        // EVENT NEW comes before any later change of the ticket is pushed.
-        let notify: TicketCreationNotifier = { ticket in
-            var created = event(ticket)
-            created.recipients = NotificationPolicy.recipients(of: created, agents: staff.agents, admins: staff.admins)
-            return EntryNotice(customerUserId: user.id, recipients: created.recipients, notification: NotificationService.draft(for: created))
-        }
-        var publish: StoredTicketCreationHandler?
-        if let sink {
-            publish = { ticket, notice in
-                var created = event(ticket)
-                created.recipients = notice?.recipients ?? []
-                created.originSession = scope.sessionId
-                sink.publish(created)
-            }
-        }
-        return try await store.createTicket(customer: customer, subject: subject, in: tenant, at: now(), notifying: notify, whenStored: publish)
+        guard let ticket = created.ticket else { throw .storage("the store returned no ticket") }
+        return ticket
     }
 
     /// Closes one of the caller's own tickets. Closing a closed ticket is refused.
@@ -150,52 +127,32 @@ public struct TicketService: Sendable {
         }.0
     }
 
-    /// Stores one change of a ticket with its entry and the notifications it causes (one
-    /// durable write), and publishes it from the store's writer once durable. The writer stores
-    /// a ticket's changes one after another and publishes them in that order, so pushes come in
-    /// ticket order (what HISTORY returns is what was pushed) while changes queued behind each
-    /// other share a commit.
+    /// Decides one change of a ticket: `update` (which may refuse) and an entry, and who is told
+    /// (``NotificationPolicy``), and has the store commit it with the inbox lines and the event.
+    /// A ticket's changes are committed one after another, so its events come in ticket order
+    /// (what HISTORY returns is what was pushed), while changes queued behind each other share a
+    /// commit.
     private func change(_ scope: SessionScope, _ id: TicketID, entry kind: TicketEntry.Kind, text: String,
                         whenQueued: (@Sendable () -> Void)? = nil, _ update: @escaping @Sendable (inout Ticket) throws(DesklineError) -> Void) async throws(DesklineError) -> (Ticket, TicketEntry) {
         let user = try await author(scope)
-        let draft = TicketEntryDraft(kind: kind, authorId: user.id, authorName: user.displayName, authorRole: user.role, text: text)
-        let notify = try await notifier(scope, user)
-        let actor = actor(user)
-        var publish: StoredTicketHandler?
-        if let sink {
-            publish = { (ticket: Ticket, entry: TicketEntry?, notice: EntryNotice?) in
-                guard let entry else { return }
-                var event = TicketEvent(kind: .entry, tenantId: scope.tenantId, ticket: ticket, entry: entry, actor: actor, at: entry.at,
-                                        customerUserId: notice?.customerUserId)
-                event.recipients = notice?.recipients ?? []
-                event.originSession = scope.sessionId
-                sink.publish(event)
-            }
-        }
-        let result = try await store.updateTicket(id, in: scope.tenantId, appending: draft, at: now(), notifying: notify,
-                                                  whenQueued: whenQueued, whenStored: publish) { (t: inout Ticket) throws(DesklineError) in
-            guard Self.canSee(t, scope) else { throw .noSuchTicket(id) }
-            try update(&t)
-        }
-        guard case let (ticket, entry?, _)? = result else { throw .noSuchTicket(id) }
-        return (ticket, entry)
-    }
-
-    /// Works out, inside the store's write, whom an entry by `user` notifies (the rules of
-    /// ``NotificationPolicy``) and what their inboxes get.
-    private func notifier(_ scope: SessionScope, _ user: User) async throws(DesklineError) -> EntryNotifier {
         let staff = try await store.staff(in: scope.tenantId)
-        let (agents, admins) = (staff.agents, staff.admins)
-        let (actor, tenant) = (actor(user), scope.tenantId)
+        let draft = TicketEntryDraft(kind: kind, authorId: user.id, authorName: user.displayName, authorRole: user.role, text: text)
+        let (actor, tenant, time) = (actor(user), scope.tenantId, stamp())
         // A customer may only change their own tickets: then they are its customer's login.
         let customerSelf = user.role == .customer ? user.id : nil
-        return { ticket, entry, customerLogin in
-            var event = TicketEvent(kind: .entry, tenantId: tenant, ticket: ticket, entry: entry, actor: actor, at: entry.at,
-                                    customerUserId: try customerSelf ?? customerLogin())
-            event.recipients = NotificationPolicy.recipients(of: event, agents: agents, admins: admins)
-            return EntryNotice(customerUserId: event.customerUserId, recipients: event.recipients,
-                               notification: NotificationService.draft(for: event))
+        let result = try await store.changeTicket(id, in: tenant, whenQueued: whenQueued) { state throws(DesklineError) -> Change in
+            var ticket = state.ticket
+            guard Self.canSee(ticket, scope) else { throw .noSuchTicket(id) }
+            try update(&ticket)
+            let entry = ticket.append(draft, at: time)
+            var customerLogin = customerSelf
+            if customerLogin == nil { customerLogin = try state.customerLogin() }
+            let event = TicketEvent(kind: .entry, tenantId: tenant, ticket: ticket, entry: entry, actor: actor, at: time,
+                                    customerUserId: customerLogin)
+            return Self.change(telling: event, staff, scope, ticket: ticket, entry: entry)
         }
+        guard let ticket = result?.ticket, let entry = result?.entry else { throw .noSuchTicket(id) }
+        return (ticket, entry)
     }
 
     // MARK: Everyone
@@ -224,7 +181,7 @@ public struct TicketService: Sendable {
 
     /// Writes a message in a ticket the caller may see. Refused in a closed ticket; a customer's
     /// message reopens a resolved one; a helpdesk message counts as unread for the customer.
-    /// `whenQueued`: see ``Store/updateTicket(_:in:appending:at:notifying:whenQueued:whenStored:_:)``
+    /// `whenQueued`: see ``Store/changeTicket(_:in:whenQueued:_:)``
     /// (not called if the message is refused before it is queued).
     public func post(_ scope: SessionScope, _ id: TicketID, text rawText: String,
                      whenQueued: (@Sendable () -> Void)? = nil) async throws(DesklineError) -> (Ticket, TicketEntry) {
@@ -314,10 +271,12 @@ public struct TicketService: Sendable {
     private func markRead(_ ticket: Ticket, _ scope: SessionScope) async throws(DesklineError) -> Ticket {
         guard scope.role == .customer, ticket.customerUnread > 0 else { return ticket }
         let seen = ticket.customerUnread
-        let updated = try await store.updateTicket(ticket.id, in: scope.tenantId, appending: nil, at: now()) { (t: inout Ticket) throws(DesklineError) in
-            t.customerUnread = max(0, t.customerUnread - seen)
+        let updated = try await store.changeTicket(ticket.id, in: scope.tenantId) { state throws(DesklineError) -> Change in
+            var ticket = state.ticket
+            ticket.customerUnread = max(0, ticket.customerUnread - seen)
+            return Change(ticket: ticket)
         }
-        return updated?.0 ?? ticket
+        return updated?.ticket ?? ticket
     }
 
     // MARK: Calls
@@ -325,18 +284,21 @@ public struct TicketService: Sendable {
     /// Asks for a phone call to the customer's number on record, optionally about one of their tickets.
     public func requestCall(_ scope: SessionScope, ticket: TicketID?, note rawNote: String?) async throws(DesklineError) -> CallRequest {
         let customerId = try customerId(scope)
-        if let ticket { _ = try await visibleTicket(ticket, scope) }
+        let about = try await ticket.asyncMap { (id) throws(DesklineError) in try await visibleTicket(id, scope) }
         let note = try rawNote.map { (n) throws(DesklineError) in try InputRules.messageText(n, field: "note") }
         guard let customer = try await store.customer(customerId, in: scope.tenantId) else {
             throw .notFound("your customer record no longer exists")
         }
         guard let phone = customer.phone else { throw .noPhone }
-        let call = try await store.createCall(customer: customerId, ticket: ticket, phone: phone, note: note,
-                                              in: scope.tenantId, at: now())
         let user = try await author(scope)
-        let about = try await ticket.asyncMap { (id) throws(DesklineError) in try await store.ticket(id, in: scope.tenantId) } ?? nil
-        await emit(TicketEvent(kind: .call, tenantId: scope.tenantId, ticket: about, call: call, actor: actor(user),
-                               at: call.createdAt, customerUserId: user.id), scope)
+        let staff = try await store.staff(in: scope.tenantId)
+        let (actor, tenant, time) = (actor(user), scope.tenantId, stamp())
+        let filed = try await store.fileCall(in: tenant) { id in
+            let call = CallRequest.filed(id, in: tenant, by: customerId, about: ticket, phone: phone, note: note, at: time)
+            let event = TicketEvent(kind: .call, tenantId: tenant, ticket: about, call: call, actor: actor, at: time, customerUserId: user.id)
+            return Self.change(telling: event, staff, scope, call: call)
+        }
+        guard let call = filed.call else { throw .storage("the store returned no call request") }
         return call
     }
 
@@ -364,24 +326,16 @@ public struct TicketService: Sendable {
     /// An agent takes a requested call; the customer is told who will phone.
     public func acceptCall(_ scope: SessionScope, _ id: CallID) async throws(DesklineError) -> CallRequest {
         try staff(scope)
-        let user = try await author(scope)
-        let store = self.store
-        let time = now()
-        return try await serializer.run("\(scope.tenantId.rawValue)/call\(id.number)") { () throws(DesklineError) -> CallRequest in
-            let call = try await store.updateCall(id, in: scope.tenantId, at: time) { (c: inout CallRequest) throws(DesklineError) in
-                switch c.status {
-                case .requested: break
-                case .accepted where c.agentId == user.id: throw .conflict("You have already accepted call \(id).")
-                case .accepted: throw .conflict("Call \(id) was already accepted by \(c.agentName ?? "another agent").")
-                case .done: throw .conflict("Call \(id) is already done.")
-                }
-                c.status = .accepted
-                c.agentId = user.id
-                c.agentName = user.displayName
+        return try await changeCall(scope, id) { (c: inout CallRequest, user: User) throws(DesklineError) in
+            switch c.status {
+            case .requested: break
+            case .accepted where c.agentId == user.id: throw .conflict("You have already accepted call \(id).")
+            case .accepted: throw .conflict("Call \(id) was already accepted by \(c.agentName ?? "another agent").")
+            case .done: throw .conflict("Call \(id) is already done.")
             }
-            guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
-            await emitCall(call, actor: actor(user), scope)
-            return call
+            c.status = .accepted
+            c.agentId = user.id
+            c.agentName = user.displayName
         }
     }
 
@@ -389,30 +343,36 @@ public struct TicketService: Sendable {
     /// optional note of the outcome.
     public func finishCall(_ scope: SessionScope, _ id: CallID, outcome rawOutcome: String?) async throws(DesklineError) -> CallRequest {
         try staff(scope)
-        let user = try await author(scope)
         let outcome = try rawOutcome.map { (o) throws(DesklineError) in try InputRules.messageText(o, field: "note") }
-        let store = self.store
-        let time = now()
-        return try await serializer.run("\(scope.tenantId.rawValue)/call\(id.number)") { () throws(DesklineError) -> CallRequest in
-            let call = try await store.updateCall(id, in: scope.tenantId, at: time) { (c: inout CallRequest) throws(DesklineError) in
-                guard c.status == .accepted else {
-                    throw .conflict(c.status == .done ? "Call \(id) is already done." : "Accept call \(id) first: CALL ACCEPT \(id).")
-                }
-                guard c.agentId == user.id || user.role == .admin else {
-                    throw .conflict("Call \(id) was accepted by \(c.agentName ?? "another agent"); they mark it done.")
-                }
-                c.status = .done
-                c.outcome = outcome
+        return try await changeCall(scope, id) { (c: inout CallRequest, user: User) throws(DesklineError) in
+            guard c.status == .accepted else {
+                throw .conflict(c.status == .done ? "Call \(id) is already done." : "Accept call \(id) first: CALL ACCEPT \(id).")
             }
-            guard let call else { throw .notFound("No call \(id) in your helpdesk.") }
-            await emitCall(call, actor: actor(user), scope)
-            return call
+            guard c.agentId == user.id || user.role == .admin else {
+                throw .conflict("Call \(id) was accepted by \(c.agentName ?? "another agent"); they mark it done.")
+            }
+            c.status = .done
+            c.outcome = outcome
         }
     }
 
-    private func emitCall(_ call: CallRequest, actor: Actor, _ scope: SessionScope) async {
-        let about = try? await call.ticketId.asyncMap { (id) throws(DesklineError) in try await store.ticket(id, in: scope.tenantId) } ?? nil
-        await emit(TicketEvent(kind: .call, tenantId: scope.tenantId, ticket: about, call: call, actor: actor, at: call.updatedAt), scope)
+    /// Decides one change of a call request by a staff user (`update`, which may refuse) and who
+    /// is told, and has the store commit it with the inbox lines and the event.
+    private func changeCall(_ scope: SessionScope, _ id: CallID,
+                            _ update: @escaping @Sendable (inout CallRequest, User) throws(DesklineError) -> Void) async throws(DesklineError) -> CallRequest {
+        let user = try await author(scope)
+        let staff = try await store.staff(in: scope.tenantId)
+        let (actor, tenant, time) = (actor(user), scope.tenantId, stamp())
+        let changed = try await store.changeCall(id, in: tenant) { state throws(DesklineError) -> Change in
+            var call = state.call
+            try update(&call, user)
+            call.updatedAt = time
+            let event = TicketEvent(kind: .call, tenantId: tenant, ticket: try state.ticket(), call: call, actor: actor, at: time,
+                                    customerUserId: try state.customerLogin())
+            return Self.change(telling: event, staff, scope, call: call)
+        }
+        guard let call = changed?.call else { throw .notFound("No call \(id) in your helpdesk.") }
+        return call
     }
 
     /// The caller's own call requests, newest first.

@@ -131,7 +131,7 @@ struct Session {
         let (hub, session) = (services.hub, id)
         var context = CommandContext(message: message, arguments: arguments, services: services, logger: logger,
                                      sessionId: id, remoteAddress: remoteAddress, scope: scope,
-                                     attach: { hub.attach(session, scope: $0.onSession(session), outbox: outbox) })
+                                     attach: { hub.attach(session, scope: $0.onSession(hub.sessionID(session)), outbox: outbox) })
         context.whenQueued = whenQueued
         var lines: [ServerLine]
         var newScope = scope

@@ -362,7 +362,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if let newScope = outcome.scope, scope == nil {
                 // From now on the session acts as this login, from this connection. (LOGIN already
                 // attached it to the hub, before counting unread notifications.)
-                scope = newScope.onSession(session.id)
+                scope = newScope.onSession(session.services.hub.sessionID(session.id))
                 preparedHead = nil
                 machine.state.withLock { $0.loggedIn(now: clock.now) }
             }

@@ -28,6 +28,8 @@ public final class GatewayServer: Service, Sendable {
     private let lingerTime: Duration
     /// One task executor per event loop, for the sessions' commands.
     private let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
+    /// Pushes the store's events to the sessions, from ``bind()`` until ``run()`` ends.
+    private let follower = Mutex<Task<Void, Never>?>(nil)
 
     /// One bound listening socket and what its sessions know of their transport.
     private struct Listener: Sendable {
@@ -66,13 +68,20 @@ public final class GatewayServer: Service, Sendable {
         if case .bound(let plaintext, _) = state.withLock({ $0 }) { return plaintext.address }
         // Read the certificate before taking any port, so a bad file leaves nothing half-started.
         let tlsContext = configuration.tls.enabled ? try configuration.tls.makeServerContext() : nil
+        // Follow the store's events before any session can cause one.
+        startFollowingEvents()
         // TLS first: the plaintext sessions must know its port (for `requireTLSForLogin`).
         var tls: Listener?
         if let tlsContext {
             let security = TransportSecurity(isSecure: true)
-            let channel = try await listen(host: configuration.tls.host, port: configuration.tls.port,
-                                           keys: "tls.host, tls.port", tls: tlsContext, security: security)
-            tls = Listener(channel: channel, security: security)
+            do {
+                let channel = try await listen(host: configuration.tls.host, port: configuration.tls.port,
+                                               keys: "tls.host, tls.port", tls: tlsContext, security: security)
+                tls = Listener(channel: channel, security: security)
+            } catch {
+                stopFollowingEvents()
+                throw error
+            }
         }
         let required = configuration.tls.requireTLSForLogin ? tls?.address.port : nil
         let security = TransportSecurity(isSecure: false, requiredTLSPort: required)
@@ -83,6 +92,7 @@ public final class GatewayServer: Service, Sendable {
             plaintext = Listener(channel: channel, security: security)
         } catch {
             try? await tls?.channel.close()
+            stopFollowingEvents()
             throw error
         }
         let accepted = state.withLock { s -> Bool in
@@ -93,6 +103,7 @@ public final class GatewayServer: Service, Sendable {
         guard accepted else {
             try? await plaintext.channel.close()
             try? await tls?.channel.close()
+            stopFollowingEvents()
             throw ServerError.alreadyStopped
         }
         for listener in [plaintext, tls].compactMap(\.self) {
@@ -187,7 +198,26 @@ public final class GatewayServer: Service, Sendable {
         while registry.count > 0, ContinuousClock.now < closing {
             try? await Task.sleep(for: .milliseconds(10))
         }
+        stopFollowingEvents()
         logger.info("server stopped")
+    }
+
+    /// Subscribes to the store's committed events (at once, so none committed from now on is
+    /// missed) and pushes them to the sessions from a task of their own.
+    private func startFollowingEvents() {
+        let (services, logger) = (self.services, self.logger)
+        follower.withLock { follower in
+            guard follower == nil else { return }
+            let feed = services.store.committedEvents()
+            follower = Task { await services.followEvents(feed, logger: logger) }
+        }
+    }
+
+    private func stopFollowingEvents() {
+        follower.withLock { follower in
+            defer { follower = nil }
+            return follower
+        }?.cancel()
     }
 
     /// Stops accepting and tells every session the server is going down. ``run()`` returns once

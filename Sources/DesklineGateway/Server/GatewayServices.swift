@@ -1,4 +1,5 @@
 import DesklineCore
+import Logging
 import Synchronization
 
 /// The domain services the gateway's commands call.
@@ -6,15 +7,18 @@ public struct GatewayServices: Sendable {
     public var accounts: AccountService
     public var tickets: TicketService
     public var notifications: NotificationService
-    /// Live sessions; also the ``EventSink`` the ticket service publishes to.
+    /// Live sessions, and the pushes to them of the store's committed events (``followEvents(_:logger:)``).
     public var hub: SessionHub
+    /// Where the events come from.
+    let store: any Store
     /// Failed-login limits shared by all sessions.
     let loginGuard: LoginGuard
     /// How long after it started a failed LOGIN is answered, at the soonest.
     let loginFailureDelay: Duration
 
-    public init(accounts: AccountService, tickets: TicketService, notifications: NotificationService, hub: SessionHub,
+    public init(store: any Store, accounts: AccountService, tickets: TicketService, notifications: NotificationService, hub: SessionHub,
                 limits: GatewayConfiguration.Limits = .init()) {
+        self.store = store
         self.accounts = accounts
         self.tickets = tickets
         self.notifications = notifications
@@ -25,11 +29,20 @@ public struct GatewayServices: Sendable {
         self.loginFailureDelay = .milliseconds(limits.loginFailureDelayMilliseconds)
     }
 
-    /// Wires the services over one store, with ticket events going to a fresh hub.
+    /// Wires the services over one store, with a fresh hub.
     public static func make(store: any Store, accounts: AccountService, limits: GatewayConfiguration.Limits = .init()) -> GatewayServices {
-        let hub = SessionHub()
-        return GatewayServices(accounts: accounts, tickets: TicketService(store: store, sink: hub),
-                               notifications: NotificationService(store: store), hub: hub, limits: limits)
+        GatewayServices(store: store, accounts: accounts, tickets: TicketService(store: store),
+                        notifications: NotificationService(store: store), hub: SessionHub(), limits: limits)
+    }
+
+    /// Pushes the events of `feed` (the store's ``Store/committedEvents()``, subscribed to before
+    /// any session could cause one) to the hub's sessions, each tenant's in order, until the feed
+    /// ends or the task is cancelled.
+    public func followEvents(_ feed: AsyncStream<[TicketEvent]>, logger: Logger) async {
+        let hub = self.hub
+        await EventFollower.run(feed, catchingUpFrom: store, logger: logger) { events in
+            for event in events { hub.publish(event) }
+        }
     }
 }
 

@@ -2,12 +2,13 @@ import DesklineCore
 import DesklineProtocol
 import Synchronization
 
-/// The logged-in sessions, and the push side of the gateway: it receives every stored
-/// ``TicketEvent`` and hands its line to each session allowed and meant to see it.
+/// The logged-in sessions, and the push side of the gateway: it receives every committed
+/// ``TicketEvent`` (``GatewayServices/followEvents(_:logger:)``) and hands its line to each
+/// session allowed and meant to see it.
 ///
 /// Delivery never waits: a line is put on each session's bounded ``Outbox`` (a client that lets
 /// it overflow is disconnected) and the lock is never held while anything is written to a socket.
-public final class SessionHub: EventSink, Sendable {
+public final class SessionHub: Sendable {
     /// A class, so that looking one up while publishing costs one reference, not a copy of the
     /// scope's strings and the joined set. Only touched under the `members` lock.
     final class Member {
@@ -46,7 +47,15 @@ public final class SessionHub: EventSink, Sendable {
     /// session ends.
     private let away = Mutex<[TenantID: [UserID: String]]>([:])
 
-    public init() {}
+    /// This process's part of every ``SessionID`` (connections are numbered per process).
+    public let node: String
+
+    public init(node: String = SessionID.newNode()) {
+        self.node = node
+    }
+
+    /// The id, unique across processes, of this process's connection `session`.
+    func sessionID(_ session: Int) -> SessionID { SessionID(node: node, number: session) }
 
     func attach(_ session: Int, scope: SessionScope, outbox: Outbox) {
         members.withLock { m in
@@ -108,7 +117,7 @@ public final class SessionHub: EventSink, Sendable {
         }
     }
 
-    public func publish(_ event: TicketEvent) {
+    func publish(_ event: TicketEvent) {
         guard let line = Self.line(for: event) else { return }
         // (A customer's message in an unassigned ticket notifies every agent: look them up in a set.)
         let recipients = Set(event.recipients)
@@ -123,7 +132,9 @@ public final class SessionHub: EventSink, Sendable {
             if let ticket = event.ticket { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)]) }
             var targets: [Outbox] = []
             targets.reserveCapacity(candidates.count)
-            for id in candidates where id != event.originSession {
+            // The session that caused the event got its OK instead.
+            let origin = event.originSession?.node == node ? event.originSession?.number : nil
+            for id in candidates where id != origin {
                 guard let member = m.all[id], Self.isAudience(member, of: event, recipients: recipients) else { continue }
                 targets.append(member.outbox)
             }

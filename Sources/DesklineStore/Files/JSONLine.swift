@@ -44,6 +44,15 @@ struct JSONLine {
     }
 
     mutating func member(_ key: StaticString, _ value: String) { self.key(key); string(value) }
+    mutating func member(_ key: StaticString, _ values: [String]) {
+        self.key(key)
+        bytes.append(UInt8(ascii: "["))
+        for (i, value) in values.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ",")) }
+            string(value)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
     mutating func member(_ key: StaticString, _ value: Int) { self.key(key); bytes.append(contentsOf: String(value).utf8) }
     mutating func member(_ key: StaticString, _ value: Date) { self.key(key); string(Timestamp.format(value)) }
     mutating func member(_ key: StaticString, _ value: String?) { if let value { member(key, value) } }
@@ -133,6 +142,40 @@ extension JSONLine {
             o.member("text", n.text)
             o.member("ticket", n.ticket?.number)
             o.member("type", n.type)
+        }
+        return json.data
+    }
+
+    /// An event-log line. A call request (rare) goes through `JSONEncoder`.
+    static func line(_ event: TicketEvent) throws -> Data {
+        var json = JSONLine(capacity: 768)
+        let call = try event.call.map { try FileStore.lineEncoder.encode($0) }
+        json.object { o in
+            o.key("actor")
+            o.object { a in
+                a.member("id", event.actor.id.rawValue)
+                a.member("name", event.actor.name)
+                a.member("role", event.actor.role.rawValue)
+            }
+            o.member("at", event.at)
+            if let call {
+                o.key("call")
+                o.bytes.append(contentsOf: call)
+            }
+            o.member("customerUserId", event.customerUserId?.rawValue)
+            if let entry = event.entry {
+                o.key("entry")
+                o.value(entry)
+            }
+            o.member("kind", event.kind.rawValue)
+            o.member("originSession", event.originSession?.description)
+            o.member("recipients", event.recipients.map(\.rawValue))
+            o.member("seq", event.seq)
+            o.member("tenantId", event.tenantId.rawValue)
+            if let ticket = event.ticket {
+                o.key("ticket")
+                o.value(ticket)
+            }
         }
         return json.data
     }

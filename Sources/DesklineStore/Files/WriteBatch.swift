@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import DesklineCore
 import Dispatch
 import Foundation
 import NIOPosix
@@ -221,6 +222,9 @@ final class WriteBatch {
     private(set) var appendCount = 0
     /// Set once a write failed: nothing more is written and the batch is rolled back.
     private(set) var failure: (any Error)?
+    /// The events the batch's jobs appended to the event log, in order: published once the
+    /// batch is durable.
+    var events: [TicketEvent] = []
 
     init(visibility: LogVisibility, faults: FaultInjection? = nil, keptOpen: OpenLogFiles? = nil,
          onTornTail: @escaping (String, Int64) -> Void) {
