@@ -50,3 +50,24 @@ struct TicketRulesTests {
         #expect(call.status == .requested && call.createdAt == start && call.updatedAt == start && call.ticketId == TicketID(1001))
     }
 }
+
+/// Errors whose usual wording names a command carry their data, and their own text names none
+/// (a dialect words them: issue #17).
+struct ErrorReasonTests {
+    @Test func errorsThatADialectWordsCarryTheirDataAndNameNoCommand() {
+        let errors: [(DesklineError, DesklineError.Reason, String)] = [
+            (.noSuchTicket(TicketID(1001)), .noSuchTicket(TicketID(1001)), "NO_SUCH_TICKET"),
+            (.ticketClosed(TicketID(1002)), .ticketClosed(TicketID(1002)), "TICKET_CLOSED"),
+            (.noPhone, .noPhone, "NO_PHONE"),
+            (.customerHasNoLogin(CustomerID(rawValue: "c3")!), .customerHasNoLogin(CustomerID(rawValue: "c3")!), "NOT_FOUND"),
+            (.callNotAccepted(CallID(4)), .callNotAccepted(CallID(4)), "CONFLICT"),
+        ]
+        let commands = ["TICKETS", "NEW", "PROFILE", "CALL ", "CUSTOMER LOGIN", "ACCEPT"]
+        for (error, reason, code) in errors {
+            #expect(error.reason == reason)
+            #expect(error.code == code)
+            #expect(!commands.contains { error.message.contains($0) }, "\(error.message)")
+        }
+        #expect(DesklineError.conflict("x").reason == nil)
+    }
+}

@@ -160,6 +160,29 @@ import Testing
         }
     }
 
+    /// Core leaves these errors' wording to the dialect (issue #17); the native dialect names its
+    /// commands in them, byte for byte as before.
+    @Test func theNativeDialectWordsTheErrorsThatNameItsCommands() async throws {
+        try await withServer { server in
+            let ann = try await server.login("ann@acme.test")
+            let gus = try await server.login("gus@globex.test")
+            let ada = try await server.login("ada@acme.test")
+            _ = try await ann.command("NEW Printer")
+            _ = try await ann.command("CLOSE #1001")
+            #expect(try await ann.command("MSG #1001 again").last == "ERR MSG TICKET_CLOSED :Ticket #1001 is closed. Open a new one with NEW <subject>.")
+            #expect(try await ann.command("SHOW #1002").last == "ERR SHOW NO_SUCH_TICKET :No ticket #1002 that you can see. TICKETS lists yours.")
+            #expect(try await gus.command("CALL").last
+                    == "ERR CALL NO_PHONE :There is no phone number on your record. Add one with PROFILE phone <number>, then CALL again.")
+            _ = try await ann.command("CALL")
+            #expect(try await ada.command("CALL DONE 1").last == "ERR CALL CONFLICT :Accept call 1 first: CALL ACCEPT 1.")
+            let added = try await ada.command("CUSTOMER NEW cy@acme.test none Cy Nologin").last ?? ""
+            let customer = try #require(added.split(separator: " ").dropFirst(3).first)
+            #expect(try await ada.command("CUSTOMER PASSWORD \(customer)").last
+                    == "ERR CUSTOMER NOT_FOUND :Customer \(customer) has no login yet: CUSTOMER LOGIN \(customer).")
+            for c in [ann, gus, ada] { await c.close() }
+        }
+    }
+
     @Test func customersNeverReceiveOtherCustomersEvents() async throws {
         try await withServer { server in
             let ann = try await server.login("ann@acme.test")

@@ -230,7 +230,7 @@ public struct AccountService: Sendable {
         guard let customer = try await store.customer(id, in: scope.tenantId) else {
             throw .notFound("No customer \(id) in your helpdesk.")
         }
-        let noLogin = DesklineError.notFound("Customer \(id) has no login yet: CUSTOMER LOGIN \(id).")
+        let noLogin = DesklineError.customerHasNoLogin(id)
         guard customer.userId != nil else { throw noLogin }
         let password = PasswordGenerator.make()
         let hash = try await newHash(password)

@@ -1,5 +1,7 @@
 /// An error a client or operator can be shown. `code` is stable and machine-readable (it goes on
-/// the wire after `ERR <COMMAND>`); `message` is for people and may change.
+/// the wire after `ERR <COMMAND>`); `message` is for people and may change. Errors whose usual
+/// wording points at a command (which a dialect names its own way) carry a ``Reason`` with their
+/// data: a dialect words those itself, and `message` says the same without naming a command.
 public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible {
     private enum Kind: String, Sendable {
         case invalidArgument = "INVALID_ARGUMENT"
@@ -16,13 +18,30 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
         case throttled = "THROTTLED"
     }
 
-    private let kind: Kind
-    /// Human-readable explanation.
-    public let message: String
+    /// What an error that a dialect words itself is about.
+    public enum Reason: Sendable, Equatable {
+        /// ``noSuchTicket(_:)``
+        case noSuchTicket(TicketID)
+        /// ``ticketClosed(_:)``
+        case ticketClosed(TicketID)
+        /// ``noPhone``
+        case noPhone
+        /// ``customerHasNoLogin(_:)``
+        case customerHasNoLogin(CustomerID)
+        /// ``callNotAccepted(_:)``
+        case callNotAccepted(CallID)
+    }
 
-    private init(_ kind: Kind, _ message: String) {
+    private let kind: Kind
+    /// Human-readable explanation, naming no command.
+    public let message: String
+    /// Set for the errors a dialect words itself.
+    public let reason: Reason?
+
+    private init(_ kind: Kind, _ message: String, _ reason: Reason? = nil) {
         self.kind = kind
         self.message = message
+        self.reason = reason
     }
 
     /// The stable machine code.
@@ -47,14 +66,23 @@ public struct DesklineError: Error, Sendable, Equatable, CustomStringConvertible
     public static func forbidden(_ message: String) -> Self { .init(.forbidden, message) }
     /// The ticket does not exist or is not the caller's: one answer for both, so it reveals nothing.
     public static func noSuchTicket(_ id: TicketID) -> Self {
-        .init(.noSuchTicket, "No ticket \(id) that you can see. TICKETS lists yours.")
+        .init(.noSuchTicket, "No ticket \(id) that you can see.", .noSuchTicket(id))
     }
     /// Nobody writes in a closed ticket.
     public static func ticketClosed(_ id: TicketID) -> Self {
-        .init(.ticketClosed, "Ticket \(id) is closed. Open a new one with NEW <subject>.")
+        .init(.ticketClosed, "Ticket \(id) is closed.", .ticketClosed(id))
     }
     /// A call needs a phone number on record.
-    public static let noPhone = DesklineError(.noPhone, "There is no phone number on your record. Add one with PROFILE phone <number>, then CALL again.")
+    public static let noPhone = DesklineError(.noPhone, "There is no phone number on your record.", .noPhone)
+    /// An admin asked for something of a customer's login (a password reset) that the customer
+    /// does not have yet.
+    public static func customerHasNoLogin(_ id: CustomerID) -> Self {
+        .init(.notFound, "Customer \(id) has no login yet.", .customerHasNoLogin(id))
+    }
+    /// A call must be accepted before it is marked done.
+    public static func callNotAccepted(_ id: CallID) -> Self {
+        .init(.conflict, "Call \(id) has not been accepted yet.", .callNotAccepted(id))
+    }
     /// Too many failed logins (or password changes: `failed` says which) from this address or
     /// for this account; says when to retry and nothing about whether the account exists.
     public static func throttled(retryAfterSeconds seconds: Int, failed: String = "logins") -> Self {

@@ -346,7 +346,7 @@ public struct TicketService: Sendable {
         let outcome = try rawOutcome.map { (o) throws(DesklineError) in try InputRules.messageText(o, field: "note") }
         return try await changeCall(scope, id) { (c: inout CallRequest, user: User) throws(DesklineError) in
             guard c.status == .accepted else {
-                throw .conflict(c.status == .done ? "Call \(id) is already done." : "Accept call \(id) first: CALL ACCEPT \(id).")
+                throw c.status == .done ? .conflict("Call \(id) is already done.") : .callNotAccepted(id)
             }
             guard c.agentId == user.id || user.role == .admin else {
                 throw .conflict("Call \(id) was accepted by \(c.agentName ?? "another agent"); they mark it done.")

@@ -142,7 +142,7 @@ struct Session {
             if error.code == DesklineError.storage("").code {
                 logger.error("command failed in the store", metadata: ["command": "\(verb)", "error": "\(error.message)"])
             }
-            lines = [.error(command: verb, code: error.code, text: error.message)]
+            lines = [.error(command: verb, code: error.code, text: NativeDialect.text(of: error))]
         }
         // The reply's lines carry the label; events a handler adds after its reply never do.
         for i in lines.indices where lines[i].kind != .event { lines[i].label = label }
