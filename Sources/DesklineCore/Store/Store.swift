@@ -67,10 +67,12 @@ public protocol Store: Sendable {
     /// between, and its change is stored (a `ticket` equal to the current one and no entry store
     /// nothing of the ticket). Nil if there is no such ticket.
     ///
-    /// A tenant's writes are stored in the order they were queued. `whenQueued` is called (in the
-    /// calling task) once this write has its place in that order, so the caller may queue its next
-    /// write before this one is durable (pipelining: a burst of writes shares commits); a write
-    /// queued after it is stored after it.
+    /// `whenQueued` is called (in the calling task) once this write has its place in the store's
+    /// order: a write the same caller starts after that is stored after this one. So a caller may
+    /// start its next write before this one is durable (pipelining: a session's burst of writes
+    /// shares commits, its replies stay in order). The file store orders all of a tenant's writes
+    /// in its writer's queue; a database store keeps the order of the writes one node submits for
+    /// a tenant (a queue per tenant in front of its connections), which is all the contract asks.
     func changeTicket(_ id: TicketID, in tenant: TenantID, whenQueued: (@Sendable () -> Void)?,
                       _ decide: @escaping TicketDecision) async throws(DesklineError) -> Change?
     /// Entries of a ticket, oldest first: those after `after` and before `before`, at most

@@ -1,4 +1,5 @@
 import DesklineCore
+import DesklineProtocol
 
 /// The wording of the native dialect (docs/PROTOCOL.md): what Core leaves to a dialect, with the
 /// native commands named where they help.
@@ -13,5 +14,27 @@ enum NativeDialect {
         case .callNotAccepted(let id)?: "Accept call \(id) first: CALL ACCEPT \(id)."
         case nil: error.message
         }
+    }
+
+    /// The pushed line of an event (docs/PROTOCOL.md, "Events"); the hub renders each event once.
+    static func line(for event: TicketEvent) -> ServerLine? {
+        switch event.kind {
+        case .entry:
+            guard let ticket = event.ticket, let entry = event.entry else { break }
+            return ServerLine(.event, "TICKET", [ticket.id.description, entry.messageID, Timestamp.format(entry.at),
+                                                 entry.kind.rawValue, entry.authorRole.rawValue, entry.authorName],
+                              text: entry.text)
+        case .created:
+            guard let ticket = event.ticket else { break }
+            return ServerLine(.event, "NEW", [ticket.id.description, Timestamp.format(ticket.createdAt),
+                                              ticket.customerId.rawValue, event.actor.name], text: ticket.subject)
+        case .call:
+            guard let call = event.call else { break }
+            let text = call.status == .requested ? call.note : (call.status == .done ? call.outcome : nil)
+            return ServerLine(.event, "CALL", [call.id.description, call.status.rawValue, Timestamp.format(call.updatedAt),
+                                               call.ticketId?.description ?? "", event.actor.name, call.phone],
+                              text: text ?? "")
+        }
+        return nil // an event without the record it is about: nothing to show
     }
 }

@@ -118,7 +118,7 @@ public final class SessionHub: Sendable {
     }
 
     func publish(_ event: TicketEvent) {
-        guard let line = Self.line(for: event) else { return }
+        guard let line = NativeDialect.line(for: event) else { return }
         // (A customer's message in an unassigned ticket notifies every agent: look them up in a set.)
         let recipients = Set(event.recipients)
         let targets = members.withLock { m -> [Outbox] in
@@ -153,27 +153,5 @@ public final class SessionHub: Sendable {
         if recipients.contains(user) || user == event.customerUserId { return true }
         guard let ticket = event.ticket else { return false }
         return user == ticket.assigneeId || member.joined.contains(ticket.id)
-    }
-
-    /// The pushed line of an event (docs/PROTOCOL.md, "Events").
-    static func line(for event: TicketEvent) -> ServerLine? {
-        switch event.kind {
-        case .entry:
-            guard let ticket = event.ticket, let entry = event.entry else { break }
-            return ServerLine(.event, "TICKET", [ticket.id.description, entry.messageID, Timestamp.format(entry.at),
-                                                 entry.kind.rawValue, entry.authorRole.rawValue, entry.authorName],
-                              text: entry.text)
-        case .created:
-            guard let ticket = event.ticket else { break }
-            return ServerLine(.event, "NEW", [ticket.id.description, Timestamp.format(ticket.createdAt),
-                                              ticket.customerId.rawValue, event.actor.name], text: ticket.subject)
-        case .call:
-            guard let call = event.call else { break }
-            let text = call.status == .requested ? call.note : (call.status == .done ? call.outcome : nil)
-            return ServerLine(.event, "CALL", [call.id.description, call.status.rawValue, Timestamp.format(call.updatedAt),
-                                               call.ticketId?.description ?? "", event.actor.name, call.phone],
-                              text: text ?? "")
-        }
-        return nil // an event without the record it is about: nothing to show
     }
 }
