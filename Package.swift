@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DesklineCoreTests",
-            dependencies: ["DesklineCore", "DesklineStore"]
+            dependencies: ["DesklineCore"]
         ),
         .testTarget(
             name: "DesklineStoreTests",

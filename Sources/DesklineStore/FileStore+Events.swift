@@ -1,6 +1,5 @@
 import DesklineCore
 import Foundation
-import Synchronization
 
 // The tenant's event log, the store's transactional outbox:
 //
@@ -15,29 +14,6 @@ import Synchronization
 /// A line of the event log read only for its number.
 struct EventSeqLine: Decodable {
     var seq: Int
-}
-
-/// Hands committed events to every subscriber of ``FileStore/committedEvents()``.
-final class EventBroadcast: Sendable {
-    private let subscribers = Mutex<[Int: AsyncStream<[TicketEvent]>.Continuation]>([:])
-    private let nextId = Atomic<Int>(0)
-
-    func subscribe() -> AsyncStream<[TicketEvent]> {
-        let (stream, continuation) = AsyncStream<[TicketEvent]>.makeStream()
-        let id = nextId.add(1, ordering: .relaxed).newValue
-        subscribers.withLock { $0[id] = continuation }
-        continuation.onTermination = { [weak self] _ in
-            _ = self?.subscribers.withLock { $0.removeValue(forKey: id) }
-        }
-        return stream
-    }
-
-    /// Called by a tenant's writer, one batch at a time, in commit order.
-    func publish(_ events: [TicketEvent]) {
-        guard !events.isEmpty else { return }
-        let targets = subscribers.withLock { Array($0.values) }
-        for continuation in targets { continuation.yield(events) }
-    }
 }
 
 extension FileStore {

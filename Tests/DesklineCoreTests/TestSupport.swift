@@ -1,5 +1,4 @@
 @testable import DesklineCore
-import DesklineStore
 import Foundation
 import Synchronization
 
@@ -13,14 +12,9 @@ struct InlineExecutor: BlockingExecutor {
 /// scrypt with N=1024: same code path as production, a hundred times cheaper.
 let testCost = PasswordHashingCost(n: 1024, r: 8, p: 1)
 
-func makeTemporaryDirectory() -> String {
-    let path = NSTemporaryDirectory() + "deskline-test-" + UUID().uuidString
-    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
-
-func makeAccounts(root: String = makeTemporaryDirectory()) async throws -> (AccountService, FileStore) {
-    let store = try await FileStore(root: root)
+/// An account service on a fresh in-memory store (Core's tests need a store, not a backend).
+func makeAccounts() -> (AccountService, InMemoryStore) {
+    let store = InMemoryStore()
     return (AccountService(store: store, hasher: PasswordHasher(cost: testCost), passwordWork: InlineExecutor()), store)
 }
 

@@ -1,7 +1,7 @@
 import struct Foundation.Date
 
 /// The persistence port. Core's services talk only to this; `DesklineStore` provides the
-/// file-backed implementation (and later PostgreSQL).
+/// file-backed implementation (and later PostgreSQL), ``InMemoryStore`` the in-memory twin.
 ///
 /// The protocol lives in Core, not in DesklineStore, because Core's services depend on it and the
 /// backends depend on Core's types: putting it in DesklineStore would make the two modules depend
