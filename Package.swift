@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DesklineCoreTests",
-            dependencies: ["DesklineCore"]
+            dependencies: ["DesklineCore", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "DesklineStoreTests",

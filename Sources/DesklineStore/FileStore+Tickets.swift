@@ -213,9 +213,8 @@ extension FileStore {
             let last = try memory.lastTicket ?? self.logNumbers(in: self.ticketsDir(tenant)).last
             let id = TicketID.next(after: last.map(TicketID.init))
             let change = try decide(id)
-            guard let ticket = change.ticket, ticket.id == id, ticket.tenantId == tenant, change.call == nil else {
-                throw DesklineError.storage("a new ticket's change is not about ticket \(id) of \(tenant)")
-            }
+            try change.validate(.ticket(id, customer: nil), in: tenant)
+            guard let ticket = change.ticket else { return change }
             // Who is told, before anything is written (see changeTicket).
             let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
             memory.lastTicket = id.number
@@ -266,10 +265,8 @@ extension FileStore {
             let path = self.ticketLog(id, tenant)
             guard let before = try memory.tickets[id] ?? self.lastLine(TicketLogLine.self, path, uncommitted: true)?.ticket else { return nil }
             let change = try decide(TicketState(ticket: before, customerLogin: self.customerLogin(before.customerId, in: tenant)))
-            guard let ticket = change.ticket, ticket.id == id, ticket.tenantId == tenant, ticket.customerId == before.customerId,
-                  change.call == nil else {
-                throw DesklineError.storage("a change of ticket \(id) of \(tenant) is about something else")
-            }
+            try change.validate(.ticket(id, customer: before.customerId), in: tenant)
+            guard let ticket = change.ticket else { return change }
             // Who is told, and their inbox lines, are worked out before anything is written: if
             // that fails, this change is refused alone and the rest of the batch goes on.
             let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
@@ -350,9 +347,8 @@ extension FileStore {
             let last = try memory.lastCall ?? self.logNumbers(in: self.callsDir(tenant)).last
             let id = CallID.next(after: last.map(CallID.init))
             let change = try decide(id)
-            guard let call = change.call, call.id == id, call.tenantId == tenant, change.ticket == nil, change.entry == nil else {
-                throw DesklineError.storage("a new call's change is not about call \(id) of \(tenant)")
-            }
+            try change.validate(.call(id, customer: nil), in: tenant)
+            guard let call = change.call else { return change }
             let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
             memory.lastCall = id.number
             try batch.append(Self.line(call), to: self.callLog(id, tenant))
@@ -392,10 +388,8 @@ extension FileStore {
                 }
             }
             let change = try decide(CallState(call: before, customerLogin: self.customerLogin(before.customerId, in: tenant), ticket: ticket))
-            guard let call = change.call, call.id == id, call.tenantId == tenant, call.customerId == before.customerId,
-                  change.ticket == nil, change.entry == nil else {
-                throw DesklineError.storage("a change of call \(id) of \(tenant) is about something else")
-            }
+            try change.validate(.call(id, customer: before.customerId), in: tenant)
+            guard let call = change.call else { return change }
             let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
             if call != before { try batch.append(Self.line(call), to: path) }
             return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory)

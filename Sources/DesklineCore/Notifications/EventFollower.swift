@@ -45,29 +45,52 @@ public struct EventFollower: Sendable {
     /// Most events read in one catch-up read.
     public static let catchUpPage = 500
 
-    /// Follows `feed` (from `store`'s ``Store/committedEvents()``) until it ends, calling
-    /// `deliver` with each batch (one tenant's events, in order), reading what it missed from
-    /// `store`. A gap that cannot be read after a few tries is logged and skipped.
+    /// Follows `feed` (from `store`'s ``Store/committedEvents()``) until it ends or the task is
+    /// cancelled, calling `deliver` with each batch (one tenant's events, in order), reading what
+    /// it missed from `store`'s event log. Events the log does not hold (a hole in it, or a read
+    /// that fails three times) are logged and skipped, and `skipped` is told how far.
     public static func run(_ feed: AsyncStream<[TicketEvent]>, catchingUpFrom store: any Store, from start: [TenantID: Int] = [:],
-                           logger: Logger, deliver: ([TicketEvent]) -> Void) async {
+                           logger: Logger, deliver: ([TicketEvent]) -> Void,
+                           skipped: (TenantID, _ through: Int) -> Void = { _, _ in }) async {
+        await run(feed, readingMissed: { tenant, after, limit throws(DesklineError) in try await store.events(in: tenant, after: after, limit: limit) },
+                  from: start, logger: logger, deliver: deliver, skipped: skipped)
+    }
+
+    /// ``run(_:catchingUpFrom:from:logger:deliver:skipped:)`` with what reads the log:
+    /// `read(tenant, after, limit)`.
+    public static func run(_ feed: AsyncStream<[TicketEvent]>,
+                           readingMissed read: (TenantID, _ after: Int, _ limit: Int) async throws(DesklineError) -> [TicketEvent],
+                           from start: [TenantID: Int] = [:], logger: Logger, deliver: ([TicketEvent]) -> Void,
+                           skipped: (TenantID, _ through: Int) -> Void = { _, _ in }) async {
         var follower = EventFollower(from: start)
         for await batch in feed {
             var failures = 0
-            while true {
+            while !Task.isCancelled {
                 switch follower.receive(batch) {
                 case .deliver(let events):
                     if !events.isEmpty { deliver(events) }
                 case .catchUp(let tenant, let after, let through):
                     do {
-                        let missed = try await store.events(in: tenant, after: after, limit: min(through - after, catchUpPage))
-                        guard !missed.isEmpty else { throw DesklineError.storage("the event log ends before event \(through)") }
+                        let missed = try await read(tenant, after, min(through - after, catchUpPage))
+                            .filter { ($0.seq ?? 0) <= through }
+                        guard let first = missed.first?.seq else {
+                            throw DesklineError.storage("the event log holds no events \(after + 1)-\(through)")
+                        }
+                        if first > after + 1 {
+                            logger.error("the event log has a hole; those events are not pushed",
+                                         metadata: ["tenant": "\(tenant)", "from": "\(after + 1)", "through": "\(first - 1)"])
+                            follower.skip(tenant, through: first - 1)
+                            skipped(tenant, first - 1)
+                        }
                         if case .deliver(let events) = follower.receive(missed), !events.isEmpty { deliver(events) }
+                        failures = 0
                     } catch {
                         failures += 1
                         guard failures < 3 else {
                             logger.error("could not read missed events; they are not pushed",
                                          metadata: ["tenant": "\(tenant)", "after": "\(after)", "through": "\(through)", "error": "\(error)"])
                             follower.skip(tenant, through: through)
+                            skipped(tenant, through)
                             continue
                         }
                         try? await Task.sleep(for: .milliseconds(100 * failures))
@@ -78,4 +101,14 @@ public struct EventFollower: Sendable {
             }
         }
     }
+}
+
+/// Where a process delivers committed events (the gateway's session hub). A service's answer to a
+/// change waits until that change's event was delivered here, so it never overtakes the pushes
+/// of changes committed before it: a client that gets `OK` for message 5 already has message 4
+/// pushed before it, as the tenant's event log orders them (on any node).
+public protocol EventDelivery: Sendable {
+    /// Returns once every event of `tenant` up to `seq` was delivered (or will never be: the
+    /// delivery stopped).
+    func waitUntilDelivered(_ tenant: TenantID, through seq: Int) async
 }

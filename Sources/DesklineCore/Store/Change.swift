@@ -82,3 +82,41 @@ public typealias CallDecision = @Sendable (CallState) throws(DesklineError) -> C
 /// Decides a new ticket or call from the number the store hands out next.
 public typealias NewTicketDecision = @Sendable (TicketID) throws(DesklineError) -> Change
 public typealias NewCallDecision = @Sendable (CallID) throws(DesklineError) -> Change
+
+extension Change {
+    /// What a write was asked to change.
+    public enum Subject: Sendable, Equatable {
+        /// Ticket `id`; a change of an existing ticket keeps its customer.
+        case ticket(TicketID, customer: CustomerID?)
+        /// Call request `id`; a change of an existing call keeps its customer.
+        case call(CallID, customer: CustomerID?)
+    }
+
+    /// Refuses a change that is not about `subject` of `tenant` (`storage`: a bug in a decision,
+    /// not the client's doing), so a store commits nothing else: the ticket or call itself, of the
+    /// tenant (and customer) written to; an event of that tenant, not yet numbered, about that
+    /// ticket or call.
+    public func validate(_ subject: Subject, in tenant: TenantID) throws(DesklineError) {
+        var valid: Bool
+        switch subject {
+        case .ticket(let id, let customer):
+            valid = call == nil
+            if let ticket {
+                valid = valid && ticket.id == id && ticket.tenantId == tenant && (customer.map { $0 == ticket.customerId } ?? true)
+            } else {
+                valid = false
+            }
+            if let event { valid = valid && (event.ticket?.id ?? id) == id && event.call == nil }
+        case .call(let id, let customer):
+            valid = ticket == nil && entry == nil
+            if let call {
+                valid = valid && call.id == id && call.tenantId == tenant && (customer.map { $0 == call.customerId } ?? true)
+            } else {
+                valid = false
+            }
+            if let event { valid = valid && event.call?.id == id }
+        }
+        if let event { valid = valid && event.tenantId == tenant && event.seq == nil }
+        guard valid else { throw .storage("a change of \(subject) of \(tenant) is about something else") }
+    }
+}

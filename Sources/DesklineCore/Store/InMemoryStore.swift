@@ -179,9 +179,8 @@ public final class InMemoryStore: Store {
         try commit(in: tenant) { data throws(DesklineError) -> Change in
             let id = TicketID.next(after: data.lastTicket)
             let change = try decide(id)
-            guard let ticket = change.ticket, ticket.id == id, ticket.tenantId == tenant, change.call == nil else {
-                throw .storage("a new ticket's change is not about ticket \(id) of \(tenant)")
-            }
+            try change.validate(.ticket(id, customer: nil), in: tenant)
+            guard let ticket = change.ticket else { return change }
             data.lastTicket = id
             data.tickets[id] = TicketLog(ticket: ticket, entries: change.entry.map { [$0] } ?? [])
             data.customerTickets[ticket.customerId, default: []].append(id)
@@ -216,10 +215,8 @@ public final class InMemoryStore: Store {
             guard let before = data.tickets[id]?.ticket else { return nil }
             let login = data.customerLogin(before.customerId)
             let change = try decide(TicketState(ticket: before, customerLogin: { login }))
-            guard let ticket = change.ticket, ticket.id == id, ticket.tenantId == tenant, ticket.customerId == before.customerId,
-                  change.call == nil else {
-                throw .storage("a change of ticket \(id) of \(tenant) is about something else")
-            }
+            try change.validate(.ticket(id, customer: before.customerId), in: tenant)
+            guard let ticket = change.ticket else { return change }
             if ticket != before || change.entry != nil {
                 data.tickets[id]?.ticket = ticket
                 if let entry = change.entry { data.tickets[id]?.entries.append(entry) }
@@ -282,9 +279,8 @@ public final class InMemoryStore: Store {
         try commit(in: tenant) { data throws(DesklineError) -> Change in
             let id = CallID.next(after: data.lastCall)
             let change = try decide(id)
-            guard let call = change.call, call.id == id, call.tenantId == tenant, change.ticket == nil, change.entry == nil else {
-                throw .storage("a new call's change is not about call \(id) of \(tenant)")
-            }
+            try change.validate(.call(id, customer: nil), in: tenant)
+            guard let call = change.call else { return change }
             data.lastCall = id
             data.calls[id] = call
             data.customerCalls[call.customerId, default: []].append(id)
@@ -308,10 +304,8 @@ public final class InMemoryStore: Store {
             let login = data.customerLogin(before.customerId)
             let ticket = before.ticketId.flatMap { data.tickets[$0]?.ticket }
             let change = try decide(CallState(call: before, customerLogin: { login }, ticket: { ticket }))
-            guard let call = change.call, call.id == id, call.tenantId == tenant, call.customerId == before.customerId,
-                  change.ticket == nil, change.entry == nil else {
-                throw .storage("a change of call \(id) of \(tenant) is about something else")
-            }
+            try change.validate(.call(id, customer: before.customerId), in: tenant)
+            guard let call = change.call else { return change }
             data.calls[id] = call
             return change
         }

@@ -113,9 +113,12 @@ public protocol Store: Sendable {
     /// The number of the tenant's last committed event (0: none yet).
     func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int
     /// Every tenant's events as they are committed, in batches of one tenant's consecutive
-    /// events, each tenant's in `seq` order. Only what is committed from the call on; a backend
-    /// may miss some (a database's notifications while it reconnects): ``EventFollower`` reads
-    /// those from ``events(in:after:limit:)``. Ends when the store closes.
+    /// events, each tenant's in `seq` order: everything committed from the call on, and perhaps
+    /// the last events committed just before it. A backend may miss some (a database's
+    /// notifications while it reconnects): ``EventFollower`` reads those from
+    /// ``events(in:after:limit:)`` and drops what it already has. Buffers what the subscriber has
+    /// not taken yet; stops when the subscriber stops iterating (its task is cancelled) or drops
+    /// the stream.
     func committedEvents() -> AsyncStream<[TicketEvent]>
 }
 

@@ -11,16 +11,27 @@ import Logging
 /// - Tenant, customer and author always come from the ``SessionScope``.
 public struct TicketService: Sendable {
     let store: any Store
+    let delivery: (any EventDelivery)?
     let now: @Sendable () -> Date
     let logger: Logger
 
     /// The service decides every change (``Change``) and the store commits it with its inbox
     /// lines and its event; the event reaches sessions through ``Store/committedEvents()``.
-    public init(store: any Store, logger: Logger = Logger(label: "deskline.tickets"),
+    /// - Parameter delivery: where this process delivers events (the gateway's hub): a change is
+    ///   answered once its event was delivered there (see ``EventDelivery``).
+    public init(store: any Store, delivery: (any EventDelivery)? = nil, logger: Logger = Logger(label: "deskline.tickets"),
                 now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
+        self.delivery = delivery
         self.now = now
         self.logger = logger
+    }
+
+    /// Commits are answered in the order their events are pushed: waits until `change`'s event
+    /// (and so every earlier one of the tenant) was delivered.
+    private func delivered(_ change: Change?) async {
+        guard let delivery, let event = change?.event, let seq = event.seq else { return }
+        await delivery.waitUntilDelivered(event.tenantId, through: seq)
     }
 
     /// The time of a change, as precisely as it is stored (so what a write returns is what a
@@ -114,6 +125,7 @@ public struct TicketService: Sendable {
             return Self.change(telling: event, staff, scope, ticket: ticket)
         }
         guard let ticket = created.ticket else { throw .storage("the store returned no ticket") }
+        await delivered(created)
         return ticket
     }
 
@@ -152,6 +164,7 @@ public struct TicketService: Sendable {
             return Self.change(telling: event, staff, scope, ticket: ticket, entry: entry)
         }
         guard let ticket = result?.ticket, let entry = result?.entry else { throw .noSuchTicket(id) }
+        await delivered(result)
         return (ticket, entry)
     }
 
@@ -299,6 +312,7 @@ public struct TicketService: Sendable {
             return Self.change(telling: event, staff, scope, call: call)
         }
         guard let call = filed.call else { throw .storage("the store returned no call request") }
+        await delivered(filed)
         return call
     }
 
@@ -372,6 +386,7 @@ public struct TicketService: Sendable {
             return Self.change(telling: event, staff, scope, call: call)
         }
         guard let call = changed?.call else { throw .notFound("No call \(id) in your helpdesk.") }
+        await delivered(changed)
         return call
     }
 

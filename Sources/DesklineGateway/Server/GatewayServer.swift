@@ -1,3 +1,4 @@
+import DesklineCore
 import Foundation
 import Logging
 import NIOCore
@@ -68,8 +69,10 @@ public final class GatewayServer: Service, Sendable {
         if case .bound(let plaintext, _) = state.withLock({ $0 }) { return plaintext.address }
         // Read the certificate before taking any port, so a bad file leaves nothing half-started.
         let tlsContext = configuration.tls.enabled ? try configuration.tls.makeServerContext() : nil
-        // Follow the store's events before any session can cause one.
-        startFollowingEvents()
+        // Subscribe to the store's events before any session can cause one (the task that pushes
+        // them starts once this call bound the listeners; a stream dropped unsubscribes).
+        let feed = services.store.committedEvents()
+        services.hub.startDelivering()
         // TLS first: the plaintext sessions must know its port (for `requireTLSForLogin`).
         var tls: Listener?
         if let tlsContext {
@@ -79,7 +82,7 @@ public final class GatewayServer: Service, Sendable {
                                                keys: "tls.host, tls.port", tls: tlsContext, security: security)
                 tls = Listener(channel: channel, security: security)
             } catch {
-                stopFollowingEvents()
+                notFollowing()
                 throw error
             }
         }
@@ -92,7 +95,7 @@ public final class GatewayServer: Service, Sendable {
             plaintext = Listener(channel: channel, security: security)
         } catch {
             try? await tls?.channel.close()
-            stopFollowingEvents()
+            notFollowing()
             throw error
         }
         let accepted = state.withLock { s -> Bool in
@@ -103,9 +106,10 @@ public final class GatewayServer: Service, Sendable {
         guard accepted else {
             try? await plaintext.channel.close()
             try? await tls?.channel.close()
-            stopFollowingEvents()
+            notFollowing()
             throw ServerError.alreadyStopped
         }
+        startFollowingEvents(feed)
         for listener in [plaintext, tls].compactMap(\.self) {
             let address = listener.address
             logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)",
@@ -202,15 +206,19 @@ public final class GatewayServer: Service, Sendable {
         logger.info("server stopped")
     }
 
-    /// Subscribes to the store's committed events (at once, so none committed from now on is
-    /// missed) and pushes them to the sessions from a task of their own.
-    private func startFollowingEvents() {
+    /// Pushes the store's committed events from `feed` to the sessions, from a task of its own.
+    private func startFollowingEvents(_ feed: AsyncStream<[TicketEvent]>) {
         let (services, logger) = (self.services, self.logger)
         follower.withLock { follower in
             guard follower == nil else { return }
-            let feed = services.store.committedEvents()
             follower = Task { await services.followEvents(feed, logger: logger) }
         }
+    }
+
+    /// A `bind()` that bound nothing: answers stop waiting for pushes, unless an earlier `bind()`
+    /// started following.
+    private func notFollowing() {
+        if follower.withLock({ $0 == nil }) { services.hub.stopDelivering() }
     }
 
     private func stopFollowingEvents() {
@@ -218,6 +226,8 @@ public final class GatewayServer: Service, Sendable {
             defer { follower = nil }
             return follower
         }?.cancel()
+        // (The task's end does this too; an answer waiting meanwhile must not wait for it.)
+        services.hub.stopDelivering()
     }
 
     /// Stops accepting and tells every session the server is going down. ``run()`` returns once

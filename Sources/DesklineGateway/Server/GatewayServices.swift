@@ -31,18 +31,20 @@ public struct GatewayServices: Sendable {
 
     /// Wires the services over one store, with a fresh hub.
     public static func make(store: any Store, accounts: AccountService, limits: GatewayConfiguration.Limits = .init()) -> GatewayServices {
-        GatewayServices(store: store, accounts: accounts, tickets: TicketService(store: store),
-                        notifications: NotificationService(store: store), hub: SessionHub(), limits: limits)
+        let hub = SessionHub()
+        return GatewayServices(store: store, accounts: accounts, tickets: TicketService(store: store, delivery: hub),
+                               notifications: NotificationService(store: store), hub: hub, limits: limits)
     }
 
     /// Pushes the events of `feed` (the store's ``Store/committedEvents()``, subscribed to before
     /// any session could cause one) to the hub's sessions, each tenant's in order, until the feed
-    /// ends or the task is cancelled.
+    /// ends or the task is cancelled. Meanwhile a change is answered once its event was pushed.
     public func followEvents(_ feed: AsyncStream<[TicketEvent]>, logger: Logger) async {
         let hub = self.hub
-        await EventFollower.run(feed, catchingUpFrom: store, logger: logger) { events in
-            for event in events { hub.publish(event) }
-        }
+        hub.startDelivering()
+        await EventFollower.run(feed, catchingUpFrom: store, logger: logger,
+                                deliver: { hub.publish($0) }, skipped: { hub.delivered($0, through: $1) })
+        hub.stopDelivering()
     }
 }
 

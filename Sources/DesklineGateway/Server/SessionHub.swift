@@ -8,7 +8,7 @@ import Synchronization
 ///
 /// Delivery never waits: a line is put on each session's bounded ``Outbox`` (a client that lets
 /// it overflow is disconnected) and the lock is never held while anything is written to a socket.
-public final class SessionHub: Sendable {
+public final class SessionHub: EventDelivery, Sendable {
     /// A class, so that looking one up while publishing costs one reference, not a copy of the
     /// scope's strings and the joined set. Only touched under the `members` lock.
     final class Member {
@@ -49,6 +49,17 @@ public final class SessionHub: Sendable {
 
     /// This process's part of every ``SessionID`` (connections are numbered per process).
     public let node: String
+
+    /// How far each tenant's events were delivered, and the answers waiting for that.
+    private struct Delivery {
+        /// Events are being followed (between ``startDelivering()`` and ``stopDelivering()``);
+        /// otherwise nobody waits.
+        var following = false
+        var through: [TenantID: Int] = [:]
+        var waiting: [TenantID: [(seq: Int, resume: CheckedContinuation<Void, Never>)]] = [:]
+    }
+
+    private let delivery = Mutex(Delivery())
 
     public init(node: String = SessionID.newNode()) {
         self.node = node
@@ -115,6 +126,66 @@ public final class SessionHub: Sendable {
                 if entry.key.tenant == tenant { online[entry.key.user] = entry.value.count }
             }
         }
+    }
+
+    // MARK: Delivery
+
+    /// Events are followed from now on: answers wait for their events (``EventDelivery``).
+    func startDelivering() {
+        delivery.withLock { $0.following = true }
+    }
+
+    /// Events are no longer followed: every waiting answer goes on, and none waits any more.
+    func stopDelivering() {
+        let waiting = delivery.withLock { d in
+            defer {
+                d.following = false
+                d.waiting = [:]
+            }
+            return d.waiting.values.flatMap { $0 }
+        }
+        for waiter in waiting { waiter.resume.resume() }
+    }
+
+    /// Returns as a new job on the caller's executor (a session's event loop), even for events
+    /// already delivered: so behind the lines the hub already handed to that loop (a push is
+    /// queued on the loop before its event counts as delivered).
+    public func waitUntilDelivered(_ tenant: TenantID, through seq: Int) async {
+        func done(_ d: Delivery) -> Bool { !d.following || d.through[tenant, default: 0] >= seq }
+        var alreadyDone = false
+        await withCheckedContinuation { (resume: CheckedContinuation<Void, Never>) in
+            alreadyDone = delivery.withLock { d -> Bool in
+                if done(d) { return true }
+                d.waiting[tenant, default: []].append((seq, resume))
+                return false
+            }
+            if alreadyDone { resume.resume() }
+        }
+        // A continuation resumed before it suspended goes on at once, on this thread: queue up
+        // behind the loop's work instead. (One resumed by `delivered` was queued already.)
+        if alreadyDone { await Task.yield() }
+    }
+
+    /// Every event of `tenant` up to `seq` was delivered (or skipped): the answers waiting for
+    /// them go on.
+    func delivered(_ tenant: TenantID, through seq: Int) {
+        let ready = delivery.withLock { d -> [CheckedContinuation<Void, Never>] in
+            guard d.through[tenant, default: 0] < seq else { return [] }
+            d.through[tenant] = seq
+            guard let waiting = d.waiting[tenant] else { return [] }
+            let (ready, rest) = (waiting.filter { $0.seq <= seq }, waiting.filter { $0.seq > seq })
+            d.waiting[tenant] = rest.isEmpty ? nil : rest
+            return ready.map(\.resume)
+        }
+        for resume in ready { resume.resume() }
+    }
+
+    /// Pushes a batch of one tenant's events, in order, then lets the answers that waited for
+    /// them go on (their lines were handed to the event loops first, so a session's answer comes
+    /// after the pushes before it).
+    func publish(_ events: [TicketEvent]) {
+        for event in events { publish(event) }
+        if let last = events.last, let seq = last.seq { delivered(last.tenantId, through: seq) }
     }
 
     func publish(_ event: TicketEvent) {
