@@ -71,3 +71,47 @@ struct ErrorReasonTests {
         #expect(DesklineError.conflict("x").reason == nil)
     }
 }
+
+/// A store commits a change only if it is about what it was asked to change (Change.validate).
+struct ChangeValidationTests {
+    let acme = TenantID(rawValue: "acme")!
+    let at = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func ticket(_ id: Int, tenant: TenantID? = nil, customer: String = "c1") -> Ticket {
+        Ticket.opened(TicketID(id), in: tenant ?? acme, by: CustomerID(rawValue: customer)!, subject: "s", at: at)
+    }
+
+    func event(_ ticket: Ticket?, tenant: TenantID? = nil, seq: Int? = nil, call: CallRequest? = nil) -> TicketEvent {
+        TicketEvent(kind: call == nil ? .created : .call, tenantId: tenant ?? acme, ticket: ticket, call: call,
+                    actor: Actor(id: UserID(rawValue: "u1")!, name: "Ann", role: .customer), at: at, seq: seq)
+    }
+
+    @Test func aChangeAboutItsOwnTicketOrCallPasses() throws {
+        let t = ticket(1001)
+        try Change(ticket: t, event: event(t)).validate(.ticket(TicketID(1001), customer: CustomerID(rawValue: "c1")!), in: acme)
+        let call = CallRequest.filed(CallID(1), in: acme, by: CustomerID(rawValue: "c1")!, about: nil, phone: "1", note: nil, at: at)
+        try Change(call: call, event: event(nil, call: call)).validate(.call(CallID(1), customer: nil), in: acme)
+    }
+
+    @Test func aChangeAboutSomethingElseIsRefused() {
+        let globex = TenantID(rawValue: "globex")!
+        let t = ticket(1001)
+        let call = CallRequest.filed(CallID(1), in: acme, by: CustomerID(rawValue: "c1")!, about: nil, phone: "1", note: nil, at: at)
+        let refused: [(Change, Change.Subject)] = [
+            (Change(ticket: ticket(1002)), .ticket(TicketID(1001), customer: nil)),
+            (Change(ticket: ticket(1001, tenant: globex)), .ticket(TicketID(1001), customer: nil)),
+            (Change(ticket: ticket(1001, customer: "c2")), .ticket(TicketID(1001), customer: CustomerID(rawValue: "c1")!)),
+            (Change(ticket: t, event: event(t, tenant: globex)), .ticket(TicketID(1001), customer: nil)),
+            (Change(ticket: t, event: event(t, seq: 7)), .ticket(TicketID(1001), customer: nil)),
+            (Change(ticket: t, event: event(ticket(1002))), .ticket(TicketID(1001), customer: nil)),
+            (Change(ticket: t, call: call), .ticket(TicketID(1001), customer: nil)),
+            (Change(), .ticket(TicketID(1001), customer: nil)),
+            (Change(call: call, event: event(t)), .call(CallID(1), customer: nil)),
+            (Change(ticket: t, call: call), .call(CallID(1), customer: nil)),
+            (Change(call: call), .call(CallID(2), customer: nil)),
+        ]
+        for (change, subject) in refused {
+            #expect(throws: DesklineError.self, "\(change)") { try change.validate(subject, in: acme) }
+        }
+    }
+}
