@@ -258,12 +258,21 @@ extension FileStore {
                 expectedLogins[user.email, default: []].insert(AccountRef(tenantId: tenant, userId: user.id))
             }
 
-            // The event log: numbers 1, 2, 3, ... in order, every event of this tenant.
+            // The event log: numbers without gaps, in order, each segment named by its first.
             sweep(eventsDir(tenant))
-            let eventSeqs = lines(EventSeqLine.self, eventLog(tenant)).map(\.seq)
-            report.counts["events", default: 0] += eventSeqs.count
-            if eventSeqs != (0..<eventSeqs.count).map({ $0 + 1 }) {
-                problem("\(eventLog(tenant)): event numbers are not 1, 2, 3, ... in order")
+            var nextEvent: Int?
+            for segment in (try? eventSegments(tenant)) ?? [] {
+                let path = eventsDir(tenant) + "/\(segment).jsonl"
+                let seqs = lines(EventSeqLine.self, path).map(\.seq)
+                report.counts["events", default: 0] += seqs.count
+                if let next = nextEvent, segment != next {
+                    problem("\(path): the event log jumps from event \(next - 1) to \(segment)")
+                }
+                if segment != eventLogRetention.segment(of: segment) || seqs.count > eventLogRetention.eventsPerSegment
+                    || seqs != (0..<seqs.count).map({ segment + $0 }) {
+                    problem("\(path): event numbers are not \(segment), \(segment + 1), ... in order")
+                }
+                nextEvent = segment + seqs.count
             }
 
             // Inboxes: ids 1, 2, 3, ... in order; read marks never beyond them.

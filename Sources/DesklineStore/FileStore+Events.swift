@@ -3,22 +3,64 @@ import Foundation
 
 // The tenant's event log, the store's transactional outbox:
 //
-//   tenants/<t>/events/1.jsonl    one committed TicketEvent per line, numbered 1, 2, 3, ... (its
-//                                 `seq`) in commit order, without gaps
+//   tenants/<t>/events/<first>.jsonl   one committed TicketEvent per line, numbered 1, 2, 3, ...
+//                                      (its `seq`) in commit order, without gaps; cut into
+//                                      segments of 10,000 events, each named by its first number
+//                                      (1.jsonl, 10001.jsonl, ...)
 //
 // A change's event is appended in the same write batch as the change's other lines, so it is
 // durable together with them or not at all. Once the batch is durable, the writer hands the
-// batch's events to ``committedEvents()`` in that order. (The `1` names the segment's first
-// event: a later version can start new segments and drop old ones without renaming this one.)
+// batch's events to ``committedEvents()`` in that order. The log is read only to catch up on
+// events a follower missed, so it keeps a tenant's last events (``EventLogRetention``): when a
+// segment begins, the writer removes the segments before the last ten.
 
 /// A line of the event log read only for its number.
 struct EventSeqLine: Decodable {
     var seq: Int
 }
 
+/// How the event log is cut into segment files, and how many of them are kept.
+public struct EventLogRetention: Sendable, Equatable {
+    /// Events per segment file.
+    public var eventsPerSegment: Int
+    /// Segments kept: the current one and those before it; older ones are removed when a new
+    /// segment begins.
+    public var segmentsKept: Int
+
+    public init(eventsPerSegment: Int, segmentsKept: Int) {
+        self.eventsPerSegment = max(1, eventsPerSegment)
+        self.segmentsKept = max(1, segmentsKept)
+    }
+
+    /// 10,000 events a segment, ten segments: a tenant's last 90,001-100,000 events.
+    public static let standard = EventLogRetention(eventsPerSegment: 10_000, segmentsKept: 10)
+
+    /// The first number of the segment that holds event `seq`.
+    func segment(of seq: Int) -> Int { ((seq - 1) / eventsPerSegment) * eventsPerSegment + 1 }
+
+    /// Segments (by first number) that go once the segment starting at `current` begins.
+    func expired(_ segments: [Int], current: Int) -> [Int] {
+        segments.filter { $0 <= current - segmentsKept * eventsPerSegment }
+    }
+}
+
 extension FileStore {
     func eventsDir(_ t: TenantID) -> String { tenantDir(t) + "/events" }
-    func eventLog(_ t: TenantID) -> String { eventsDir(t) + "/1.jsonl" }
+    /// The segment file that holds event `seq`.
+    func eventLog(_ t: TenantID, holding seq: Int) -> String { eventsDir(t) + "/\(eventLogRetention.segment(of: seq)).jsonl" }
+    /// The segments on disk, by first number, ascending.
+    func eventSegments(_ t: TenantID) throws -> [Int] { try logNumbers(in: eventsDir(t)) }
+
+    /// The number of the tenant's last event on disk (0: none), as the writer sees its logs
+    /// (`uncommitted`) or as readers do: the last line of the newest segment that has one.
+    func lastEventOnDisk(_ tenant: TenantID, uncommitted: Bool) throws -> Int {
+        for segment in try eventSegments(tenant).reversed() {
+            if let last = try lastLine(EventSeqLine.self, eventsDir(tenant) + "/\(segment).jsonl", uncommitted: uncommitted) {
+                return last.seq
+            }
+        }
+        return 0
+    }
 
     /// Numbers `event` as the tenant's next and appends it to the event log in `batch`; the
     /// writer publishes it once the batch is durable. Returns the numbered event.
@@ -28,34 +70,62 @@ extension FileStore {
             last = known
         } else {
             try DurableFile.makeDirectories(eventsDir(tenant))
-            last = try lastLine(EventSeqLine.self, eventLog(tenant), uncommitted: true)?.seq ?? 0
+            last = try lastEventOnDisk(tenant, uncommitted: true)
         }
         var numbered = event
         numbered.seq = last + 1
-        try batch.append(JSONLine.line(numbered), to: eventLog(tenant))
+        try batch.append(JSONLine.line(numbered), to: eventLog(tenant, holding: last + 1))
         memory.lastEvent = last + 1
         batch.events.append(numbered)
         return numbered
     }
 
+    /// After a durable batch (on the tenant's writer): if one of its events began a segment,
+    /// removes the segments that are no longer kept. A failure is logged and tried again at the
+    /// next segment; a removal a crash undoes is repeated then too.
+    func pruneEventLog(after events: [TicketEvent]) {
+        let retention = eventLogRetention
+        guard let event = events.first(where: { ($0.seq ?? 0) > 1 && retention.segment(of: $0.seq ?? 0) == $0.seq }),
+              let seq = event.seq else { return }
+        let tenant = event.tenantId
+        do {
+            let expired = retention.expired(try eventSegments(tenant), current: seq)
+            guard !expired.isEmpty else { return }
+            for segment in expired {
+                let path = eventsDir(tenant) + "/\(segment).jsonl"
+                guard unlink(path) == 0 || errno == ENOENT else { throw DurableFile.IOError(operation: "unlink", path: path, errno: errno) }
+            }
+            try DurableFile.syncDirectory(eventsDir(tenant))
+            logger.debug("removed old event log segments", metadata: ["tenant": "\(tenant)", "segments": "\(expired)"])
+        } catch {
+            logger.error("could not remove old event log segments", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+        }
+    }
+
     public func events(in tenant: TenantID, after seq: Int, limit: Int) async throws(DesklineError) -> [TicketEvent] {
         try await io {
-            let path = self.eventLog(tenant)
-            let visibility = self.visibility
-            guard limit > 0, let log = try LogReader(path, visibleLength: { try visibility.visibleLength(path, measure: $0) }) else { return [] }
-            // Numbers grow along the log: find the first line past `seq`, read on from there.
-            let start = try log.firstLine { try self.decodeLine(EventSeqLine.self, $0, path).seq > seq }
             var events: [TicketEvent] = []
-            try log.forEachLine(from: start) { line, _, _ in
-                events.append(try self.decodeLine(TicketEvent.self, line, path))
-                return events.count < limit
+            let visibility = self.visibility
+            // From the segment that holds `seq + 1` (or the oldest kept, if that one is gone) on.
+            let segments = try self.eventSegments(tenant)
+            let first = self.eventLogRetention.segment(of: seq + 1)
+            for segment in segments where segment >= (segments.last { $0 <= first } ?? first) {
+                guard events.count < limit else { break }
+                let path = self.eventsDir(tenant) + "/\(segment).jsonl"
+                guard let log = try LogReader(path, visibleLength: { try visibility.visibleLength(path, measure: $0) }) else { continue }
+                // Numbers grow along the log: find the first line past `seq`, read on from there.
+                let start = try log.firstLine { try self.decodeLine(EventSeqLine.self, $0, path).seq > seq }
+                try log.forEachLine(from: start) { line, _, _ in
+                    events.append(try self.decodeLine(TicketEvent.self, line, path))
+                    return events.count < limit
+                }
             }
             return events
         }
     }
 
     public func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int {
-        try await io { try self.lastLine(EventSeqLine.self, self.eventLog(tenant))?.seq ?? 0 }
+        try await io { try self.lastEventOnDisk(tenant, uncommitted: false) }
     }
 
     public func committedEvents() -> AsyncStream<[TicketEvent]> {

@@ -43,6 +43,8 @@ public final class FileStore: Store {
     let accountChangeUndoneAtStart = Mutex<AccountTransaction.Intent?>(nil)
     /// Committed events, to every ``committedEvents()`` subscriber.
     let eventFeed = EventBroadcast()
+    /// How much of each tenant's event log is kept.
+    let eventLogRetention: EventLogRetention
     /// Bytes HISTORY pages read from ticket logs (for tests: what a page costs).
     let historyBytesRead = Atomic<Int>(0)
     /// Set when the server took over a data directory whose last server did not stop cleanly:
@@ -60,12 +62,14 @@ public final class FileStore: Store {
     /// sooner than this after the previous one started (or once 64 writes wait), so that more
     /// writes share one fsync; an idle writer starts at once. Zero (the default here, for tools
     /// and tests; `serve` passes config.json's): as soon as the previous batch is durable.
+    /// `eventLog`: how much of each tenant's event log is kept (tests choose small segments).
     public init(root: String, create: Bool = true, threadPool: NIOThreadPool = .singleton,
-                groupCommitInterval: Duration = .zero,
+                groupCommitInterval: Duration = .zero, eventLog: EventLogRetention = .standard,
                 logger: Logger = Logger(label: "deskline.store")) async throws(DesklineError) {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         self.threadPool = threadPool
         self.groupCommitInterval = groupCommitInterval
+        self.eventLogRetention = eventLog
         self.logger = logger
         let root = self.root
         if !create && !FileManager.default.fileExists(atPath: root + "/tenants") {

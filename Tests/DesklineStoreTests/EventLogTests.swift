@@ -118,6 +118,45 @@ struct EventLogTests {
         try await pool.shutdownGracefully()
     }
 
+    @Test func theLogIsCutIntoSegmentsAndKeepsTheLastOnes() async throws {
+        let retention = EventLogRetention(eventsPerSegment: 3, segmentsKept: 2)
+        let store = try await FileStore(root: root, eventLog: retention)
+        try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
+        let customer = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date()).id
+        let ticket = try await store.openTicket(customer: customer, subject: "s", in: acme, at: Date()).id
+        for n in 2...9 { _ = try await store.appendEntry(message("m\(n)"), to: ticket, in: acme, at: Date()) }
+        func segments() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: root + "/tenants/acme/events").sorted { $0.count == $1.count ? $0 < $1 : $0.count < $1.count }
+        }
+        #expect(try segments() == ["4.jsonl", "7.jsonl"]) // 7 began a segment: 1 went
+        // Event 10 begins a segment: those before the last two go.
+        _ = try await store.appendEntry(message("m10"), to: ticket, in: acme, at: Date())
+        #expect(try segments() == ["7.jsonl", "10.jsonl"])
+        #expect(try await store.lastEventSeq(in: acme) == 10)
+        // Reads cross segments; a read from before the kept ones starts at the oldest kept.
+        #expect(try await store.events(in: acme, after: 8, limit: 5).map(\.seq) == [9, 10])
+        #expect(try await store.events(in: acme, after: 7, limit: 2).map(\.seq) == [8, 9])
+        #expect(try await store.events(in: acme, after: 0, limit: 10).map(\.seq) == [7, 8, 9, 10])
+        #expect(try await store.events(in: acme, after: 10, limit: 10) == [])
+        #expect(try await store.check(repair: false).problems == [])
+        // Numbering goes on after a restart, in the right segment.
+        let restarted = try await FileStore(root: root, eventLog: retention)
+        let next = try await restarted.changeTicket(ticket, in: acme) { state in
+            var ticket = state.ticket
+            let entry = ticket.append(self.message("m11"), at: Timestamp.truncate(Date()))
+            return Change(ticket: ticket, entry: entry,
+                          event: TicketEvent(kind: .entry, tenantId: self.acme, ticket: ticket, entry: entry,
+                                             actor: Actor(id: entry.authorId, name: "Ann", role: .customer), at: entry.at))
+        }
+        #expect(next?.event?.seq == 11)
+        #expect(try String(contentsOfFile: root + "/tenants/acme/events/10.jsonl", encoding: .utf8).split(separator: "\n").count == 2)
+        // A gap between segments is reported.
+        try FileManager.default.removeItem(atPath: root + "/tenants/acme/events/10.jsonl")
+        try Data().write(to: URL(fileURLWithPath: root + "/tenants/acme/events/13.jsonl"))
+        try "{\"seq\":13}\n".write(toFile: root + "/tenants/acme/events/13.jsonl", atomically: false, encoding: .utf8)
+        #expect(try await restarted.check(repair: false).problems.contains { $0.contains("jumps from event 9 to 13") })
+    }
+
     @Test func aCallRequestItsInboxLinesAndItsEventAreOneCommit() async throws {
         let (store, customer) = try await seeded()
         let amy = UserID(rawValue: "u9")!
