@@ -19,6 +19,19 @@ struct EventSeqLine: Decodable {
     var seq: Int
 }
 
+/// Where an event-log line's ticket and entry are: the ticket log's line of entry `seq`.`note`
+/// of ticket `ticket` (no `seq`: the ticket's first line, for a new ticket). Most events are
+/// about an entry just written to its ticket's log, so they are stored once.
+struct StoredEventRef: Decodable {
+    struct Ref: Decodable {
+        var ticket: Int
+        var seq: Int?
+        var note: Int?
+    }
+
+    var stored: Ref?
+}
+
 /// How the event log is cut into segment files, and how many of them are kept.
 public struct EventLogRetention: Sendable, Equatable {
     /// Events per segment file.
@@ -62,9 +75,13 @@ extension FileStore {
         return 0
     }
 
-    /// Numbers `event` as the tenant's next and appends it to the event log in `batch`; the
-    /// writer publishes it once the batch is durable. Returns the numbered event.
-    func appendEvent(_ event: TicketEvent, in tenant: TenantID, _ batch: WriteBatch, _ memory: inout TenantMemory) throws -> TicketEvent {
+    /// Numbers `event` as the tenant's next and adds it to `batch`: its line is written with the
+    /// batch's others at the end of the batch (``writeEventLines(_:_:)``), and the writer
+    /// publishes it once the batch is durable. Returns the numbered event.
+    /// `storedWithTicketLine`: the event's ticket and entry are the line this change wrote to its
+    /// ticket's log (the event-log line then names that line instead of repeating it).
+    func appendEvent(_ event: TicketEvent, in tenant: TenantID, storedWithTicketLine: Bool, _ batch: WriteBatch,
+                     _ memory: inout TenantMemory) throws -> TicketEvent {
         let last: Int
         if let known = memory.lastEvent {
             last = known
@@ -74,15 +91,38 @@ extension FileStore {
         }
         var numbered = event
         numbered.seq = last + 1
-        try batch.append(JSONLine.line(numbered), to: eventLog(tenant, holding: last + 1))
         memory.lastEvent = last + 1
         batch.events.append(numbered)
+        if storedWithTicketLine { batch.eventsStoredWithTicketLine.insert(last + 1) }
         return numbered
     }
 
-    /// After a durable batch (on the tenant's writer): if one of its events began a segment,
-    /// removes the segments that are no longer kept. A failure is logged and tried again at the
-    /// next segment; a removal a crash undoes is repeated then too.
+    /// Before a batch's commit: appends its events' lines to the event log, one write per
+    /// segment file (a burst of messages costs one more write per batch, not per message). A
+    /// failure fails the whole batch, like any failed write of it.
+    func writeEventLines(_ batch: WriteBatch, _ tenant: TenantID) {
+        guard !batch.events.isEmpty else { return }
+        do {
+            var lines = Data()
+            var path = eventLog(tenant, holding: batch.events[0].seq ?? 1)
+            for event in batch.events {
+                let segment = eventLog(tenant, holding: event.seq ?? 1)
+                if segment != path {
+                    try batch.append(lines, to: path)
+                    (lines, path) = (Data(), segment)
+                }
+                lines.append(try JSONLine.line(event, stored: batch.eventsStoredWithTicketLine.contains(event.seq ?? 0)))
+            }
+            try batch.append(lines, to: path)
+        } catch {
+            batch.fail(error)
+        }
+    }
+
+    /// Before a batch's commit (on the tenant's writer): if one of its events begins a segment,
+    /// removes the segments that are no longer kept (old events: whether or not the batch then
+    /// commits). A failure is logged and tried again at the next segment; a removal a crash
+    /// undoes is repeated then too.
     func pruneEventLog(after events: [TicketEvent]) {
         let retention = eventLogRetention
         guard let event = events.first(where: { ($0.seq ?? 0) > 1 && retention.segment(of: $0.seq ?? 0) == $0.seq }),
@@ -116,12 +156,38 @@ extension FileStore {
                 // Numbers grow along the log: find the first line past `seq`, read on from there.
                 let start = try log.firstLine { try self.decodeLine(EventSeqLine.self, $0, path).seq > seq }
                 try log.forEachLine(from: start) { line, _, _ in
-                    events.append(try self.decodeLine(TicketEvent.self, line, path))
+                    events.append(try self.event(fromLine: line, path, tenant))
                     return events.count < limit
                 }
             }
             return events
         }
+    }
+
+    /// An event from its event-log line, its ticket and entry read from the ticket log when the
+    /// line names them there.
+    func event(fromLine line: Data, _ path: String, _ tenant: TenantID) throws -> TicketEvent {
+        var event = try decodeLine(TicketEvent.self, line, path)
+        guard let ref = try decodeLine(StoredEventRef.self, line, path).stored else { return event }
+        let ticketPath = ticketLog(TicketID(ref.ticket), tenant)
+        let visibility = self.visibility
+        var stored: TicketLogLine?
+        if let log = try LogReader(ticketPath, visibleLength: { try visibility.visibleLength(ticketPath, measure: $0) }) {
+            let position = ref.seq.map { EntryPosition($0, note: ref.note ?? 0) }
+            let start = try position.map { position in try log.firstLine { try decodeLine(PlaceOfLine.self, $0, ticketPath).position >= position } } ?? 0
+            try log.forEachLine(from: start) { line, _, _ in
+                stored = try decodeLine(TicketLogLine.self, line, ticketPath)
+                return false
+            }
+            if stored?.entry?.position != position { stored = nil }
+        }
+        guard let stored else {
+            logger.error("an event names a ticket log line that is not there", metadata: ["path": "\(path)", "seq": "\(event.seq ?? 0)"])
+            throw DesklineError.storage("stored data is damaged; the operator has been told in the server log")
+        }
+        event.ticket = stored.ticket
+        event.entry = stored.entry
+        return event
     }
 
     public func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int {
@@ -139,7 +205,11 @@ extension FileStore {
         var committed = change
         try append(inboxLines, batch, &memory)
         if let event = change.event {
-            committed.event = try appendEvent(event, in: tenant, batch, &memory)
+            // The ticket's line was written with exactly this ticket and entry (a new ticket's
+            // first line has no entry).
+            let stored = event.call == nil && event.ticket != nil && event.ticket == change.ticket && event.entry == change.entry
+                && (event.kind == .entry ? event.entry != nil : event.kind == .created && event.entry == nil)
+            committed.event = try appendEvent(event, in: tenant, storedWithTicketLine: stored, batch, &memory)
         }
         return committed
     }

@@ -139,7 +139,8 @@ extension FileStore {
         guard !users.isEmpty else { return [] }
         var stamped = notification
         stamped.at = Self.storedPrecision(notification.at)
-        try DurableFile.makeDirectories(inboxDir(tenant))
+        // (An inbox the writer remembers is there, and so is its directory.)
+        if users.contains(where: { memory.inboxes[$0] == nil }) { try DurableFile.makeDirectories(inboxDir(tenant)) }
         return users.compactMap { user in
             let path = inboxLog(user, tenant)
             var item = stamped

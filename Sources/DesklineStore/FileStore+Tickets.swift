@@ -159,10 +159,11 @@ extension FileStore {
             if let writer = writers[tenant] { return writer }
             let writer = TenantWriter(tenant: tenant, directory: tenantDir(tenant), threadPool: threadPool, visibility: visibility, faults: faults,
                                       openLogBudget: openLogBudget, groupCommitInterval: groupCommitInterval, logger: logger,
-                                      published: { events in
-                                          self.eventFeed.publish(events)
-                                          self.pruneEventLog(after: events)
-                                      }) { memory in
+                                      beforeCommit: { batch in
+                                          self.writeEventLines(batch, tenant)
+                                          if batch.failure == nil { self.pruneEventLog(after: batch.events) }
+                                      },
+                                      published: { [eventFeed] in eventFeed.publish($0) }) { memory in
                 if self.recoveryNeeded { self.recoverTenant(tenant) }
             }
             writers[tenant] = writer

@@ -93,9 +93,13 @@ final class TenantWriter: Sendable {
     private let recover: @Sendable (inout TenantMemory) -> Void
     /// Takes each durable batch's events, in commit order (the store's event feed).
     private let published: @Sendable ([TicketEvent]) -> Void
+    /// Runs after a batch's jobs, before its commit: writes what the jobs left for the end of the
+    /// batch (the event log's lines, one write for all), or fails the batch.
+    private let beforeCommit: @Sendable (WriteBatch) -> Void
 
     init(tenant: TenantID, directory: String, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection,
          openLogBudget: OpenLogBudget? = nil, groupCommitInterval: Duration, logger: Logger,
+         beforeCommit: @escaping @Sendable (WriteBatch) -> Void = { _ in },
          published: @escaping @Sendable ([TicketEvent]) -> Void = { _ in },
          recover: @escaping @Sendable (inout TenantMemory) -> Void) {
         self.tenant = tenant
@@ -108,6 +112,7 @@ final class TenantWriter: Sendable {
         self.faults = faults
         self.logger = logger
         self.recover = recover
+        self.beforeCommit = beforeCommit
         self.published = published
     }
 
@@ -271,6 +276,7 @@ final class TenantWriter: Sendable {
             }
             return jobs.map { $0(batch, &memory) }
         }
+        if batch.failure == nil { beforeCommit(batch) }
         if batch.failure == nil {
             journal.withLock { journal in
                 guard (try? batch.commit(to: journal)) != nil, journal.needsCheckpoint else { return }

@@ -67,6 +67,9 @@ struct EventLogTests {
         // Batches shared commits: fewer batches than events.
         #expect(batches.count < 204)
         #expect(batches.allSatisfy { $0.allSatisfy { $0.tenantId == acme } })
+        // Each message is stored once: the event log names its ticket log line instead.
+        let raw = try String(contentsOfFile: root + "/tenants/acme/events/1.jsonl", encoding: .utf8)
+        #expect(!raw.contains("m17") && raw.contains("\"stored\":{\"seq\":"))
         // Paging from any number.
         #expect(try await store.events(in: acme, after: 100, limit: 3).map(\.seq) == [101, 102, 103])
         #expect(try await store.events(in: acme, after: 204, limit: 3) == [])

@@ -189,7 +189,6 @@ public final class SessionHub: EventDelivery, Sendable {
     }
 
     func publish(_ event: TicketEvent) {
-        guard let line = NativeDialect.line(for: event) else { return }
         // (A customer's message in an unassigned ticket notifies every agent: look them up in a set.)
         let recipients = Set(event.recipients)
         let targets = members.withLock { m -> [Outbox] in
@@ -211,6 +210,8 @@ public final class SessionHub: EventDelivery, Sendable {
             }
             return targets
         }
+        // Rendered once, and only for someone.
+        guard !targets.isEmpty, let line = NativeDialect.line(for: event) else { return }
         Outbox.send(line, to: targets)
     }
 

@@ -146,9 +146,11 @@ extension JSONLine {
         return json.data
     }
 
-    /// An event-log line. A call request (rare) goes through `JSONEncoder`.
-    static func line(_ event: TicketEvent) throws -> Data {
-        var json = JSONLine(capacity: 768)
+    /// An event-log line. A call request (rare) goes through `JSONEncoder`. With `stored`, the
+    /// event's ticket and entry are left out: they are the ticket log's line of that entry (or,
+    /// for a new ticket, its first line), which ``StoredEventRef`` names instead.
+    static func line(_ event: TicketEvent, stored: Bool = false) throws -> Data {
+        var json = JSONLine(capacity: stored ? 256 : 768)
         let call = try event.call.map { try FileStore.lineEncoder.encode($0) }
         json.object { o in
             o.key("actor")
@@ -163,7 +165,7 @@ extension JSONLine {
                 o.bytes.append(contentsOf: call)
             }
             o.member("customerUserId", event.customerUserId?.rawValue)
-            if let entry = event.entry {
+            if !stored, let entry = event.entry {
                 o.key("entry")
                 o.value(entry)
             }
@@ -171,8 +173,16 @@ extension JSONLine {
             o.member("originSession", event.originSession?.description)
             o.member("recipients", event.recipients.map(\.rawValue))
             o.member("seq", event.seq)
+            if stored, let ticket = event.ticket {
+                o.key("stored")
+                o.object { r in
+                    r.member("note", event.entry?.note)
+                    r.member("seq", event.entry?.seq)
+                    r.member("ticket", ticket.id.number)
+                }
+            }
             o.member("tenantId", event.tenantId.rawValue)
-            if let ticket = event.ticket {
+            if !stored, let ticket = event.ticket {
                 o.key("ticket")
                 o.value(ticket)
             }

@@ -225,6 +225,9 @@ final class WriteBatch {
     /// The events the batch's jobs appended to the event log, in order: published once the
     /// batch is durable.
     var events: [TicketEvent] = []
+    /// The numbers of those whose ticket and entry are the batch's ticket log line of that entry
+    /// (their event-log line names it instead of repeating it).
+    var eventsStoredWithTicketLine = Set<Int>()
 
     init(visibility: LogVisibility, faults: FaultInjection? = nil, keptOpen: OpenLogFiles? = nil,
          onTornTail: @escaping (String, Int64) -> Void) {
