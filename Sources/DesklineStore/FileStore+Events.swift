@@ -40,9 +40,11 @@ public struct EventLogRetention: Sendable, Equatable {
     /// segment begins.
     public var segmentsKept: Int
 
+    /// At least two segments are kept: the one a batch begins is not committed yet when the old
+    /// ones go, so the one before it must stay (it holds the last committed number).
     public init(eventsPerSegment: Int, segmentsKept: Int) {
         self.eventsPerSegment = max(1, eventsPerSegment)
-        self.segmentsKept = max(1, segmentsKept)
+        self.segmentsKept = max(2, segmentsKept)
     }
 
     /// 10,000 events a segment, ten segments: a tenant's last 90,001-100,000 events.
@@ -156,7 +158,9 @@ extension FileStore {
                 // Numbers grow along the log: find the first line past `seq`, read on from there.
                 let start = try log.firstLine { try self.decodeLine(EventSeqLine.self, $0, path).seq > seq }
                 try log.forEachLine(from: start) { line, _, _ in
-                    events.append(try self.event(fromLine: line, path, tenant))
+                    // (One whose ticket log line is gone is logged and left out: the follower
+                    // skips it as a hole.)
+                    if let event = try self.event(fromLine: line, path, tenant) { events.append(event) }
                     return events.count < limit
                 }
             }
@@ -165,8 +169,8 @@ extension FileStore {
     }
 
     /// An event from its event-log line, its ticket and entry read from the ticket log when the
-    /// line names them there.
-    func event(fromLine line: Data, _ path: String, _ tenant: TenantID) throws -> TicketEvent {
+    /// line names them there (nil, logged, if that line is not there).
+    func event(fromLine line: Data, _ path: String, _ tenant: TenantID) throws -> TicketEvent? {
         var event = try decodeLine(TicketEvent.self, line, path)
         guard let ref = try decodeLine(StoredEventRef.self, line, path).stored else { return event }
         let ticketPath = ticketLog(TicketID(ref.ticket), tenant)
@@ -182,8 +186,8 @@ extension FileStore {
             if stored?.entry?.position != position { stored = nil }
         }
         guard let stored else {
-            logger.error("an event names a ticket log line that is not there", metadata: ["path": "\(path)", "seq": "\(event.seq ?? 0)"])
-            throw DesklineError.storage("stored data is damaged; the operator has been told in the server log")
+            logger.error("an event names a ticket log line that is not there; it is left out", metadata: ["path": "\(path)", "seq": "\(event.seq ?? 0)"])
+            return nil
         }
         event.ticket = stored.ticket
         event.entry = stored.entry
@@ -199,16 +203,19 @@ extension FileStore {
     }
 
     /// Writes what a decided ``Change`` adds besides the ticket's or call's own log line: the
-    /// inbox lines and the event. Returns the change as committed (its event numbered).
+    /// inbox lines and the event. `ticketLine`: the line the change wrote to its ticket's log
+    /// (`first`: the log's first line, a new ticket). Returns the change as committed (its event
+    /// numbered).
     func commitEffects(of change: Change, in tenant: TenantID, _ inboxLines: [InboxLine], _ batch: WriteBatch,
-                       _ memory: inout TenantMemory) throws -> Change {
+                       _ memory: inout TenantMemory, ticketLine: TicketLogLine? = nil, first: Bool = false) throws -> Change {
         var committed = change
         try append(inboxLines, batch, &memory)
         if let event = change.event {
-            // The ticket's line was written with exactly this ticket and entry (a new ticket's
-            // first line has no entry).
-            let stored = event.call == nil && event.ticket != nil && event.ticket == change.ticket && event.entry == change.entry
-                && (event.kind == .entry ? event.entry != nil : event.kind == .created && event.entry == nil)
+            // The event is that line (an entry's, or a new ticket's first): its line names it.
+            var stored = false
+            if let line = ticketLine, event.call == nil, event.ticket == line.ticket, event.entry == line.entry {
+                stored = event.kind == .created ? first && line.entry == nil : event.kind == .entry && line.entry != nil
+            }
             committed.event = try appendEvent(event, in: tenant, storedWithTicketLine: stored, batch, &memory)
         }
         return committed

@@ -224,10 +224,11 @@ extension FileStore {
             memory.lastTicket = id.number
             // The ticket's log first, then the index: recovery after a crash in between adds a
             // missing index line; an index line never points at a ticket that is not there.
-            try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: change.entry)), to: self.ticketLog(id, tenant))
+            let line = TicketLogLine(ticket: ticket, entry: change.entry)
+            try batch.append(JSONLine.line(line), to: self.ticketLog(id, tenant))
             try batch.append(Self.line(TicketRef(ticket: id)), to: self.customerTicketsFile(ticket.customerId, tenant))
             memory.remember(ticket)
-            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory)
+            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory, ticketLine: line, first: true)
         }
     }
 
@@ -276,12 +277,14 @@ extension FileStore {
             let inboxLines = try self.inboxLines(of: change, in: tenant, memory)
             // One line holds both the entry and the ticket's new state: they are stored together
             // or not at all.
+            var line: TicketLogLine?
             if ticket != before || change.entry != nil {
-                try batch.append(JSONLine.line(TicketLogLine(ticket: ticket, entry: change.entry)), to: path)
+                line = TicketLogLine(ticket: ticket, entry: change.entry)
+                try batch.append(JSONLine.line(line!), to: path)
                 memory.remember(ticket)
             }
             // The notifications and the event go into the same batch, after the entry they are about.
-            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory)
+            return try self.commitEffects(of: change, in: tenant, inboxLines, batch, &memory, ticketLine: line)
         }
     }
 

@@ -94,6 +94,14 @@ struct EventFollowerRunTests {
         #expect(result.reads == 1)
     }
 
+    @Test func aRangeTheLogNoLongerHoldsIsSkippedAtOnce() async {
+        // Events 3-7 were pruned; the log starts at 8.
+        let result = await follow([[8], [9]], start: 2, log: [8, 9])
+        #expect(result.delivered == [8, 9])
+        #expect(result.skipped == [7])
+        #expect(result.reads == 1)
+    }
+
     @Test func aLogThatCannotBeReadIsSkippedAfterThreeTries() async {
         let result = await follow([[6], [7]], start: 2, log: Array(1...7), failing: { _ in true })
         #expect(result.delivered == [6, 7])

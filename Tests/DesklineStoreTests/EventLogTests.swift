@@ -77,6 +77,32 @@ struct EventLogTests {
         #expect(try await store.check(repair: false).problems == [])
     }
 
+    /// Events read back from the log (their ticket and entry from the ticket log's lines) are the
+    /// events committed, for notes, status changes and changes without an entry in between.
+    @Test func eventsReadBackAreTheEventsCommittedWhateverLinesLieBetween() async throws {
+        let (store, customer) = try await seeded()
+        let feed = store.committedEvents()
+        let ticket = try await store.openTicket(customer: customer, subject: "s", in: acme, at: Date()).id
+        let agent = UserID(rawValue: "u2")!
+        func entry(_ kind: TicketEntry.Kind, _ text: String, by author: UserID? = nil) async throws {
+            let draft = TicketEntryDraft(kind: kind, authorId: author ?? agent, authorName: "Amy", authorRole: .agent, text: text)
+            _ = try await store.appendEntry(draft, to: ticket, in: acme, at: Date()) { ticket in
+                if kind == .status { ticket.status = .pending }
+            }
+        }
+        try await entry(.note, "a note before any message")
+        try await entry(.message, "one")
+        _ = try await store.appendEntry(nil, to: ticket, in: acme, at: Date()) { $0.customerUnread = 0 } // no entry, no event
+        try await entry(.note, "a note")
+        try await entry(.status, "pending")
+        _ = try await store.appendEntry(nil, to: ticket, in: acme, at: Date()) { $0.assigneeName = "Amy" }
+        try await entry(.message, "two")
+        let fed = await Self.collect(6, from: feed).joined()
+        #expect(fed.map(\.kind) == [.created, .entry, .entry, .entry, .entry, .entry])
+        #expect(try await store.events(in: acme, after: 0, limit: 20) == Array(fed))
+        #expect(try await store.events(in: acme, after: 3, limit: 2) == Array(fed.dropFirst(3).prefix(2)))
+    }
+
     @Test func numberingGoesOnAfterARestartAndTheLogReadsBackWhole() async throws {
         let (store, customer) = try await seeded()
         let ticket = try await store.openTicket(customer: customer, subject: "s", in: acme, at: Date()).id

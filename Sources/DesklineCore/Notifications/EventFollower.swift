@@ -4,7 +4,7 @@ import Logging
 /// exactly once and in `seq` order: a batch that arrives after a gap (events the feed missed, as
 /// a database's notifications can while it reconnects) waits until the gap was read from the
 /// tenant's event log (``Store/events(in:after:limit:)``), and events already handed on are
-/// dropped. Pure: ``run(_:catchingUpFrom:from:logger:deliver:)`` does the reading.
+/// dropped. Pure: ``run(_:catchingUpFrom:from:logger:deliver:skipped:)`` does the reading.
 public struct EventFollower: Sendable {
     /// The last `seq` handed on, per tenant. A tenant not in here is followed from its first
     /// event that arrives (a follower starts "from now").
@@ -71,10 +71,16 @@ public struct EventFollower: Sendable {
                     if !events.isEmpty { deliver(events) }
                 case .catchUp(let tenant, let after, let through):
                     do {
-                        let missed = try await read(tenant, after, min(through - after, catchUpPage))
-                            .filter { ($0.seq ?? 0) <= through }
+                        let page = try await read(tenant, after, min(through - after, catchUpPage))
+                        let missed = page.filter { ($0.seq ?? 0) <= through }
                         guard let first = missed.first?.seq else {
-                            throw DesklineError.storage("the event log holds no events \(after + 1)-\(through)")
+                            guard !page.isEmpty else { throw DesklineError.storage("the event log holds no events \(after + 1)-\(through)") }
+                            // The log holds only later ones: the whole range is gone (pruned).
+                            logger.error("the event log no longer holds these events; they are not pushed",
+                                         metadata: ["tenant": "\(tenant)", "from": "\(after + 1)", "through": "\(through)"])
+                            follower.skip(tenant, through: through)
+                            skipped(tenant, through)
+                            continue
                         }
                         if first > after + 1 {
                             logger.error("the event log has a hole; those events are not pushed",

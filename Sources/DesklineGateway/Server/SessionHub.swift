@@ -147,23 +147,22 @@ public final class SessionHub: EventDelivery, Sendable {
         for waiter in waiting { waiter.resume.resume() }
     }
 
-    /// Returns as a new job on the caller's executor (a session's event loop), even for events
-    /// already delivered: so behind the lines the hub already handed to that loop (a push is
-    /// queued on the loop before its event counts as delivered).
+    /// Returns as a new job on the caller's executor (a session's event loop), behind the lines
+    /// the hub already handed to that loop (a push is queued on the loop before its event counts
+    /// as delivered). A continuation resumed before its task suspended (already delivered, or
+    /// delivered while the waiter was being added) goes on at once, on this thread: so the caller
+    /// always queues up again once it may go on.
     public func waitUntilDelivered(_ tenant: TenantID, through seq: Int) async {
         func done(_ d: Delivery) -> Bool { !d.following || d.through[tenant, default: 0] >= seq }
-        var alreadyDone = false
         await withCheckedContinuation { (resume: CheckedContinuation<Void, Never>) in
-            alreadyDone = delivery.withLock { d -> Bool in
+            let now = delivery.withLock { d -> Bool in
                 if done(d) { return true }
                 d.waiting[tenant, default: []].append((seq, resume))
                 return false
             }
-            if alreadyDone { resume.resume() }
+            if now { resume.resume() }
         }
-        // A continuation resumed before it suspended goes on at once, on this thread: queue up
-        // behind the loop's work instead. (One resumed by `delivered` was queued already.)
-        if alreadyDone { await Task.yield() }
+        await Task.yield()
     }
 
     /// Every event of `tenant` up to `seq` was delivered (or skipped): the answers waiting for

@@ -222,8 +222,8 @@ final class WriteBatch {
     private(set) var appendCount = 0
     /// Set once a write failed: nothing more is written and the batch is rolled back.
     private(set) var failure: (any Error)?
-    /// The events the batch's jobs appended to the event log, in order: published once the
-    /// batch is durable.
+    /// The events the batch's jobs numbered, in order: their lines are written at the end of the
+    /// batch (`FileStore.writeEventLines`), and they are published once the batch is durable.
     var events: [TicketEvent] = []
     /// The numbers of those whose ticket and entry are the batch's ticket log line of that entry
     /// (their event-log line names it instead of repeating it).
