@@ -203,8 +203,12 @@ extension FileStore {
             var ticketsByCustomer: [CustomerID: [Int]] = [:]
             // Users a ticket or call names (as author, assignee or agent).
             var namedUsers = Set<UserID>()
+            // Each ticket's entries, as "<ticket> <position>", for the event log's references.
+            var storedEntries = Set<String>()
             for (n, log) in logs(ticketsDir(tenant), TicketLogLine.self) {
+                storedEntries.insert("\(n)")
                 for line in log {
+                    if let entry = line.entry { storedEntries.insert("\(n) \(entry.position)") }
                     if let author = line.entry?.authorId { namedUsers.insert(author) }
                     if let assignee = line.ticket.assigneeId { namedUsers.insert(assignee) }
                 }
@@ -265,6 +269,15 @@ extension FileStore {
                 let path = eventsDir(tenant) + "/\(segment).jsonl"
                 let seqs = lines(EventSeqLine.self, path).map(\.seq)
                 report.counts["events", default: 0] += seqs.count
+                // An event stored as a reference names a ticket log line that is there.
+                let missing = zip(seqs, lines(StoredEventRef.self, path)).compactMap { seq, line -> Int? in
+                    guard let ref = line.stored else { return nil }
+                    let key = ref.seq.map { "\(ref.ticket) \(EntryPosition($0, note: ref.note ?? 0))" } ?? "\(ref.ticket)"
+                    return storedEntries.contains(key) ? nil : seq
+                }
+                if let first = missing.first {
+                    problem("\(path): \(missing.count) event(s) name a ticket log line that is not there (the first: event \(first))")
+                }
                 if let next = nextEvent, segment != next {
                     problem("\(path): the event log jumps from event \(next - 1) to \(segment)")
                 }

@@ -101,6 +101,17 @@ struct EventLogTests {
         #expect(fed.map(\.kind) == [.created, .entry, .entry, .entry, .entry, .entry])
         #expect(try await store.events(in: acme, after: 0, limit: 20) == Array(fed))
         #expect(try await store.events(in: acme, after: 3, limit: 2) == Array(fed.dropFirst(3).prefix(2)))
+        #expect(try await store.check(repair: false).problems == [])
+
+        // A ticket log that lost its last line (damage): check names the events that point there,
+        // and a catch-up read leaves the event out instead of failing.
+        let path = root + "/tenants/acme/tickets/\(ticket.number).jsonl"
+        var lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        lines.removeLast()
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(try await store.check(repair: false).problems.contains { $0.contains("1 event(s) name a ticket log line that is not there (the first: event 6)") })
+        let restarted = try await FileStore(root: root)
+        #expect(try await restarted.events(in: acme, after: 0, limit: 20).map(\.seq) == [1, 2, 3, 4, 5])
     }
 
     @Test func numberingGoesOnAfterARestartAndTheLogReadsBackWhole() async throws {
