@@ -267,13 +267,16 @@ extension FileStore {
             var nextEvent: Int?
             for segment in (try? eventSegments(tenant)) ?? [] {
                 let path = eventsDir(tenant) + "/\(segment).jsonl"
-                let seqs = lines(EventSeqLine.self, path).map(\.seq)
+                // One reading of the segment: each line's number and, if stored as a reference,
+                // where its ticket and entry are.
+                let heads = lines(StoredEventRef.self, path)
+                let seqs = heads.map(\.seq)
                 report.counts["events", default: 0] += seqs.count
                 // An event stored as a reference names a ticket log line that is there.
-                let missing = zip(seqs, lines(StoredEventRef.self, path)).compactMap { seq, line -> Int? in
-                    guard let ref = line.stored else { return nil }
+                let missing = heads.compactMap { head -> Int? in
+                    guard let ref = head.stored else { return nil }
                     let key = ref.seq.map { "\(ref.ticket) \(EntryPosition($0, note: ref.note ?? 0))" } ?? "\(ref.ticket)"
-                    return storedEntries.contains(key) ? nil : seq
+                    return storedEntries.contains(key) ? nil : head.seq
                 }
                 if let first = missing.first {
                     problem("\(path): \(missing.count) event(s) name a ticket log line that is not there (the first: event \(first))")

@@ -19,9 +19,9 @@ struct EventSeqLine: Decodable {
     var seq: Int
 }
 
-/// Where an event-log line's ticket and entry are: the ticket log's line of entry `seq`.`note`
-/// of ticket `ticket` (no `seq`: the ticket's first line, for a new ticket). Most events are
-/// about an entry just written to its ticket's log, so they are stored once.
+/// An event-log line's number and where its ticket and entry are: the ticket log's line of
+/// entry `seq`.`note` of ticket `ticket` (no `seq`: the ticket's first line, for a new ticket).
+/// Most events are about an entry just written to its ticket's log, so they are stored once.
 struct StoredEventRef: Decodable {
     struct Ref: Decodable {
         var ticket: Int
@@ -29,6 +29,7 @@ struct StoredEventRef: Decodable {
         var note: Int?
     }
 
+    var seq: Int
     var stored: Ref?
 }
 
