@@ -47,13 +47,23 @@ final class Outbox: Sendable {
 
     /// Queues a line from anywhere; it is written and flushed on the channel's event loop.
     func send(_ line: ServerLine) {
-        Self.send(line, to: [self])
+        send(Self.encode(line))
+    }
+
+    /// Queues a line in wire form (ending included) from anywhere.
+    func send(_ buffer: ByteBuffer) {
+        Self.send(buffer, to: [self])
     }
 
     /// Sends one line to many clients: encoded once, and one hop per event loop, not per client.
     static func send(_ line: ServerLine, to outboxes: [Outbox]) {
         guard !outboxes.isEmpty else { return }
-        let buffer = encode(line)
+        send(encode(line), to: outboxes)
+    }
+
+    /// Sends one line in wire form to many clients, one hop per event loop.
+    static func send(_ buffer: ByteBuffer, to outboxes: [Outbox]) {
+        guard !outboxes.isEmpty else { return }
         // Grouped by event loop; there are few loops (one per core), so a linear search.
         var groups: [[Outbox]] = []
         for outbox in outboxes {
@@ -78,7 +88,7 @@ final class Outbox: Sendable {
         write(Self.encode(line))
     }
 
-    private func write(_ buffer: ByteBuffer) -> Bool {
+    func write(_ buffer: ByteBuffer) -> Bool {
         guard !state.value.finished else { return false }
         if !channel.isWritable {
             state.value.unwritableLines += 1

@@ -34,6 +34,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     static let maximumInFlight = 64
 
     private let session: Session
+    /// What the connection speaks: it prepares each line and renders every line sent.
+    private let dialect: any ConnectionDialect
     private let outbox: Outbox
     private let machine: SharedMachine
     private let executor: EventLoopTaskExecutor
@@ -51,7 +53,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     let inputMeter = InputMeter()
     /// The first pending line, prepared: kept while it waits for commands in flight to let it
     /// join them.
-    private var preparedHead: Session.Prepared?
+    private var preparedHead: PreparedLine?
     /// Commands started and not yet answered, oldest first; their replies go out in this order.
     private var inFlight: [InFlight] = []
     private var context: ChannelHandlerContext?
@@ -72,8 +74,10 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Why the session ends, once known: every disconnect is logged with it (see ``cleanUp()``).
     private var endReason: EndReason?
 
-    init(session: Session, channel: any Channel, executor: EventLoopTaskExecutor, onEnd: @escaping @Sendable () -> Void) {
+    init(session: Session, dialect: any ConnectionDialect, channel: any Channel, executor: EventLoopTaskExecutor,
+         onEnd: @escaping @Sendable () -> Void) {
         self.session = session
+        self.dialect = dialect
         let limits = session.limits
         self.outbox = Outbox(channel: channel, capacity: limits.sendQueueLines, lingerTime: session.lingerTime,
                              flusher: executor.flusher)
@@ -101,15 +105,15 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         defer { context.fireChannelActive() }
-        guard session.registry.add(session.id, .init(outbox: outbox, machine: machine, input: inputMeter)) else {
+        guard session.registry.add(session.id, .init(outbox: outbox, machine: machine, input: inputMeter, dialect: dialect)) else {
             ending = true
             endReason = .shutdown
-            outbox.send(ServerLine(.event, "ERROR", ["SHUTTING_DOWN"], text: "The server is shutting down; try again later."))
+            outbox.send(dialect.notice(.closing(code: "SHUTTING_DOWN", text: "The server is shutting down; try again later.")))
             outbox.finish()
             return
         }
         registered = true
-        outbox.send(session.welcome)
+        for line in dialect.greeting() { outbox.send(line) }
         logger.debug("connection opened")
         // Timeouts and keepalive tick on the event loop: a scheduled task, not a task per session.
         let interval = machine.state.withLock { $0.tickInterval }
@@ -124,7 +128,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .none:
             break
         case .sendPing(let token):
-            outbox.send(ServerLine(.event, "PING", text: token))
+            outbox.send(dialect.notice(.ping(token: token)))
         case .close(let code, let text):
             task.cancel()
             // (A session already ending — QUIT, end of input, shutdown — only lingers for its
@@ -132,7 +136,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard !ending else { return }
             endReason = .timeout(code)
             ending = true
-            outbox.send(ServerLine(.event, "ERROR", [code], text: text))
+            outbox.send(dialect.notice(.closing(code: code, text: text)))
             outbox.finish()
         }
     }
@@ -234,7 +238,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if !inFlight.isEmpty {
             guard inFlight.count < Self.maximumInFlight, inFlight.allSatisfy({ $0.pipelines && $0.queued }) else { return false }
             // (Only pipelining commands are in flight, so none of them can change the scope.)
-            let next = preparedHead ?? session.prepare(pending[0], scope: scope)
+            let next = preparedHead ?? dialect.prepare(pending[0], scope: scope)
             preparedHead = next
             guard next.pipelines else { return false }
         }
@@ -253,7 +257,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let frame = pending.removeFirst()
         frameLines()
-        let prepared = preparedHead ?? session.prepare(frame, scope: scope)
+        let prepared = preparedHead ?? dialect.prepare(frame, scope: scope)
         preparedHead = nil
         let proceed = machine.state.withLock { $0.commandStarted() }
         guard proceed else { // shutting down; the registry sent the notice
@@ -271,14 +275,14 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .answered(let outcome):
             command.queued = true
             finished(command, outcome)
-        case .command(let handler, let message, let arguments):
-            run(command, handler, message, arguments)
+        case .work(_, let work):
+            run(command, work)
         }
         return true
     }
 
-    private func run(_ command: InFlight, _ handler: Command, _ message: ClientMessage, _ arguments: Arguments) {
-        let (session, scope, outbox, logger) = (self.session, self.scope, self.outbox, self.logger)
+    private func run(_ command: InFlight, _ work: @escaping @Sendable (CommandRun) async -> LineOutcome) {
+        let (scope, outbox, logger) = (self.scope, self.outbox, self.logger)
         let loop = outbox.eventLoop
         let loopBound = NIOLoopBound(self, eventLoop: loop)
         let commandBound = NIOLoopBound(command, eventLoop: loop)
@@ -291,8 +295,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             nil
         }
         Task(executorPreference: executor) {
-            let outcome = await session.run(handler, message, arguments, scope: scope, outbox: outbox, logger: logger,
-                                            whenQueued: onQueued)
+            let outcome = await work(CommandRun(scope: scope, outbox: outbox, logger: logger, whenQueued: onQueued))
             if loop.inEventLoop {
                 loopBound.value.completed(commandBound.value, outcome)
             } else {
@@ -307,7 +310,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if !closed { pump() }
     }
 
-    private func completed(_ command: InFlight, _ outcome: Session.Outcome) {
+    private func completed(_ command: InFlight, _ outcome: LineOutcome) {
         command.queued = true
         finished(command, outcome)
         carryOn()
@@ -323,7 +326,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func finished(_ command: InFlight, _ outcome: Session.Outcome) {
+    private func finished(_ command: InFlight, _ outcome: LineOutcome) {
         command.outcome = outcome
         machine.state.withLock { $0.commandFinished() }
         writeReplies()
@@ -374,7 +377,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if shutdownNow, !outbox.isFinished {
                 endReason = endReason ?? .shutdown
                 ending = true
-                outbox.send(SessionRegistry.shutdownNotice)
+                outbox.send(dialect.notice(.shuttingDown))
                 outbox.finish()
             }
         }
@@ -445,7 +448,7 @@ private final class InFlight {
     let pipelines: Bool
     /// Its write is queued in the store, or it has finished: a later pipelining command may start.
     var queued = false
-    var outcome: Session.Outcome?
+    var outcome: LineOutcome?
     /// Lines of its reply written so far (a long reply is written as the client reads it).
     var written = 0
 
@@ -477,17 +480,17 @@ final class EventLoopTaskExecutor: TaskExecutor {
 final class RefusalHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
-    private let line: ServerLine
+    private let line: ByteBuffer
     private let isSecure: Bool
 
-    init(_ refusal: ConnectionLimiter.Refusal, isSecure: Bool) {
-        self.line = Session.refusal(refusal)
+    init(_ line: ByteBuffer, isSecure: Bool) {
+        self.line = line
         self.isSecure = isSecure
     }
 
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
-        let written = channel.writeAndFlush(Outbox.encode(line))
+        let written = channel.writeAndFlush(line)
         if isSecure {
             // TLS holds the line until the handshake is done, and closing now would drop it.
             // Closing only our side waits for the line; the client then leaves, or is cut off

@@ -158,7 +158,7 @@ public final class GatewayServer: Service, Sendable {
         let address = child.remoteAddress?.ipAddress ?? "unknown"
         if let refusal = limiter.admit(address, now: .now) {
             logger.notice("connection refused", metadata: ["address": "\(address)", "reason": "\(refusal)"])
-            try pipeline.addHandler(RefusalHandler(refusal, isSecure: security.isSecure))
+            try pipeline.addHandler(RefusalHandler(Outbox.encode(Session.refusal(refusal)), isSecure: security.isSecure))
             return
         }
         let id = nextSessionID.add(1, ordering: .relaxed).newValue
@@ -167,7 +167,8 @@ public final class GatewayServer: Service, Sendable {
         session.remoteAddress = address
         session.security = security
         let limiter = self.limiter
-        try pipeline.addHandler(SessionHandler(session: session, channel: child, executor: executor(for: child.eventLoop)) {
+        try pipeline.addHandler(SessionHandler(session: session, dialect: NativeConnection(session), channel: child,
+                                               executor: executor(for: child.eventLoop)) {
             limiter.release(address)
         })
     }

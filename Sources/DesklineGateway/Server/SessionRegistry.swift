@@ -1,16 +1,14 @@
-import DesklineProtocol
 import Synchronization
 
 /// The live sessions, so shutdown can reach every one of them.
 final class SessionRegistry: Sendable {
-    /// What every session is told when the server stops.
-    static let shutdownNotice = ServerLine(.event, "SHUTDOWN", text: "The server is shutting down. Please reconnect later.")
-
     /// What the registry needs of a session.
     struct Handle: Sendable {
         var outbox: Outbox
         var machine: SharedMachine
         var input: InputMeter
+        /// Renders what the session is told when the server stops.
+        var dialect: any ConnectionDialect
     }
 
     private struct State {
@@ -46,7 +44,7 @@ final class SessionRegistry: Sendable {
             return Array(s.sessions.values)
         }
         for handle in handles where handle.machine.state.withLock({ $0.requestShutdown() }) {
-            handle.outbox.send(Self.shutdownNotice)
+            handle.outbox.send(handle.dialect.notice(.shuttingDown))
             handle.outbox.finish()
         }
     }
