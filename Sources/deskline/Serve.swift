@@ -76,6 +76,13 @@ extension Deskline {
                 listening.append("Deskline \(DesklineVersion.current) listening for TLS on \(tlsHost):\(tlsPort)\(login)")
                 connect.append("Connect over TLS with: openssl s_client -connect \(tlsHost):\(tlsPort) -quiet")
             }
+            if let irc = server.address(.irc, tls: false) {
+                let ircHost = irc.ipAddress ?? configuration.irc.host
+                let ircPort = irc.port ?? configuration.irc.port
+                listening.append("Deskline \(DesklineVersion.current) listening for IRC clients on \(ircHost):\(ircPort)"
+                                 + (server.address(.irc, tls: true)?.port.map { ", with TLS on \(ircHost):\($0)" } ?? ""))
+                connect.append("Connect an IRC client with: /connect \(ircHost) \(ircPort) <email>:<password>    (docs/IRC.md)")
+            }
             let banner = Banner(text: (listening + connect).joined(separator: "\n"))
             let group = ServiceGroup(services: [server, banner], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()

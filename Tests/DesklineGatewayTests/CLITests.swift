@@ -49,7 +49,7 @@ import Testing
 
     @Test func unknownConfigKeyIsNamedAndServeExitsNonZero() async throws {
         let config = data + "-config.json"
-        try Data(#"{"listen": {"port": 0}, "limitz": {}}"#.utf8).write(to: URL(fileURLWithPath: config))
+        try Data(#"{"listen": {"port": 0}, "irc": {"port": 0, "tlsPort": 0}, "limitz": {}}"#.utf8).write(to: URL(fileURLWithPath: config))
         let result = try await CLIProcess.run(["serve", "--config", config])
         #expect(result.status != 0)
         #expect(result.stderr.contains("limitz: unknown key"))
@@ -58,7 +58,7 @@ import Testing
     #if os(Linux)
     @Test func serveRaisesItsOpenFilesLimitToTheHardLimit() async throws {
         let config = data + "-config.json"
-        try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning"}"#.utf8)
+        try Data(#"{"listen": {"port": 0}, "irc": {"port": 0, "tlsPort": 0}, "dataDirectory": "\#(data)", "logLevel": "warning"}"#.utf8)
             .write(to: URL(fileURLWithPath: config))
         // Started with a soft limit of 256 (the shell execs, so the pid stays the server's).
         let server = try CLIProcess(["-c", #"ulimit -Sn 256 && exec "$0" serve --config "$1""#, CLIProcess.executable.path, config],
@@ -79,7 +79,7 @@ import Testing
         /// start, so it is matched piece by piece).
         func environment(_ hugePages: String) async throws -> String {
             let config = data + "-config.json"
-            try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning"\#(hugePages)}"#.utf8)
+            try Data(#"{"listen": {"port": 0}, "irc": {"port": 0, "tlsPort": 0}, "dataDirectory": "\#(data)", "logLevel": "warning"\#(hugePages)}"#.utf8)
                 .write(to: URL(fileURLWithPath: config))
             // Another tunable and a variable of our own, which the restart must keep.
             let server = try CLIProcess(["-c", #"GLIBC_TUNABLES=glibc.malloc.check=0 DESKLINE_TEST_MARK=kept exec "$0" serve --config "$1""#,
@@ -103,7 +103,7 @@ import Testing
 
     @Test func demoServerAcceptsLoginsAndASecondServerIsRefused() async throws {
         let config = data + "-config.json"
-        try Data(#"{"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024}}"#.utf8)
+        try Data(#"{"listen": {"port": 0}, "irc": {"port": 0, "tlsPort": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024}}"#.utf8)
             .write(to: URL(fileURLWithPath: config))
         let server = try CLIProcess(["serve", "--config", config, "--demo"])
         defer { if server.process.isRunning { server.process.interrupt() } }
@@ -173,7 +173,7 @@ extension CLITests {
         defer { certificate.remove() }
         let config = data + "-config.json"
         try Data(#"""
-            {"listen": {"port": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024},
+            {"listen": {"port": 0}, "irc": {"port": 0, "tlsPort": 0}, "dataDirectory": "\#(data)", "logLevel": "warning", "passwordHashing": {"scryptN": 1024},
              "tls": {"enabled": true, "port": 0, "certificateChainFile": "\#(certificate.certificateFile)",
                      "privateKeyFile": "\#(certificate.keyFile)", "requireTLSForLogin": true}}
             """#.utf8).write(to: URL(fileURLWithPath: config))
@@ -202,7 +202,7 @@ extension CLITests {
         let config = data + "-config.json"
         let missing = data + "-missing-cert.pem"
         try Data(#"""
-            {"listen": {"port": 0}, "dataDirectory": "\#(data)",
+            {"listen": {"port": 0}, "irc": {"port": 0, "tlsPort": 0}, "dataDirectory": "\#(data)",
              "tls": {"enabled": true, "port": 0, "certificateChainFile": "\#(missing)", "privateKeyFile": "\#(missing)"}}
             """#.utf8).write(to: URL(fileURLWithPath: config))
         let result = try await CLIProcess.run(["serve", "--config", config])

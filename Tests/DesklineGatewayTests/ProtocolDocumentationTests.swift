@@ -27,7 +27,8 @@ struct ProtocolDocumentationTests {
         for dir in sources {
             let base = Self.root.appendingPathComponent(dir)
             let files = FileManager.default.enumerator(atPath: base.path)?.compactMap { $0 as? String } ?? []
-            for file in files where file.hasSuffix(".swift") {
+            // The IRC dialect's words are IRC's; docs/IRC.md documents them (test below).
+            for file in files where file.hasSuffix(".swift") && !file.hasPrefix("IRC/") {
                 let text = try String(contentsOf: base.appendingPathComponent(file), encoding: .utf8)
                 for match in text.matches(of: pattern) {
                     codes.insert(String(text[match.output[1].range!]))

@@ -5,11 +5,14 @@ public struct Tenant: Sendable, Codable, Equatable {
     public var id: TenantID
     public var name: String
     public var createdAt: Date
+    /// The message of the day IRC clients show after logging in (`deskline tenant motd`).
+    public var motd: String?
 
-    public init(id: TenantID, name: String, createdAt: Date) {
+    public init(id: TenantID, name: String, createdAt: Date, motd: String? = nil) {
         self.id = id
         self.name = name
         self.createdAt = createdAt
+        self.motd = motd
     }
 }
 

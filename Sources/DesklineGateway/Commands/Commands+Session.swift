@@ -1,5 +1,6 @@
 import DesklineCore
 import DesklineProtocol
+import Logging
 
 // Commands about the connection itself: HELP, LOGIN, ME, PING, PONG, QUIT.
 
@@ -28,33 +29,8 @@ extension Command {
         summary: "Log in. Use <tenant>/<email> if your email is registered with several helpdesks or your login was given to you in that form. The password may contain spaces.",
         carriesPassword: true
     ) { (ctx: inout CommandContext) throws(DesklineError) in
-        let started = ContinuousClock.now
-        let login = ctx.arguments.required("email")
-        let account = LoginThrottle.accountKey(login)
-        let loginGuard = ctx.services.loginGuard
-        if let wait = loginGuard.retryAfter(address: ctx.remoteAddress, account: account) {
-            ctx.logger.notice("login throttled", metadata: ["address": "\(ctx.remoteAddress)"])
-            throw .throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1))
-        }
-        let scope: SessionScope
-        do throws(DesklineError) {
-            scope = try await ctx.services.accounts.login(login, password: ctx.arguments.required("password"))
-            loginGuard.succeeded(account: account)
-        } catch {
-            if error == .loginFailed {
-                loginGuard.failed(address: ctx.remoteAddress, account: account)
-                // Every failure is answered at the same time after it started, so the time of
-                // the reply does not tell an unknown account from one whose hash has another cost.
-                try? await Task.sleep(until: started + ctx.services.loginFailureDelay, clock: .continuous)
-            }
-            // The attempted login goes to the log (for audits and fail2ban-style tools), cut
-            // and stripped of control characters so it cannot forge log lines.
-            ctx.logger.notice("login failed", metadata: [
-                "login": "\(ServerLine.clean(String(login.prefix(100))))",
-                "reason": "\(error.code)",
-            ])
-            throw error
-        }
+        let scope = try await authenticate(ctx.arguments.required("email"), password: ctx.arguments.required("password"),
+                                           services: ctx.services, remoteAddress: ctx.remoteAddress, logger: ctx.logger)
         let profile = try await ctx.services.accounts.profile(scope)
         // Receive events from now on, and only then count what is waiting: an event stored in
         // between is then either counted or pushed, never neither.
@@ -69,6 +45,39 @@ extension Command {
                                     text: "You have \(unread) unread notifications. NOTIFICATIONS lists them."))
         }
         return lines
+    }
+
+    /// Checks a login under the failure limits of docs/PROTOCOL.md (per address and per account,
+    /// every failure answered no sooner than `limits.loginFailureDelayMilliseconds` after it
+    /// started, and logged): the one way every dialect logs in (LOGIN, IRC's PASS and SASL).
+    static func authenticate(_ login: String, password: String, services: GatewayServices, remoteAddress: String,
+                             logger: Logger) async throws(DesklineError) -> SessionScope {
+        let started = ContinuousClock.now
+        let account = LoginThrottle.accountKey(login)
+        let loginGuard = services.loginGuard
+        if let wait = loginGuard.retryAfter(address: remoteAddress, account: account) {
+            logger.notice("login throttled", metadata: ["address": "\(remoteAddress)"])
+            throw .throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1))
+        }
+        do throws(DesklineError) {
+            let scope = try await services.accounts.login(login, password: password)
+            loginGuard.succeeded(account: account)
+            return scope
+        } catch {
+            if error == .loginFailed {
+                loginGuard.failed(address: remoteAddress, account: account)
+                // Every failure is answered at the same time after it started, so the time of
+                // the reply does not tell an unknown account from one whose hash has another cost.
+                try? await Task.sleep(until: started + services.loginFailureDelay, clock: .continuous)
+            }
+            // The attempted login goes to the log (for audits and fail2ban-style tools), cut
+            // and stripped of control characters so it cannot forge log lines.
+            logger.notice("login failed", metadata: [
+                "login": "\(ServerLine.clean(String(login.prefix(100))))",
+                "reason": "\(error.code)",
+            ])
+            throw error
+        }
     }
 
     static let me: Command = Command(

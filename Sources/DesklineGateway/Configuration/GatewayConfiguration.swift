@@ -65,6 +65,17 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The IRC listeners (docs/IRC.md): real IRC clients connect here. A listener speaks one
+    /// dialect, so an IRC client never sees a native line and a bot never an IRC one.
+    public struct IRC: Sendable, Equatable {
+        public var enabled = true
+        public var host = "127.0.0.1"
+        public var port = 6668
+        /// The IRC listener with TLS, when `tls.enabled` (same certificate and key).
+        public var tlsPort = 6698
+        public init() {}
+    }
+
     /// The file store's tuning.
     public struct Storage: Sendable, Equatable {
         /// While a tenant's writer has writes waiting, it starts its next batch (one fsync) no
@@ -77,6 +88,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
 
     public var listen = Listen()
     public var tls = TLS()
+    public var irc = IRC()
     /// Where the file store lives. Relative paths are relative to the config file's directory.
     public var dataDirectory = "./data"
     public var logLevel: Logger.Level = .info
@@ -141,6 +153,14 @@ extension GatewayConfiguration {
             try tls.finish()
             try c.tls.validate(besides: c.listen)
         }
+        if var irc = try r.object("irc") {
+            c.irc.enabled = try irc.bool("enabled") ?? c.irc.enabled
+            c.irc.host = try irc.string("host") ?? c.irc.host
+            c.irc.port = try irc.int("port", in: 0...65535) ?? c.irc.port
+            c.irc.tlsPort = try irc.int("tlsPort", in: 0...65535) ?? c.irc.tlsPort
+            try irc.finish()
+        }
+        try c.irc.validate(besides: c)
         c.dataDirectory = try r.string("dataDirectory") ?? c.dataDirectory
         if c.dataDirectory.isEmpty { throw ConfigurationError("dataDirectory: must not be empty") }
         if let level = try r.string("logLevel") {
@@ -208,6 +228,20 @@ extension GatewayConfiguration.TLS {
         }
         if port != 0, port == listen.port, host == listen.host {
             throw ConfigurationError("tls.port: \(port) is also listen.port; the TLS listener needs a port of its own")
+        }
+    }
+}
+
+extension GatewayConfiguration.IRC {
+    func validate(besides c: GatewayConfiguration) throws(ConfigurationError) {
+        guard enabled else { return }
+        let taken = [(c.listen.port, c.listen.host, "listen.port")] + (c.tls.enabled ? [(c.tls.port, c.tls.host, "tls.port")] : [])
+        for (port, host, key) in taken where port != 0 && host == self.host {
+            if self.port == port { throw ConfigurationError("irc.port: \(port) is also \(key); the IRC listener needs a port of its own") }
+            if c.tls.enabled, tlsPort == port { throw ConfigurationError("irc.tlsPort: \(port) is also \(key); the IRC TLS listener needs a port of its own") }
+        }
+        if c.tls.enabled, port != 0, port == tlsPort {
+            throw ConfigurationError("irc.tlsPort: \(port) is also irc.port; the IRC TLS listener needs a port of its own")
         }
     }
 }

@@ -32,18 +32,30 @@ public final class GatewayServer: Service, Sendable {
     /// Pushes the store's events to the sessions, from ``bind()`` until ``run()`` ends.
     private let follower = Mutex<Task<Void, Never>?>(nil)
 
-    /// One bound listening socket and what its sessions know of their transport.
+    /// One bound listening socket, the dialect it speaks and what its sessions know of their
+    /// transport.
     private struct Listener: Sendable {
         var channel: any Channel
+        var dialect: Dialect
         var security: TransportSecurity
         var address: SocketAddress { channel.localAddress! }
     }
 
+    /// What a listener's connections speak.
+    public enum Dialect: String, Sendable {
+        case native
+        case irc
+    }
+
     private enum State {
         case idle
-        case bound(plaintext: Listener, tls: Listener?)
+        /// The plaintext native listener first.
+        case bound([Listener])
         case stopped
     }
+
+    /// When the server was made (IRC's 003).
+    private let startedAt = Date()
 
     public init(configuration: GatewayConfiguration, services: GatewayServices, logger: Logger,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -66,68 +78,76 @@ public final class GatewayServer: Service, Sendable {
     /// cannot be bound; either way nothing is left listening.
     @discardableResult
     public func bind() async throws -> SocketAddress {
-        if case .bound(let plaintext, _) = state.withLock({ $0 }) { return plaintext.address }
+        if case .bound(let listeners) = state.withLock({ $0 }) { return listeners[0].address }
         // Read the certificate before taking any port, so a bad file leaves nothing half-started.
         let tlsContext = configuration.tls.enabled ? try configuration.tls.makeServerContext() : nil
         // Subscribe to the store's events before any session can cause one (the task that pushes
         // them starts once this call bound the listeners; a stream dropped unsubscribes).
         let feed = services.store.committedEvents()
         services.hub.startDelivering()
-        // TLS first: the plaintext sessions must know its port (for `requireTLSForLogin`).
-        var tls: Listener?
-        if let tlsContext {
-            let security = TransportSecurity(isSecure: true)
-            do {
-                let channel = try await listen(host: configuration.tls.host, port: configuration.tls.port,
-                                               keys: "tls.host, tls.port", tls: tlsContext, security: security)
-                tls = Listener(channel: channel, security: security)
-            } catch {
-                notFollowing()
-                throw error
-            }
-        }
-        let required = configuration.tls.requireTLSForLogin ? tls?.address.port : nil
-        let security = TransportSecurity(isSecure: false, requiredTLSPort: required)
-        let plaintext: Listener
+        var listeners: [Listener] = []
         do {
-            let channel = try await listen(host: configuration.listen.host, port: configuration.listen.port,
-                                           keys: "listen.host, listen.port", tls: nil, security: security)
-            plaintext = Listener(channel: channel, security: security)
+            // TLS first: the plaintext sessions must know its port (for `requireTLSForLogin`).
+            var tls: Listener?
+            var ircTLS: Listener?
+            if let tlsContext {
+                let security = TransportSecurity(isSecure: true)
+                tls = try await listen(.native, host: configuration.tls.host, port: configuration.tls.port,
+                                       keys: "tls.host, tls.port", tls: tlsContext, security: security)
+                if configuration.irc.enabled {
+                    ircTLS = try await listen(.irc, host: configuration.irc.host, port: configuration.irc.tlsPort,
+                                              keys: "irc.host, irc.tlsPort", tls: tlsContext, security: security)
+                }
+            }
+            let required = configuration.tls.requireTLSForLogin
+            let security = TransportSecurity(isSecure: false, requiredTLSPort: required ? tls?.address.port : nil)
+            listeners.append(try await listen(.native, host: configuration.listen.host, port: configuration.listen.port,
+                                              keys: "listen.host, listen.port", tls: nil, security: security))
+            listeners += [tls].compactMap(\.self)
+            if configuration.irc.enabled {
+                let security = TransportSecurity(isSecure: false, requiredTLSPort: required ? ircTLS?.address.port : nil)
+                listeners.append(try await listen(.irc, host: configuration.irc.host, port: configuration.irc.port,
+                                                  keys: "irc.host, irc.port", tls: nil, security: security))
+            }
+            listeners += [ircTLS].compactMap(\.self)
         } catch {
-            try? await tls?.channel.close()
+            for listener in listeners { try? await listener.channel.close() }
             notFollowing()
             throw error
         }
+        let bound = listeners
         let accepted = state.withLock { s -> Bool in
             guard case .idle = s else { return false }
-            s = .bound(plaintext: plaintext, tls: tls)
+            s = .bound(bound)
             return true
         }
         guard accepted else {
-            try? await plaintext.channel.close()
-            try? await tls?.channel.close()
+            for listener in listeners { try? await listener.channel.close() }
             notFollowing()
             throw ServerError.alreadyStopped
         }
         startFollowingEvents(feed)
-        for listener in [plaintext, tls].compactMap(\.self) {
+        for listener in listeners {
             let address = listener.address
             logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)",
-                                                "tls": "\(listener.security.isSecure)"])
+                                                "tls": "\(listener.security.isSecure)", "dialect": "\(listener.dialect.rawValue)"])
         }
-        return plaintext.address
+        return listeners[0].address
+    }
+
+    /// The address of a bound listener; nil while unbound or when it is not configured.
+    public func address(_ dialect: Dialect, tls: Bool) -> SocketAddress? {
+        guard case .bound(let listeners) = state.withLock({ $0 }) else { return nil }
+        return listeners.first { $0.dialect == dialect && $0.security.isSecure == tls }?.address
     }
 
     /// The TLS listener's address once bound; nil while unbound or with TLS off.
-    public var tlsAddress: SocketAddress? {
-        guard case .bound(_, let tls?) = state.withLock({ $0 }) else { return nil }
-        return tls.address
-    }
+    public var tlsAddress: SocketAddress? { address(.native, tls: true) }
 
-    private func listen(host: String, port: Int, keys: String, tls: NIOSSLContext?,
-                        security: TransportSecurity) async throws -> any Channel {
+    private func listen(_ dialect: Dialect, host: String, port: Int, keys: String, tls: NIOSSLContext?,
+                        security: TransportSecurity) async throws -> Listener {
         do {
-            return try await ServerBootstrap(group: group)
+            let channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 // Without this, `printf ... | nc -N` would get no replies: NIO would close on EOF.
@@ -139,17 +159,18 @@ public final class GatewayServer: Service, Sendable {
                     minimum: 64, initial: 1024, maximum: SessionHandler.maximumReadBytes))
                 .childChannelInitializer { child in
                     child.eventLoop.makeCompletedFuture {
-                        try self.accept(child, tls: tls, security: security)
+                        try self.accept(child, dialect: dialect, tls: tls, security: security)
                     }
                 }
                 .bind(host: host, port: port).get()
+            return Listener(channel: channel, dialect: dialect, security: security)
         } catch {
             throw ListenError(host: host, port: port, keys: keys, underlying: error)
         }
     }
 
     /// Sets up one accepted connection: a session, or a refusal when it is over the limits.
-    private func accept(_ child: any Channel, tls: NIOSSLContext?, security: TransportSecurity) throws {
+    private func accept(_ child: any Channel, dialect: Dialect, tls: NIOSSLContext?, security: TransportSecurity) throws {
         let pipeline = child.pipeline.syncOperations
         if let tls {
             try pipeline.addHandler(NIOSSLServerHandler(context: tls))
@@ -158,7 +179,11 @@ public final class GatewayServer: Service, Sendable {
         let address = child.remoteAddress?.ipAddress ?? "unknown"
         if let refusal = limiter.admit(address, now: .now) {
             logger.notice("connection refused", metadata: ["address": "\(address)", "reason": "\(refusal)"])
-            try pipeline.addHandler(RefusalHandler(Outbox.encode(Session.refusal(refusal)), isSecure: security.isSecure))
+            let line = switch dialect {
+            case .native: Outbox.encode(Session.refusal(refusal))
+            case .irc: IRCConnection.line(for: .closing(code: "TOO_MANY_CONNECTIONS", text: Session.refusal(refusal).text ?? "")).encoded
+            }
+            try pipeline.addHandler(RefusalHandler(line, isSecure: security.isSecure))
             return
         }
         let id = nextSessionID.add(1, ordering: .relaxed).newValue
@@ -167,7 +192,11 @@ public final class GatewayServer: Service, Sendable {
         session.remoteAddress = address
         session.security = security
         let limiter = self.limiter
-        try pipeline.addHandler(SessionHandler(session: session, dialect: NativeConnection(session), channel: child,
+        let speaker: any ConnectionDialect = switch dialect {
+        case .native: NativeConnection(session)
+        case .irc: IRCConnection(session: session, eventLoop: child.eventLoop, startedAt: startedAt)
+        }
+        try pipeline.addHandler(SessionHandler(session: session, dialect: speaker, channel: child,
                                                executor: executor(for: child.eventLoop)) {
             limiter.release(address)
         })
@@ -186,10 +215,9 @@ public final class GatewayServer: Service, Sendable {
     /// sessions to receive their notice, then closes what is left.
     public func run() async throws {
         try await bind()
-        guard case .bound(let plaintext, let tls) = state.withLock({ $0 }) else { return }
+        guard case .bound(let listeners) = state.withLock({ $0 }) else { return }
         try await withGracefulShutdownHandler {
-            try await plaintext.channel.closeFuture.get()
-            try await tls?.channel.closeFuture.get()
+            for listener in listeners { try await listener.channel.closeFuture.get() }
         } onGracefulShutdown: {
             self.shutdown()
         }
@@ -236,7 +264,7 @@ public final class GatewayServer: Service, Sendable {
     public func shutdown() {
         let listeners = state.withLock { s -> [Listener] in
             defer { s = .stopped }
-            if case .bound(let plaintext, let tls) = s { return [plaintext, tls].compactMap(\.self) }
+            if case .bound(let listeners) = s { return listeners }
             return []
         }
         logger.info("shutting down", metadata: ["sessions": "\(registry.count)"])

@@ -13,6 +13,8 @@ public struct GatewayServices: Sendable {
     let store: any Store
     /// Failed-login limits shared by all sessions.
     let loginGuard: LoginGuard
+    /// The IRC dialect's nicks.
+    let nicks = NickDirectory()
     /// How long after it started a failed LOGIN is answered, at the soonest.
     let loginFailureDelay: Duration
 

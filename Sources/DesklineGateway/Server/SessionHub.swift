@@ -14,12 +14,15 @@ public final class SessionHub: EventDelivery, Sendable {
     final class Member {
         let scope: SessionScope
         let outbox: Outbox
+        /// An IRC session renders its events itself, on its event loop (nil: native).
+        let irc: IRCConnection?
         /// Tickets this (staff) session has JOINed.
         var joined: Set<TicketID> = []
 
-        init(scope: SessionScope, outbox: Outbox) {
+        init(scope: SessionScope, outbox: Outbox, irc: IRCConnection?) {
             self.scope = scope
             self.outbox = outbox
+            self.irc = irc
         }
     }
 
@@ -68,9 +71,9 @@ public final class SessionHub: EventDelivery, Sendable {
     /// The id, unique across processes, of this process's connection `session`.
     func sessionID(_ session: Int) -> SessionID { SessionID(node: node, number: session) }
 
-    func attach(_ session: Int, scope: SessionScope, outbox: Outbox) {
+    func attach(_ session: Int, scope: SessionScope, outbox: Outbox, irc: IRCConnection? = nil) {
         members.withLock { m in
-            m.all[session] = Member(scope: scope, outbox: outbox)
+            m.all[session] = Member(scope: scope, outbox: outbox, irc: irc)
             m.byUser[UserKey(tenant: scope.tenantId, user: scope.userId), default: []].insert(session)
         }
     }
@@ -116,6 +119,18 @@ public final class SessionHub: EventDelivery, Sendable {
                 if m.byTicket[key]?.isEmpty == true { m.byTicket[key] = nil }
             }
             return changed
+        }
+    }
+
+    /// Whether a session JOINed a ticket.
+    func isJoined(_ session: Int, _ ticket: TicketID) -> Bool {
+        members.withLock { $0.all[session]?.joined.contains(ticket) ?? false }
+    }
+
+    /// The users with a session that JOINed a ticket.
+    func followers(of ticket: TicketID, in tenant: TenantID) -> Set<UserID> {
+        members.withLock { m in
+            Set((m.byTicket[TicketKey(tenant: tenant, ticket: ticket)] ?? []).compactMap { m.all[$0]?.scope.userId })
         }
     }
 
@@ -190,6 +205,7 @@ public final class SessionHub: EventDelivery, Sendable {
     func publish(_ event: TicketEvent) {
         // (A customer's message in an unassigned ticket notifies every agent: look them up in a set.)
         let recipients = Set(event.recipients)
+        var ircTargets: [IRCConnection] = []
         let targets = members.withLock { m -> [Outbox] in
             // Candidates: the sessions of everyone the event may be for; `isAudience` decides.
             var candidates = Set<Int>()
@@ -205,13 +221,35 @@ public final class SessionHub: EventDelivery, Sendable {
             let origin = event.originSession?.node == node ? event.originSession?.number : nil
             for id in candidates where id != origin {
                 guard let member = m.all[id], Self.isAudience(member, of: event, recipients: recipients) else { continue }
-                targets.append(member.outbox)
+                if let irc = member.irc { ircTargets.append(irc) } else { targets.append(member.outbox) }
             }
             return targets
         }
+        if !ircTargets.isEmpty { Self.push(event, to: ircTargets) }
         // Rendered once, and only for someone.
         guard !targets.isEmpty, let line = NativeDialect.line(for: event) else { return }
         Outbox.send(line, to: targets)
+    }
+
+    /// IRC sessions render an event with their own state (nick, channels, capabilities) on
+    /// their event loop: one hop per loop, as for native lines.
+    private static func push(_ event: TicketEvent, to sessions: [IRCConnection]) {
+        var groups: [[IRCConnection]] = []
+        for session in sessions {
+            if let i = groups.firstIndex(where: { $0[0].eventLoop === session.eventLoop }) {
+                groups[i].append(session)
+            } else {
+                groups.append([session])
+            }
+        }
+        for group in groups {
+            let loop = group[0].eventLoop
+            if loop.inEventLoop {
+                for session in group { session.push(event) }
+            } else {
+                loop.execute { for session in group { session.push(event) } }
+            }
+        }
     }
 
     /// Who gets an event live: the users it notifies, the ticket's customer, its assignee

@@ -19,6 +19,8 @@ struct TestServer {
     let port: Int
     /// The TLS listener's port, when the configuration enables it.
     let tlsPort: Int?
+    /// The IRC listener's port.
+    var ircPort: Int? { server.address(.irc, tls: false)?.port }
     let accounts: AccountService
     let store: FileStore
     let root: String
@@ -33,6 +35,8 @@ struct TestServer {
         var config = GatewayConfiguration()
         config.listen.port = 0
         config.tls.port = 0
+        config.irc.port = 0
+        config.irc.tlsPort = 0
         config.dataDirectory = root
         config.passwordHashing = PasswordHashingCost(n: 1024, r: 8, p: 1)
         // Failed logins are answered at once here (LoginTests checks the delay itself).

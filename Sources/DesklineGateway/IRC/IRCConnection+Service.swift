@@ -1,0 +1,108 @@
+import DesklineCore
+import DesklineProtocol
+import NIOCore
+
+// What IRC has no verb for runs through the native command table: written to the service user
+// (`/msg Deskline QUEUE`) or sent raw (`/quote QUEUE`); the reply comes back as notices from
+// the service. And the pushed events, as an IRC client shows them well.
+
+extension IRCConnection {
+    /// Runs `text` as a native command line and answers with notices from the service. `raw`:
+    /// the command was sent raw as an IRC verb, so an unknown one is `421`.
+    func serviceCommand(_ text: String, scope: SessionScope, raw verb: String? = nil) -> PreparedLine {
+        switch session.prepare(.line(ByteBuffer(string: text)), scope: scope) {
+        case .answered(let outcome):
+            return Self.answered(serviceReply(outcome.lines, raw: verb), scope: scope, quit: outcome.quit)
+        case .command(let command, let message, let arguments):
+            let session = self.session
+            return .work(pipelines: false) { run in
+                let outcome = await session.run(command, message, arguments, scope: run.scope, outbox: run.outbox, logger: run.logger)
+                var lines = self.serviceReply(outcome.lines, raw: verb)
+                // A ticket opened here is a channel at once (its own event does not come back).
+                if command.name == "NEW", let ok = outcome.lines.last, ok.kind == .ok,
+                   let id = ok.params.first.flatMap(TicketID.init(parsing:)),
+                   let (ticket, _) = try? await self.services.tickets.show(scope, id),
+                   self.state.value.registered?.channels.insert(id).inserted == true {
+                    lines += self.joinBurst(ticket)
+                }
+                return LineOutcome(lines: lines.map(\.encoded), scope: scope, quit: outcome.quit)
+            }
+        }
+    }
+
+    /// Native reply lines as readable notices.
+    func serviceReply(_ lines: [ServerLine], raw verb: String?) -> [IRCLine] {
+        if let verb, let last = lines.last, last.kind == .err, last.params.first == "UNKNOWN_COMMAND" {
+            return [numeric("421", [String(verb.prefix(32))], "Unknown command (/msg \(NickDirectory.service) HELP lists the helpdesk's commands)")]
+        }
+        return lines.map { line in
+            let words = line.params.map { TagValue.unescape(Substring($0)) }
+            let text: String = switch line.kind {
+            case .err: "\(words.first ?? "ERROR"): \(line.text ?? "")"
+            case .ok: line.text.flatMap { $0.isEmpty ? nil : $0 } ?? ([line.command] + words).joined(separator: " ")
+            case .rpl, .event: (words.joined(separator: " ") + (line.text.map { $0.isEmpty ? "" : ": " + $0 } ?? ""))
+            }
+            return serviceNotice(text)
+        }
+    }
+
+    // MARK: Events
+
+    /// On the event loop: shows one event the hub found this session is meant to see.
+    func push(_ event: TicketEvent) {
+        guard let registered = state.value.registered else { return }
+        if state.value.holdingPushes > 0 {
+            state.value.heldEvents.append(event)
+            return
+        }
+        let lines = render(event)
+        guard !lines.isEmpty else { return }
+        for line in lines {
+            guard registered.outbox.write(line.encoded) else { break }
+        }
+        registered.outbox.flush()
+    }
+
+    /// The lines of one event for this session: a ticket's entry in its channel (joining it
+    /// first if it is the session's own ticket or one it follows), anything else as a notice
+    /// from the service.
+    func render(_ event: TicketEvent) -> [IRCLine] {
+        guard let r = state.value.registered else { return [] }
+        let me = r.scope.userId
+        switch event.kind {
+        case .entry:
+            guard let t = event.ticket, let e = event.entry else { return [] }
+            var lines: [IRCLine] = []
+            if !r.channels.contains(t.id) {
+                let own = me == event.customerUserId || me == t.assigneeId || services.hub.isJoined(session.id, t.id)
+                guard own else {
+                    let what = e.kind == .note ? "note" : "message"
+                    return [serviceNotice("\(t.id) (\(t.subject)): \(what) from \(e.authorName): \(e.text) — /join \(t.id) to answer")]
+                }
+                state.value.registered?.channels.insert(t.id)
+                lines += joinBurst(t)
+            }
+            lines.append(entryLine(e, in: t.id, tenant: event.tenantId))
+            if e.kind == .status {
+                lines.append(IRCLine(source: Self.serviceSource, "TOPIC", [Self.channel(t.id)], trailing: Self.topic(t)))
+            }
+            return lines
+        case .created:
+            guard let t = event.ticket else { return [] }
+            if me == event.customerUserId {
+                guard state.value.registered?.channels.insert(t.id).inserted == true else { return [] }
+                return joinBurst(t)
+            }
+            return [serviceNotice("New ticket \(t.id) from \(event.actor.name): \(t.subject) — /join \(t.id)")]
+        case .call:
+            guard let c = event.call else { return [] }
+            let about = c.ticketId.map { " about \($0)" } ?? ""
+            let text = switch c.status {
+            case .requested: "Call \(c.id) requested by \(event.actor.name)\(about): phone \(c.phone)\(c.note.map { " — \($0)" } ?? "") (/quote CALL ACCEPT \(c.id))"
+            case .accepted: "Call \(c.id)\(about) accepted by \(c.agentName ?? event.actor.name): they will phone \(c.phone)"
+            case .done: "Call \(c.id)\(about) done\(c.outcome.map { ": \($0)" } ?? "")"
+            }
+            return [serviceNotice(text)]
+        }
+    }
+}

@@ -1,0 +1,314 @@
+import DesklineCore
+import DesklineProtocol
+import Foundation
+import Logging
+import NIOCore
+
+/// The IRC dialect of one connection (docs/IRC.md): registration (CAP, SASL PLAIN, PASS,
+/// NICK/USER) ends in the welcome burst; tickets are channels; commands IRC has no verb for go
+/// to the service user `Deskline` or are sent raw, and run through the native command table.
+///
+/// Its state lives on the connection's event loop: ``prepare(_:scope:)``, the work it returns
+/// (which runs in a task on that loop) and ``push(_:)`` all run there.
+final class IRCConnection: ConnectionDialect {
+    /// The server's name in sources and numerics.
+    static let serverName = "deskline"
+    /// The service user's full source.
+    static let serviceSource = "\(NickDirectory.service)!service@\(serverName)"
+    /// The capabilities offered, with their `CAP LS 302` values.
+    static let capabilities: [(name: String, value: String?)] = [
+        ("echo-message", nil), ("message-tags", nil), ("sasl", "PLAIN"), ("server-time", nil),
+    ]
+    /// A SASL message is sent in chunks of this many bytes; a shorter one ends it.
+    static let saslChunk = 400
+    /// The most base64 a SASL PLAIN exchange may send (an email and a password fit many times).
+    static let saslMaximum = 4 * saslChunk
+    /// Entries replayed when a channel is joined with `JOIN`.
+    static let replayedEntries = TicketService.showEntries
+
+    let session: Session
+    let eventLoop: any EventLoop
+    let startedAt: Date
+    let state: NIOLoopBoundBox<State>
+
+    var services: GatewayServices { session.services }
+
+    struct State {
+        var caps: Set<String> = []
+        /// `CAP LS` or `CAP REQ` was sent before registration and `CAP END` not yet.
+        var capNegotiating = false
+        var requestedNick: String?
+        var userGiven = false
+        var password: String?
+        var sasl: SASL = .idle
+        /// The registration's login is running.
+        var registering = false
+        /// Set once the welcome burst is written (in the same turn of the loop).
+        var registered: Registered?
+        /// While registration or a JOIN runs, pushes wait so they follow its reply.
+        var holdingPushes = 0
+        var heldEvents: [TicketEvent] = []
+
+        var nick: String { registered?.nick ?? requestedNick ?? "*" }
+    }
+
+    enum SASL {
+        case idle
+        /// `AUTHENTICATE PLAIN` was accepted; base64 chunks so far.
+        case receiving(String)
+        /// The login is being checked.
+        case checking
+        case authenticated(SessionScope)
+    }
+
+    struct Registered {
+        var scope: SessionScope
+        var nick: String
+        var outbox: Outbox
+        /// The tickets the client has as open channels.
+        var channels: Set<TicketID> = []
+        var tenantName: String
+        var motd: String?
+    }
+
+    init(session: Session, eventLoop: any EventLoop, startedAt: Date) {
+        self.session = session
+        self.eventLoop = eventLoop
+        self.startedAt = startedAt
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
+    }
+
+    // MARK: Lines
+
+    func greeting() -> [ByteBuffer] { [] }
+
+    func notice(_ notice: ConnectionNotice) -> ByteBuffer {
+        Self.line(for: notice).encoded
+    }
+
+    static func line(for notice: ConnectionNotice) -> IRCLine {
+        switch notice {
+        case .ping(let token): IRCLine(source: nil, "PING", trailing: token)
+        case .closing(let code, let text): IRCLine(source: nil, "ERROR", trailing: "Closing link: \(closingReason(code) ?? text)")
+        case .shuttingDown: IRCLine(source: nil, "ERROR", trailing: "Closing link: the server is shutting down; reconnect later")
+        }
+    }
+
+    private static func closingReason(_ code: String) -> String? {
+        switch code {
+        case "REGISTRATION_TIMEOUT": "registration timed out (no login)"
+        case "PING_TIMEOUT": "ping timeout"
+        case "SHUTTING_DOWN": "the server is shutting down; reconnect later"
+        default: nil
+        }
+    }
+
+    /// A numeric from the server to this client (`:deskline 001 <nick> ...`).
+    func numeric(_ code: String, _ params: [String] = [], _ text: String? = nil) -> IRCLine {
+        IRCLine(source: Self.serverName, code, [state.value.nick] + params, trailing: text)
+    }
+
+    /// A notice from the service user to this client.
+    func serviceNotice(_ text: String) -> IRCLine {
+        IRCLine(source: Self.serviceSource, "NOTICE", [state.value.nick], trailing: text)
+    }
+
+    static func answered(_ lines: [IRCLine], scope: SessionScope?, quit: Bool = false) -> PreparedLine {
+        .answered(LineOutcome(lines: lines.map(\.encoded), scope: scope, quit: quit))
+    }
+
+    // MARK: Dispatch
+
+    func prepare(_ frame: LineFrame, scope: SessionScope?) -> PreparedLine {
+        guard case .line(let buffer) = frame else {
+            return Self.answered([numeric("417", [], "Input line was too long (more than \(session.limits.maxLineBytes) bytes); it was discarded")], scope: scope)
+        }
+        guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else {
+            return Self.answered([IRCLine(source: Self.serverName, "FAIL", ["*", "INVALID_UTF8"], trailing: "The line is not valid UTF-8; it was discarded")], scope: scope)
+        }
+        if buffer.readableBytesView.contains(0) {
+            return Self.answered([IRCLine(source: Self.serverName, "FAIL", ["*", "NUL_BYTE"], trailing: "The line contains a NUL byte; it was discarded")], scope: scope)
+        }
+        let message: ClientMessage
+        do {
+            guard let parsed = try ClientMessage.parse(text) else { return Self.answered([], scope: scope) }
+            message = parsed
+        } catch {
+            return Self.answered([IRCLine(source: Self.serverName, "FAIL", ["*", error.code], trailing: error.message)], scope: scope)
+        }
+        let verb = message.verb
+        if state.value.registered == nil {
+            return prepareRegistration(verb, message, scope: scope)
+        }
+        return prepareRegistered(verb, message, text: text, scope: scope)
+    }
+
+    private func prepareRegistration(_ verb: String, _ message: ClientMessage, scope: SessionScope?) -> PreparedLine {
+        switch verb {
+        case "CAP": return cap(message, scope: scope)
+        case "AUTHENTICATE": return authenticate(message)
+        case "PASS":
+            guard let password = message.rest(from: 0) else { return Self.answered([needMoreParams("PASS")], scope: scope) }
+            if let refused = tlsRefusal() { return refused }
+            state.value.password = password
+            return Self.answered([], scope: scope)
+        case "NICK":
+            guard let nick = message.params.first, !nick.isEmpty else {
+                return Self.answered([numeric("431", [], "No nickname given")], scope: scope)
+            }
+            state.value.requestedNick = IRCLine.middle(String(nick.prefix(NickDirectory.maximumLength)))
+            return completeRegistration() ?? Self.answered([], scope: scope)
+        case "USER":
+            guard message.params.count >= 4 else { return Self.answered([needMoreParams("USER")], scope: scope) }
+            state.value.userGiven = true
+            return completeRegistration() ?? Self.answered([], scope: scope)
+        case "PING": return Self.answered([pong(message)], scope: scope)
+        case "PONG": return Self.answered([], scope: scope)
+        case "QUIT": return Self.answered([IRCLine(source: nil, "ERROR", trailing: "Closing link: quit")], scope: scope, quit: true)
+        default:
+            return Self.answered([numeric("451", [], "You have not registered: log in with SASL PLAIN or PASS <email>:<password>")], scope: scope)
+        }
+    }
+
+    private func prepareRegistered(_ verb: String, _ message: ClientMessage, text: String, scope: SessionScope?) -> PreparedLine {
+        guard let scope else { return Self.answered([], scope: scope) }
+        switch verb {
+        case "CAP": return cap(message, scope: scope)
+        case "AUTHENTICATE": return Self.answered([numeric("907", [], "You have already authenticated")], scope: scope)
+        case "PASS", "USER": return Self.answered([numeric("462", [], "You may not reregister")], scope: scope)
+        case "NICK":
+            return Self.answered([numeric("447", [], "Your nick comes from your name in the helpdesk (\(state.value.nick)); it cannot be changed here")], scope: scope)
+        case "PING": return Self.answered([pong(message)], scope: scope)
+        case "PONG", "TAGMSG": return Self.answered([], scope: scope)
+        case "QUIT":
+            let reason = message.params.first.map { "Quit: \($0)" } ?? "Quit"
+            return Self.answered([IRCLine(source: nil, "ERROR", trailing: "Closing link: \(state.value.nick) (\(reason))")], scope: scope, quit: true)
+        case "PRIVMSG", "NOTICE": return privmsg(message, notice: verb == "NOTICE", scope: scope)
+        case "JOIN": return join(message, scope: scope)
+        case "PART": return part(message, scope: scope)
+        case "TOPIC": return topic(message, scope: scope)
+        case "NAMES": return names(message, scope: scope)
+        case "MODE": return mode(message, scope: scope)
+        case "WHO": return who(message, scope: scope)
+        case "WHOIS": return whois(message, scope: scope)
+        case "LIST": return list(scope: scope)
+        case "AWAY": return away(message, scope: scope)
+        case "MOTD": return Self.answered(motdLines(), scope: scope)
+        case "HELP": return serviceCommand("HELP " + message.params.joined(separator: " "), scope: scope)
+        default: return serviceCommand(text, scope: scope, raw: verb)
+        }
+    }
+
+    func needMoreParams(_ verb: String) -> IRCLine {
+        numeric("461", [verb], "Not enough parameters")
+    }
+
+    private func pong(_ message: ClientMessage) -> IRCLine {
+        IRCLine(source: Self.serverName, "PONG", [Self.serverName], trailing: message.params.last ?? "")
+    }
+
+    /// With `tls.requireTLSForLogin` on a plaintext connection: the refusal of a password.
+    private func tlsRefusal() -> PreparedLine? {
+        guard let port = session.security.tlsPortForPasswords else { return nil }
+        return Self.answered([numeric("464", [], "Log in over TLS on port \(port) (this connection is not encrypted)"),
+                              IRCLine(source: nil, "ERROR", trailing: "Closing link: log in over TLS on port \(port)")],
+                             scope: nil, quit: true)
+    }
+
+    // MARK: CAP
+
+    private func cap(_ message: ClientMessage, scope: SessionScope?) -> PreparedLine {
+        let sub = message.params.first?.uppercased() ?? ""
+        let registered = state.value.registered != nil
+        func reply(_ sub: String, _ text: String) -> IRCLine {
+            IRCLine(source: Self.serverName, "CAP", [state.value.nick, sub], trailing: text)
+        }
+        switch sub {
+        case "LS":
+            if !registered { state.value.capNegotiating = true }
+            let v302 = (message.params.dropFirst().first.flatMap { Int($0) } ?? 0) >= 302
+            let offered = Self.capabilities.map { cap in v302 ? cap.value.map { "\(cap.name)=\($0)" } ?? cap.name : cap.name }
+            return Self.answered([reply("LS", offered.joined(separator: " "))], scope: scope)
+        case "LIST":
+            return Self.answered([reply("LIST", state.value.caps.sorted().joined(separator: " "))], scope: scope)
+        case "REQ":
+            if !registered { state.value.capNegotiating = true }
+            let wanted = (message.params.dropFirst().first ?? "").split(separator: " ").map(String.init)
+            let known = Set(Self.capabilities.map(\.name))
+            let all = wanted.allSatisfy { known.contains($0.hasPrefix("-") ? String($0.dropFirst()) : $0) }
+            guard all, !wanted.isEmpty else { return Self.answered([reply("NAK", wanted.joined(separator: " "))], scope: scope) }
+            for cap in wanted {
+                if cap.hasPrefix("-") { state.value.caps.remove(String(cap.dropFirst())) } else { state.value.caps.insert(cap) }
+            }
+            return Self.answered([reply("ACK", wanted.joined(separator: " "))], scope: scope)
+        case "END":
+            guard !registered else { return Self.answered([], scope: scope) }
+            state.value.capNegotiating = false
+            return completeRegistration() ?? Self.answered([], scope: scope)
+        default:
+            return Self.answered([numeric("410", [String(sub.prefix(20))], "Invalid CAP command")], scope: scope)
+        }
+    }
+
+    // MARK: SASL
+
+    private func authenticate(_ message: ClientMessage) -> PreparedLine {
+        guard let argument = message.params.first else { return Self.answered([needMoreParams("AUTHENTICATE")], scope: nil) }
+        let failed = numeric("904", [], "SASL authentication failed")
+        switch state.value.sasl {
+        case .authenticated:
+            return Self.answered([numeric("907", [], "You have already authenticated")], scope: nil)
+        case .checking:
+            return Self.answered([numeric("904", [], "SASL authentication is already being checked")], scope: nil)
+        case .idle:
+            if argument == "*" { return Self.answered([numeric("906", [], "SASL authentication aborted")], scope: nil) }
+            guard argument.uppercased() == "PLAIN" else {
+                return Self.answered([numeric("908", ["PLAIN"], "are available SASL mechanisms"), failed], scope: nil)
+            }
+            if let refused = tlsRefusal() { return refused }
+            state.value.sasl = .receiving("")
+            return Self.answered([IRCLine(source: nil, "AUTHENTICATE", ["+"])], scope: nil)
+        case .receiving(let sofar):
+            if argument == "*" {
+                state.value.sasl = .idle
+                return Self.answered([numeric("906", [], "SASL authentication aborted")], scope: nil)
+            }
+            guard argument.utf8.count <= Self.saslChunk, sofar.utf8.count + argument.utf8.count <= Self.saslMaximum else {
+                state.value.sasl = .idle
+                return Self.answered([numeric("905", [], "SASL message too long")], scope: nil)
+            }
+            let data = argument == "+" ? sofar : sofar + argument
+            if argument.utf8.count == Self.saslChunk {
+                state.value.sasl = .receiving(data)
+                return Self.answered([], scope: nil)
+            }
+            let parts = Data(base64Encoded: data).map { [UInt8]($0).split(separator: 0, omittingEmptySubsequences: false) } ?? []
+            guard parts.count == 3, let login = String(validating: parts[1], as: UTF8.self),
+                  let password = String(validating: parts[2], as: UTF8.self), !login.isEmpty,
+                  parts[0].isEmpty || parts[0] == parts[1]
+            else {
+                state.value.sasl = .idle
+                return Self.answered([failed], scope: nil)
+            }
+            state.value.sasl = .checking
+            return .work(pipelines: false) { run in await self.checkSASL(login, password, run) }
+        }
+    }
+
+    private func checkSASL(_ login: String, _ password: String, _ run: CommandRun) async -> LineOutcome {
+        do throws(DesklineError) {
+            let scope = try await Command.authenticate(login, password: password, services: services,
+                                                       remoteAddress: session.remoteAddress, logger: run.logger)
+            state.value.sasl = .authenticated(scope)
+            let nick = state.value.nick
+            let lines = [numeric("900", ["\(nick)!\(scope.userId)@\(scope.tenantId)", "\(scope.tenantId)/\(login)"],
+                                 "You are now logged in as \(login)"),
+                         numeric("903", [], "SASL authentication successful")]
+            return LineOutcome(lines: lines.map(\.encoded), scope: nil)
+        } catch {
+            state.value.sasl = .idle
+            let text = error.code == "THROTTLED" ? "SASL authentication failed: \(error.message)" : "SASL authentication failed"
+            return LineOutcome(lines: [numeric("904", [], text).encoded], scope: nil)
+        }
+    }
+}

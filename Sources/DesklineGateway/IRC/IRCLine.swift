@@ -1,0 +1,72 @@
+import DesklineProtocol
+import NIOCore
+
+/// One line the IRC dialect sends (RFC 1459 framing with IRCv3 message tags): tags, a source,
+/// a command or numeric, middle parameters and an optional trailing one.
+///
+/// Whatever reaches a parameter from data (a subject, a name, a message) is made safe here, as
+/// ``ServerLine`` does for the native dialect: control characters cannot break the line, a
+/// middle parameter never holds a space, starts with `:` or is empty.
+struct IRCLine: Sendable, Equatable {
+    var tags: [(key: String, value: String)] = []
+    var source: String?
+    var command: String
+    var params: [String]
+    /// The last parameter, always written after ` :`.
+    var trailing: String?
+
+    init(tags: [(key: String, value: String)] = [], source: String?, _ command: String, _ params: [String] = [], trailing: String? = nil) {
+        self.tags = tags
+        self.source = source
+        self.command = command
+        self.params = params
+        self.trailing = trailing
+    }
+
+    static func == (a: IRCLine, b: IRCLine) -> Bool {
+        a.tags.map(\.key) == b.tags.map(\.key) && a.tags.map(\.value) == b.tags.map(\.value)
+            && a.source == b.source && a.command == b.command && a.params == b.params && a.trailing == b.trailing
+    }
+
+    /// The wire form without the line ending.
+    func serialized() -> String {
+        var out = ""
+        if !tags.isEmpty {
+            out += "@"
+            out += tags.map { $0.value.isEmpty ? $0.key : $0.key + "=" + TagValue.escape(ServerLine.clean($0.value)) }
+                .joined(separator: ";")
+            out += " "
+        }
+        if let source {
+            out += ":"
+            out += Self.middle(source)
+            out += " "
+        }
+        out += command
+        for p in params {
+            out += " "
+            out += Self.middle(p)
+        }
+        if let trailing {
+            out += " :"
+            out += ServerLine.clean(trailing)
+        }
+        return out
+    }
+
+    /// The wire form with its `\r\n`, ready for an ``Outbox``.
+    var encoded: ByteBuffer {
+        var text = serialized()
+        text += "\r\n"
+        return ByteBuffer(string: text)
+    }
+
+    /// A middle parameter: no space, no leading `:`, never empty.
+    static func middle(_ s: String) -> String {
+        if s.isEmpty { return "*" }
+        var w = ServerLine.clean(s)
+        if w.contains(" ") { w = String(w.map { $0 == " " ? "_" : $0 }) }
+        if w.unicodeScalars.first == ":" { w = "_" + String(w.unicodeScalars.dropFirst()) }
+        return w
+    }
+}
