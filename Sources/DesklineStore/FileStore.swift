@@ -119,6 +119,20 @@ public final class FileStore: Store {
         try await io { try self.load(Tenant.self, self.tenantFile(id)) }
     }
 
+    public func updateTenant(_ tenant: Tenant) async throws(DesklineError) -> Tenant {
+        try await io {
+            try self.changeAccounts { transaction in
+                guard var stored = try self.load(Tenant.self, self.tenantFile(tenant.id)) else {
+                    throw DesklineError.notFound("no tenant \(tenant.id)")
+                }
+                stored.name = tenant.name
+                stored.motd = tenant.motd
+                try transaction.commit([try self.write(stored, self.tenantFile(tenant.id))])
+                return stored
+            }
+        }
+    }
+
     public func tenants() async throws(DesklineError) -> [Tenant] {
         try await io {
             try DurableFile.list(self.root + "/tenants").sorted().compactMap { name in

@@ -26,6 +26,26 @@ struct IRCRegistrationTests {
         }
     }
 
+    @Test func theTenantsMOTDIsShownAfterTheWelcome() async throws {
+        try await withServer { server in
+            _ = try await server.accounts.setMOTD(of: TenantID(rawValue: "acme")!, to: "\n  Welcome, agents.\u{1B}[31m \n\nOn call: Amy\n\n")
+            let (client, lines) = try await server.ircLogin("amy@acme.test")
+            let start = try #require(lines.firstIndex(of: ":deskline 375 Amy_Agent :- deskline Message of the day -"), "\(lines)")
+            #expect(Array(lines[start...].prefix(5)) == [
+                ":deskline 375 Amy_Agent :- deskline Message of the day -",
+                ":deskline 372 Amy_Agent :-   Welcome, agents.",
+                ":deskline 372 Amy_Agent :- ",
+                ":deskline 372 Amy_Agent :- On call: Amy",
+                ":deskline 376 Amy_Agent :End of /MOTD command.",
+            ])
+            #expect(try await client.irc("MOTD").count == 5)
+            await #expect(throws: DesklineError.invalidArgument("the message of the day is empty")) {
+                try await server.accounts.setMOTD(of: TenantID(rawValue: "acme")!, to: " \n ")
+            }
+            await client.close()
+        }
+    }
+
     @Test func tenantFormOfPassAndSASLPlainBothLogIn() async throws {
         try await withServer { server in
             let (a, aLines) = try await server.ircLogin("acme/ann@acme.test")

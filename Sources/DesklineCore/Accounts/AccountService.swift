@@ -28,6 +28,13 @@ public struct AccountService: Sendable {
         return tenant
     }
 
+    /// Sets (or with nil removes) the message of the day IRC clients are shown at login.
+    public func setMOTD(of id: TenantID, to raw: String?) async throws(DesklineError) -> Tenant {
+        guard var tenant = try await store.tenant(id) else { throw .notFound("no tenant \(id)") }
+        tenant.motd = try raw.map { (text) throws(DesklineError) in try InputRules.motd(text) }
+        return try await store.updateTenant(tenant)
+    }
+
     public func createCustomer(in tenant: TenantID, name: String, email: String, phone: String?) async throws(DesklineError) -> Customer {
         let draft = NewCustomer(name: try InputRules.name(name), email: try InputRules.email(email),
                                 phone: try phone.map { (p) throws(DesklineError) in try InputRules.phone(p) })

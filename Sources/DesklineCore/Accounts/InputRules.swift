@@ -48,6 +48,28 @@ public enum InputRules {
         return text
     }
 
+    /// Longest message of the day, in characters, and its most lines.
+    public static let maximumMOTDLength = 4000
+    public static let maximumMOTDLines = 50
+
+    /// A message of the day: lines of text without control characters (tabs become spaces),
+    /// trailing spaces and blank lines at either end dropped; 1–50 lines, 1–4000 characters.
+    public static func motd(_ raw: String) throws(DesklineError) -> String {
+        var lines = raw.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { stripControls(String($0)).replacingTabs().trimmingTrailingWhitespace() }
+        while lines.first?.isEmpty == true { lines.removeFirst() }
+        while lines.last?.isEmpty == true { lines.removeLast() }
+        let text = lines.joined(separator: "\n")
+        guard !text.isEmpty else { throw .invalidArgument("the message of the day is empty") }
+        guard lines.count <= maximumMOTDLines else {
+            throw .invalidArgument("the message of the day has more than \(maximumMOTDLines) lines")
+        }
+        guard text.count <= maximumMOTDLength, text.utf8.count <= 4 * maximumMOTDLength else {
+            throw .invalidArgument("the message of the day is longer than \(maximumMOTDLength) characters")
+        }
+        return text
+    }
+
     /// A ticket subject: like message text, 1–200 characters, tabs turned into spaces.
     public static func subject(_ raw: String) throws(DesklineError) -> String {
         let text = stripControls(raw).replacingTabs().trimmingWhitespace()
@@ -128,6 +150,12 @@ public enum InputRules {
 
 extension String {
     func replacingTabs() -> String { String(map { $0 == "\t" ? " " : $0 }) }
+
+    func trimmingTrailingWhitespace() -> String {
+        var s = Substring(self)
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
 
     func trimmingWhitespace() -> String {
         var s = Substring(self)

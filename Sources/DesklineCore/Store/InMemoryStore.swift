@@ -82,6 +82,16 @@ public final class InMemoryStore: Store {
         read(id) { $0?.tenant }
     }
 
+    public func updateTenant(_ tenant: Tenant) async throws(DesklineError) -> Tenant {
+        try state.withLock { state throws(DesklineError) -> Tenant in
+            guard var data = state.tenants[tenant.id] else { throw .notFound("no tenant \(tenant.id)") }
+            data.tenant.name = tenant.name
+            data.tenant.motd = tenant.motd
+            state.tenants[tenant.id] = data
+            return data.tenant
+        }
+    }
+
     public func tenants() async throws(DesklineError) -> [Tenant] {
         state.withLock { state in state.tenants.values.map(\.tenant).sorted { $0.id.rawValue < $1.id.rawValue } }
     }

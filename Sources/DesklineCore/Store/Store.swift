@@ -18,6 +18,9 @@ public protocol Store: Sendable {
     func createTenant(_ tenant: Tenant) async throws(DesklineError)
     func tenant(_ id: TenantID) async throws(DesklineError) -> Tenant?
     func tenants() async throws(DesklineError) -> [Tenant]
+    /// Replaces an existing tenant's record (its name, its MOTD); `notFound` if there is none.
+    /// Its id and creation time stay as stored.
+    func updateTenant(_ tenant: Tenant) async throws(DesklineError) -> Tenant
 
     /// Creates a customer record with a fresh id; `notFound` if the tenant does not exist.
     func createCustomer(_ customer: NewCustomer, in tenant: TenantID, at time: Date) async throws(DesklineError) -> Customer

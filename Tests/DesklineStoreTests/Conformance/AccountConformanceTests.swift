@@ -22,6 +22,20 @@ struct AccountConformanceTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func aTenantsNameAndMOTDAreUpdatedInPlace(_ kind: StoreKind) async throws {
+        let store = try await kind.make()
+        let created = Date(timeIntervalSince1970: 1_700_000_000)
+        try await store.createTenant(Tenant(id: TenantID(rawValue: "acme")!, name: "Acme", createdAt: created))
+        let changed = Tenant(id: TenantID(rawValue: "acme")!, name: "Acme Inc", createdAt: .now, motd: "Hello\nagents")
+        #expect(try await store.updateTenant(changed) == Tenant(id: changed.id, name: "Acme Inc", createdAt: created, motd: "Hello\nagents"))
+        #expect(try await store.tenant(changed.id)?.motd == "Hello\nagents")
+        await #expect(throws: DesklineError.notFound("no tenant initech")) {
+            try await store.updateTenant(Tenant(id: TenantID(rawValue: "initech")!, name: "I", createdAt: created))
+        }
+        #expect(try await store.tenants().count == 1)
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func customersAndUsersAreNumberedPerTenant(_ kind: StoreKind) async throws {
         let w = try await kind.seeded()
         // Seeded: acme c1, c2 with logins u1, u2 and agent u3; globex c1 with u1.
