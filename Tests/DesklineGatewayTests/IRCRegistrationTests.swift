@@ -9,7 +9,7 @@ struct IRCRegistrationTests {
     @Test func passLogsInAndTheServerChoosesTheNick() async throws {
         try await withServer { server in
             let (client, lines) = try await server.ircLogin("amy@acme.test", nick: "whatever")
-            #expect(lines.first == ":deskline CAP * LS :echo-message message-tags sasl=PLAIN server-time")
+            #expect(lines.first == ":deskline CAP * LS :batch draft/chathistory echo-message labeled-response message-tags sasl=PLAIN server-time")
             #expect(lines.contains(":deskline 001 Amy_Agent :Welcome to the Acme Inc helpdesk, Amy Agent (Amy_Agent)"))
             let isupport = lines.filter { $0.hasPrefix(":deskline 005 Amy_Agent ") }.joined(separator: " ")
             for token in ["NETWORK=Acme\\x20Inc", "CHANTYPES=#", "PREFIX=(o)@", "STATUSMSG=@", "CASEMAPPING=ascii", "UTF8ONLY",

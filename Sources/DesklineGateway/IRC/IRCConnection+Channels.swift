@@ -127,7 +127,8 @@ extension IRCConnection {
                     if scope.role.isStaff { _ = self.services.hub.setJoined(self.session.id, id, true) }
                     guard self.state.value.registered?.channels.insert(id).inserted == true else { continue }
                     lines += self.joinBurst(ticket)
-                    lines += entries.suffix(Self.replayedEntries).map { self.entryLine($0, in: id, tenant: scope.tenantId, replay: true) }
+                    let replay = entries.suffix(Self.replayedEntries).map { self.entryLine($0, in: id, tenant: scope.tenantId, replay: true) }
+                    lines += self.state.value.caps.contains("draft/chathistory") ? self.inBatch("chathistory", [channel], replay) : replay
                 } catch {
                     lines.append(self.failure(error, verb: "JOIN", channel: channel))
                 }

@@ -100,8 +100,9 @@ extension IRCConnection {
     func isupport(network: String) -> [String] {
         [
             "AWAYLEN=\(InputRules.maximumMessageLength)", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=b,,,nt",
+            "CHATHISTORY=\(TicketService.maximumHistoryLimit)",
             "CHANNELLEN=16", "CHANTYPES=#", "ELIST=", "HOSTLEN=64", "MODES=1",
-            "NETWORK=\(Self.isupportValue(network))", "NICKLEN=\(NickDirectory.maximumLength)", "PREFIX=(o)@",
+            "MSGREFTYPES=msgid,timestamp", "NETWORK=\(Self.isupportValue(network))", "NICKLEN=\(NickDirectory.maximumLength)", "PREFIX=(o)@",
             "STATUSMSG=@", "TARGMAX=PRIVMSG:1,NOTICE:1,NAMES:1,WHOIS:1,JOIN:,PART:",
             "TOPICLEN=\(InputRules.maximumSubjectLength + 60)", "USERLEN=16", "UTF8ONLY",
         ]

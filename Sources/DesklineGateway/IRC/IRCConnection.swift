@@ -17,7 +17,8 @@ final class IRCConnection: ConnectionDialect {
     static let serviceSource = "\(NickDirectory.service)!service@\(serverName)"
     /// The capabilities offered, with their `CAP LS 302` values.
     static let capabilities: [(name: String, value: String?)] = [
-        ("echo-message", nil), ("message-tags", nil), ("sasl", "PLAIN"), ("server-time", nil),
+        ("batch", nil), ("draft/chathistory", nil), ("echo-message", nil), ("labeled-response", nil), ("message-tags", nil),
+        ("sasl", "PLAIN"), ("server-time", nil),
     ]
     /// A SASL message is sent in chunks of this many bytes; a shorter one ends it.
     static let saslChunk = 400
@@ -48,6 +49,8 @@ final class IRCConnection: ConnectionDialect {
         /// While registration or a JOIN runs, pushes wait so they follow its reply.
         var holdingPushes = 0
         var heldEvents: [TicketEvent] = []
+        /// The last batch reference handed out.
+        var batches = 0
 
         var nick: String { registered?.nick ?? requestedNick ?? "*" }
     }
@@ -120,6 +123,68 @@ final class IRCConnection: ConnectionDialect {
     // MARK: Dispatch
 
     func prepare(_ frame: LineFrame, scope: SessionScope?) -> PreparedLine {
+        let prepared = prepareLine(frame, scope: scope)
+        // labeled-response: the reply to a labelled command carries its label (one line), comes
+        // in a labelled batch (several), or is an ACK (none).
+        guard state.value.caps.contains("labeled-response"), case .line(let buffer) = frame,
+              let label = ClientMessage.label(inUnparsedLine: String(decoding: buffer.readableBytesView, as: UTF8.self)),
+              !label.isEmpty, label.utf8.count <= 64
+        else { return prepared }
+        switch prepared {
+        case .answered(var outcome):
+            outcome.lines = labeled(outcome.lines, label)
+            return .answered(outcome)
+        case .work(let pipelines, let run):
+            return .work(pipelines: pipelines) { r in
+                var outcome = await run(r)
+                outcome.lines = self.labeled(outcome.lines, label)
+                return outcome
+            }
+        }
+    }
+
+    /// A fresh batch reference for this connection.
+    func nextBatch() -> String {
+        state.value.batches += 1
+        return String(state.value.batches)
+    }
+
+    /// `lines` as the labelled response to one command.
+    func labeled(_ lines: [ByteBuffer], _ label: String) -> [ByteBuffer] {
+        let tag = "label=" + TagValue.escape(label)
+        if lines.isEmpty { return [Self.tagged(IRCLine(source: Self.serverName, "ACK").encoded, tag)] }
+        if lines.count == 1 || !state.value.caps.contains("batch") { return lines.map { Self.tagged($0, tag) } }
+        let ref = nextBatch()
+        return [Self.tagged(IRCLine(source: Self.serverName, "BATCH", ["+" + ref, "labeled-response"]).encoded, tag)]
+            + lines.map { Self.tagged($0, "batch=" + ref, unlessTagged: "batch=") }
+            + [IRCLine(source: Self.serverName, "BATCH", ["-" + ref]).encoded]
+    }
+
+    /// `lines` inside a batch of `type` when the client has `batch` (otherwise as they are).
+    func inBatch(_ type: String, _ params: [String], _ lines: [IRCLine]) -> [IRCLine] {
+        guard state.value.caps.contains("batch") else { return lines }
+        let ref = nextBatch()
+        return [IRCLine(source: Self.serverName, "BATCH", ["+" + ref, type] + params)]
+            + lines.map { line in
+                var line = line
+                line.tags.insert((key: "batch", value: ref), at: 0)
+                return line
+            }
+            + [IRCLine(source: Self.serverName, "BATCH", ["-" + ref])]
+    }
+
+    /// A wire line with one more tag in front (not if it already has a tag starting `unlessTagged`).
+    static func tagged(_ line: ByteBuffer, _ tag: String, unlessTagged: String? = nil) -> ByteBuffer {
+        let text = String(decoding: line.readableBytesView, as: UTF8.self)
+        guard text.hasPrefix("@") else { return ByteBuffer(string: "@" + tag + " " + text) }
+        if let unlessTagged {
+            let tags = text.dropFirst().prefix { $0 != " " }.split(separator: ";")
+            if tags.contains(where: { $0.hasPrefix(unlessTagged) }) { return line }
+        }
+        return ByteBuffer(string: "@" + tag + ";" + text.dropFirst())
+    }
+
+    private func prepareLine(_ frame: LineFrame, scope: SessionScope?) -> PreparedLine {
         guard case .line(let buffer) = frame else {
             return Self.answered([numeric("417", [], "Input line was too long (more than \(session.limits.maxLineBytes) bytes); it was discarded")], scope: scope)
         }
@@ -194,6 +259,7 @@ final class IRCConnection: ConnectionDialect {
         case "LIST": return list(scope: scope)
         case "AWAY": return away(message, scope: scope)
         case "MOTD": return Self.answered(motdLines(), scope: scope)
+        case "CHATHISTORY": return chathistory(message, scope: scope)
         case "HELP": return serviceCommand("HELP " + message.params.joined(separator: " "), scope: scope)
         default: return serviceCommand(text, scope: scope, raw: verb)
         }
