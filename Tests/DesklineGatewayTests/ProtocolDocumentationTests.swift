@@ -41,3 +41,37 @@ struct ProtocolDocumentationTests {
         }
     }
 }
+
+/// docs/IRC.md must match the IRC dialect: every numeric it sends, every command and code it
+/// names, every capability and ISUPPORT token it offers.
+struct IRCDocumentationTests {
+    static let doc = (try? String(contentsOf: ProtocolDocumentationTests.root.appendingPathComponent("docs/IRC.md"), encoding: .utf8)) ?? ""
+
+    @Test func everyNumericCommandAndCodeOfTheDialectIsDocumented() throws {
+        let base = ProtocolDocumentationTests.root.appendingPathComponent("Sources/DesklineGateway/IRC")
+        let files = try FileManager.default.contentsOfDirectory(atPath: base.path).filter { $0.hasSuffix(".swift") }
+        #expect(files.count >= 5)
+        var words = Set<String>()
+        for file in files {
+            let text = try String(contentsOf: base.appendingPathComponent(file), encoding: .utf8)
+            for match in text.matches(of: try Regex(#""([0-9]{3}|[A-Z][A-Z_0-9]{2,})""#)) {
+                words.insert(String(text[match.output[1].range!]))
+            }
+        }
+        #expect(words.contains("001") && words.contains("PRIVMSG") && words.contains("INVALID_TARGET"), "the scan found \(words)")
+        for word in words.sorted() {
+            let mentioned = try Regex("\\b\(word)\\b")
+            #expect(Self.doc.contains(mentioned), "docs/IRC.md does not mention \(word)")
+        }
+    }
+
+    @Test func everyCapabilityAndISUPPORTTokenIsDocumented() {
+        for cap in IRCConnection.capabilities {
+            #expect(Self.doc.contains("| `\(cap.name)` |"), "docs/IRC.md lacks the capability \(cap.name)")
+        }
+        for token in IRCConnection.isupport(network: "Acme") where !token.hasPrefix("NETWORK=") {
+            let name = String(token.prefix { $0 != "=" })
+            #expect(Self.doc.contains("`\(name)"), "docs/IRC.md lacks the ISUPPORT token \(name)")
+        }
+    }
+}

@@ -89,7 +89,7 @@ extension IRCConnection {
             numeric("003", [], "This server was created \(Timestamp.format(startedAt))"),
             numeric("004", [Self.serverName, version, "i", "bnot"]),
         ]
-        let tokens = isupport(network: profile.tenant.name)
+        let tokens = Self.isupport(network: profile.tenant.name)
         for start in stride(from: 0, to: tokens.count, by: 12) {
             lines.append(numeric("005", Array(tokens[start..<min(start + 12, tokens.count)]), "are supported by this server"))
         }
@@ -97,7 +97,7 @@ extension IRCConnection {
     }
 
     /// ISUPPORT, truthfully: what the dialect does.
-    func isupport(network: String) -> [String] {
+    static func isupport(network: String) -> [String] {
         [
             "AWAYLEN=\(InputRules.maximumMessageLength)", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=b,,,nt",
             "CHATHISTORY=\(TicketService.maximumHistoryLimit)",
