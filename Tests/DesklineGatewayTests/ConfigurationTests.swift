@@ -21,11 +21,22 @@ struct ConfigurationTests {
         var loaded = try GatewayConfiguration.load(path: root.appendingPathComponent("config.json").path)
         #expect(loaded.dataDirectory == root.appendingPathComponent("data").path)
         loaded.dataDirectory = "./data"
-        #expect(loaded == GatewayConfiguration())
+        var defaults = GatewayConfiguration()
+        defaults.irc.enabled = true // config.json has an `irc` section
+        #expect(loaded == defaults)
     }
 
     @Test func emptyObjectGivesDefaults() throws {
         #expect(try parse("{}") == GatewayConfiguration())
+    }
+
+    @Test func anIRCSectionTurnsTheIRCListenerOnAndAConfigWithoutOneOpensNoNewPort() throws {
+        #expect(try parse("{}").irc.enabled == false)
+        #expect(try parse(#"{"irc": {}}"#).irc.enabled == true)
+        #expect(try parse(#"{"irc": {"enabled": false}}"#).irc.enabled == false)
+        #expect(try parse(#"{"irc": {"port": 7000}}"#).irc.port == 7000)
+        #expect(error(#"{"irc": {"port": 6667}}"#) == "irc.port: 6667 is also listen.port; the IRC listener needs a port of its own")
+        #expect(error(#"{"irc": {"prot": 1}}"#) == "irc.prot: unknown key")
     }
 
     @Test func unknownKeysAreNamed() {

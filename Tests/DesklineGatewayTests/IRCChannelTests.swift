@@ -96,14 +96,18 @@ struct IRCChannelTests {
                 }
                 #expect(try await client.irc("JOIN #general") == [":deskline 403 \(nick) #general :No such channel"])
             }
-            // A customer cannot learn about another customer through WHOIS; staff is fine.
+            // A customer cannot learn about another customer through WHOIS, online or not; staff
+            // online is fine.
+            let annOnline = try await server.login("ann@acme.test")
+            let amyOnline = try await server.login("amy@acme.test")
             #expect(try await bob.irc("WHOIS Ann_Customer").first == ":deskline 401 Bob_Other Ann_Customer :No such nick/channel")
+            #expect(try await bob.irc("WHOIS Abe_Agent").first == ":deskline 401 Bob_Other Abe_Agent :No such nick/channel (not online)")
             #expect(try await bob.irc("WHOIS Amy_Agent").first == ":deskline 311 Bob_Other Amy_Agent u2 acme * :Amy_Agent")
             #expect(try await gia.irc("WHOIS Amy_Agent").first == ":deskline 401 Gia_Agent Amy_Agent :No such nick/channel")
             // Bob's own ticket list and Ann's: no trace of the other.
             let list = try await bob.irc("LIST")
             #expect(list == [":deskline 321 Bob_Other Channel :Users  Name", ":deskline 323 Bob_Other :End of /LIST"])
-            for client in [bob, gia] { await client.close() }
+            for client in [bob, gia, annOnline, amyOnline] { await client.close() }
         }
     }
 

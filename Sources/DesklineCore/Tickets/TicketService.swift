@@ -86,6 +86,12 @@ public struct TicketService: Sendable {
         else { throw .noSuchTicket(id) }
     }
 
+    /// A ticket the caller may see, without reading its entries or marking anything read (what a
+    /// client asks for on its own, like IRC's TOPIC, NAMES or WHO). `noSuchTicket` otherwise.
+    public func visible(_ scope: SessionScope, _ id: TicketID) async throws(DesklineError) -> Ticket {
+        try await visibleTicket(id, scope)
+    }
+
     private func visibleTicket(_ id: TicketID, _ scope: SessionScope) async throws(DesklineError) -> Ticket {
         try await requireListed(id, scope)
         guard let ticket = try await store.ticket(id, in: scope.tenantId), Self.canSee(ticket, scope) else {

@@ -68,7 +68,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// The IRC listeners (docs/IRC.md): real IRC clients connect here. A listener speaks one
     /// dialect, so an IRC client never sees a native line and a bot never an IRC one.
     public struct IRC: Sendable, Equatable {
-        public var enabled = true
+        /// Off without an `irc` section (a config from before the dialect opens no new port), on
+        /// with one unless it says `"enabled": false`; config.json has one.
+        public var enabled = false
         public var host = "127.0.0.1"
         public var port = 6668
         /// The IRC listener with TLS, when `tls.enabled` (same certificate and key).
@@ -154,7 +156,7 @@ extension GatewayConfiguration {
             try c.tls.validate(besides: c.listen)
         }
         if var irc = try r.object("irc") {
-            c.irc.enabled = try irc.bool("enabled") ?? c.irc.enabled
+            c.irc.enabled = try irc.bool("enabled") ?? true
             c.irc.host = try irc.string("host") ?? c.irc.host
             c.irc.port = try irc.int("port", in: 0...65535) ?? c.irc.port
             c.irc.tlsPort = try irc.int("tlsPort", in: 0...65535) ?? c.irc.tlsPort

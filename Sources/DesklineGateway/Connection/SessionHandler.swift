@@ -361,6 +361,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
             inFlight.removeFirst()
+            outcome.written?()
             let shutdownNow = machine.state.withLock { $0.commandAnswered() }
             if let newScope = outcome.scope, scope == nil {
                 // From now on the session acts as this login, from this connection. (LOGIN already

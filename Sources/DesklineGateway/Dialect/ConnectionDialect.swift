@@ -35,6 +35,8 @@ struct LineOutcome: Sendable {
     var scope: SessionScope?
     /// The session ends after these lines.
     var quit = false
+    /// Called on the event loop once the lines were written (or dropped: the connection closed).
+    var written: (@Sendable () -> Void)?
 }
 
 /// What a command that has work to do runs with.

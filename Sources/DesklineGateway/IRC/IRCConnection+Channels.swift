@@ -59,7 +59,6 @@ extension IRCConnection {
         }
         var staff = services.hub.followers(of: t.id, in: scope.tenantId)
         if let assignee = t.assigneeId { staff.insert(assignee) }
-        if scope.role.isStaff { staff.insert(scope.userId) }
         for user in staff.sorted(by: { $0.rawValue < $1.rawValue }) where !out.contains(where: { $0.user == user }) {
             out.append((nicks.nick(of: user, named: user == t.assigneeId ? t.assigneeName ?? user.rawValue : user.rawValue,
                                    in: scope.tenantId), user, true))
@@ -114,27 +113,36 @@ extension IRCConnection {
         guard let list = message.params.first else { return Self.answered([needMoreParams("JOIN")], scope: scope) }
         if list == "0" { return partAll(scope: scope) }
         let channels = list.split(separator: ",").map(String.init)
-        state.value.holdingPushes += 1
         return .work(pipelines: false) { run in
+            // Pushes wait until the JOIN's lines are out, so nothing of a channel comes before
+            // its JOIN; one already replayed is not shown again.
+            self.state.value.holdingPushes += 1
+            var replayed: [TicketID: EntryPosition] = [:]
             var lines: [IRCLine] = []
+            try? await self.loadNicks(scope.tenantId)
             for channel in channels.prefix(20) {
                 guard let id = Self.ticket(channel) else {
                     lines.append(self.noSuchChannel(channel))
                     continue
                 }
+                guard self.state.value.registered?.channels.contains(id) == false else { continue }
+                // Follow first, then read: an entry stored in between is pushed or replayed.
+                let followed = scope.role.isStaff && self.services.hub.setJoined(self.session.id, id, true)
                 do throws(DesklineError) {
                     let (ticket, entries) = try await self.services.tickets.show(scope, id)
-                    if scope.role.isStaff { _ = self.services.hub.setJoined(self.session.id, id, true) }
                     guard self.state.value.registered?.channels.insert(id).inserted == true else { continue }
+                    self.state.value.parted.remove(id)
                     lines += self.joinBurst(ticket)
-                    let replay = entries.suffix(Self.replayedEntries).map { self.entryLine($0, in: id, tenant: scope.tenantId, replay: true) }
+                    let shown = entries.suffix(Self.replayedEntries)
+                    replayed[id] = shown.last?.position ?? EntryPosition(0, note: 0)
+                    let replay = shown.map { self.entryLine($0, in: id, tenant: scope.tenantId, replay: true) }
                     lines += self.state.value.caps.contains("draft/chathistory") ? self.inBatch("chathistory", [channel], replay) : replay
                 } catch {
+                    if followed { _ = self.services.hub.setJoined(self.session.id, id, false) }
                     lines.append(self.failure(error, verb: "JOIN", channel: channel))
                 }
             }
-            lines += self.releasePushes()
-            return LineOutcome(lines: lines.map(\.encoded), scope: scope)
+            return LineOutcome(lines: lines.map(\.encoded), scope: scope, written: { [replayed] in self.releasePushes(replayed: replayed) })
         }
     }
 
@@ -147,6 +155,7 @@ extension IRCConnection {
                 continue
             }
             if scope.role.isStaff { _ = services.hub.setJoined(session.id, id, false) }
+            state.value.parted.insert(id)
             lines.append(IRCLine(source: selfSource, "PART", [channel], trailing: message.params.dropFirst().first))
         }
         return Self.answered(lines, scope: scope)
@@ -158,6 +167,7 @@ extension IRCConnection {
         var lines: [IRCLine] = []
         for id in channels {
             if scope.role.isStaff { _ = services.hub.setJoined(session.id, id, false) }
+            state.value.parted.insert(id)
             lines.append(IRCLine(source: selfSource, "PART", [Self.channel(id)]))
         }
         return Self.answered(lines, scope: scope)
@@ -189,15 +199,20 @@ extension IRCConnection {
         } else if text.hasPrefix("\u{1}") {
             return Self.answered([], scope: scope) // other CTCPs: nothing to store
         }
-        let echo = state.value.caps.contains("echo-message")
+        // echo-message: the echo is the stored entry's own event, pushed back to this session in
+        // the order of every other event (``push(_:)``); a labelled message's echo carries its
+        // label, and is the whole labelled response.
+        if state.value.caps.contains("echo-message"), state.value.caps.contains("labeled-response"), let label = message.label {
+            let stored = (try? InputRules.messageText(text)) ?? text
+            state.value.pendingEchoes.append(PendingEcho(ticket: id, note: toOps, text: stored, label: label))
+        }
         return .work(pipelines: true) { [text] run in
             do throws(DesklineError) {
                 let tickets = self.services.tickets
-                let (_, entry) = toOps
+                _ = toOps
                     ? try await tickets.note(scope, id, text: text, whenQueued: run.whenQueued)
                     : try await tickets.post(scope, id, text: text, whenQueued: run.whenQueued)
-                guard echo else { return LineOutcome(lines: [], scope: scope) }
-                return LineOutcome(lines: [self.entryLine(entry, in: id, tenant: scope.tenantId).encoded], scope: scope)
+                return LineOutcome(lines: [], scope: scope)
             } catch {
                 return LineOutcome(lines: notice ? [] : [self.failure(error, verb: verb, channel: channel).encoded], scope: scope)
             }
@@ -210,7 +225,7 @@ extension IRCConnection {
         let setting = message.params.count > 1
         return .work(pipelines: false) { _ in
             do throws(DesklineError) {
-                let (ticket, _) = try await self.services.tickets.show(scope, id)
+                let ticket = try await self.services.tickets.visible(scope, id)
                 let lines = setting
                     ? [self.numeric("482", [channel], "The topic is the ticket's subject, status and assignee: change them with /quote STATUS \(channel) <status> or /quote ASSIGN \(channel) me")]
                     : self.topicLines(ticket)
@@ -278,8 +293,10 @@ extension IRCConnection {
         let away = services.hub.awayMessages(in: scope.tenantId)[user]
         var lines = [numeric("311", [nick, user.rawValue, scope.tenantId.rawValue, "*"], nick),
                      numeric("312", [nick, Self.serverName], "Deskline")]
-        if online > 0, let away { lines.append(numeric("301", [nick], away)) }
-        if online == 0 { lines.append(numeric("401", [nick], "Not online")) }
+        guard online > 0 else {
+            return Self.answered([numeric("401", [nick], "No such nick/channel (not online)"), numeric("318", [nick], "End of /WHOIS list.")], scope: scope)
+        }
+        if let away { lines.append(numeric("301", [nick], away)) }
         return Self.answered(lines + [numeric("318", [nick], "End of /WHOIS list.")], scope: scope)
     }
 
@@ -323,7 +340,8 @@ extension IRCConnection {
         guard let id = Self.ticket(channel) else { return Self.answered([noSuchChannel(channel)], scope: scope) }
         return .work(pipelines: false) { _ in
             do throws(DesklineError) {
-                let (ticket, _) = try await self.services.tickets.show(scope, id)
+                try? await self.loadNicks(scope.tenantId)
+                let ticket = try await self.services.tickets.visible(scope, id)
                 return LineOutcome(lines: body(ticket).map(\.encoded), scope: scope)
             } catch {
                 return LineOutcome(lines: [self.failure(error, verb: verb, channel: channel).encoded], scope: scope)

@@ -37,6 +37,12 @@ extension IRCConnection {
         }
     }
 
+    /// Reads the tenant's users into the nick directory when it has not, or not lately.
+    func loadNicks(_ tenant: TenantID) async throws(DesklineError) {
+        guard services.nicks.needsLoading(tenant) else { return }
+        services.nicks.load(try await services.store.users(in: tenant), in: tenant)
+    }
+
     /// `464` and the closing `ERROR`: a connection that cannot log in is not left hanging.
     func refusal(_ text: String) -> [IRCLine] {
         [numeric("464", [], text), IRCLine(source: nil, "ERROR", trailing: "Closing link: \(text)")]
@@ -48,9 +54,9 @@ extension IRCConnection {
         let hub = services.hub
         let here = scope.onSession(hub.sessionID(session.id))
         state.value.holdingPushes += 1
+        state.value.password = nil
         do throws(DesklineError) {
-            let users = try await services.store.users(in: scope.tenantId)
-            services.nicks.load(users, in: scope.tenantId)
+            try await loadNicks(scope.tenantId)
             let profile = try await services.accounts.profile(here)
             let nick = services.nicks.nick(of: scope.userId, named: profile.user.displayName, in: scope.tenantId)
             state.value.registered = Registered(scope: here, nick: nick, outbox: run.outbox, tenantName: profile.tenant.name,
@@ -62,17 +68,19 @@ extension IRCConnection {
             var lines = welcome(profile)
             for ticket in tickets.reversed() where ticket.status != .closed {
                 state.value.registered?.channels.insert(ticket.id)
+                // Staff follow what they have open, also once it is assigned to someone else.
+                if here.role.isStaff { _ = hub.setJoined(session.id, ticket.id, true) }
                 lines += joinBurst(ticket)
             }
             if unread > 0 {
                 lines.append(serviceNotice("You have \(unread) unread notifications: /msg \(NickDirectory.service) NOTIFICATIONS lists them, /msg \(NickDirectory.service) READ all marks them read."))
             }
-            lines += releasePushes()
             run.logger.info("login", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)",
                                                 "role": "\(scope.role.rawValue)", "dialect": "irc"])
-            return LineOutcome(lines: lines.map(\.encoded), scope: scope)
+            return LineOutcome(lines: lines.map(\.encoded), scope: scope, written: { self.releasePushes() })
         } catch {
             state.value.holdingPushes -= 1
+            state.value.heldEvents = []
             state.value.registered = nil
             hub.detach(session.id)
             run.logger.error("IRC registration failed", metadata: ["error": "\(error.message)"])
@@ -131,14 +139,24 @@ extension IRCConnection {
             + [numeric("376", [], "End of /MOTD command.")]
     }
 
-    /// Ends a hold on pushes: the events that waited, rendered now (after the lines of the
-    /// command that held them).
-    func releasePushes() -> [IRCLine] {
+    /// On the event loop, once the reply of the command that held pushes is written: ends the
+    /// hold and writes the events that waited. `replayed`: the last entry a JOIN replayed per
+    /// ticket; a held event of an entry up to it is not shown twice.
+    func releasePushes(replayed: [TicketID: EntryPosition] = [:]) {
         state.value.holdingPushes -= 1
-        guard state.value.holdingPushes == 0 else { return [] }
+        guard state.value.holdingPushes == 0, let outbox = state.value.registered?.outbox else { return }
         let held = state.value.heldEvents
         state.value.heldEvents = []
-        return held.flatMap { render($0) }
+        var lines: [IRCLine] = []
+        for event in held {
+            if let ticket = event.ticket?.id, let entry = event.entry, let last = replayed[ticket], !(last < entry.position) { continue }
+            lines += render(event)
+        }
+        guard !lines.isEmpty else { return }
+        for line in lines {
+            guard outbox.write(line.encoded) else { break }
+        }
+        outbox.flush()
     }
 }
 

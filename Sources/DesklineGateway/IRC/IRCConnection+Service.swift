@@ -10,18 +10,24 @@ extension IRCConnection {
     /// Runs `text` as a native command line and answers with notices from the service. `raw`:
     /// the command was sent raw as an IRC verb, so an unknown one is `421`.
     func serviceCommand(_ text: String, scope: SessionScope, raw verb: String? = nil) -> PreparedLine {
+        // echo-message: what the user wrote to the service is echoed like any message.
+        let echo = verb == nil && state.value.caps.contains("echo-message")
+            ? [IRCLine(source: selfSource, "PRIVMSG", [NickDirectory.service], trailing: text)] : []
         switch session.prepare(.line(ByteBuffer(string: text)), scope: scope) {
         case .answered(let outcome):
-            return Self.answered(serviceReply(outcome.lines, raw: verb), scope: scope, quit: outcome.quit)
+            return Self.answered(echo + serviceReply(outcome.lines, raw: verb), scope: scope, quit: outcome.quit)
         case .command(let command, let message, let arguments):
             let session = self.session
             return .work(pipelines: false) { run in
+                // The echo goes out before anything the command causes (nothing else of this
+                // session is in flight: the command does not pipeline).
+                if !echo.isEmpty, run.outbox.write(echo[0].encoded) { run.outbox.flush() }
                 let outcome = await session.run(command, message, arguments, scope: run.scope, outbox: run.outbox, logger: run.logger)
                 var lines = self.serviceReply(outcome.lines, raw: verb)
                 // A ticket opened here is a channel at once (its own event does not come back).
                 if command.name == "NEW", let ok = outcome.lines.last, ok.kind == .ok,
                    let id = ok.params.first.flatMap(TicketID.init(parsing:)),
-                   let (ticket, _) = try? await self.services.tickets.show(scope, id),
+                   let ticket = try? await self.services.tickets.visible(scope, id),
                    self.state.value.registered?.channels.insert(id).inserted == true {
                     lines += self.joinBurst(ticket)
                 }
@@ -48,6 +54,21 @@ extension IRCConnection {
 
     // MARK: Events
 
+    /// This session's own event, pushed back because it asked for echo-message: the entry as the
+    /// others see it (a labelled message's echo with its label), a status change with its topic.
+    func echo(_ event: TicketEvent) -> [IRCLine] {
+        guard event.kind == .entry, let t = event.ticket, let e = event.entry else { return [] }
+        var line = entryLine(e, in: t.id, tenant: event.tenantId)
+        if let i = state.value.pendingEchoes.firstIndex(where: { $0.ticket == t.id && $0.note == (e.kind == .note) && $0.text == e.text }) {
+            let label = state.value.pendingEchoes.remove(at: i).label
+            line.tags.insert((key: "label", value: label), at: 0)
+            state.value.echoedLabels.insert(label)
+        }
+        var lines = [line]
+        if e.kind == .status { lines.append(IRCLine(source: Self.serviceSource, "TOPIC", [Self.channel(t.id)], trailing: Self.topic(t))) }
+        return lines
+    }
+
     /// On the event loop: shows one event the hub found this session is meant to see.
     func push(_ event: TicketEvent) {
         guard let registered = state.value.registered else { return }
@@ -69,17 +90,21 @@ extension IRCConnection {
     func render(_ event: TicketEvent) -> [IRCLine] {
         guard let r = state.value.registered else { return [] }
         let me = r.scope.userId
+        if event.originSession == r.scope.sessionId {
+            return echo(event)
+        }
         switch event.kind {
         case .entry:
             guard let t = event.ticket, let e = event.entry else { return [] }
             var lines: [IRCLine] = []
             if !r.channels.contains(t.id) {
                 let own = me == event.customerUserId || me == t.assigneeId || services.hub.isJoined(session.id, t.id)
-                guard own else {
+                guard own, !state.value.parted.contains(t.id) else {
                     let what = e.kind == .note ? "note" : "message"
                     return [serviceNotice("\(t.id) (\(t.subject)): \(what) from \(e.authorName): \(e.text) — /join \(t.id) to answer")]
                 }
                 state.value.registered?.channels.insert(t.id)
+                if r.scope.role.isStaff { _ = services.hub.setJoined(session.id, t.id, true) }
                 lines += joinBurst(t)
             }
             lines.append(entryLine(e, in: t.id, tenant: event.tenantId))
@@ -90,7 +115,7 @@ extension IRCConnection {
         case .created:
             guard let t = event.ticket else { return [] }
             if me == event.customerUserId {
-                guard state.value.registered?.channels.insert(t.id).inserted == true else { return [] }
+                guard !state.value.parted.contains(t.id), state.value.registered?.channels.insert(t.id).inserted == true else { return [] }
                 return joinBurst(t)
             }
             return [serviceNotice("New ticket \(t.id) from \(event.actor.name): \(t.subject) — /join \(t.id)")]

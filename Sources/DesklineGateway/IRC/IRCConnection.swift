@@ -3,6 +3,7 @@ import DesklineProtocol
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 
 /// The IRC dialect of one connection (docs/IRC.md): registration (CAP, SASL PLAIN, PASS,
 /// NICK/USER) ends in the welcome burst; tickets are channels; commands IRC has no verb for go
@@ -31,6 +32,8 @@ final class IRCConnection: ConnectionDialect {
     let eventLoop: any EventLoop
     let startedAt: Date
     let state: NIOLoopBoundBox<State>
+    /// The client asked for echo-message: the hub hands it its own events too (read off the loop).
+    let echoes = Atomic<Bool>(false)
 
     var services: GatewayServices { session.services }
 
@@ -51,8 +54,21 @@ final class IRCConnection: ConnectionDialect {
         var heldEvents: [TicketEvent] = []
         /// The last batch reference handed out.
         var batches = 0
+        /// Channels the client left with PART: not joined again on their own.
+        var parted: Set<TicketID> = []
+        /// Labelled messages waiting for their echo, oldest first.
+        var pendingEchoes: [PendingEcho] = []
+        /// Labels whose response was a labelled echo (so they get no ACK).
+        var echoedLabels: Set<String> = []
 
         var nick: String { registered?.nick ?? requestedNick ?? "*" }
+    }
+
+    struct PendingEcho {
+        var ticket: TicketID
+        var note: Bool
+        var text: String
+        var label: String
     }
 
     enum SASL {
@@ -137,6 +153,10 @@ final class IRCConnection: ConnectionDialect {
         case .work(let pipelines, let run):
             return .work(pipelines: pipelines) { r in
                 var outcome = await run(r)
+                // A message whose labelled echo went out is answered: no ACK. One that failed
+                // will have no echo.
+                if outcome.lines.isEmpty, self.state.value.echoedLabels.remove(label) != nil { return outcome }
+                self.state.value.pendingEchoes.removeAll { $0.label == label }
                 outcome.lines = self.labeled(outcome.lines, label)
                 return outcome
             }
@@ -173,15 +193,21 @@ final class IRCConnection: ConnectionDialect {
             + [IRCLine(source: Self.serverName, "BATCH", ["-" + ref])]
     }
 
-    /// A wire line with one more tag in front (not if it already has a tag starting `unlessTagged`).
-    static func tagged(_ line: ByteBuffer, _ tag: String, unlessTagged: String? = nil) -> ByteBuffer {
-        let text = String(decoding: line.readableBytesView, as: UTF8.self)
-        guard text.hasPrefix("@") else { return ByteBuffer(string: "@" + tag + " " + text) }
-        if let unlessTagged {
-            let tags = text.dropFirst().prefix { $0 != " " }.split(separator: ";")
-            if tags.contains(where: { $0.hasPrefix(unlessTagged) }) { return line }
+    /// Wire lines with one more tag in front of each (not of one that already has a tag starting
+    /// `unlessTagged`).
+    static func tagged(_ buffer: ByteBuffer, _ tag: String, unlessTagged: String? = nil) -> ByteBuffer {
+        var out = ""
+        for text in String(decoding: buffer.readableBytesView, as: UTF8.self).split(separator: "\r\n") {
+            if !text.hasPrefix("@") {
+                out += "@" + tag + " " + text
+            } else if let unlessTagged, text.dropFirst().prefix(while: { $0 != " " }).split(separator: ";").contains(where: { $0.hasPrefix(unlessTagged) }) {
+                out += text
+            } else {
+                out += "@" + tag + ";" + text.dropFirst()
+            }
+            out += "\r\n"
         }
-        return ByteBuffer(string: "@" + tag + ";" + text.dropFirst())
+        return ByteBuffer(string: out)
     }
 
     private func prepareLine(_ frame: LineFrame, scope: SessionScope?) -> PreparedLine {
@@ -306,6 +332,7 @@ final class IRCConnection: ConnectionDialect {
             for cap in wanted {
                 if cap.hasPrefix("-") { state.value.caps.remove(String(cap.dropFirst())) } else { state.value.caps.insert(cap) }
             }
+            echoes.store(state.value.caps.contains("echo-message"), ordering: .relaxed)
             return Self.answered([reply("ACK", wanted.joined(separator: " "))], scope: scope)
         case "END":
             guard !registered else { return Self.answered([], scope: scope) }

@@ -54,11 +54,54 @@ struct IRCLine: Sendable, Equatable {
         return out
     }
 
-    /// The wire form with its `\r\n`, ready for an ``Outbox``.
+    /// The most bytes of a line without its tags and `\r\n` (RFC 1459's 512 with the ending).
+    static let maximumBytes = 510
+
+    /// The wire form with its `\r\n`, ready for an ``Outbox``. A message or notice too long for
+    /// a client's 512-byte lines (4,000-character messages, long replies) becomes several lines
+    /// with the same tags, source and target, cut between words where it can be.
     var encoded: ByteBuffer {
-        var text = serialized()
-        text += "\r\n"
+        var text = ""
+        for line in split() {
+            text += line.serialized()
+            text += "\r\n"
+        }
         return ByteBuffer(string: text)
+    }
+
+    /// This line, or the lines it is cut into (see ``encoded``).
+    func split() -> [IRCLine] {
+        guard command == "PRIVMSG" || command == "NOTICE", let trailing else { return [self] }
+        var bare = self
+        bare.tags = []
+        bare.trailing = ""
+        let room = Self.maximumBytes - bare.serialized().utf8.count
+        let clean = ServerLine.clean(trailing)
+        guard clean.utf8.count > room, room >= 64 else { return [self] }
+        var parts: [String] = []
+        var rest = Substring(clean)
+        while rest.utf8.count > room {
+            // The longest prefix that fits, ending on a whole scalar; then back to a space.
+            var end = rest.startIndex
+            var bytes = 0
+            for index in rest.unicodeScalars.indices {
+                let size = rest.unicodeScalars[index].utf8.count
+                if bytes + size > room { break }
+                bytes += size
+                end = rest.unicodeScalars.index(after: index)
+            }
+            if let space = rest[..<end].lastIndex(of: " "), rest.distance(from: rest.startIndex, to: space) > 0 {
+                end = rest.index(after: space)
+            }
+            parts.append(String(rest[..<end]))
+            rest = rest[end...]
+        }
+        if !rest.isEmpty { parts.append(String(rest)) }
+        return parts.map { part in
+            var line = self
+            line.trailing = part
+            return line
+        }
     }
 
     /// A middle parameter: no space, no leading `:`, never empty.

@@ -22,21 +22,43 @@ final class NickDirectory: Sendable {
         var staff: Set<UserID> = []
         /// A customer record's login and its name.
         var customerUser: [CustomerID: (UserID, String)] = [:]
+        /// When the users were last read (nil: never; only nicks assigned on the fly).
+        var loadedAt: ContinuousClock.Instant?
     }
+
+    /// How long a tenant's user list is trusted before an IRC login or JOIN reads it again (to
+    /// learn of users added meanwhile: new customers' logins, for NAMES and WHOIS).
+    static let refreshInterval: Duration = .seconds(60)
 
     private let tenants = Mutex<[TenantID: Tenant]>([:])
 
-    /// Recomputes a tenant's nicks from its users.
-    func load(_ users: [User], in tenant: TenantID) {
-        var t = Tenant()
-        for user in users.sorted(by: { Self.order($0.id) < Self.order($1.id) }) {
-            let nick = Self.available(Self.base(user.displayName), user.id, in: t)
-            t.nickOf[user.id] = nick
-            t.userOf[nick.lowercased()] = user.id
-            if user.role.isStaff { t.staff.insert(user.id) }
-            if let customer = user.customerId { t.customerUser[customer] = (user.id, user.displayName) }
+    /// Whether the tenant's users should be read (again) before relying on the directory.
+    func needsLoading(_ tenant: TenantID, now: ContinuousClock.Instant = .now) -> Bool {
+        tenants.withLock { all in
+            guard let loaded = all[tenant]?.loadedAt else { return true }
+            return now - loaded >= Self.refreshInterval
         }
-        tenants.withLock { $0[tenant] = t }
+    }
+
+    /// Learns a tenant's users. A user who has a nick keeps it (for the process's life); the
+    /// others get theirs in the order of their ids, so a restart, which assigns every nick in
+    /// that order, gives everyone the same nick again.
+    func load(_ users: [User], in tenant: TenantID, now: ContinuousClock.Instant = .now) {
+        let ordered = users.map { (Self.order($0.id), $0) }.sorted { $0.0 < $1.0 }.map(\.1)
+        tenants.withLock { all in
+            var t = all[tenant] ?? Tenant()
+            for user in ordered {
+                if t.nickOf[user.id] == nil {
+                    let nick = Self.available(Self.base(user.displayName), user.id, in: t)
+                    t.nickOf[user.id] = nick
+                    t.userOf[nick.lowercased()] = user.id
+                }
+                if user.role.isStaff { t.staff.insert(user.id) }
+                if let customer = user.customerId { t.customerUser[customer] = (user.id, user.displayName) }
+            }
+            t.loadedAt = now
+            all[tenant] = t
+        }
     }
 
     /// The nick of a user; `name` is used for a user the directory has not seen.

@@ -217,8 +217,12 @@ public final class SessionHub: EventDelivery, Sendable {
             if let ticket = event.ticket { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)]) }
             var targets: [Outbox] = []
             targets.reserveCapacity(candidates.count)
-            // The session that caused the event got its OK instead.
+            // The session that caused the event got its OK instead; an IRC session that asked for
+            // echo-message gets its own entries back, in order with the rest.
             let origin = event.originSession?.node == node ? event.originSession?.number : nil
+            if let origin, event.kind == .entry, let irc = m.all[origin]?.irc, irc.echoes.load(ordering: .relaxed) {
+                ircTargets.append(irc)
+            }
             for id in candidates where id != origin {
                 guard let member = m.all[id], Self.isAudience(member, of: event, recipients: recipients) else { continue }
                 if let irc = member.irc { ircTargets.append(irc) } else { targets.append(member.outbox) }

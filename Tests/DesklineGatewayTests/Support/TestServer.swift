@@ -35,6 +35,7 @@ struct TestServer {
         var config = GatewayConfiguration()
         config.listen.port = 0
         config.tls.port = 0
+        config.irc.enabled = true
         config.irc.port = 0
         config.irc.tlsPort = 0
         config.dataDirectory = root

@@ -1,0 +1,132 @@
+import DesklineCore
+@testable import DesklineGateway
+import Foundation
+import Testing
+
+/// What the IRC dialect shows and when: echoes in order with the other pushes, channels that
+/// stay followed or stay parted, queries that mark nothing read, lines that fit 512 bytes.
+struct IRCDeliveryTests {
+    @Test func echoesKeepTheOrderOfTheConversationUnderAPipelinedBurst() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let (amy, _) = try await server.ircLogin("amy@acme.test", caps: ["echo-message", "message-tags"])
+            _ = try await amy.irc("JOIN \(id)")
+            // Ann writes while Amy bursts: whatever the interleaving, Amy sees every entry once,
+            // in the ticket's order (msgid), her own among them.
+            let customer = Task {
+                let ann = try await server.login("ann@acme.test")
+                for n in 1...20 { _ = try await ann.command("MSG \(id) c\(n)") }
+                await ann.close()
+            }
+            try await amy.sendRaw(Array((1...40).map { "PRIVMSG \(id) :a\($0)\r\n" }.joined().utf8))
+            var seqs: [Int] = []
+            var texts: [String] = []
+            while texts.count < 60 {
+                let line = try #require(try await amy.readLine())
+                let tags = line.split(separator: " ").first?.dropFirst().split(separator: ";") ?? []
+                guard line.contains(" PRIVMSG \(id) :"), let msgid = tags.first(where: { $0.hasPrefix("msgid=") }),
+                      let seq = Int(msgid.split(separator: ".").dropFirst().first ?? "") else { continue }
+                seqs.append(seq)
+                texts.append(String(line.split(separator: ":").last ?? ""))
+            }
+            try await customer.value
+            #expect(seqs == Array(1...60), "out of order: \(seqs)")
+            #expect(texts.filter { $0.hasPrefix("a") } == (1...40).map { "a\($0)" })
+            await amy.close()
+        }
+    }
+
+    @Test func aLabelledMessagesEchoCarriesTheLabelAndIsTheWholeResponse() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let (amy, _) = try await server.ircLogin("amy@acme.test", caps: ["echo-message", "labeled-response", "batch", "message-tags"])
+            _ = try await amy.irc("JOIN \(id)")
+            let echo = try await amy.irc("@label=x1 PRIVMSG \(id) :  hello  ")
+            #expect(echo.count == 1 && echo[0].hasPrefix("@label=x1;msgid=1001.1 :Amy_Agent!u2@acme PRIVMSG \(id) :hello"), "\(echo)")
+            let note = try await amy.irc("@label=x2 PRIVMSG @\(id) :psst")
+            #expect(note.count == 1 && note[0].hasPrefix("@label=x2;") && note[0].hasSuffix(" PRIVMSG @\(id) :psst"), "\(note)")
+            // A message that fails has no echo: its label goes with the error.
+            #expect(try await amy.irc("@label=x3 PRIVMSG #9999 :nobody") == ["@label=x3 :deskline 403 Amy_Agent #9999 :No such channel"])
+            // To the service: echoed, then answered.
+            let service = try await amy.irc("PRIVMSG Deskline :STATUS \(id) pending")
+            #expect(service.first == ":Amy_Agent!u2@acme PRIVMSG Deskline :STATUS \(id) pending", "\(service)")
+            #expect(service.contains { $0.hasSuffix("NOTICE \(id) :Amy Agent set \(id) to pending") }, "\(service)")
+            #expect(service.contains(":Deskline!service@deskline TOPIC \(id) :Printer on fire [pending, unassigned]"), "\(service)")
+            await amy.close()
+        }
+    }
+
+    @Test func aReassignedTicketStaysFollowedByThePreviousAssignee() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let ada = try await server.login("ada@acme.test")
+            _ = try await ada.command("ASSIGN \(id) amy@acme.test")
+            let (amy, lines) = try await server.ircLogin("amy@acme.test")
+            #expect(lines.contains(":Amy_Agent!u2@acme JOIN \(id)"))
+            _ = try await ada.command("ASSIGN \(id) abe@acme.test")
+            #expect(try await amy.expectLine(startingWith: ":Deskline!service@deskline NOTICE \(id)") == ":Deskline!service@deskline NOTICE \(id) :\(id) assigned to Abe Agent by Ada Admin")
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("MSG \(id) still there?")
+            #expect(try await amy.expectLine(startingWith: ":Ann_Customer") == ":Ann_Customer!u1@acme PRIVMSG \(id) :still there?")
+            // PART ends it, and the next message does not pull her back in.
+            _ = try await amy.irc("PART \(id)")
+            #expect(try await amy.irc("NAMES \(id)") == [":deskline 353 Amy_Agent = \(id) :Ann_Customer @Abe_Agent", ":deskline 366 Amy_Agent \(id) :End of /NAMES list."])
+            _ = try await ann.command("MSG \(id) hello?")
+            _ = try await ada.command("MSG \(id) marker")
+            let after = try await amy.sync()
+            #expect(!after.contains { $0.contains(" JOIN ") || $0.contains("hello?") }, "\(after)")
+            for client in [ada, amy, ann] { await client.close() }
+        }
+    }
+
+    @Test func aCustomerWhoPartsTheirTicketIsToldOfNewMessagesWithoutBeingPulledBackIn() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let (ann, _) = try await server.ircLogin("ann@acme.test")
+            #expect(try await ann.irc("PART \(id)") == [":Ann_Customer!u1@acme PART \(id)"])
+            let amy = try await server.login("amy@acme.test")
+            _ = try await amy.command("MSG \(id) We replied")
+            #expect(try await ann.expectLine(startingWith: ":Deskline") == ":Deskline!service@deskline NOTICE Ann_Customer :\(id) (Printer on fire): message from Amy Agent: We replied — /join \(id) to answer")
+            await ann.close()
+            await amy.close()
+        }
+    }
+
+    @Test func queriesClientsSendOnTheirOwnMarkNothingRead() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let amy = try await server.login("amy@acme.test")
+            _ = try await amy.command("MSG \(id) an answer")
+            let (ann, _) = try await server.ircLogin("ann@acme.test")
+            for query in ["MODE \(id)", "WHO \(id)", "NAMES \(id)", "TOPIC \(id)", "LIST"] { _ = try await ann.irc(query) }
+            let native = try await server.login("ann@acme.test")
+            #expect(try await native.command("TICKETS").first?.contains(" 1 ") == true, "unread is still 1")
+            _ = try await ann.irc("CHATHISTORY LATEST \(id) * 10")
+            #expect(try await native.command("TICKETS").first?.contains(" 0 ") == true, "read once shown")
+            for client in [amy, ann, native] { await client.close() }
+        }
+    }
+
+    @Test func longMessagesAreCutIntoLinesAClientCanRead() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let (amy, _) = try await server.ircLogin("amy@acme.test", caps: ["server-time"])
+            _ = try await amy.irc("JOIN \(id)")
+            let words = (1...600).map { "w\($0)" }.joined(separator: " ") + " " + String(repeating: "é", count: 400)
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("MSG \(id) \(words)")
+            var parts: [String] = []
+            while parts.joined().count < words.count {
+                let line = try await amy.expectLine(startingWith: "@time=")
+                let bare = String(line.drop { $0 != " " }.dropFirst())
+                #expect(bare.utf8.count <= 510, "\(bare.utf8.count) bytes")
+                #expect(bare.hasPrefix(":Ann_Customer!u1@acme PRIVMSG \(id) :"))
+                parts.append(String(bare.dropFirst(":Ann_Customer!u1@acme PRIVMSG \(id) :".count)))
+            }
+            #expect(parts.joined() == words)
+            #expect(parts.count > 3 && parts.dropLast(2).allSatisfy { $0.hasSuffix(" ") }, "cut between words")
+            await amy.close()
+            await ann.close()
+        }
+    }
+}
