@@ -27,6 +27,7 @@ struct FanoutBench: AsyncParsableCommand {
     @Option(help: "Where to write the results as JSON.") var json = "bench.json"
     @Option(help: "Event loop threads of the load generator.") var threads = 2
     @Option(help: "The server's storage.groupCommitIntervalMilliseconds (default: its config default).") var groupCommitMs: Int?
+    @Flag(help: "Skip Deskline's IRC dialect (measured on the same server after the native one).") var noDesklineIrc = false
 
     func run() async throws {
         let files = raiseOpenFilesLimit()
@@ -50,6 +51,9 @@ struct FanoutBench: AsyncParsableCommand {
                 deskResult.storm = try await storm(desk, group: group, sendRate: best.offered / 2)
             }
             results.append(deskResult)
+            if !noDesklineIrc, let port = desk.server.ircPort {
+                results.append(try await measure(DesklineIRCTarget(desk: desk, port: port), group: group, steps: rateSteps))
+            }
         } catch {
             try? desk.server.stop()
             throw error

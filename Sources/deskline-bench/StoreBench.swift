@@ -242,6 +242,8 @@ final class WorkQueue: Sendable {
 struct ServerRun {
     let process: Process
     let port: Int
+    /// The IRC listener's port.
+    var ircPort: Int?
     let startSeconds: Double
 
     static func start(binary: String, work: String, limits: [String: Int] = [:], storage: [String: Int] = [:]) async throws -> ServerRun {
@@ -250,7 +252,7 @@ struct ServerRun {
         var allLimits: [String: Int] = ["maxConnectionsPerAddress": 100_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
                                         "floodBurst": 100_000, "floodCommandsPerSecond": 100_000]
         allLimits.merge(limits) { $1 }
-        let settings: [String: Any] = ["listen": ["port": 0], "dataDirectory": work + "/data", "logLevel": "warning",
+        let settings: [String: Any] = ["listen": ["port": 0], "irc": ["port": 0], "dataDirectory": work + "/data", "logLevel": "warning",
                                        "passwordHashing": ["scryptN": 1024], "limits": allLimits, "storage": storage]
         try JSONSerialization.data(withJSONObject: settings).write(to: URL(fileURLWithPath: config))
         let process = Process()
@@ -266,9 +268,11 @@ struct ServerRun {
             let data = output.fileHandleForReading.availableData
             if data.isEmpty { throw BenchError("the server exited before listening:\n\(text)") }
             text += String(decoding: data, as: UTF8.self)
-            if let range = text.range(of: #"Connect with: nc \S+ (\d+)"#, options: .regularExpression) {
+            if let range = text.range(of: #"Connect with: nc \S+ (\d+)"#, options: .regularExpression),
+               let irc = text.range(of: #"listening for IRC clients on [0-9.]+:(\d+)"#, options: .regularExpression) {
                 let port = Int(text[range].split(separator: " ").last!)!
-                return ServerRun(process: process, port: port, startSeconds: now() - start)
+                let ircPort = Int(text[irc].split(separator: ":").last!)
+                return ServerRun(process: process, port: port, ircPort: ircPort, startSeconds: now() - start)
             }
         }
     }

@@ -109,6 +109,52 @@ struct DesklineTarget: FanoutTarget {
     }
 }
 
+/// Deskline's IRC dialect on the same server and data as ``DesklineTarget``: customers send with
+/// `PRIVMSG #<ticket>` (joined to their ticket at registration), agents `JOIN` it.
+struct DesklineIRCTarget: FanoutTarget {
+    let name = "Deskline IRC"
+    let desk: DesklineTarget
+    let port: Int
+
+    var pid: Int32 { desk.pid }
+
+    func sender(_ ticket: Int, group: EventLoopGroup) async throws -> LineConnection {
+        try await register(group, "customer\(ticket)@bench.test")
+    }
+
+    func watcher(_ ticket: Int, _ watcher: Int, group: EventLoopGroup) async throws -> LineConnection {
+        let connection = try await register(group, "agent\(watcher)@bench.test")
+        // The JOIN burst and its replay, then the PONG: everything of the JOIN is read.
+        let lines = try await connection.request("JOIN #\(desk.tickets[ticket])\r\nPING :joined") { $0.hasSuffix(" :joined") || $0.contains(" 403 ") }
+        guard lines.contains(where: { $0.contains(" 366 ") }) else { throw BenchError("\(name): JOIN: \(lines.last ?? "")") }
+        return connection
+    }
+
+    func idle(_ index: Int, group: EventLoopGroup) async throws -> LineConnection {
+        try await register(group, "agent0@bench.test")
+    }
+
+    /// Registers with PASS (the server chooses the nick), retrying while its password checks are
+    /// busy; returns once the welcome burst is read.
+    func register(_ group: EventLoopGroup, _ login: String) async throws -> LineConnection {
+        for _ in 0..<1000 {
+            let connection = try await LineConnection.connect(group, port: port)
+            let lines = try await connection.request("PASS \(login):\(DesklineTarget.password)\r\nNICK bench\r\nUSER bench 0 * :bench\r\nPING :ready") {
+                $0.hasSuffix(" :ready") || $0.hasPrefix("ERROR")
+            }
+            if lines.last?.hasSuffix(" :ready") == true, lines.contains(where: { $0.contains(" 001 ") }) { return connection }
+            await connection.close()
+            guard lines.contains(where: { $0.contains("busy") }) else { throw BenchError("\(name): registration of \(login): \(lines.last ?? "")") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw BenchError("\(name): registration of \(login): still busy")
+    }
+
+    func message(_ ticket: Int, stamp: Int64) -> String {
+        "PRIVMSG #\(desk.tickets[ticket]) :bench \(stamp)\r\n"
+    }
+}
+
 /// A classic IRC daemon already running on loopback (started by Scripts/irc-daemons).
 struct IRCTarget: FanoutTarget {
     let name: String

@@ -22,7 +22,7 @@ struct IRCChannelTests {
             let (ann, annLines) = try await server.ircLogin("ann@acme.test")
             let join = try #require(annLines.firstIndex(of: ":Ann_Customer!u1@acme JOIN \(id)"), "\(annLines)")
             #expect(annLines[join + 1] == ":deskline 332 Ann_Customer \(id) :Printer on fire [open, assigned to Amy Agent]")
-            #expect(annLines[join + 2].hasPrefix(":deskline 333 Ann_Customer \(id) Deskline "))
+            #expect(annLines[join + 2].hasPrefix(":deskline 333 Ann_Customer \(id) Deskline!service@deskline "))
             #expect(annLines[join + 3] == ":deskline 353 Ann_Customer = \(id) :Ann_Customer @Amy_Agent")
             #expect(annLines[join + 4] == ":deskline 366 Ann_Customer \(id) :End of /NAMES list.")
             let (amyIRC, amyLines) = try await server.ircLogin("amy@acme.test")
@@ -168,12 +168,16 @@ struct IRCChannelTests {
             // The customer's message in an unassigned ticket: every agent is told by the service.
             #expect(try await ann.irc("PRIVMSG #1001 :Anyone?") == [])
             #expect(try await amy.expectLine(startingWith: ":Deskline") == ":Deskline!service@deskline NOTICE Amy_Agent :#1001 (Printer on fire): message from Ann Customer: Anyone? — /join #1001 to answer")
-            // Assigning pulls the agent into the channel when the next message arrives.
-            #expect(try await amy.irc("ASSIGN #1001 me").first?.contains("NOTICE Amy_Agent :Ticket #1001 assigned to Amy Agent") == true)
-            #expect(try await ann.expectLine(startingWith: ":Deskline!service@deskline NOTICE #1001 :") == ":Deskline!service@deskline NOTICE #1001 :#1001 assigned to Amy Agent by Amy Agent")
+            // Taking the ticket opens its channel at once, with the change and the new topic; the
+            // assignee is named by nick, so clients highlight it.
+            let assigned = try await amy.irc("ASSIGN #1001 me")
+            #expect(Array(assigned.prefix(1)) == [":Amy_Agent!u2@acme JOIN #1001"], "\(assigned)")
+            #expect(assigned.contains(":Deskline!service@deskline NOTICE #1001 :#1001 assigned to Amy_Agent (Amy Agent) by Amy Agent"), "\(assigned)")
+            #expect(assigned.contains(":Deskline!service@deskline TOPIC #1001 :Printer on fire [open, assigned to Amy Agent]"))
+            #expect(assigned.last == ":Deskline!service@deskline NOTICE Amy_Agent :Ticket #1001 assigned to Amy Agent")
+            #expect(try await ann.expectLine(startingWith: ":Deskline!service@deskline NOTICE #1001 :") == ":Deskline!service@deskline NOTICE #1001 :#1001 assigned to Amy_Agent (Amy Agent) by Amy Agent")
             #expect(try await ann.expectLine(startingWith: ":Deskline!service@deskline TOPIC #1001") == ":Deskline!service@deskline TOPIC #1001 :Printer on fire [open, assigned to Amy Agent]")
             #expect(try await ann.irc("PRIVMSG #1001 :Hello Amy") == [])
-            #expect(try await amy.expectLine(startingWith: ":Amy_Agent!u2@acme JOIN #1001") == ":Amy_Agent!u2@acme JOIN #1001")
             #expect(try await amy.expectLine(startingWith: ":Ann_Customer") == ":Ann_Customer!u1@acme PRIVMSG #1001 :Hello Amy")
             // Calls arrive as notices.
             #expect(try await ann.irc("PRIVMSG Deskline :CALL #1001 after 5pm").first?.contains("Call 1 requested about #1001") == true)
@@ -202,7 +206,7 @@ struct IRCChannelTests {
             #expect(mode.first == ":deskline 324 Amy_Agent \(id) +nt")
             #expect(try await amy.irc("MODE \(id) b") == [":deskline 368 Amy_Agent \(id) :End of channel ban list"])
             #expect(try await amy.irc("WHO \(id)") == [
-                ":deskline 352 Amy_Agent \(id) u1 acme deskline Ann_Customer H :0 Ann_Customer",
+                ":deskline 352 Amy_Agent \(id) u1 acme deskline Ann_Customer G :0 Ann_Customer",
                 ":deskline 352 Amy_Agent \(id) u2 acme deskline Amy_Agent H@ :0 Amy_Agent",
                 ":deskline 315 Amy_Agent \(id) :End of WHO list"])
             #expect(try await amy.irc("TOPIC \(id) :new subject").first?.hasPrefix(":deskline 482 Amy_Agent \(id) :The topic is the ticket's subject") == true)

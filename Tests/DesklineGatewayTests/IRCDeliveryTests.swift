@@ -64,7 +64,7 @@ struct IRCDeliveryTests {
             let (amy, lines) = try await server.ircLogin("amy@acme.test")
             #expect(lines.contains(":Amy_Agent!u2@acme JOIN \(id)"))
             _ = try await ada.command("ASSIGN \(id) abe@acme.test")
-            #expect(try await amy.expectLine(startingWith: ":Deskline!service@deskline NOTICE \(id)") == ":Deskline!service@deskline NOTICE \(id) :\(id) assigned to Abe Agent by Ada Admin")
+            #expect(try await amy.expectLine(startingWith: ":Deskline!service@deskline NOTICE \(id)") == ":Deskline!service@deskline NOTICE \(id) :\(id) assigned to Abe_Agent (Abe Agent) by Ada Admin")
             let ann = try await server.login("ann@acme.test")
             _ = try await ann.command("MSG \(id) still there?")
             #expect(try await amy.expectLine(startingWith: ":Ann_Customer") == ":Ann_Customer!u1@acme PRIVMSG \(id) :still there?")

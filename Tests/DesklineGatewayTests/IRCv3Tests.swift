@@ -34,7 +34,7 @@ struct IRCv3Tests {
                 "@batch=2 :deskline BATCH -1",
                 ":deskline BATCH -2",
             ])
-            #expect(joined[3].hasPrefix("@batch=2 :deskline 333 Amy_Agent \(id) Deskline "))
+            #expect(joined[3].hasPrefix("@batch=2 :deskline 333 Amy_Agent \(id) Deskline!service@deskline "))
             #expect(joined[7].hasPrefix("@batch=1;time=") && joined[7].hasSuffix(";msgid=1001.1 :Ann_Customer!u1@acme PRIVMSG \(id) :first"), "\(joined[7])")
             // An echoed message is the labelled answer to PRIVMSG, with its time and id.
             let echo = try await amy.irc("@label=m1 PRIVMSG \(id) :On it")

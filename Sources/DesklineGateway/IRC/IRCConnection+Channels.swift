@@ -76,7 +76,7 @@ extension IRCConnection {
     func topicLines(_ t: Ticket) -> [IRCLine] {
         let channel = Self.channel(t.id)
         return [numeric("332", [channel], Self.topic(t)),
-                numeric("333", [channel, NickDirectory.service, String(Int(t.updatedAt.timeIntervalSince1970))])]
+                numeric("333", [channel, Self.serviceSource, String(Int(t.updatedAt.timeIntervalSince1970))])]
     }
 
     func namesLines(_ t: Ticket, scope: SessionScope) -> [IRCLine] {
@@ -87,7 +87,9 @@ extension IRCConnection {
 
     /// A ticket entry as the line a client shows: a message in the channel, a note to its ops,
     /// a status change as a notice from the service. `replay`: an old entry, shown with its time.
-    func entryLine(_ e: TicketEntry, in id: TicketID, tenant: TenantID, replay: Bool = false) -> IRCLine {
+    /// `now`: the ticket right after the entry (a pushed one), so an assignment names the new
+    /// assignee by nick, which their client highlights.
+    func entryLine(_ e: TicketEntry, in id: TicketID, tenant: TenantID, replay: Bool = false, now: Ticket? = nil) -> IRCLine {
         let caps = state.value.caps
         var tags: [(key: String, value: String)] = []
         if caps.contains("server-time") { tags.append(("time", Timestamp.format(e.at))) }
@@ -102,7 +104,11 @@ extension IRCConnection {
             return IRCLine(tags: tags, source: source(of: e.authorId, named: e.authorName, in: tenant), "PRIVMSG", ["@" + channel], trailing: text)
         case .status:
             // Core's texts: a status ("pending") or what changed ("assigned to Amy Agent").
-            let what = TicketStatus(rawValue: e.text) != nil ? "\(e.authorName) set \(channel) to \(e.text)" : "\(channel) \(e.text) by \(e.authorName)"
+            var change = e.text
+            if let now, let assignee = now.assigneeId, let name = now.assigneeName, e.text == "assigned to \(name)" {
+                change = "assigned to \(services.nicks.nick(of: assignee, named: name, in: tenant)) (\(name))"
+            }
+            let what = TicketStatus(rawValue: e.text) != nil ? "\(e.authorName) set \(channel) to \(e.text)" : "\(channel) \(change) by \(e.authorName)"
             return IRCLine(tags: tags, source: Self.serviceSource, "NOTICE", [channel], trailing: replay && !caps.contains("server-time") ? "[\(Timestamp.format(e.at))] \(what)" : what)
         }
     }
@@ -266,9 +272,12 @@ extension IRCConnection {
         guard let mask = message.params.first else { return Self.answered([numeric("315", ["*"], "End of WHO list")], scope: scope) }
         if mask.hasPrefix("#") {
             return withTicket(mask, verb: "WHO", scope: scope) { ticket in
-                self.members(of: ticket, scope: scope).map {
-                    self.numeric("352", [mask, $0.user.rawValue, scope.tenantId.rawValue, Self.serverName, $0.nick, $0.op ? "H@" : "H"],
-                                 "0 \($0.nick)")
+                let online = self.services.hub.online(in: scope.tenantId)
+                return self.members(of: ticket, scope: scope).map {
+                    // H: connected; G ("gone"): not connected now.
+                    let here = (online[$0.user] ?? 0) > 0 ? "H" : "G"
+                    return self.numeric("352", [mask, $0.user.rawValue, scope.tenantId.rawValue, Self.serverName, $0.nick, here + ($0.op ? "@" : "")],
+                                        "0 \($0.nick)")
                 } + [self.numeric("315", [mask], "End of WHO list")]
             }
         }

@@ -31,7 +31,11 @@ extension IRCConnection {
                                                            remoteAddress: self.session.remoteAddress, logger: run.logger)
                 return await self.register(scope, run)
             } catch {
-                let text = error.code == "THROTTLED" ? "Password incorrect; \(error.message)" : "Password incorrect"
+                let text = switch error.code {
+                case "THROTTLED": "Password incorrect; \(error.message)"
+                case "BUSY": "The server is busy checking passwords; try again in a moment"
+                default: "Password incorrect"
+                }
                 return LineOutcome(lines: self.refusal(text).map(\.encoded), scope: nil, quit: true)
             }
         }

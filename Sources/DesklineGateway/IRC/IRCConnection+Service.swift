@@ -64,16 +64,34 @@ extension IRCConnection {
             line.tags.insert((key: "label", value: label), at: 0)
             state.value.echoedLabels.insert(label)
         }
-        var lines = [line]
-        if e.kind == .status { lines.append(IRCLine(source: Self.serviceSource, "TOPIC", [Self.channel(t.id)], trailing: Self.topic(t))) }
-        return lines
+        return [line]
+    }
+
+    /// The channel lines of one event already rendered on this loop, by capability variant.
+    struct RenderedLines {
+        var byVariant: [Int: ByteBuffer] = [:]
     }
 
     /// On the event loop: shows one event the hub found this session is meant to see.
-    func push(_ event: TicketEvent) {
+    func push(_ event: TicketEvent, rendered: inout RenderedLines) {
         guard let registered = state.value.registered else { return }
         if state.value.holdingPushes > 0 {
             state.value.heldEvents.append(event)
+            return
+        }
+        // The common case: someone else's message or note in a channel this session has open.
+        if let t = event.ticket, let e = event.entry, e.kind != .status, registered.channels.contains(t.id),
+           event.originSession != registered.scope.sessionId {
+            let caps = state.value.caps
+            let variant = (caps.contains("server-time") ? 1 : 0) | (caps.contains("message-tags") ? 2 : 0)
+            let buffer: ByteBuffer
+            if let done = rendered.byVariant[variant] {
+                buffer = done
+            } else {
+                buffer = entryLine(e, in: t.id, tenant: event.tenantId).encoded
+                rendered.byVariant[variant] = buffer
+            }
+            if registered.outbox.write(buffer) { registered.outbox.flush() }
             return
         }
         let lines = render(event)
@@ -90,7 +108,7 @@ extension IRCConnection {
     func render(_ event: TicketEvent) -> [IRCLine] {
         guard let r = state.value.registered else { return [] }
         let me = r.scope.userId
-        if event.originSession == r.scope.sessionId {
+        if event.originSession == r.scope.sessionId, event.entry?.kind != .status {
             return echo(event)
         }
         switch event.kind {
@@ -107,7 +125,7 @@ extension IRCConnection {
                 if r.scope.role.isStaff { _ = services.hub.setJoined(session.id, t.id, true) }
                 lines += joinBurst(t)
             }
-            lines.append(entryLine(e, in: t.id, tenant: event.tenantId))
+            lines.append(entryLine(e, in: t.id, tenant: event.tenantId, now: t))
             if e.kind == .status {
                 lines.append(IRCLine(source: Self.serviceSource, "TOPIC", [Self.channel(t.id)], trailing: Self.topic(t)))
             }

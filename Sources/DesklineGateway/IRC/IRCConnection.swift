@@ -400,7 +400,11 @@ final class IRCConnection: ConnectionDialect {
             return LineOutcome(lines: lines.map(\.encoded), scope: nil)
         } catch {
             state.value.sasl = .idle
-            let text = error.code == "THROTTLED" ? "SASL authentication failed: \(error.message)" : "SASL authentication failed"
+            let text = switch error.code {
+            case "THROTTLED": "SASL authentication failed: \(error.message)"
+            case "BUSY": "SASL authentication failed: the server is busy checking passwords; try again in a moment"
+            default: "SASL authentication failed"
+            }
             return LineOutcome(lines: [numeric("904", [], text).encoded], scope: nil)
         }
     }

@@ -217,10 +217,12 @@ public final class SessionHub: EventDelivery, Sendable {
             if let ticket = event.ticket { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)]) }
             var targets: [Outbox] = []
             targets.reserveCapacity(candidates.count)
-            // The session that caused the event got its OK instead; an IRC session that asked for
-            // echo-message gets its own entries back, in order with the rest.
+            // The session that caused the event got its OK instead. An IRC session has no OK to
+            // show a status change by: it gets its own (the topic changes), and its own messages
+            // too if it asked for echo-message, in order with the rest.
             let origin = event.originSession?.node == node ? event.originSession?.number : nil
-            if let origin, event.kind == .entry, let irc = m.all[origin]?.irc, irc.echoes.load(ordering: .relaxed) {
+            if let origin, event.kind == .entry, let irc = m.all[origin]?.irc,
+               event.entry?.kind == .status || irc.echoes.load(ordering: .relaxed) {
                 ircTargets.append(irc)
             }
             for id in candidates where id != origin {
@@ -248,11 +250,13 @@ public final class SessionHub: EventDelivery, Sendable {
         }
         for group in groups {
             let loop = group[0].eventLoop
-            if loop.inEventLoop {
-                for session in group { session.push(event) }
-            } else {
-                loop.execute { for session in group { session.push(event) } }
+            // A message's channel line is the same for every session with the same capabilities:
+            // rendered once per variant on each loop, not once per session.
+            let deliver: @Sendable () -> Void = {
+                var rendered = IRCConnection.RenderedLines()
+                for session in group { session.push(event, rendered: &rendered) }
             }
+            if loop.inEventLoop { deliver() } else { loop.execute(deliver) }
         }
     }
 
