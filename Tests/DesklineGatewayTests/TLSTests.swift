@@ -34,6 +34,33 @@ struct TLSTests {
         #expect(server.server.sessionCount == count)
     }
 
+    @Test func ircClientsLogInOverTheIRCTLSListenerAndArePointedThereWhenTLSIsRequired() async throws {
+        try await withTLSServer(requireTLSForLogin: true) { server, certificate in
+            let tlsPort = try #require(server.server.address(.irc, tls: true)?.port)
+            #expect(tlsPort != server.ircPort && tlsPort != server.tlsPort)
+            // Over TLS: SASL works as anywhere.
+            let secure = try await TestClient.connect(port: tlsPort, tls: certificate.clientContext())
+            try await secure.send("CAP REQ :sasl")
+            try await secure.send("NICK amy")
+            try await secure.send("USER amy 0 * :Amy")
+            try await secure.send("AUTHENTICATE PLAIN")
+            try await secure.send("AUTHENTICATE " + Data("\0amy@acme.test\0\(TestServer.password)".utf8).base64EncodedString())
+            try await secure.send("CAP END")
+            #expect(try await secure.sync().contains { $0.hasPrefix(":deskline 001 Amy_Agent ") })
+            // On the plaintext IRC port a password is refused before it is checked, pointing to
+            // the IRC TLS port.
+            let plain = try await server.ircConnect()
+            try await plain.send("PASS amy@acme.test:\(TestServer.password)")
+            #expect(try await plain.readUntilClosed() == [
+                ":deskline 464 * :Log in over TLS on port \(tlsPort) (this connection is not encrypted)",
+                "ERROR :Closing link: log in over TLS on port \(tlsPort)"])
+            let sasl = try await server.ircConnect()
+            try await sasl.send("AUTHENTICATE PLAIN")
+            #expect(try await sasl.readUntilClosed().first == ":deskline 464 * :Log in over TLS on port \(tlsPort) (this connection is not encrypted)")
+            await secure.close()
+        }
+    }
+
     @Test func customerLogsInOverTLSAndHerEventsReachPlaintextSessions() async throws {
         try await withTLSServer { server, certificate in
             let ada = try await server.login("ada@acme.test") // plaintext: TLS is offered, not required
