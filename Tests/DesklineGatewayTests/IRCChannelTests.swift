@@ -221,3 +221,41 @@ struct IRCChannelTests {
         }
     }
 }
+
+/// The remaining numerics, each from the line that causes it.
+struct IRCNumericTests {
+    @Test func everyRefusalHasItsNumeric() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let ann = try await server.login("ann@acme.test")
+            _ = try await ann.command("CLOSE \(id)")
+            let (amy, _) = try await server.ircLogin("amy@acme.test")
+            #expect(try await amy.irc("PRIVMSG \(id) :too late") == [
+                ":deskline 404 Amy_Agent \(id) :Cannot send to channel: ticket \(id) is closed (open a new one: /msg Deskline NEW <subject>)"])
+            #expect(try await amy.irc("NOTICE \(id) :too late") == [], "a NOTICE is never answered with an error")
+            #expect(try await amy.irc("PRIVMSG") == [":deskline 411 Amy_Agent :No recipient given (PRIVMSG)"])
+            #expect(try await amy.irc("PRIVMSG \(id)") == [":deskline 412 Amy_Agent :No text to send"])
+            #expect(try await amy.irc("PRIVMSG Ann_Customer :psst") == [
+                ":deskline 401 Amy_Agent Ann_Customer :No such nick/channel (write in a ticket's channel, or to Deskline)"])
+            #expect(try await amy.irc("WHOIS") == [":deskline 431 Amy_Agent :No nickname given"])
+            #expect(try await amy.irc("JOIN") == [":deskline 461 Amy_Agent JOIN :Not enough parameters"])
+            #expect(try await amy.irc("MODE Ann_Customer +i") == [":deskline 502 Amy_Agent :Can't change mode for other users"])
+            #expect(try await amy.irc("MODE \(id) +m") == [":deskline 482 Amy_Agent \(id) :Channel modes are fixed: staff are ops, the customer is not"])
+            #expect(try await amy.irc("AWAY :on the phone") == [":deskline 306 Amy_Agent :You have been marked as being away"])
+            let (ada, _) = try await server.ircLogin("ada@acme.test")
+            #expect(try await ada.irc("WHOIS Amy_Agent") == [
+                ":deskline 311 Ada_Admin Amy_Agent u2 acme * :Amy_Agent", ":deskline 312 Ada_Admin Amy_Agent deskline :Deskline",
+                ":deskline 301 Ada_Admin Amy_Agent :on the phone", ":deskline 318 Ada_Admin Amy_Agent :End of /WHOIS list."])
+            #expect(try await ada.irc("NICK") == [":deskline 447 Ada_Admin :Your nick comes from your name in the helpdesk (Ada_Admin); it cannot be changed here"])
+            #expect(try await ada.irc("PRIVMSG #general :hi") == [":deskline 403 Ada_Admin #general :No such channel"])
+            #expect(try await ada.irc("NONEXISTENT_COMMAND x") == [":deskline 421 Ada_Admin NONEXISTENT_COMMAND :Unknown command"])
+            let guest = try await server.ircConnect()
+            #expect(try await guest.irc("NICK") == [":deskline 431 * :No nickname given"])
+            #expect(try await guest.irc("USER a") == [":deskline 461 * USER :Not enough parameters"])
+            #expect(try await guest.irc("USER a * * :") == [":deskline 461 * USER :Not enough parameters"], "an empty realname")
+            try await guest.send("PING")
+            #expect(try await guest.readLine() == ":deskline 461 * PING :Not enough parameters")
+            for client in [ann, amy, ada, guest] { await client.close() }
+        }
+    }
+}

@@ -50,6 +50,9 @@ struct IRCRegistrationTests {
         try await withServer { server in
             let (a, aLines) = try await server.ircLogin("acme/ann@acme.test")
             #expect(aLines.contains { $0.hasPrefix(":deskline 001 Ann_Customer ") })
+            let (c, cLines) = try await server.ircLogin("globex/gia@globex.test", sasl: true)
+            #expect(cLines.contains(":deskline 900 guest guest!u2@globex globex/gia@globex.test :You are now logged in as globex/gia@globex.test"))
+            await c.close()
             let (b, bLines) = try await server.ircLogin("gia@globex.test", sasl: true)
             #expect(bLines.contains(":deskline CAP guest ACK :sasl"))
             #expect(bLines.contains("AUTHENTICATE +"))
@@ -105,6 +108,10 @@ struct IRCRegistrationTests {
             #expect(long.utf8.count == 400)
             #expect(try await client.irc("AUTHENTICATE \(long)") == [])
             #expect(try await client.irc("AUTHENTICATE +") == [":deskline 904 * :SASL authentication failed"])
+            // Chunks of 400 that never end fail once past any login's length.
+            #expect(try await client.irc("AUTHENTICATE PLAIN") == ["AUTHENTICATE +"])
+            for _ in 1...4 { #expect(try await client.irc("AUTHENTICATE " + String(repeating: "A", count: 400)) == []) }
+            #expect(try await client.irc("AUTHENTICATE " + String(repeating: "A", count: 400)) == [":deskline 904 * :SASL authentication failed: the message is too long"])
             #expect(try await client.irc("AUTHENTICATE PLAIN") == ["AUTHENTICATE +"])
             let right = Data("amy@acme.test\0amy@acme.test\0\(TestServer.password)".utf8).base64EncodedString()
             let ok = try await client.irc("AUTHENTICATE \(right)")

@@ -195,7 +195,10 @@ extension IRCConnection {
         let toOps = target.hasPrefix("@")
         let channel = toOps ? String(target.dropFirst()) : target
         guard let id = Self.ticket(channel) else {
-            return Self.answered(notice ? [] : [numeric("401", [target], "No such nick/channel (write in a ticket's channel, or to \(NickDirectory.service))")], scope: scope)
+            if notice { return Self.answered([], scope: scope) }
+            // A channel that is no ticket is no channel; anything else would be a private message.
+            return Self.answered([channel.hasPrefix("#") ? noSuchChannel(channel)
+                                  : numeric("401", [target], "No such nick/channel (write in a ticket's channel, or to \(NickDirectory.service))")], scope: scope)
         }
         if toOps, !scope.role.isStaff {
             return Self.answered(notice ? [] : [numeric("482", [channel], "Only staff write internal notes")], scope: scope)

@@ -225,6 +225,11 @@ final class IRCConnection: ConnectionDialect {
             guard let parsed = try ClientMessage.parse(text) else { return Self.answered([], scope: scope) }
             message = parsed
         } catch {
+            if error.code == "INVALID_COMMAND" {
+                // Not a word IRC or Deskline knows (FOO_BAR): an unknown command, as ever.
+                let verb = Self.verb(inUnparsedLine: text)
+                return Self.answered([numeric("421", [verb], "Unknown command")], scope: scope)
+            }
             return Self.answered([IRCLine(source: Self.serverName, "FAIL", ["*", error.code], trailing: error.message)], scope: scope)
         }
         let verb = message.verb
@@ -232,6 +237,14 @@ final class IRCConnection: ConnectionDialect {
             return prepareRegistration(verb, message, scope: scope)
         }
         return prepareRegistered(verb, message, text: text, scope: scope)
+    }
+
+    /// The command word of a line that did not parse (after any tags and source), cut short.
+    static func verb(inUnparsedLine line: String) -> String {
+        var words = line.split(separator: " ", omittingEmptySubsequences: true)[...]
+        if words.first?.hasPrefix("@") == true { words = words.dropFirst() }
+        if words.first?.hasPrefix(":") == true { words = words.dropFirst() }
+        return String((words.first ?? "*").prefix(32))
     }
 
     private func prepareRegistration(_ verb: String, _ message: ClientMessage, scope: SessionScope?) -> PreparedLine {
@@ -250,7 +263,9 @@ final class IRCConnection: ConnectionDialect {
             state.value.requestedNick = IRCLine.middle(String(nick.prefix(NickDirectory.maximumLength)))
             return completeRegistration() ?? Self.answered([], scope: scope)
         case "USER":
-            guard message.params.count >= 4 else { return Self.answered([needMoreParams("USER")], scope: scope) }
+            guard message.params.count >= 4, !message.params[0].isEmpty, !message.params[3].isEmpty else {
+                return Self.answered([needMoreParams("USER")], scope: scope)
+            }
             state.value.userGiven = true
             return completeRegistration() ?? Self.answered([], scope: scope)
         case "PING": return Self.answered([pong(message)], scope: scope)
@@ -296,7 +311,8 @@ final class IRCConnection: ConnectionDialect {
     }
 
     private func pong(_ message: ClientMessage) -> IRCLine {
-        IRCLine(source: Self.serverName, "PONG", [Self.serverName], trailing: message.params.last ?? "")
+        guard let token = message.params.last else { return needMoreParams("PING") }
+        return IRCLine(source: Self.serverName, "PONG", [Self.serverName], trailing: token)
     }
 
     /// With `tls.requireTLSForLogin` on a plaintext connection: the refusal of a password.
@@ -366,9 +382,14 @@ final class IRCConnection: ConnectionDialect {
                 state.value.sasl = .idle
                 return Self.answered([numeric("906", [], "SASL authentication aborted")], scope: nil)
             }
-            guard argument.utf8.count <= Self.saslChunk, sofar.utf8.count + argument.utf8.count <= Self.saslMaximum else {
+            guard argument.utf8.count <= Self.saslChunk else {
                 state.value.sasl = .idle
                 return Self.answered([numeric("905", [], "SASL message too long")], scope: nil)
+            }
+            // Chunks of 400 may go on for ever; past what any login needs, it is a failure.
+            guard sofar.utf8.count + argument.utf8.count <= Self.saslMaximum else {
+                state.value.sasl = .idle
+                return Self.answered([numeric("904", [], "SASL authentication failed: the message is too long")], scope: nil)
             }
             let data = argument == "+" ? sofar : sofar + argument
             if argument.utf8.count == Self.saslChunk {
@@ -394,7 +415,8 @@ final class IRCConnection: ConnectionDialect {
                                                        remoteAddress: session.remoteAddress, logger: run.logger)
             state.value.sasl = .authenticated(scope)
             let nick = state.value.nick
-            let lines = [numeric("900", ["\(nick)!\(scope.userId)@\(scope.tenantId)", "\(scope.tenantId)/\(login)"],
+            let account = login.contains("/") ? login : "\(scope.tenantId)/\(login)"
+            let lines = [numeric("900", ["\(nick)!\(scope.userId)@\(scope.tenantId)", account],
                                  "You are now logged in as \(login)"),
                          numeric("903", [], "SASL authentication successful")]
             return LineOutcome(lines: lines.map(\.encoded), scope: nil)
