@@ -130,3 +130,54 @@ struct IRCDeliveryTests {
         }
     }
 }
+
+/// Labels on echoes, and lines cut to 512 bytes, as found by review.
+struct IRCLabelledEchoTests {
+    @Test func eachEchoCarriesItsOwnMessagesLabelAndNoOther() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let (amy, _) = try await server.ircLogin("amy@acme.test", caps: ["echo-message", "labeled-response", "batch", "message-tags"])
+            _ = try await amy.irc("JOIN \(id)")
+            // An unlabelled and a labelled message with the same text, in one write.
+            try await amy.sendRaw(Array("PRIVMSG \(id) :same text\r\n@label=L1 PRIVMSG \(id) :same text\r\nNOTICE \(id) :a notice\r\n".utf8))
+            var lines: [String] = []
+            while lines.count < 3 { lines.append(try #require(try await amy.readLine())) }
+            #expect(lines[0] == "@msgid=1001.1 :Amy_Agent!u2@acme PRIVMSG \(id) :same text", "\(lines)")
+            #expect(lines[1] == "@label=L1;msgid=1001.2 :Amy_Agent!u2@acme PRIVMSG \(id) :same text", "\(lines)")
+            #expect(lines[2] == "@msgid=1001.3 :Amy_Agent!u2@acme NOTICE \(id) :a notice", "\(lines)")
+            // A label the server ignores (over 64 bytes) is not echoed; one with escapes comes
+            // back as sent.
+            let long = String(repeating: "x", count: 65)
+            #expect(try await amy.irc("@label=\(long) PRIVMSG \(id) :x") == ["@msgid=1001.4 :Amy_Agent!u2@acme PRIVMSG \(id) :x"])
+            #expect(try await amy.irc(#"@label=a\nb\sc PRIVMSG \#(id) :y"#) == [#"@label=a\nb\sc;msgid=1001.5 :Amy_Agent!u2@acme PRIVMSG \#(id) :y"#])
+            #expect(try await amy.irc(#"@label=a\nb\sc PING :z"#) == [#"@label=a\nb\sc :deskline PONG deskline :z"#])
+            // A failed labelled message: its error is the labelled response, and it leaves no
+            // label behind for a later message.
+            #expect(try await amy.irc("@label=F1 PRIVMSG #9999 :x") == ["@label=F1 :deskline 403 Amy_Agent #9999 :No such channel"])
+            #expect(try await amy.irc("PRIVMSG \(id) :x") == ["@msgid=1001.6 :Amy_Agent!u2@acme PRIVMSG \(id) :x"])
+            // A long labelled message: its parts in a labelled batch, one msgid on the first.
+            let text = (1...150).map { "word\($0)" }.joined(separator: " ")
+            let echo = try await amy.irc("@label=LONG PRIVMSG \(id) :\(text)")
+            #expect(echo.first?.hasPrefix("@label=LONG :deskline BATCH +") == true && echo.first?.hasSuffix(" labeled-response") == true, "\(echo)")
+            let parts = echo.dropFirst().dropLast()
+            #expect(parts.count >= 2 && parts.allSatisfy { $0.hasPrefix("@batch=") }, "\(echo)")
+            #expect(parts.filter { $0.contains("msgid=") }.count == 1)
+            #expect(echo.last?.hasPrefix(":deskline BATCH -") == true)
+            await amy.close()
+        }
+    }
+
+    @Test func topicsNamesAndMOTDLinesFitIn512Bytes() async throws {
+        try await withServer { server in
+            let subject = String(repeating: "🔥", count: 190)
+            let id = try await IRCChannelTests.openTicket(server, subject: subject)
+            _ = try await server.accounts.setMOTD(of: TenantID(rawValue: "acme")!, to: String(repeating: "long motd line ", count: 100))
+            let (ann, lines) = try await server.ircLogin("ann@acme.test")
+            for line in lines { #expect(line.utf8.count <= 510, "\(line.utf8.count) bytes: \(line.prefix(80))") }
+            let topic = try #require(lines.first { $0.contains(" 332 ") })
+            #expect(topic.hasPrefix(":deskline 332 Ann_Customer \(id) :🔥🔥") && topic.hasSuffix("..."))
+            #expect(lines.filter { $0.contains(" 372 ") }.count >= 3)
+            await ann.close()
+        }
+    }
+}

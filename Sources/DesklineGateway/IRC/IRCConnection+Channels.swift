@@ -60,8 +60,13 @@ extension IRCConnection {
         var staff = services.hub.followers(of: t.id, in: scope.tenantId)
         if let assignee = t.assigneeId { staff.insert(assignee) }
         for user in staff.sorted(by: { $0.rawValue < $1.rawValue }) where !out.contains(where: { $0.user == user }) {
-            out.append((nicks.nick(of: user, named: user == t.assigneeId ? t.assigneeName ?? user.rawValue : user.rawValue,
-                                   in: scope.tenantId), user, true))
+            // (A follower the directory has not read yet is left out until it has: a nick made
+            // up from an id would stick.)
+            if let nick = nicks.knownNick(of: user, in: scope.tenantId) {
+                out.append((nick, user, true))
+            } else if user == t.assigneeId, let name = t.assigneeName {
+                out.append((nicks.nick(of: user, named: name, in: scope.tenantId), user, true))
+            }
         }
         return out
     }
@@ -209,13 +214,18 @@ extension IRCConnection {
             return Self.answered([], scope: scope) // other CTCPs: nothing to store
         }
         // echo-message: the echo is the stored entry's own event, pushed back to this session in
-        // the order of every other event (``push(_:)``); a labelled message's echo carries its
-        // label, and is the whole labelled response.
-        if state.value.caps.contains("echo-message"), state.value.caps.contains("labeled-response"), let label = message.label {
+        // the order of every other event (``push(_:rendered:)``); a labelled message's echo
+        // carries its label and is the whole labelled response.
+        var token: Int?
+        let label = state.value.label
+        if state.value.caps.contains("echo-message") {
+            state.value.echoes += 1
+            token = state.value.echoes
             let stored = (try? InputRules.messageText(text)) ?? text
-            state.value.pendingEchoes.append(PendingEcho(ticket: id, note: toOps, text: stored, label: label))
+            state.value.pendingEchoes.append(PendingEcho(token: state.value.echoes, ticket: id, note: toOps, notice: notice, text: stored, label: label))
+            state.value.labelTaken = true
         }
-        return .work(pipelines: true) { [text] run in
+        return .work(pipelines: true) { [text, token] run in
             do throws(DesklineError) {
                 let tickets = self.services.tickets
                 _ = toOps
@@ -223,7 +233,11 @@ extension IRCConnection {
                     : try await tickets.post(scope, id, text: text, whenQueued: run.whenQueued)
                 return LineOutcome(lines: [], scope: scope)
             } catch {
-                return LineOutcome(lines: notice ? [] : [self.failure(error, verb: verb, channel: channel).encoded], scope: scope)
+                // No echo will come for it.
+                if let token { self.state.value.pendingEchoes.removeAll { $0.token == token } }
+                var lines = notice ? [] : [self.failure(error, verb: verb, channel: channel).encoded]
+                if token != nil, let label { lines = self.labeled(lines, label) }
+                return LineOutcome(lines: lines, scope: scope)
             }
         }
     }

@@ -59,11 +59,22 @@ extension IRCConnection {
     func echo(_ event: TicketEvent) -> [IRCLine] {
         guard event.kind == .entry, let t = event.ticket, let e = event.entry else { return [] }
         var line = entryLine(e, in: t.id, tenant: event.tenantId)
-        if let i = state.value.pendingEchoes.firstIndex(where: { $0.ticket == t.id && $0.note == (e.kind == .note) && $0.text == e.text }) {
-            let label = state.value.pendingEchoes.remove(at: i).label
-            line.tags.insert((key: "label", value: label), at: 0)
-            state.value.echoedLabels.insert(label)
+        guard let i = state.value.pendingEchoes.firstIndex(where: { $0.ticket == t.id && $0.note == (e.kind == .note) && $0.text == e.text }) else {
+            return [line] // written elsewhere (another connection of this session? never) or by a raw MSG/NOTE
         }
+        let pending = state.value.pendingEchoes.remove(at: i)
+        if pending.notice { line.command = "NOTICE" }
+        guard let label = pending.label else { return [line] }
+        // The labelled response: one line, or a long message's lines in a labelled batch.
+        let parts = line.split()
+        if parts.count > 1, state.value.caps.contains("batch") {
+            return inBatch("labeled-response", [], parts).enumerated().map { index, part in
+                var part = part
+                if index == 0 { part.tags.insert((key: "label", value: label), at: 0) }
+                return part
+            }
+        }
+        line.tags.insert((key: "label", value: label), at: 0)
         return [line]
     }
 
@@ -76,6 +87,13 @@ extension IRCConnection {
     func push(_ event: TicketEvent, rendered: inout RenderedLines) {
         guard let registered = state.value.registered else { return }
         if state.value.holdingPushes > 0 {
+            // Held for a reply the client does not read: past the send queue's bound, it goes,
+            // as it would for the events themselves.
+            guard state.value.heldEvents.count < session.limits.sendQueueLines else {
+                session.logger.notice("IRC session dropped: events held for a reply it does not read", metadata: ["session": "\(session.id)"])
+                registered.outbox.abort()
+                return
+            }
             state.value.heldEvents.append(event)
             return
         }
@@ -118,6 +136,9 @@ extension IRCConnection {
             if !r.channels.contains(t.id) {
                 let own = me == event.customerUserId || me == t.assigneeId || services.hub.isJoined(session.id, t.id)
                 guard own, !state.value.parted.contains(t.id) else {
+                    if e.kind == .status {
+                        return [serviceNotice("\(t.id) (\(t.subject)): \(entryLine(e, in: t.id, tenant: event.tenantId, now: t).trailing ?? e.text)")]
+                    }
                     let what = e.kind == .note ? "note" : "message"
                     return [serviceNotice("\(t.id) (\(t.subject)): \(what) from \(e.authorName): \(e.text) — /join \(t.id) to answer")]
                 }

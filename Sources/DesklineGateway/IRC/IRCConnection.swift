@@ -56,19 +56,27 @@ final class IRCConnection: ConnectionDialect {
         var batches = 0
         /// Channels the client left with PART: not joined again on their own.
         var parted: Set<TicketID> = []
-        /// Labelled messages waiting for their echo, oldest first.
+        /// Channel messages sent with echo-message on, waiting for their echo, oldest first.
         var pendingEchoes: [PendingEcho] = []
-        /// Labels whose response was a labelled echo (so they get no ACK).
-        var echoedLabels: Set<String> = []
+        var echoes = 0
+        /// The label of the line being prepared (labeled-response), and whether its command
+        /// answers it itself (a message: its echo is the labelled response).
+        var label: String?
+        var labelTaken = false
 
         var nick: String { registered?.nick ?? requestedNick ?? "*" }
     }
 
+    /// A message whose echo is to come: matched to its stored entry by ticket, kind and text, in
+    /// the order the messages were sent (every one is listed, labelled or not).
     struct PendingEcho {
+        var token: Int
         var ticket: TicketID
         var note: Bool
+        /// Sent as NOTICE: echoed as NOTICE.
+        var notice: Bool
         var text: String
-        var label: String
+        var label: String?
     }
 
     enum SASL {
@@ -139,13 +147,17 @@ final class IRCConnection: ConnectionDialect {
     // MARK: Dispatch
 
     func prepare(_ frame: LineFrame, scope: SessionScope?) -> PreparedLine {
-        let prepared = prepareLine(frame, scope: scope)
         // labeled-response: the reply to a labelled command carries its label (one line), comes
-        // in a labelled batch (several), or is an ACK (none).
-        guard state.value.caps.contains("labeled-response"), case .line(let buffer) = frame,
-              let label = ClientMessage.label(inUnparsedLine: String(decoding: buffer.readableBytesView, as: UTF8.self)),
-              !label.isEmpty, label.utf8.count <= 64
-        else { return prepared }
+        // in a labelled batch (several), or is an ACK (none). (A label over 64 bytes is ignored.)
+        var label: String?
+        if state.value.caps.contains("labeled-response"), case .line(let buffer) = frame {
+            label = ClientMessage.label(inUnparsedLine: String(decoding: buffer.readableBytesView, as: UTF8.self))
+        }
+        state.value.label = label
+        state.value.labelTaken = false
+        let prepared = prepareLine(frame, scope: scope)
+        state.value.label = nil
+        guard let label, !state.value.labelTaken else { return prepared }
         switch prepared {
         case .answered(var outcome):
             outcome.lines = labeled(outcome.lines, label)
@@ -153,10 +165,6 @@ final class IRCConnection: ConnectionDialect {
         case .work(let pipelines, let run):
             return .work(pipelines: pipelines) { r in
                 var outcome = await run(r)
-                // A message whose labelled echo went out is answered: no ACK. One that failed
-                // will have no echo.
-                if outcome.lines.isEmpty, self.state.value.echoedLabels.remove(label) != nil { return outcome }
-                self.state.value.pendingEchoes.removeAll { $0.label == label }
                 outcome.lines = self.labeled(outcome.lines, label)
                 return outcome
             }
@@ -170,10 +178,15 @@ final class IRCConnection: ConnectionDialect {
     }
 
     /// `lines` as the labelled response to one command.
-    func labeled(_ lines: [ByteBuffer], _ label: String) -> [ByteBuffer] {
+    func labeled(_ buffers: [ByteBuffer], _ label: String) -> [ByteBuffer] {
         let tag = "label=" + TagValue.escape(label)
+        // One wire line per buffer (a long message's buffer holds several).
+        let lines = buffers.flatMap { buffer in
+            String(decoding: buffer.readableBytesView, as: UTF8.self).split(separator: "\r\n").map { ByteBuffer(string: $0 + "\r\n") }
+        }
         if lines.isEmpty { return [Self.tagged(IRCLine(source: Self.serverName, "ACK").encoded, tag)] }
-        if lines.count == 1 || !state.value.caps.contains("batch") { return lines.map { Self.tagged($0, tag) } }
+        if lines.count == 1 { return [Self.tagged(lines[0], tag)] }
+        if !state.value.caps.contains("batch") { return [Self.tagged(lines[0], tag)] + lines.dropFirst() }
         let ref = nextBatch()
         return [Self.tagged(IRCLine(source: Self.serverName, "BATCH", ["+" + ref, "labeled-response"]).encoded, tag)]
             + lines.map { Self.tagged($0, "batch=" + ref, unlessTagged: "batch=") }

@@ -33,7 +33,8 @@ struct IRCLine: Sendable, Equatable {
         var out = ""
         if !tags.isEmpty {
             out += "@"
-            out += tags.map { $0.value.isEmpty ? $0.key : $0.key + "=" + TagValue.escape(ServerLine.clean($0.value)) }
+            // (Escaping leaves no space, CR or LF in a value; lines with NUL never get this far.)
+            out += tags.map { $0.value.isEmpty ? $0.key : $0.key + "=" + TagValue.escape($0.value) }
                 .joined(separator: ";")
             out += " "
         }
@@ -69,15 +70,25 @@ struct IRCLine: Sendable, Equatable {
         return ByteBuffer(string: text)
     }
 
-    /// This line, or the lines it is cut into (see ``encoded``).
+    /// Lines whose text is cut into several lines when too long; any other line's text is
+    /// shortened to fit.
+    static let splittable: Set<String> = ["PRIVMSG", "NOTICE", "372", "353"]
+
+    /// This line, or the lines it is cut into (see ``encoded``). Only the first part keeps the
+    /// `label` and `msgid` tags: they name one line.
     func split() -> [IRCLine] {
-        guard command == "PRIVMSG" || command == "NOTICE", let trailing else { return [self] }
+        guard let trailing else { return [self] }
         var bare = self
         bare.tags = []
         bare.trailing = ""
         let room = Self.maximumBytes - bare.serialized().utf8.count
         let clean = ServerLine.clean(trailing)
         guard clean.utf8.count > room, room >= 64 else { return [self] }
+        guard Self.splittable.contains(command) else {
+            var cut = self
+            cut.trailing = Self.prefix(clean, bytes: room - 3) + "..."
+            return [cut]
+        }
         var parts: [String] = []
         var rest = Substring(clean)
         while rest.utf8.count > room {
@@ -97,11 +108,24 @@ struct IRCLine: Sendable, Equatable {
             rest = rest[end...]
         }
         if !rest.isEmpty { parts.append(String(rest)) }
-        return parts.map { part in
+        return parts.enumerated().map { index, part in
             var line = self
             line.trailing = part
+            if index > 0 { line.tags.removeAll { $0.key == "label" || $0.key == "msgid" } }
             return line
         }
+    }
+
+    /// The longest prefix of `s` of at most `bytes` UTF-8 bytes that ends on a whole scalar.
+    static func prefix(_ s: String, bytes: Int) -> String {
+        var out = String.UnicodeScalarView()
+        var used = 0
+        for scalar in s.unicodeScalars {
+            used += scalar.utf8.count
+            if used > bytes { break }
+            out.append(scalar)
+        }
+        return String(out)
     }
 
     /// A middle parameter: no space, no leading `:`, never empty.

@@ -74,6 +74,11 @@ final class NickDirectory: Sendable {
         }
     }
 
+    /// The nick of a user the directory knows, or nil.
+    func knownNick(of user: UserID, in tenant: TenantID) -> String? {
+        tenants.withLock { $0[tenant]?.nickOf[user] }
+    }
+
     /// The user with this nick (ASCII case-insensitive), if any.
     func user(withNick nick: String, in tenant: TenantID) -> UserID? {
         tenants.withLock { $0[tenant]?.userOf[nick.lowercased()] }
