@@ -51,14 +51,26 @@ struct FanoutBench: AsyncParsableCommand {
                 deskResult.storm = try await storm(desk, group: group, sendRate: best.offered / 2)
             }
             results.append(deskResult)
-            if !noDesklineIrc, let port = desk.server.ircPort {
-                results.append(try await measure(DesklineIRCTarget(desk: desk, port: port), group: group, steps: rateSteps))
-            }
         } catch {
             try? desk.server.stop()
             throw error
         }
         try desk.server.stop()
+        if !noDesklineIrc {
+            // A fresh server for the IRC dialect, so its memory figure owes nothing to the heap
+            // the native sessions left behind.
+            say("\nPreparing Deskline again for its IRC dialect ...")
+            let again = try await DesklineTarget.start(binary: binary, work: work, tickets: tickets, watchers: watchers,
+                                                       stormUsers: 0, groupCommitMilliseconds: groupCommitMs)
+            do {
+                guard let port = again.server.ircPort else { throw BenchError("the server has no IRC listener") }
+                results.append(try await measure(DesklineIRCTarget(desk: again, port: port), group: group, steps: rateSteps))
+            } catch {
+                try? again.server.stop()
+                throw error
+            }
+            try again.server.stop()
+        }
 
         for spec in irc {
             let parts = spec.split(separator: ":")
