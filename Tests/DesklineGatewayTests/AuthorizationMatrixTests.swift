@@ -50,15 +50,22 @@ import Testing
         #expect(Set(CommandTable.standard.commands.map(\.name)) == Set(Self.access.keys))
     }
 
+    /// Opens the matrix's tickets: acme #1001 (Ann's), #1002 (Bob's), globex #1001-#1003. Returns
+    /// Ann's session.
+    static func openTickets(_ server: TestServer) async throws -> TestClient {
+        let ann = try await server.login("ann@acme.test")
+        #expect(try await ann.command("NEW Ann's own ticket").first?.hasPrefix("OK NEW #1001") == true)
+        let bob = try await server.login("bob@acme.test")
+        #expect(try await bob.command("NEW Bob's ticket").first?.hasPrefix("OK NEW #1002") == true)
+        let gus = try await server.login("gus@globex.test")
+        for n in 1...3 { #expect(try await gus.command("NEW globex \(n)").first?.hasPrefix("OK NEW #100\(n)") == true) }
+        for c in [bob, gus] { await c.close() }
+        return ann
+    }
+
     @Test func everyCommandRoleAndTargetGetsTheExpectedOutcome() async throws {
         try await withServer { server in
-            let ann = try await server.login("ann@acme.test")
-            #expect(try await ann.command("NEW Ann's own ticket").first?.hasPrefix("OK NEW #1001") == true)
-            let bob = try await server.login("bob@acme.test")
-            #expect(try await bob.command("NEW Bob's ticket").first?.hasPrefix("OK NEW #1002") == true)
-            let gus = try await server.login("gus@globex.test")
-            for n in 1...3 { #expect(try await gus.command("NEW globex \(n)").first?.hasPrefix("OK NEW #100\(n)") == true) }
-            for c in [bob, gus] { await c.close() }
+            let ann = try await Self.openTickets(server)
 
             var clients: [Role: TestClient] = [:]
             clients[.guest] = try await server.guest()

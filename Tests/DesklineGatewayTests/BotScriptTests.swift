@@ -7,6 +7,23 @@ import Testing
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Scripts/deskline-bot.py").path
 
+    /// Ann opens a ticket and writes in it; the bot (Abe) assigns it to itself, then greets her.
+    static func customerAsksAndIsAnswered(_ server: TestServer, greeting: String) async throws -> TestClient {
+        let ann = try await server.login("ann@acme.test")
+        _ = try await ann.command("NEW Bot please")
+        _ = try await ann.command("MSG #1001 hello?")
+        let assigned = try await ann.expectLine(startingWith: "EVENT TICKET", timeout: .seconds(20))
+        #expect(assigned.hasSuffix(#" status agent Abe\sAgent :assigned to Abe Agent"#))
+        let greeted = try await ann.expectLine(startingWith: "EVENT TICKET", timeout: .seconds(20))
+        #expect(greeted.hasSuffix(#" message agent Abe\sAgent :"# + greeting))
+        return ann
+    }
+
+    static func expectAssignedToAbe(_ server: TestServer) async throws {
+        let ticket = try #require(try await server.store.ticket(TicketID(1001), in: TenantID(rawValue: "acme")!))
+        #expect(ticket.assigneeId == UserID(rawValue: "u5"))
+    }
+
     @Test func botAssignsUnassignedTicketsAndGreetsTheCustomer() async throws {
         try await withServer { server in
             let bot = try CLIProcess(["python3", Self.script, "--port", String(server.port), "--email", "abe@acme.test",
@@ -16,19 +33,11 @@ import Testing
             defer { if bot.process.isRunning { bot.process.terminate() } }
             #expect(await bot.waitForOutput("logged in as agent of acme"), "\(bot.stdout) \(bot.stderr)")
 
-            let ann = try await server.login("ann@acme.test")
-            _ = try await ann.command("NEW Bot please")
-            _ = try await ann.command("MSG #1001 hello?")
-            let assigned = try await ann.expectLine(startingWith: "EVENT TICKET", timeout: .seconds(20))
-            #expect(assigned.hasSuffix(#" status agent Abe\sAgent :assigned to Abe Agent"#))
-            let greeting = try await ann.expectLine(startingWith: "EVENT TICKET", timeout: .seconds(20))
-            #expect(greeting.hasSuffix(#" message agent Abe\sAgent :Hi, a bot here!"#))
-
+            let ann = try await Self.customerAsksAndIsAnswered(server, greeting: "Hi, a bot here!")
             let result = await bot.wait()
             #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
             #expect(result.stdout.contains("#1001: assigned and greeted (OK), customer wrote: hello?"))
-            let ticket = try #require(try await server.store.ticket(TicketID(1001), in: TenantID(rawValue: "acme")!))
-            #expect(ticket.assigneeId == UserID(rawValue: "u5"))
+            try await Self.expectAssignedToAbe(server)
             await ann.close()
         }
     }
@@ -68,19 +77,11 @@ import Testing
             defer { if bot.process.isRunning { bot.process.terminate() } }
             #expect(await bot.waitForOutput("registered as Abe_Agent"), "\(bot.stdout) \(bot.stderr)")
 
-            let ann = try await server.login("ann@acme.test")
-            _ = try await ann.command("NEW Bot please")
-            _ = try await ann.command("MSG #1001 hello?")
-            let assigned = try await ann.expectLine(startingWith: "EVENT TICKET", timeout: .seconds(20))
-            #expect(assigned.hasSuffix(#" status agent Abe\sAgent :assigned to Abe Agent"#))
-            let greeting = try await ann.expectLine(startingWith: "EVENT TICKET", timeout: .seconds(20))
-            #expect(greeting.hasSuffix(#" message agent Abe\sAgent :Hi, an IRC bot here!"#))
-
+            let ann = try await BotScriptTests.customerAsksAndIsAnswered(server, greeting: "Hi, an IRC bot here!")
             let result = await bot.wait()
             #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
             #expect(result.stdout.contains("#1001: assigned and greeted"))
-            let ticket = try #require(try await server.store.ticket(TicketID(1001), in: TenantID(rawValue: "acme")!))
-            #expect(ticket.assigneeId == UserID(rawValue: "u5"))
+            try await BotScriptTests.expectAssignedToAbe(server)
             await ann.close()
         }
     }

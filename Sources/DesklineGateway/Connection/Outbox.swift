@@ -64,16 +64,7 @@ final class Outbox: Sendable {
     /// Sends one line in wire form to many clients, one hop per event loop.
     static func send(_ buffer: ByteBuffer, to outboxes: [Outbox]) {
         guard !outboxes.isEmpty else { return }
-        // Grouped by event loop; there are few loops (one per core), so a linear search.
-        var groups: [[Outbox]] = []
-        for outbox in outboxes {
-            if let i = groups.firstIndex(where: { $0[0].eventLoop === outbox.eventLoop }) {
-                groups[i].append(outbox)
-            } else {
-                groups.append([outbox])
-            }
-        }
-        for group in groups {
+        for group in grouped(outboxes, by: \.eventLoop) {
             let loop = group[0].eventLoop
             let deliver: @Sendable () -> Void = {
                 for outbox in group where outbox.write(buffer) { outbox.flush() }
@@ -159,6 +150,20 @@ final class Outbox: Sendable {
             eventLoop.execute { body(self) }
         }
     }
+}
+
+/// `items` grouped by their event loop, in first-seen order. There are few loops (one per core),
+/// so a linear search.
+func grouped<Item>(_ items: [Item], by loop: (Item) -> any EventLoop) -> [[Item]] {
+    var groups: [[Item]] = []
+    for item in items {
+        if let i = groups.firstIndex(where: { loop($0[0]) === loop(item) }) {
+            groups[i].append(item)
+        } else {
+            groups.append([item])
+        }
+    }
+    return groups
 }
 
 /// One per event loop: flushes every channel written to during a round of the loop's work in

@@ -240,15 +240,7 @@ public final class SessionHub: EventDelivery, Sendable {
     /// IRC sessions render an event with their own state (nick, channels, capabilities) on
     /// their event loop: one hop per loop, as for native lines.
     private static func push(_ event: TicketEvent, to sessions: [IRCConnection]) {
-        var groups: [[IRCConnection]] = []
-        for session in sessions {
-            if let i = groups.firstIndex(where: { $0[0].eventLoop === session.eventLoop }) {
-                groups[i].append(session)
-            } else {
-                groups.append([session])
-            }
-        }
-        for group in groups {
+        for group in grouped(sessions, by: \.eventLoop) {
             let loop = group[0].eventLoop
             // A message's channel line is the same for every session with the same capabilities:
             // rendered once per variant on each loop, not once per session.
