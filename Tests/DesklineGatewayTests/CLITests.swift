@@ -127,6 +127,21 @@ import Testing
         let tenant = try await CLIProcess.run(["tenant", "add", "acme", "--name", "Acme", "--config", config])
         #expect(tenant.stdout.contains("a Deskline server is running"))
 
+        // The IRC listener is announced, and a message of the day set meanwhile is shown at the
+        // next IRC login.
+        let motd = try await CLIProcess.run(["tenant", "motd", "demo", "--text", "Hello from the CLI", "--config", config])
+        #expect(motd.status == 0 && motd.stdout.contains("message of the day of demo set (1 lines)"), "\(motd.stdout) \(motd.stderr)")
+        #expect(try await CLIProcess.run(["tenant", "motd", "demo", "--config", config]).stdout.hasPrefix("Hello from the CLI"))
+        let ircLine = try #require(out.split(separator: "\n").first { $0.contains("listening for IRC clients on 127.0.0.1:") })
+        let ircPort = try #require(Int(ircLine.split(separator: ":").last ?? ""))
+        let irc = try await TestClient.connect(port: ircPort)
+        let password = login.split(separator: " ").last ?? ""
+        try await irc.send("PASS carla@demo.example:\(password)")
+        try await irc.send("NICK carla")
+        try await irc.send("USER carla 0 * :Carla")
+        #expect(try await irc.expectLine(startingWith: ":deskline 372 ") == ":deskline 372 Carla_Customer :- Hello from the CLI")
+        await irc.close()
+
         server.process.terminate() // SIGTERM: graceful shutdown
         #expect(try await client.readUntilClosed() == ["EVENT SHUTDOWN :The server is shutting down. Please reconnect later."])
         #expect(await server.wait().status == 0)
