@@ -32,7 +32,7 @@ MARKERS = "not implementation-specific and not deprecated"
 REASONS = {
     "impl": "implementation-specific test (marked Ergo or Sable)",
     "channel": "needs a channel with a free-form name (#chan, #test...): channels are "
-    "existing tickets only (#1001), anything else is 403 (JOIN) or 401 (PRIVMSG)",
+    "existing tickets only (#1001), anything else is 403 No such channel",
     "pm": "needs a private message between users (or to oneself): Deskline has none, 401",
     "servername": "expects the server name My.Little.Server that irctest's controllers "
     "configure; Deskline's is fixed, `deskline` (the rest of the exchange matched)",
