@@ -43,7 +43,11 @@ struct IRCChannelTests {
             let (ann, _) = try await server.ircLogin("ann@acme.test")
             let annNative = try await server.login("ann@acme.test")
             let (ada, _) = try await server.ircLogin("ada@acme.test")
-            _ = try await ada.irc("JOIN \(id)")
+            #expect(try await ada.irc("JOIN \(id)").contains(":deskline 353 Ada_Admin = \(id) :Ann_Customer @Amy_Agent @Ada_Admin"))
+            // Those in the channel see a staff member join it, as an op.
+            #expect(try await amy.expectLine(startingWith: ":Ada_Admin") == ":Ada_Admin!u3@acme JOIN \(id)")
+            #expect(try await amy.readLine() == ":Deskline!service@deskline MODE \(id) +o Ada_Admin")
+            #expect(try await ann.expectLine(startingWith: ":Ada_Admin") == ":Ada_Admin!u3@acme JOIN \(id)")
 
             // The agent answers: the customer sees it in the channel, from the agent's nick.
             let echo = try await amy.irc("PRIVMSG \(id) :We are on it")

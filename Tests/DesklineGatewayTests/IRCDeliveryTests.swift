@@ -181,3 +181,38 @@ struct IRCLabelledEchoTests {
         }
     }
 }
+
+/// Who is in a channel, kept current: staff who start or stop following a ticket, and an
+/// assignment that moves it to someone else.
+struct IRCMembershipTests {
+    @Test func staffJoiningLeavingAndBeingAssignedShowInTheChannel() async throws {
+        try await withServer { server in
+            let id = try await IRCChannelTests.openTicket(server)
+            let (ann, _) = try await server.ircLogin("ann@acme.test")
+            // A native agent who follows the ticket joins it for IRC clients too.
+            let abe = try await server.login("abe@acme.test")
+            _ = try await abe.command("JOIN \(id)")
+            #expect(try await ann.expectLine(startingWith: ":Abe_Agent") == ":Abe_Agent!u5@acme JOIN \(id)")
+            #expect(try await ann.readLine() == ":Deskline!service@deskline MODE \(id) +o Abe_Agent")
+            // A second session of the same agent changes nothing; the last one leaving parts.
+            let abe2 = try await server.login("abe@acme.test")
+            _ = try await abe2.command("JOIN \(id)")
+            _ = try await abe.command("PART \(id)")
+            await abe2.close()
+            #expect(try await ann.expectLine(startingWith: ":Abe_Agent") == ":Abe_Agent!u5@acme PART \(id)")
+            // Assigned to Amy (not following): she appears; reassigned to Abe: Amy leaves.
+            let ada = try await server.login("ada@acme.test")
+            _ = try await ada.command("ASSIGN \(id) amy@acme.test")
+            #expect(try await ann.expectLine(startingWith: ":Deskline!service@deskline TOPIC") == ":Deskline!service@deskline TOPIC \(id) :Printer on fire [open, assigned to Amy Agent]")
+            #expect(try await ann.readLine() == ":Amy_Agent!u2@acme JOIN \(id)")
+            #expect(try await ann.readLine() == ":Deskline!service@deskline MODE \(id) +o Amy_Agent")
+            _ = try await ada.command("ASSIGN \(id) abe@acme.test")
+            #expect(try await ann.expectLine(startingWith: ":Deskline!service@deskline TOPIC") == ":Deskline!service@deskline TOPIC \(id) :Printer on fire [open, assigned to Abe Agent]")
+            #expect(try await ann.readLine() == ":Abe_Agent!u5@acme JOIN \(id)")
+            #expect(try await ann.readLine() == ":Deskline!service@deskline MODE \(id) +o Abe_Agent")
+            #expect(try await ann.readLine() == ":Amy_Agent!u2@acme PART \(id)")
+            #expect(try await ann.irc("NAMES \(id)").first == ":deskline 353 Ann_Customer = \(id) :Ann_Customer @Abe_Agent")
+            for client in [ann, abe, ada] { await client.close() }
+        }
+    }
+}

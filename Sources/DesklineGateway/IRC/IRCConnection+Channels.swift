@@ -71,6 +71,74 @@ extension IRCConnection {
         return out
     }
 
+    /// Opens a ticket's channel for this session (false if it is open): the hub learns it, to
+    /// tell it when staff start or stop following, and the assignee shown is remembered.
+    @discardableResult
+    func openChannel(_ t: Ticket) -> Bool {
+        guard state.value.registered?.channels.insert(t.id).inserted == true else { return false }
+        state.value.assignees[t.id] = .some(t.assigneeId)
+        services.hub.setOpen(session.id, t.id, true)
+        return true
+    }
+
+    @discardableResult
+    func closeChannel(_ id: TicketID) -> Bool {
+        guard state.value.registered?.channels.remove(id) != nil else { return false }
+        state.value.assignees[id] = nil
+        services.hub.setOpen(session.id, id, false)
+        return true
+    }
+
+    /// On the event loop: a staff user started or stopped following a ticket.
+    func followChanged(_ change: SessionHub.FollowChange) {
+        guard let registered = state.value.registered else { return }
+        if state.value.holdingPushes > 0 {
+            state.value.heldEvents.append(.follow(change))
+            return
+        }
+        let lines = render(change)
+        guard !lines.isEmpty else { return }
+        for line in lines where !registered.outbox.write(line.encoded) { break }
+        registered.outbox.flush()
+    }
+
+    /// A follower joining (as an op) or leaving an open channel; the assignee is listed anyway.
+    func render(_ change: SessionHub.FollowChange) -> [IRCLine] {
+        guard let scope = state.value.registered?.scope else { return [] }
+        switch change {
+        case .started(let user, let id), .stopped(let user, let id):
+            guard state.value.registered?.channels.contains(id) == true, user != scope.userId,
+                  state.value.assignees[id] != .some(user),
+                  let nick = services.nicks.knownNick(of: user, in: scope.tenantId) else { return [] }
+            return membership(nick, user, joined: { if case .started = change { true } else { false } }(), id, tenant: scope.tenantId)
+        }
+    }
+
+    /// `JOIN` and its `MODE +o`, or `PART`, of another user in channel `id`.
+    func membership(_ nick: String, _ user: UserID, joined: Bool, _ id: TicketID, tenant: TenantID) -> [IRCLine] {
+        let channel = Self.channel(id)
+        let source = "\(nick)!\(user)@\(tenant)"
+        return joined
+            ? [IRCLine(source: source, "JOIN", [channel]), IRCLine(source: Self.serviceSource, "MODE", [channel, "+o", nick])]
+            : [IRCLine(source: source, "PART", [channel])]
+    }
+
+    /// When a pushed status change moved the ticket to another assignee: the new one joins and
+    /// the old one leaves the names (unless they follow it, or are this session's user).
+    func assigneeChange(_ t: Ticket) -> [IRCLine] {
+        guard let scope = state.value.registered?.scope, let shown = state.value.assignees[t.id], shown != t.assigneeId else { return [] }
+        state.value.assignees[t.id] = .some(t.assigneeId)
+        let followers = services.hub.followers(of: t.id, in: scope.tenantId)
+        var lines: [IRCLine] = []
+        if let new = t.assigneeId, new != scope.userId, !followers.contains(new) {
+            lines += membership(services.nicks.nick(of: new, named: t.assigneeName ?? new.rawValue, in: scope.tenantId), new, joined: true, t.id, tenant: scope.tenantId)
+        }
+        if let old = shown, old != scope.userId, !followers.contains(old), let nick = services.nicks.knownNick(of: old, in: scope.tenantId) {
+            lines += membership(nick, old, joined: false, t.id, tenant: scope.tenantId)
+        }
+        return lines
+    }
+
     /// The JOIN echo, topic and names of a channel, as a client expects them after a JOIN.
     func joinBurst(_ t: Ticket) -> [IRCLine] {
         guard let scope = state.value.registered?.scope else { return [] }
@@ -141,7 +209,7 @@ extension IRCConnection {
                 let followed = scope.role.isStaff && self.services.hub.setJoined(self.session.id, id, true)
                 do throws(DesklineError) {
                     let (ticket, entries) = try await self.services.tickets.show(scope, id)
-                    guard self.state.value.registered?.channels.insert(id).inserted == true else { continue }
+                    guard self.openChannel(ticket) else { continue }
                     self.state.value.parted.remove(id)
                     lines += self.joinBurst(ticket)
                     let shown = entries.suffix(Self.replayedEntries)
@@ -161,7 +229,7 @@ extension IRCConnection {
         guard let list = message.params.first else { return Self.answered([needMoreParams("PART")], scope: scope) }
         var lines: [IRCLine] = []
         for channel in list.split(separator: ",").map(String.init) {
-            guard let id = Self.ticket(channel), state.value.registered?.channels.remove(id) != nil else {
+            guard let id = Self.ticket(channel), closeChannel(id) else {
                 lines.append(numeric("442", [channel], "You're not on that channel"))
                 continue
             }
@@ -174,9 +242,9 @@ extension IRCConnection {
 
     private func partAll(scope: SessionScope) -> PreparedLine {
         let channels = (state.value.registered?.channels ?? []).sorted { $0.number < $1.number }
-        state.value.registered?.channels = []
         var lines: [IRCLine] = []
         for id in channels {
+            closeChannel(id)
             if scope.role.isStaff { _ = services.hub.setJoined(session.id, id, false) }
             state.value.parted.insert(id)
             lines.append(IRCLine(source: selfSource, "PART", [Self.channel(id)]))

@@ -71,7 +71,7 @@ extension IRCConnection {
             let unread = try await services.notifications.unreadCount(here)
             var lines = welcome(profile)
             for ticket in tickets.reversed() where ticket.status != .closed {
-                state.value.registered?.channels.insert(ticket.id)
+                openChannel(ticket)
                 // Staff follow what they have open, also once it is assigned to someone else.
                 if here.role.isStaff { _ = hub.setJoined(session.id, ticket.id, true) }
                 lines += joinBurst(ticket)
@@ -152,9 +152,14 @@ extension IRCConnection {
         let held = state.value.heldEvents
         state.value.heldEvents = []
         var lines: [IRCLine] = []
-        for event in held {
-            if let ticket = event.ticket?.id, let entry = event.entry, let last = replayed[ticket], !(last < entry.position) { continue }
-            lines += render(event)
+        for item in held {
+            switch item {
+            case .event(let event):
+                if let ticket = event.ticket?.id, let entry = event.entry, let last = replayed[ticket], !(last < entry.position) { continue }
+                lines += render(event)
+            case .follow(let change):
+                lines += render(change)
+            }
         }
         guard !lines.isEmpty else { return }
         for line in lines {

@@ -28,7 +28,7 @@ extension IRCConnection {
                 if command.name == "NEW", let ok = outcome.lines.last, ok.kind == .ok,
                    let id = ok.params.first.flatMap(TicketID.init(parsing:)),
                    let ticket = try? await self.services.tickets.visible(scope, id),
-                   self.state.value.registered?.channels.insert(id).inserted == true {
+                   self.openChannel(ticket) {
                     lines += self.joinBurst(ticket)
                 }
                 return LineOutcome(lines: lines.map(\.encoded), scope: scope, quit: outcome.quit)
@@ -94,7 +94,7 @@ extension IRCConnection {
                 registered.outbox.abort()
                 return
             }
-            state.value.heldEvents.append(event)
+            state.value.heldEvents.append(.event(event))
             return
         }
         // The common case: someone else's message or note in a channel this session has open.
@@ -142,19 +142,20 @@ extension IRCConnection {
                     let what = e.kind == .note ? "note" : "message"
                     return [serviceNotice("\(t.id) (\(t.subject)): \(what) from \(e.authorName): \(e.text) — /join \(t.id) to answer")]
                 }
-                state.value.registered?.channels.insert(t.id)
+                openChannel(t)
                 if r.scope.role.isStaff { _ = services.hub.setJoined(session.id, t.id, true) }
                 lines += joinBurst(t)
             }
             lines.append(entryLine(e, in: t.id, tenant: event.tenantId, now: t))
             if e.kind == .status {
                 lines.append(IRCLine(source: Self.serviceSource, "TOPIC", [Self.channel(t.id)], trailing: Self.topic(t)))
+                lines += assigneeChange(t)
             }
             return lines
         case .created:
             guard let t = event.ticket else { return [] }
             if me == event.customerUserId {
-                guard !state.value.parted.contains(t.id), state.value.registered?.channels.insert(t.id).inserted == true else { return [] }
+                guard !state.value.parted.contains(t.id), openChannel(t) else { return [] }
                 return joinBurst(t)
             }
             return [serviceNotice("New ticket \(t.id) from \(event.actor.name): \(t.subject) — /join \(t.id)")]

@@ -51,7 +51,9 @@ final class IRCConnection: ConnectionDialect {
         var registered: Registered?
         /// While registration or a JOIN runs, pushes wait so they follow its reply.
         var holdingPushes = 0
-        var heldEvents: [TicketEvent] = []
+        var heldEvents: [Held] = []
+        /// The assignee of each open channel as this session last showed it (nil: none).
+        var assignees: [TicketID: UserID?] = [:]
         /// The last batch reference handed out.
         var batches = 0
         /// Channels the client left with PART: not joined again on their own.
@@ -69,6 +71,12 @@ final class IRCConnection: ConnectionDialect {
 
     /// A message whose echo is to come: matched to its stored entry by ticket, kind and text, in
     /// the order the messages were sent (every one is listed, labelled or not).
+    /// What waits while pushes are held.
+    enum Held {
+        case event(TicketEvent)
+        case follow(SessionHub.FollowChange)
+    }
+
     struct PendingEcho {
         var token: Int
         var ticket: TicketID

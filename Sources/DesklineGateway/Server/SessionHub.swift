@@ -18,6 +18,8 @@ public final class SessionHub: EventDelivery, Sendable {
         let irc: IRCConnection?
         /// Tickets this (staff) session has JOINed.
         var joined: Set<TicketID> = []
+        /// Tickets whose channel this IRC session has open.
+        var open: Set<TicketID> = []
 
         init(scope: SessionScope, outbox: Outbox, irc: IRCConnection?) {
             self.scope = scope
@@ -43,6 +45,15 @@ public final class SessionHub: EventDelivery, Sendable {
         var all: [Int: Member] = [:]
         var byUser: [UserKey: Set<Int>] = [:]
         var byTicket: [TicketKey: Set<Int>] = [:]
+        /// IRC sessions with each ticket's channel open: told when staff start or stop following.
+        var ircOpen: [TicketKey: Set<Int>] = [:]
+    }
+
+    /// A staff user started or stopped following a ticket (their first session joined it, their
+    /// last one left): what the IRC sessions with its channel open show as JOIN or PART.
+    enum FollowChange: Sendable {
+        case started(UserID, TicketID)
+        case stopped(UserID, TicketID)
     }
 
     private let members = Mutex(Members())
@@ -79,13 +90,20 @@ public final class SessionHub: EventDelivery, Sendable {
     }
 
     func detach(_ session: Int) {
+        var told: [(IRCConnection, FollowChange)] = []
         let gone = members.withLock { m -> SessionScope? in
             guard let member = m.all.removeValue(forKey: session) else { return nil }
             let scope = member.scope
+            for ticket in member.open {
+                let key = TicketKey(tenant: scope.tenantId, ticket: ticket)
+                m.ircOpen[key]?.remove(session)
+                if m.ircOpen[key]?.isEmpty == true { m.ircOpen[key] = nil }
+            }
             for ticket in member.joined {
                 let key = TicketKey(tenant: scope.tenantId, ticket: ticket)
                 m.byTicket[key]?.remove(session)
                 if m.byTicket[key]?.isEmpty == true { m.byTicket[key] = nil }
+                told += Self.followChange(in: m, key, user: scope.userId, startedNow: false)
             }
             let user = UserKey(tenant: scope.tenantId, user: scope.userId)
             m.byUser[user]?.remove(session)
@@ -94,6 +112,43 @@ public final class SessionHub: EventDelivery, Sendable {
             return scope // the user's last session
         }
         if let gone { setAway(gone, nil) }
+        Self.tell(told)
+    }
+
+    /// The IRC sessions to tell that `user` started (or stopped) following a ticket, if no other
+    /// session of theirs follows it: everyone else with its channel open.
+    private static func followChange(in m: Members, _ key: TicketKey, user: UserID, startedNow: Bool) -> [(IRCConnection, FollowChange)] {
+        // The user's sessions that follow it now, after the change: the first one started, or
+        // none is left.
+        let following = (m.byTicket[key] ?? []).filter { m.all[$0]?.scope.userId == user }.count
+        guard startedNow ? following == 1 : following == 0 else { return [] }
+        let change: FollowChange = startedNow ? .started(user, key.ticket) : .stopped(user, key.ticket)
+        return (m.ircOpen[key] ?? []).compactMap { id in
+            guard let member = m.all[id], member.scope.userId != user, let irc = member.irc else { return nil }
+            return (irc, change)
+        }
+    }
+
+    private static func tell(_ told: [(IRCConnection, FollowChange)]) {
+        for (irc, change) in told {
+            if irc.eventLoop.inEventLoop { irc.followChanged(change) } else { irc.eventLoop.execute { irc.followChanged(change) } }
+        }
+    }
+
+    /// An IRC session opened (true) or closed a ticket's channel.
+    func setOpen(_ session: Int, _ ticket: TicketID, _ open: Bool) {
+        members.withLock { m in
+            guard let member = m.all[session] else { return }
+            let key = TicketKey(tenant: member.scope.tenantId, ticket: ticket)
+            if open {
+                member.open.insert(ticket)
+                m.ircOpen[key, default: []].insert(session)
+            } else {
+                member.open.remove(ticket)
+                m.ircOpen[key]?.remove(session)
+                if m.ircOpen[key]?.isEmpty == true { m.ircOpen[key] = nil }
+            }
+        }
     }
 
     /// Sets (or with nil clears) a user's away message.
@@ -108,8 +163,8 @@ public final class SessionHub: EventDelivery, Sendable {
     /// Adds (true) or removes (false) a ticket from a session's channels; returns whether that
     /// changed anything.
     func setJoined(_ session: Int, _ ticket: TicketID, _ joined: Bool) -> Bool {
-        members.withLock { m in
-            guard let member = m.all[session] else { return false }
+        let (changed, told) = members.withLock { m -> (Bool, [(IRCConnection, FollowChange)]) in
+            guard let member = m.all[session] else { return (false, []) }
             let changed = joined ? member.joined.insert(ticket).inserted : member.joined.remove(ticket) != nil
             let key = TicketKey(tenant: member.scope.tenantId, ticket: ticket)
             if joined {
@@ -118,8 +173,11 @@ public final class SessionHub: EventDelivery, Sendable {
                 m.byTicket[key]?.remove(session)
                 if m.byTicket[key]?.isEmpty == true { m.byTicket[key] = nil }
             }
-            return changed
+            guard changed else { return (false, []) }
+            return (true, Self.followChange(in: m, key, user: member.scope.userId, startedNow: joined))
         }
+        Self.tell(told)
+        return changed
     }
 
     /// Whether a session JOINed a ticket.
