@@ -85,6 +85,7 @@ extension IRCConnection {
     func closeChannel(_ id: TicketID) -> Bool {
         guard state.value.registered?.channels.remove(id) != nil else { return false }
         state.value.assignees[id] = nil
+        state.value.listed[id] = nil
         services.hub.setOpen(session.id, id, false)
         return true
     }
@@ -93,6 +94,11 @@ extension IRCConnection {
     func followChanged(_ change: SessionHub.FollowChange) {
         guard let registered = state.value.registered else { return }
         if state.value.holdingPushes > 0 {
+            guard state.value.heldEvents.count < session.limits.sendQueueLines else {
+                session.logger.notice("IRC session dropped: events held for a reply it does not read", metadata: ["session": "\(session.id)"])
+                registered.outbox.abort()
+                return
+            }
             state.value.heldEvents.append(.follow(change))
             return
         }
@@ -102,40 +108,47 @@ extension IRCConnection {
         registered.outbox.flush()
     }
 
-    /// A follower joining (as an op) or leaving an open channel; the assignee is listed anyway.
+    /// A follower joining or leaving an open channel, shown as the difference it makes.
     func render(_ change: SessionHub.FollowChange) -> [IRCLine] {
-        guard let scope = state.value.registered?.scope else { return [] }
         switch change {
-        case .started(let user, let id), .stopped(let user, let id):
-            guard state.value.registered?.channels.contains(id) == true, user != scope.userId,
-                  state.value.assignees[id] != .some(user),
-                  let nick = services.nicks.knownNick(of: user, in: scope.tenantId) else { return [] }
-            return membership(nick, user, joined: { if case .started = change { true } else { false } }(), id, tenant: scope.tenantId)
+        case .started(_, let id), .stopped(_, let id): reconcile(id)
         }
     }
 
-    /// `JOIN` and its `MODE +o`, or `PART`, of another user in channel `id`.
-    func membership(_ nick: String, _ user: UserID, joined: Bool, _ id: TicketID, tenant: TenantID) -> [IRCLine] {
-        let channel = Self.channel(id)
-        let source = "\(nick)!\(user)@\(tenant)"
-        return joined
-            ? [IRCLine(source: source, "JOIN", [channel]), IRCLine(source: Self.serviceSource, "MODE", [channel, "+o", nick])]
-            : [IRCLine(source: source, "PART", [channel])]
-    }
-
-    /// When a pushed status change moved the ticket to another assignee: the new one joins and
-    /// the old one leaves the names (unless they follow it, or are this session's user).
+    /// When a pushed status change may have moved the ticket to another assignee.
     func assigneeChange(_ t: Ticket) -> [IRCLine] {
-        guard let scope = state.value.registered?.scope, let shown = state.value.assignees[t.id], shown != t.assigneeId else { return [] }
+        guard state.value.assignees[t.id] != nil else { return [] }
         state.value.assignees[t.id] = .some(t.assigneeId)
-        let followers = services.hub.followers(of: t.id, in: scope.tenantId)
+        return reconcile(t.id, assigneeName: t.assigneeName)
+    }
+
+    /// `JOIN` (with `MODE +o`) or `PART` for every staff user whose listing in channel `id`
+    /// differs between what this session has shown and what holds now: the ticket's followers
+    /// (hub) and its assignee (as last seen). So a change that arrives late, twice, or in another
+    /// order than the one it followed shows nothing wrong.
+    func reconcile(_ id: TicketID, assigneeName: String? = nil) -> [IRCLine] {
+        guard let scope = state.value.registered?.scope, state.value.registered?.channels.contains(id) == true else { return [] }
+        var desired = services.hub.followers(of: id, in: scope.tenantId)
+        if case let assignee?? = state.value.assignees[id] { desired.insert(assignee) }
+        desired.remove(scope.userId)
+        let listed = state.value.listed[id] ?? []
+        var shown = listed
         var lines: [IRCLine] = []
-        if let new = t.assigneeId, new != scope.userId, !followers.contains(new) {
-            lines += membership(services.nicks.nick(of: new, named: t.assigneeName ?? new.rawValue, in: scope.tenantId), new, joined: true, t.id, tenant: scope.tenantId)
+        let channel = Self.channel(id)
+        for user in desired.subtracting(listed).sorted(by: { $0.rawValue < $1.rawValue }) {
+            let assignee = state.value.assignees[id] == .some(user)
+            guard let nick = services.nicks.knownNick(of: user, in: scope.tenantId)
+                    ?? (assignee ? assigneeName.map { services.nicks.nick(of: user, named: $0, in: scope.tenantId) } : nil) else { continue }
+            lines += [IRCLine(source: "\(nick)!\(user)@\(scope.tenantId)", "JOIN", [channel]),
+                      IRCLine(source: Self.serviceSource, "MODE", [channel, "+o", nick])]
+            shown.insert(user)
         }
-        if let old = shown, old != scope.userId, !followers.contains(old), let nick = services.nicks.knownNick(of: old, in: scope.tenantId) {
-            lines += membership(nick, old, joined: false, t.id, tenant: scope.tenantId)
+        for user in listed.subtracting(desired).sorted(by: { $0.rawValue < $1.rawValue }) {
+            shown.remove(user)
+            guard let nick = services.nicks.knownNick(of: user, in: scope.tenantId) else { continue }
+            lines.append(IRCLine(source: "\(nick)!\(user)@\(scope.tenantId)", "PART", [channel]))
         }
+        state.value.listed[id] = shown
         return lines
     }
 
@@ -154,7 +167,12 @@ extension IRCConnection {
 
     func namesLines(_ t: Ticket, scope: SessionScope) -> [IRCLine] {
         let channel = Self.channel(t.id)
-        let names = members(of: t, scope: scope).map { ($0.op ? "@" : "") + $0.nick }
+        let members = members(of: t, scope: scope)
+        if state.value.registered?.channels.contains(t.id) == true {
+            // What this session now shows as listed: later changes are the difference to it.
+            state.value.listed[t.id] = Set(members.filter { $0.op && $0.user != scope.userId }.map(\.user))
+        }
+        let names = members.map { ($0.op ? "@" : "") + $0.nick }
         return [numeric("353", ["=", channel], names.joined(separator: " ")), numeric("366", [channel], "End of /NAMES list.")]
     }
 

@@ -52,8 +52,11 @@ final class IRCConnection: ConnectionDialect {
         /// While registration or a JOIN runs, pushes wait so they follow its reply.
         var holdingPushes = 0
         var heldEvents: [Held] = []
-        /// The assignee of each open channel as this session last showed it (nil: none).
+        /// For each open channel: its assignee as last seen (nil: none), and the staff this session
+        /// has shown as listed in it (besides itself). Changes are shown as the difference
+        /// between what is listed and what the hub says now, so their order does not matter.
         var assignees: [TicketID: UserID?] = [:]
+        var listed: [TicketID: Set<UserID>] = [:]
         /// The last batch reference handed out.
         var batches = 0
         /// Channels the client left with PART: not joined again on their own.
