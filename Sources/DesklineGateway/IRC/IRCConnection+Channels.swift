@@ -92,20 +92,8 @@ extension IRCConnection {
 
     /// On the event loop: a staff user started or stopped following a ticket.
     func followChanged(_ change: SessionHub.FollowChange) {
-        guard let registered = state.value.registered else { return }
-        if state.value.holdingPushes > 0 {
-            guard state.value.heldEvents.count < session.limits.sendQueueLines else {
-                session.logger.notice("IRC session dropped: events held for a reply it does not read", metadata: ["session": "\(session.id)"])
-                registered.outbox.abort()
-                return
-            }
-            state.value.heldEvents.append(.follow(change))
-            return
-        }
-        let lines = render(change)
-        guard !lines.isEmpty else { return }
-        for line in lines where !registered.outbox.write(line.encoded) { break }
-        registered.outbox.flush()
+        guard let registered = state.value.registered, !held(.follow(change), registered.outbox) else { return }
+        Self.write(render(change), to: registered.outbox)
     }
 
     /// A follower joining or leaving an open channel, shown as the difference it makes.

@@ -161,11 +161,7 @@ extension IRCConnection {
                 lines += render(change)
             }
         }
-        guard !lines.isEmpty else { return }
-        for line in lines {
-            guard outbox.write(line.encoded) else { break }
-        }
-        outbox.flush()
+        Self.write(lines, to: outbox)
     }
 }
 

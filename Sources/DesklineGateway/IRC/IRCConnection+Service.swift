@@ -85,18 +85,7 @@ extension IRCConnection {
 
     /// On the event loop: shows one event the hub found this session is meant to see.
     func push(_ event: TicketEvent, rendered: inout RenderedLines) {
-        guard let registered = state.value.registered else { return }
-        if state.value.holdingPushes > 0 {
-            // Held for a reply the client does not read: past the send queue's bound, it goes,
-            // as it would for the events themselves.
-            guard state.value.heldEvents.count < session.limits.sendQueueLines else {
-                session.logger.notice("IRC session dropped: events held for a reply it does not read", metadata: ["session": "\(session.id)"])
-                registered.outbox.abort()
-                return
-            }
-            state.value.heldEvents.append(.event(event))
-            return
-        }
+        guard let registered = state.value.registered, !held(.event(event), registered.outbox) else { return }
         // The common case: someone else's message or note in a channel this session has open.
         if let t = event.ticket, let e = event.entry, e.kind != .status, registered.channels.contains(t.id),
            event.originSession != registered.scope.sessionId {
@@ -112,12 +101,31 @@ extension IRCConnection {
             if registered.outbox.write(buffer) { registered.outbox.flush() }
             return
         }
-        let lines = render(event)
+        Self.write(render(event), to: registered.outbox)
+    }
+
+    /// While pushes are held (see ``releasePushes(replayed:)``): keeps `item` for later and
+    /// returns true. Held for a reply the client does not read, past the send queue's bound, the
+    /// session goes, as it would for the lines themselves.
+    func held(_ item: Held, _ outbox: Outbox) -> Bool {
+        guard state.value.holdingPushes > 0 else { return false }
+        guard state.value.heldEvents.count < session.limits.sendQueueLines else {
+            session.logger.notice("IRC session dropped: events held for a reply it does not read", metadata: ["session": "\(session.id)"])
+            outbox.abort()
+            return true
+        }
+        state.value.heldEvents.append(item)
+        return true
+    }
+
+    /// On the event loop: writes pushed lines and flushes them once (nothing once the outbox
+    /// refuses a line: the client was cut off).
+    static func write(_ lines: [IRCLine], to outbox: Outbox) {
         guard !lines.isEmpty else { return }
         for line in lines {
-            guard registered.outbox.write(line.encoded) else { break }
+            guard outbox.write(line.encoded) else { break }
         }
-        registered.outbox.flush()
+        outbox.flush()
     }
 
     /// The lines of one event for this session: a ticket's entry in its channel (joining it
