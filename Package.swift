@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // Line grammar: parse and serialize IRC-style messages. Pure, no I/O.
@@ -40,6 +41,20 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // PostgreSQL implementation of the Store port, its schema migrations and the event feed
+        // across nodes (LISTEN/NOTIFY as a doorbell, the event log as the truth).
+        .target(
+            name: "DesklinePostgres",
+            dependencies: [
+                "DesklineCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // SwiftNIO listener, sessions, command dispatch. Talks to storage only through Core's
@@ -108,7 +123,14 @@ let package = Package(
         ),
         .testTarget(
             name: "DesklineStoreTests",
-            dependencies: ["DesklineStore", "DesklineCore", .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: [
+                "DesklineStore",
+                "DesklineCore",
+                "DesklinePostgres",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "DesklineGatewayTests",

@@ -10,6 +10,7 @@ import Testing
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
     case inMemory
     case file
+    case postgres
 
     var testDescription: String { rawValue }
 
@@ -21,6 +22,8 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
         case .file:
             let root = NSTemporaryDirectory() + "deskline-conformance-" + UUID().uuidString
             return try await FileStore(root: root, threadPool: Self.fileStoreThreads)
+        case .postgres:
+            return try await TestPostgres.store()
         }
     }
 

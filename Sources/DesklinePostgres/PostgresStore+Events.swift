@@ -1,0 +1,194 @@
+import DesklineCore
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+
+// The event log and the feed across nodes. The log (`events`) is the truth. A node publishes
+// what it committed itself at once; it learns of other nodes' commits from a `NOTIFY` on the
+// schema's channel, which is only a doorbell: on every ring, after every reconnect of its
+// listening connection, and on a slow poll it reads the log from the last event it published.
+
+extension PostgresStore {
+    public func events(in tenant: TenantID, after seq: Int, limit: Int) async throws(DesklineError) -> [TicketEvent] {
+        guard limit > 0 else { return [] }
+        let s = self.s, logger = self.logger
+        return try await transaction(tenant.rawValue, readOnly: true) { connection in
+            try await Self.docs(TicketEvent.self, connection, """
+                SELECT doc::text FROM \(unescaped: s)events WHERE tenant_id = \(tenant.rawValue) AND seq > \(seq)
+                ORDER BY seq LIMIT \(limit)
+                """, logger)
+        }
+    }
+
+    public func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int {
+        let s = self.s, logger = self.logger
+        return try await transaction(tenant.rawValue, readOnly: true) { connection in
+            let rows = try await connection.query("""
+                SELECT last_event FROM \(unescaped: s)tenants WHERE tenant_id = \(tenant.rawValue)
+                """, logger: logger).collect()
+            return try rows.first?.decode(Int.self) ?? 0
+        }
+    }
+
+    public func committedEvents() -> AsyncStream<[TicketEvent]> {
+        feed.subscribe()
+    }
+
+    /// Hands `events` (one tenant's consecutive events, in order) to the subscribers, without
+    /// those already handed on: what this node committed and what it read of the others' may
+    /// overlap, and each tenant's events go out once, in `seq` order (a gap is the follower's to
+    /// fill from the log).
+    func publish(_ events: [TicketEvent], of tenant: TenantID) {
+        guard !events.isEmpty else { return }
+        published.withLock { published in
+            let last = published[tenant] ?? 0
+            let fresh = events.filter { ($0.seq ?? 0) > last }
+            guard let newest = fresh.last?.seq else { return }
+            published[tenant] = newest
+            feed.publish(fresh)
+        }
+    }
+
+    // MARK: Several nodes
+
+    /// What makes a node read the log.
+    enum Ring: Sendable {
+        /// Another node committed `tenant`'s events up to `seq`.
+        case tenant(TenantID, Int)
+        /// Check every tenant (after a reconnect, and on the slow poll).
+        case all
+    }
+
+    /// Follows the other nodes' commits until cancelled (or a graceful shutdown): keeps one
+    /// connection listening on the schema's channel (reconnecting by itself), reads the log on
+    /// every ring, polls every `pollIntervalMilliseconds`, and prunes events older than
+    /// `eventRetentionDays` once an hour. Starts from the events committed so far (a node does
+    /// not replay the past).
+    public func run() async {
+        do {
+            for tenant in try await tenants() {
+                let last = try await lastEventSeq(in: tenant.id)
+                published.withLock { $0[tenant.id] = max($0[tenant.id] ?? 0, last) }
+            }
+        } catch {
+            logger.warning("could not read where the event log stands; the poll reads it later", metadata: ["error": "\(error)"])
+        }
+        let (rings, ring) = AsyncStream<Ring>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.listen(ring) }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(self.settings.pollIntervalMilliseconds))
+                        ring.yield(.all)
+                    }
+                }
+                group.addTask { await self.pruneHourly() }
+                group.addTask {
+                    for await next in rings {
+                        await self.read(next)
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            ring.finish()
+        }
+    }
+
+    /// Listens on the schema's channel with a pooled connection, turning notifications into
+    /// rings; reconnects (with a growing pause up to 5 s) when the connection is lost.
+    func listen(_ ring: AsyncStream<Ring>.Continuation) async {
+        var pause = Duration.milliseconds(100)
+        var lost = false
+        let channel = self.channel, logger = self.logger, client = self.client
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    try await connection.listen(on: channel) { notifications in
+                        if lost { logger.notice("listening for other nodes' events again", metadata: ["server": "\(self.settings.serverDescription)"]) }
+                        lost = false
+                        pause = .milliseconds(100)
+                        // Whatever was committed while nobody listened.
+                        ring.yield(.all)
+                        for try await notification in notifications {
+                            let parts = notification.payload.split(separator: " ")
+                            guard parts.count == 2, let tenant = TenantID(rawValue: String(parts[0])), let seq = Int(parts[1]) else { continue }
+                            ring.yield(.tenant(tenant, seq))
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                if !lost {
+                    logger.warning("lost the connection that listens for other nodes' events; reconnecting",
+                                   metadata: ["server": "\(settings.serverDescription)", "error": "\(error)"])
+                }
+                lost = true
+            }
+            try? await Task.sleep(for: pause)
+            pause = min(pause * 2, .seconds(5))
+        }
+    }
+
+    /// Reads the log for a ring and publishes what this node has not.
+    func read(_ ring: Ring) async {
+        switch ring {
+        case .tenant(let tenant, let seq):
+            if seq > (published.withLock { $0[tenant] } ?? 0) { await catchUp(tenant) }
+        case .all:
+            let s = self.s, logger = self.logger
+            do {
+                let heads = try await transaction("*", readOnly: true) { connection in
+                    var heads: [(TenantID, Int)] = []
+                    for try await (tenant, last) in try await connection.query(
+                        "SELECT tenant_id, last_event FROM \(unescaped: s)tenants", logger: logger).decode((String, Int).self) {
+                        heads.append((TenantID(unchecked: tenant), last))
+                    }
+                    return heads
+                }
+                for (tenant, last) in heads where last > (published.withLock { $0[tenant] } ?? 0) {
+                    await catchUp(tenant)
+                }
+            } catch {
+                // (Logged by the transaction; the next ring or poll tries again.)
+            }
+        }
+    }
+
+    /// Publishes the tenant's events after the last one published, a page at a time.
+    func catchUp(_ tenant: TenantID) async {
+        while !Task.isCancelled {
+            let after = published.withLock { $0[tenant] } ?? 0
+            guard let page = try? await events(in: tenant, after: after, limit: EventFollower.catchUpPage), !page.isEmpty else { return }
+            publish(page, of: tenant)
+            if page.count < EventFollower.catchUpPage { return }
+        }
+    }
+
+    /// Deletes events older than the retention, now and every hour.
+    func pruneHourly() async {
+        while !Task.isCancelled {
+            do {
+                let pruned = try await pruneEvents()
+                if pruned > 0 { logger.info("pruned old events from the event log", metadata: ["events": "\(pruned)"]) }
+            } catch {
+                // (Logged by the transaction.)
+            }
+            try? await Task.sleep(for: .seconds(3600))
+        }
+    }
+
+    /// Deletes every tenant's events older than `eventRetentionDays`; returns how many.
+    @discardableResult
+    public func pruneEvents(now: Date = Date()) async throws(DesklineError) -> Int {
+        let s = self.s, logger = self.logger
+        let cutoff = now.addingTimeInterval(-Double(settings.eventRetentionDays) * 86_400)
+        return try await transaction("*") { connection in
+            let rows = try await connection.query("""
+                WITH gone AS (DELETE FROM \(unescaped: s)events WHERE at < \(cutoff) RETURNING 1) SELECT count(*)::bigint FROM gone
+                """, logger: logger).collect()
+            return try rows.first?.decode(Int.self) ?? 0
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import DesklineCore
+import Logging
+import PostgresNIO
+
+/// Deskline's tables and how they got there: numbered migrations, applied in order by
+/// `deskline migrate` and recorded in `schema_migrations`; `serve` runs only against the version
+/// this build was made for (docs/STORAGE.md, "PostgreSQL").
+///
+/// Every table but `schema_migrations` holds rows of one tenant each (`tenant_id`), and a
+/// row-level security policy lets a transaction see only the rows of the tenant it named in
+/// `deskline.tenant` (`*` for the few reads across tenants: the login lookup by email, the tenant
+/// list and the event poll). A query that forgot its tenant sees nothing.
+public enum Schema {
+    public struct Migration: Sendable {
+        public let version: Int
+        public let summary: String
+        /// The statements, with `{schema}` for the schema's name.
+        let statements: [String]
+    }
+
+    /// The tables that hold a tenant's rows (each gets the policy).
+    static let tenantTables = ["tenants", "customers", "users", "tickets", "entries", "calls", "notifications", "inboxes", "events"]
+
+    public static let migrations: [Migration] = [
+        Migration(version: 1, summary: "tenants, accounts, tickets, entries, calls, inboxes and the event log", statements: [
+            """
+            CREATE TABLE {schema}.tenants (
+                tenant_id text PRIMARY KEY,
+                doc jsonb NOT NULL,
+                last_customer bigint NOT NULL DEFAULT 0,
+                last_user bigint NOT NULL DEFAULT 0,
+                last_ticket bigint NOT NULL DEFAULT 0,
+                last_call bigint NOT NULL DEFAULT 0,
+                last_event bigint NOT NULL DEFAULT 0
+            )
+            """,
+            """
+            CREATE TABLE {schema}.customers (
+                tenant_id text NOT NULL REFERENCES {schema}.tenants,
+                customer_id text NOT NULL,
+                email text NOT NULL,
+                doc jsonb NOT NULL,
+                PRIMARY KEY (tenant_id, customer_id),
+                UNIQUE (tenant_id, email)
+            )
+            """,
+            """
+            CREATE TABLE {schema}.users (
+                tenant_id text NOT NULL REFERENCES {schema}.tenants,
+                user_id text NOT NULL,
+                email text NOT NULL,
+                made bigint GENERATED ALWAYS AS IDENTITY,
+                doc jsonb NOT NULL,
+                PRIMARY KEY (tenant_id, user_id),
+                UNIQUE (tenant_id, email)
+            )
+            """,
+            "CREATE INDEX users_by_email ON {schema}.users (email, made)",
+            """
+            CREATE TABLE {schema}.tickets (
+                tenant_id text NOT NULL REFERENCES {schema}.tenants,
+                number bigint NOT NULL,
+                customer_id text NOT NULL,
+                doc jsonb NOT NULL,
+                PRIMARY KEY (tenant_id, number)
+            )
+            """,
+            "CREATE INDEX tickets_by_customer ON {schema}.tickets (tenant_id, customer_id, number)",
+            """
+            CREATE TABLE {schema}.entries (
+                tenant_id text NOT NULL,
+                ticket bigint NOT NULL,
+                seq bigint NOT NULL,
+                note bigint NOT NULL,
+                visible boolean NOT NULL,
+                doc jsonb NOT NULL,
+                PRIMARY KEY (tenant_id, ticket, seq, note),
+                FOREIGN KEY (tenant_id, ticket) REFERENCES {schema}.tickets
+            )
+            """,
+            """
+            CREATE TABLE {schema}.calls (
+                tenant_id text NOT NULL REFERENCES {schema}.tenants,
+                number bigint NOT NULL,
+                customer_id text NOT NULL,
+                doc jsonb NOT NULL,
+                PRIMARY KEY (tenant_id, number)
+            )
+            """,
+            "CREATE INDEX calls_by_customer ON {schema}.calls (tenant_id, customer_id, number)",
+            """
+            CREATE TABLE {schema}.notifications (
+                tenant_id text NOT NULL,
+                user_id text NOT NULL,
+                id bigint NOT NULL,
+                doc jsonb NOT NULL,
+                PRIMARY KEY (tenant_id, user_id, id)
+            )
+            """,
+            """
+            CREATE TABLE {schema}.inboxes (
+                tenant_id text NOT NULL REFERENCES {schema}.tenants,
+                user_id text NOT NULL,
+                last_id bigint NOT NULL DEFAULT 0,
+                read_up_to bigint NOT NULL DEFAULT 0,
+                read_ids bigint[] NOT NULL DEFAULT '{}',
+                PRIMARY KEY (tenant_id, user_id)
+            )
+            """,
+            """
+            CREATE TABLE {schema}.events (
+                tenant_id text NOT NULL REFERENCES {schema}.tenants,
+                seq bigint NOT NULL,
+                at timestamptz NOT NULL,
+                doc jsonb NOT NULL,
+                PRIMARY KEY (tenant_id, seq)
+            )
+            """,
+            "CREATE INDEX events_by_time ON {schema}.events (at)",
+        ] + tenantTables.flatMap { table in
+            [
+                "ALTER TABLE {schema}.\(table) ENABLE ROW LEVEL SECURITY",
+                "ALTER TABLE {schema}.\(table) FORCE ROW LEVEL SECURITY",
+                """
+                CREATE POLICY tenant_scope ON {schema}.\(table)
+                    USING (tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*')
+                """,
+            ]
+        }),
+    ]
+
+    /// The version this build reads and writes.
+    public static var current: Int { migrations.last?.version ?? 0 }
+
+    /// The version of the schema in `schema` (0: no Deskline tables there).
+    public static func installedVersion(_ connection: PostgresConnection, schema: String, logger: Logger) async throws -> Int {
+        let exists = try await connection.query(
+            "SELECT to_regclass(\(schema + ".schema_migrations")) IS NOT NULL", logger: logger
+        ).collect().first?.decode(Bool.self) ?? false
+        guard exists else { return 0 }
+        let rows = try await connection.query(
+            "SELECT coalesce(max(version), 0)::bigint FROM \(unescaped: schema).schema_migrations", logger: logger).collect()
+        return try rows.first?.decode(Int.self) ?? 0
+    }
+
+    /// Applies the migrations `schema` lacks, each in its own transaction, under an advisory lock
+    /// (two `migrate` runs at once take turns). Returns the versions applied.
+    public static func migrate(_ connection: PostgresConnection, schema: String, logger: Logger) async throws -> [Int] {
+        try await connection.query("SELECT pg_advisory_lock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
+        do {
+            try await connection.query("CREATE SCHEMA IF NOT EXISTS \(unescaped: schema)", logger: logger)
+            try await connection.query("""
+                CREATE TABLE IF NOT EXISTS \(unescaped: schema).schema_migrations (
+                    version bigint PRIMARY KEY, summary text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """, logger: logger)
+            let installed = try await installedVersion(connection, schema: schema, logger: logger)
+            guard installed <= current else {
+                throw DesklineError.storage("the schema is at version \(installed), newer than this build's \(current): upgrade deskline")
+            }
+            var applied: [Int] = []
+            for migration in migrations where migration.version > installed {
+                try await connection.withTransaction(logger: logger) { connection in
+                    for statement in migration.statements {
+                        let sql = statement.replacingOccurrences(of: "{schema}", with: schema)
+                        try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+                    }
+                    try await connection.query(
+                        "INSERT INTO \(unescaped: schema).schema_migrations (version, summary) VALUES (\(migration.version), \(migration.summary))",
+                        logger: logger)
+                }
+                applied.append(migration.version)
+                logger.info("applied a schema migration", metadata: ["version": "\(migration.version)", "summary": "\(migration.summary)"])
+            }
+            try await connection.query("SELECT pg_advisory_unlock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
+            return applied
+        } catch {
+            _ = try? await connection.query("SELECT pg_advisory_unlock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
+            throw error
+        }
+    }
+}
