@@ -58,12 +58,14 @@ let package = Package(
             ]
         ),
         // SwiftNIO listener, sessions, command dispatch. Talks to storage only through Core's
-        // Store port (the executables choose the store).
+        // Store port (the executables choose the store); knows DesklinePostgres only for the
+        // settings config.json holds (storage.postgres).
         .target(
             name: "DesklineGateway",
             dependencies: [
                 "DesklineProtocol",
                 "DesklineCore",
+                "DesklinePostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -80,10 +82,12 @@ let package = Package(
                 "DesklineGateway",
                 "DesklineCore",
                 "DesklineStore",
+                "DesklinePostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -138,6 +142,7 @@ let package = Package(
                 "DesklineGateway",
                 "DesklineCore",
                 "DesklineStore",
+                "DesklinePostgres",
                 "DesklineProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import ServiceLifecycle
 import Synchronization
 
 /// The ``Store`` port on PostgreSQL (docs/STORAGE.md, "PostgreSQL"): rows are the truth, every
@@ -19,7 +20,7 @@ import Synchronization
 ///   one transaction (one fsync for a burst, as the file store's group commit).
 /// - Committed events are published to this node's subscribers at once; ``run()`` brings the
 ///   other nodes' events (`LISTEN/NOTIFY` as a doorbell, the event log as the truth).
-public final class PostgresStore: Store {
+public final class PostgresStore: Store, Service {
     let client: PostgresClient
     let settings: PostgresSettings
     let logger: Logger
@@ -155,7 +156,7 @@ public final class PostgresStore: Store {
         }
         let detail: String
         if let error = error as? PSQLError {
-            detail = error.serverInfo?[.message] ?? "\(error.code)"
+            detail = PostgresSettings.reason(error)
         } else {
             detail = "\(error)"
         }

@@ -3,6 +3,7 @@ import DesklineCore
 import DesklineGateway
 import DesklineStore
 import Foundation
+import Logging
 
 /// Where the data lives: `--config` (default ./config.json) or `--data` to name the directory.
 struct DataOptions: ParsableArguments {
@@ -41,18 +42,34 @@ struct AdminContext {
     /// The admin commands read and write through the `Store` port, like the server; only the
     /// file store's own questions (is a server running on it?) go to `files`.
     let store: any Store
-    let files: FileStore
+    /// The file store (nil on PostgreSQL).
+    let files: FileStore?
+    /// PostgreSQL's client (nil on the file store), closed by ``finish(_:changed:whenServing:)``.
+    let postgres: PostgresBackend?
     let accounts: AccountService
     let pool: PasswordWorkPool
 
-    /// Opens the store. Only commands that create the first tenant may create a data directory.
+    /// Opens the store config.json names. Only commands that create the first tenant may create
+    /// a data directory.
     static func open(_ options: DataOptions, create: Bool = false) async throws -> AdminContext {
         let configuration = try options.loadConfiguration()
-        let store = try await FileStore(root: configuration.dataDirectory, create: create)
         let pool = PasswordWorkPool(concurrency: 1, queueLimit: 1)
+        let store: any Store
+        var files: FileStore?
+        var postgres: PostgresBackend?
+        switch configuration.storage.backend {
+        case .files:
+            files = try await FileStore(root: configuration.dataDirectory, create: create)
+            store = files!
+        case .postgres:
+            var logger = Logger(label: "deskline.store")
+            logger.logLevel = .warning
+            postgres = try await PostgresBackend.open(configuration.storage.postgres, logger: logger)
+            store = postgres!.store
+        }
         let accounts = AccountService(store: store, hasher: PasswordHasher(cost: configuration.passwordHashing),
                                       passwordWork: pool)
-        return AdminContext(store: store, files: store, accounts: accounts, pool: pool)
+        return AdminContext(store: store, files: files, postgres: postgres, accounts: accounts, pool: pool)
     }
 
     /// What a running server makes of an admin change (admin writes take the data directory's
@@ -62,9 +79,10 @@ struct AdminContext {
     /// Prints the result, and for changes `whenServing` if a server is running.
     func finish(_ message: String, changed: Bool = true, whenServing: String = AdminContext.seenAtOnce) async {
         if !message.isEmpty { print(message) }
-        if changed, await files.isServerRunning() {
+        if changed, let files, await files.isServerRunning() {
             print("note: a Deskline server is running on \(files.root); \(whenServing)")
         }
+        postgres?.close()
         await pool.shutdown()
     }
 }

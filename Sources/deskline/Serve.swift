@@ -1,5 +1,6 @@
 import ArgumentParser
 import DesklineCore
+import DesklinePostgres
 import DesklineGateway
 import DesklineStore
 import Foundation
@@ -30,6 +31,14 @@ extension Deskline {
                 return handler
             }
             let logger = Logger(label: "deskline")
+            switch configuration.storage.backend {
+            case .files: try await serveOnFiles(configuration, logger: logger)
+            case .postgres: try await serveOnPostgres(configuration, logger: logger)
+            }
+        }
+
+        /// Serves from the data directory, which this process locks for itself.
+        private func serveOnFiles(_ configuration: GatewayConfiguration, logger: Logger) async throws {
             // The store's own threads: its work mostly waits for the disk, so it gets more
             // threads than cores, and tenants' writers and readers do not queue behind each other.
             let storeThreadCount = 16
@@ -37,10 +46,7 @@ extension Deskline {
             // open between batches, plus a margin for the rest: the logs a running batch has open
             // (one per log its jobs touch) and one journal per tenant that has written.
             let neededFiles = configuration.limits.maxConnections + FileStore.logsKeptOpen + storeThreadCount + 200
-            if let files = OpenFilesLimit.raiseToHardLimit(), files < UInt64(neededFiles) {
-                logger.warning("the open-files limit is below what limits.maxConnections can need; raise it (ulimit -n, LimitNOFILE=)",
-                               metadata: ["limit": "\(files)", "needed": "\(neededFiles)"])
-            }
+            raiseOpenFilesLimit(needed: neededFiles, logger: logger)
             let storeThreads = NIOThreadPool(numberOfThreads: storeThreadCount)
             storeThreads.start()
             let store = try await FileStore(root: configuration.dataDirectory, threadPool: storeThreads,
@@ -53,12 +59,42 @@ extension Deskline {
             // the tenants nobody uses yet, without delaying the start (docs/STORAGE.md).
             let recovery = Task { await store.recoverAllTenants() }
             defer { recovery.cancel() }
+            try await serve(configuration, store: store, dataIn: store.root, demoFile: store.root + "/demo-credentials.txt",
+                            services: [], logger: logger)
+            await recovery.value
+            let written = await store.waitUntilWritesFinish()
+            let synced = await store.checkpointAll()
+            stoppedCleanly = written && synced && !store.recoveryIncomplete
+            try? await storeThreads.shutdownGracefully()
+        }
 
+        /// Serves from PostgreSQL, as one node of as many as share the database: the store's
+        /// `run()` brings the other nodes' events.
+        private func serveOnPostgres(_ configuration: GatewayConfiguration, logger: Logger) async throws {
+            raiseOpenFilesLimit(needed: configuration.limits.maxConnections + configuration.storage.postgres.poolSize + 200, logger: logger)
+            let settings = configuration.storage.postgres
+            let backend = try await PostgresBackend.open(settings, logger: Logger(label: "deskline.store"))
+            defer { backend.close() }
+            try await serve(configuration, store: backend.store,
+                            dataIn: "PostgreSQL at \(settings.serverDescription) (schema '\(settings.schema)')", demoFile: nil,
+                            services: [backend.store], logger: logger)
+        }
+
+        private func raiseOpenFilesLimit(needed: Int, logger: Logger) {
+            if let files = OpenFilesLimit.raiseToHardLimit(), files < UInt64(needed) {
+                logger.warning("the open-files limit is below what limits.maxConnections can need; raise it (ulimit -n, LimitNOFILE=)",
+                               metadata: ["limit": "\(files)", "needed": "\(needed)"])
+            }
+        }
+
+        /// Runs the gateway on `store` (with `services` beside it) until SIGINT or SIGTERM.
+        private func serve(_ configuration: GatewayConfiguration, store: any Store, dataIn: String, demoFile: String?,
+                           services: [any Service], logger: Logger) async throws {
             let pool = PasswordWorkPool(concurrency: configuration.limits.passwordCheckConcurrency,
                                         queueLimit: configuration.limits.passwordCheckQueue)
             let accounts = AccountService(store: store, hasher: PasswordHasher(cost: configuration.passwordHashing),
                                           passwordWork: pool)
-            if demo { try await seedDemo(accounts, dataDirectory: store.root) }
+            if demo { try await seedDemo(accounts, savingTo: demoFile) }
 
             let server = GatewayServer(configuration: configuration, services: .make(store: store, accounts: accounts, limits: configuration.limits),
                                        logger: logger)
@@ -67,7 +103,7 @@ extension Deskline {
             let address = try await server.bind()
             let host = address.ipAddress ?? configuration.listen.host
             let port = address.port ?? configuration.listen.port
-            var listening = ["Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(store.root)"]
+            var listening = ["Deskline \(DesklineVersion.current) listening on \(host):\(port), data in \(dataIn)"]
             var connect = ["Connect with: nc \(host) \(port)    (stop the server with Ctrl-C)"]
             if let tls = server.tlsAddress {
                 let tlsHost = tls.ipAddress ?? configuration.tls.host
@@ -84,35 +120,29 @@ extension Deskline {
                 connect.append("Connect an IRC client with: /connect \(ircHost) \(ircPort) <email>:<password>    (docs/IRC.md)")
             }
             let banner = Banner(text: (listening + connect).joined(separator: "\n"))
-            let group = ServiceGroup(services: [server, banner], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            let group = ServiceGroup(services: services + [server, banner], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()
-            await recovery.value
-            let written = await store.waitUntilWritesFinish()
-            let synced = await store.checkpointAll()
-            stoppedCleanly = written && synced && !store.recoveryIncomplete
-            try? await storeThreads.shutdownGracefully()
             await pool.shutdown()
         }
 
-        /// Creates the demo tenant on an empty data directory and prints its logins. They are kept
-        /// in `demo-credentials.txt` (mode 0600) in the data directory so a later `--demo` run can
-        /// show them again.
-        private func seedDemo(_ accounts: AccountService, dataDirectory: String) async throws {
-            let file = dataDirectory + "/demo-credentials.txt"
+        /// Creates the demo tenant on an empty store and prints its logins. The file store keeps
+        /// them in `demo-credentials.txt` (mode 0600) in the data directory (`file`), so a later
+        /// `--demo` run can show them again.
+        private func seedDemo(_ accounts: AccountService, savingTo file: String?) async throws {
             if let credentials = try await DemoData.seedIfEmpty(accounts) {
                 var text = "Demo tenant '\(DemoData.tenantID)' (Demo Company) - logins as generated:\n"
                 for c in credentials {
                     text += "  \(c.role.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) LOGIN \(c.email) \(c.password)\n"
                 }
-                if !FileManager.default.createFile(atPath: file, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) {
+                if let file, !FileManager.default.createFile(atPath: file, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) {
                     print("warning: could not save the demo logins to \(file)")
                 }
                 print(text, terminator: "")
-            } else if let saved = FileManager.default.contents(atPath: file) {
+            } else if let file, let saved = FileManager.default.contents(atPath: file) {
                 print("The data directory already has data; the demo was created earlier.")
                 print(String(decoding: saved, as: UTF8.self), terminator: "")
             } else {
-                print("The data directory already has tenants; --demo creates demo data only in an empty one.")
+                print("The store already has tenants; --demo creates demo data only in an empty one.")
             }
         }
     }

@@ -1,3 +1,4 @@
+import DesklineCore
 import DesklineGateway
 import Foundation
 import Testing
@@ -53,6 +54,50 @@ struct ConfigurationTests {
         #expect(error(#"{"passwordHashing": {"scryptN": 1000}}"#) == "passwordHashing.scryptN: must be a power of two")
         #expect(error(#"{"limits": []}"#) == "limits: must be a JSON object")
         #expect(error("{") != nil)
+    }
+
+    @Test func theStorageBackendAndPostgresSettingsAreReadAndCheckedByKey() throws {
+        #expect(try parse("{}").storage.backend == .files)
+        let config = try parse(#"""
+            {"storage": {"backend": "postgres", "postgres": {"host": "db.internal", "port": 6543, "database": "help",
+             "user": "gw", "passwordEnvironment": "DESKLINE_PG", "tls": "require", "schema": "deskline", "poolSize": 4,
+             "connectTimeoutSeconds": 2, "statementTimeoutSeconds": 3, "requestTimeoutSeconds": 4,
+             "pollIntervalMilliseconds": 500, "eventRetentionDays": 30}}}
+            """#)
+        #expect(config.storage.backend == .postgres)
+        let p = config.storage.postgres
+        #expect(p.host == "db.internal" && p.port == 6543 && p.database == "help" && p.user == "gw")
+        #expect(p.passwordEnvironment == "DESKLINE_PG" && p.passwordFile == nil && p.tls == .require && p.schema == "deskline")
+        #expect(p.poolSize == 4 && p.connectTimeoutSeconds == 2 && p.statementTimeoutSeconds == 3 && p.requestTimeoutSeconds == 4)
+        #expect(p.pollIntervalMilliseconds == 500 && p.eventRetentionDays == 30)
+        #expect(try p.password(environment: ["DESKLINE_PG": "s3cret"]) == "s3cret")
+        #expect(throws: DesklineError.invalidArgument("storage.postgres.passwordEnvironment: the environment variable DESKLINE_PG is not set")) {
+            try p.password(environment: [:])
+        }
+
+        #expect(error(#"{"storage": {"backend": "mysql"}}"#) == "storage.backend: 'mysql' is not one of files, postgres")
+        #expect(error(#"{"storage": {"postgres": {"tls": "maybe"}}}"#) == "storage.postgres.tls: 'maybe' is not one of disable, prefer, require")
+        #expect(error(#"{"storage": {"postgres": {"port": 0}}}"#) == "storage.postgres.port: 0 is out of range 1...65535")
+        #expect(error(#"{"storage": {"postgres": {"schema": "Robert'); DROP"}}}"#)
+            == "storage.postgres.schema: 'Robert'); DROP' must be 1-63 of a-z 0-9 _, starting with a letter")
+        #expect(error(#"{"storage": {"postgres": {"passwordFile": "a", "passwordEnvironment": "B"}}}"#)
+            == "storage.postgres: set passwordFile or passwordEnvironment, not both")
+        #expect(error(#"{"storage": {"postgres": {"password": "hunter2"}}}"#) == "storage.postgres.password: unknown key")
+    }
+
+    @Test func aRelativePostgresPasswordFileIsFoundBesideTheConfigFile() throws {
+        let dir = NSTemporaryDirectory() + "deskline-config-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Data(#"{"storage": {"backend": "postgres", "postgres": {"passwordFile": "secrets/pg"}}}"#.utf8)
+            .write(to: URL(fileURLWithPath: dir + "/config.json"))
+        try FileManager.default.createDirectory(atPath: dir + "/secrets", withIntermediateDirectories: true)
+        try Data("pa ss\nignored\n".utf8).write(to: URL(fileURLWithPath: dir + "/secrets/pg"))
+        let settings = try GatewayConfiguration.load(path: dir + "/config.json").storage.postgres
+        #expect(settings.passwordFile == URL(fileURLWithPath: dir + "/secrets/pg").standardizedFileURL.path)
+        #expect(try settings.password() == "pa ss")
+        var missing = settings
+        missing.passwordFile = dir + "/nothing"
+        #expect(throws: DesklineError.invalidArgument("storage.postgres.passwordFile: cannot read \(dir)/nothing")) { try missing.password() }
     }
 
     @Test func fractionalTimeoutsAreAllowed() throws {

@@ -1,4 +1,5 @@
 import DesklineCore
+import DesklinePostgres
 import Foundation
 import Logging
 
@@ -78,9 +79,19 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public init() {}
     }
 
-    /// The file store's tuning.
+    /// Where the data lives: the file store (`dataDirectory`) or PostgreSQL (`postgres`).
     public struct Storage: Sendable, Equatable {
-        /// While a tenant's writer has writes waiting, it starts its next batch (one fsync) no
+        public enum Backend: String, Sendable, Equatable, CaseIterable {
+            /// One directory per tenant under `dataDirectory` (docs/STORAGE.md): one node.
+            case files
+            /// PostgreSQL (`storage.postgres`): one or several nodes.
+            case postgres
+        }
+
+        public var backend = Backend.files
+        /// How to reach PostgreSQL, for `backend` `postgres`.
+        public var postgres = PostgresSettings()
+        /// The file store: while a tenant's writer has writes waiting, it starts its next batch (one fsync) no
         /// sooner than this many milliseconds after the previous one started, or once 64 writes
         /// wait; an idle writer starts at once. Trades up to this much latency under load for
         /// far fewer fsyncs (0: a batch starts as soon as the previous one is durable).
@@ -126,6 +137,10 @@ extension GatewayConfiguration {
         resolve(&config.dataDirectory)
         resolve(&config.tls.certificateChainFile)
         resolve(&config.tls.privateKeyFile)
+        if var file = config.storage.postgres.passwordFile {
+            resolve(&file)
+            config.storage.postgres.passwordFile = file
+        }
         return config
     }
 
@@ -197,8 +212,43 @@ extension GatewayConfiguration {
             try l.finish()
         }
         if var s = try r.object("storage") {
+            if let backend = try s.string("backend") {
+                guard let b = Storage.Backend(rawValue: backend) else {
+                    throw ConfigurationError("storage.backend: '\(backend)' is not one of \(Storage.Backend.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                c.storage.backend = b
+            }
             c.storage.groupCommitIntervalMilliseconds = try s.int("groupCommitIntervalMilliseconds", in: 0...1000)
                 ?? c.storage.groupCommitIntervalMilliseconds
+            if var p = try s.object("postgres") {
+                var g = c.storage.postgres
+                g.host = try p.string("host") ?? g.host
+                g.port = try p.int("port", in: 1...65535) ?? g.port
+                g.database = try p.string("database") ?? g.database
+                g.user = try p.string("user") ?? g.user
+                g.passwordFile = try p.string("passwordFile") ?? g.passwordFile
+                g.passwordEnvironment = try p.string("passwordEnvironment") ?? g.passwordEnvironment
+                if let tls = try p.string("tls") {
+                    guard let mode = PostgresSettings.TLSMode(rawValue: tls) else {
+                        throw ConfigurationError("storage.postgres.tls: '\(tls)' is not one of \(PostgresSettings.TLSMode.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    g.tls = mode
+                }
+                g.schema = try p.string("schema") ?? g.schema
+                g.poolSize = try p.int("poolSize", in: 1...1000) ?? g.poolSize
+                g.connectTimeoutSeconds = try p.int("connectTimeoutSeconds", in: 1...3600) ?? g.connectTimeoutSeconds
+                g.statementTimeoutSeconds = try p.int("statementTimeoutSeconds", in: 1...3600) ?? g.statementTimeoutSeconds
+                g.requestTimeoutSeconds = try p.int("requestTimeoutSeconds", in: 1...3600) ?? g.requestTimeoutSeconds
+                g.pollIntervalMilliseconds = try p.int("pollIntervalMilliseconds", in: 10...60_000) ?? g.pollIntervalMilliseconds
+                g.eventRetentionDays = try p.int("eventRetentionDays", in: 1...3650) ?? g.eventRetentionDays
+                try p.finish()
+                do {
+                    try g.validate()
+                } catch {
+                    throw ConfigurationError(error.message)
+                }
+                c.storage.postgres = g
+            }
             try s.finish()
         }
         if var p = try r.object("passwordHashing") {
