@@ -57,6 +57,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // For the test suites only (no product links it): the local PostgreSQL server the tests
+        // share (Scripts/postgres-dev), and fresh schemas on it.
+        .target(
+            name: "DesklinePostgresTesting",
+            dependencies: [
+                "DesklineCore",
+                "DesklinePostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // SwiftNIO listener, sessions, command dispatch. Talks to storage only through Core's
         // Store port (the executables choose the store); knows DesklinePostgres only for the
         // settings config.json holds (storage.postgres).
@@ -143,6 +154,7 @@ let package = Package(
                 "DesklineCore",
                 "DesklineStore",
                 "DesklinePostgres",
+                "DesklinePostgresTesting",
                 "DesklineProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
