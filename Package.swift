@@ -142,9 +142,11 @@ let package = Package(
                 "DesklineStore",
                 "DesklineCore",
                 "DesklinePostgres",
+                "DesklinePostgresTesting",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

@@ -34,10 +34,10 @@ public struct PostgresSettings: Sendable, Equatable {
     /// How long connecting to the server may take.
     public var connectTimeoutSeconds = 5
     /// How long one statement may run on the server (`statement_timeout`).
-    public var statementTimeoutSeconds = 5
+    public var statementTimeoutSeconds = 3
     /// How long one store call may take in all, waiting for a connection included: past it the
     /// client gets `STORAGE_ERROR` (so a stopped server never hangs a session).
-    public var requestTimeoutSeconds = 10
+    public var requestTimeoutSeconds = 5
     /// How often a node reads the event log for events whose doorbell it missed.
     public var pollIntervalMilliseconds = 1000
     /// How long committed events stay in the event log (pushes to sessions that were away

@@ -60,7 +60,7 @@ extension PostgresStore {
         case all
     }
 
-    /// Follows the other nodes' commits until cancelled (or a graceful shutdown): keeps one
+    /// Follows the other nodes' commits until cancelled or a graceful shutdown: keeps one
     /// connection listening on the schema's channel (reconnecting by itself), reads the log on
     /// every ring, polls every `pollIntervalMilliseconds`, and prunes events older than
     /// `eventRetentionDays` once an hour. Starts from the events committed so far (a node does
@@ -75,7 +75,9 @@ extension PostgresStore {
             logger.warning("could not read where the event log stands; the poll reads it later", metadata: ["error": "\(error)"])
         }
         let (rings, ring) = AsyncStream<Ring>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-        await withGracefulShutdownHandler {
+        // A graceful shutdown (SIGTERM in `serve`) ends it like a cancellation: every loop below
+        // stops at its next wait.
+        await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.listen(ring) }
                 group.addTask {
@@ -91,8 +93,6 @@ extension PostgresStore {
                     }
                 }
             }
-        } onGracefulShutdown: {
-            ring.finish()
         }
     }
 

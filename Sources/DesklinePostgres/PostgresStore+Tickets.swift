@@ -139,7 +139,7 @@ extension PostgresStore {
                 }
                 if counters != before { try await counters.save(tenant, connection, s, logger) }
                 if let last = events.last?.seq {
-                    try await connection.query("SELECT pg_notify(\(channel), \(tenant.rawValue + " " + String(last)))", logger: logger)
+                    try await connection.run("SELECT pg_notify(\(channel), \(tenant.rawValue + " " + String(last)))", logger: logger)
                 }
                 return (results, events)
             }
@@ -162,7 +162,7 @@ extension PostgresStore {
             guard let ticket = change.ticket else { return change }
             let docs = try (json(ticket), change.entry.map(json))
             counters.ticket = id.number
-            try await connection.query("""
+            try await connection.run("""
                 INSERT INTO \(unescaped: s)tickets (tenant_id, number, customer_id, doc)
                 VALUES (\(tenant.rawValue), \(id.number), \(ticket.customerId.rawValue), \(docs.0)::jsonb)
                 """, logger: logger)
@@ -184,7 +184,7 @@ extension PostgresStore {
             guard let ticket = change.ticket else { return change }
             let docs = try (json(ticket), change.entry.map(json))
             if ticket != before || change.entry != nil {
-                try await connection.query("""
+                try await connection.run("""
                     UPDATE \(unescaped: s)tickets SET doc = \(docs.0)::jsonb WHERE tenant_id = \(tenant.rawValue) AND number = \(id.number)
                     """, logger: logger)
                 if let entry = change.entry, let doc = docs.1 { try await insert(entry, doc, of: id, tenant, connection, s, logger) }
@@ -198,7 +198,7 @@ extension PostgresStore {
             guard let call = change.call else { return change }
             let doc = try json(call)
             counters.call = id.number
-            try await connection.query("""
+            try await connection.run("""
                 INSERT INTO \(unescaped: s)calls (tenant_id, number, customer_id, doc)
                 VALUES (\(tenant.rawValue), \(id.number), \(call.customerId.rawValue), \(doc)::jsonb)
                 """, logger: logger)
@@ -220,7 +220,7 @@ extension PostgresStore {
             try change.validate(.call(id, customer: before.customerId), in: tenant)
             guard let call = change.call else { return change }
             let doc = try json(call)
-            try await connection.query("""
+            try await connection.run("""
                 UPDATE \(unescaped: s)calls SET doc = \(doc)::jsonb WHERE tenant_id = \(tenant.rawValue) AND number = \(id.number)
                 """, logger: logger)
             return try await finish(change, in: tenant, connection, &counters, s, logger)
@@ -229,7 +229,7 @@ extension PostgresStore {
 
     static func insert(_ entry: TicketEntry, _ doc: String, of ticket: TicketID, _ tenant: TenantID,
                        _ connection: PostgresConnection, _ s: String, _ logger: Logger) async throws {
-        try await connection.query("""
+        try await connection.run("""
             INSERT INTO \(unescaped: s)entries (tenant_id, ticket, seq, note, visible, doc)
             VALUES (\(tenant.rawValue), \(ticket.number), \(entry.seq), \(entry.note ?? 0), \(entry.isVisibleToCustomer), \(doc)::jsonb)
             """, logger: logger)
@@ -246,7 +246,7 @@ extension PostgresStore {
             notification.id = 0
             var seen = Set<UserID>()
             let users = inbox.users.filter { seen.insert($0).inserted }.map(\.rawValue)
-            try await connection.query("""
+            try await connection.run("""
                 WITH numbered AS (
                     INSERT INTO \(unescaped: s)inboxes (tenant_id, user_id, last_id)
                     SELECT \(tenant.rawValue), u, 1 FROM unnest(\(users)::text[]) AS u
@@ -259,7 +259,7 @@ extension PostgresStore {
         if var event = change.event {
             counters.event += 1
             event.seq = counters.event
-            try await connection.query("""
+            try await connection.run("""
                 INSERT INTO \(unescaped: s)events (tenant_id, seq, at, doc)
                 VALUES (\(tenant.rawValue), \(counters.event), \(event.at), \(try json(event))::jsonb)
                 """, logger: logger)
@@ -404,7 +404,7 @@ extension PostgresStore {
             }
             guard !state.isEmpty else { return }
             readIds = read.sorted()
-            try await connection.query("""
+            try await connection.run("""
                 UPDATE \(unescaped: s)inboxes SET read_up_to = \(readUpTo), read_ids = \(readIds)
                 WHERE tenant_id = \(tenant.rawValue) AND user_id = \(user.rawValue)
                 """, logger: logger)

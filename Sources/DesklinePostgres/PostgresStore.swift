@@ -47,8 +47,10 @@ public final class PostgresStore: Store, Service {
     /// How long a tenant's user list is kept before it is read again (a user another node
     /// created shows up within this).
     static let userCacheLifetime = Duration.seconds(1)
-    /// The `NOTIFY` channel a schema's nodes ring each other on.
-    var channel: String { "deskline_events_\(settings.schema)" }
+    /// The `NOTIFY` channel a schema's nodes ring each other on. (PostgreSQL takes at most 63
+    /// bytes; schemas alike in their first 47 characters share one, which only makes their nodes
+    /// read their logs once more.)
+    var channel: String { String("deskline_events_\(settings.schema)".prefix(63)) }
 
     /// A store on `client` (which the caller runs), in `settings.schema`, which must hold the
     /// current schema (``Schema/migrate(_:schema:logger:)``).
@@ -69,14 +71,18 @@ public final class PostgresStore: Store, Service {
         let logger = self.logger
         return try await bounded { [client] in
             try await client.withConnection { connection in
-                try await connection.query(readOnly ? "BEGIN READ ONLY" : "BEGIN", logger: logger)
+                try await connection.run(readOnly ? "BEGIN READ ONLY" : "BEGIN", logger: logger)
                 do {
-                    try await connection.query("SELECT set_config('deskline.tenant', \(tenant), true)", logger: logger)
+                    try await connection.run("SELECT set_config('deskline.tenant', \(tenant), true)", logger: logger)
                     let value = try await body(connection)
-                    try await connection.query("COMMIT", logger: logger)
+                    // The caller stopped waiting (requestTimeoutSeconds) and was told nothing was
+                    // stored: roll back rather than commit behind its back. (A timeout while the
+                    // COMMIT is on its way leaves the outcome open, as any lost connection does.)
+                    try Task.checkCancellation()
+                    try await connection.run("COMMIT", logger: logger)
                     return value
                 } catch {
-                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    _ = try? await connection.run("ROLLBACK", logger: logger)
                     throw error
                 }
             }
@@ -244,7 +250,7 @@ public final class PostgresStore: Store, Service {
                 """, logger).first else { throw DesklineError.notFound("no tenant \(tenant.id)") }
             stored.name = tenant.name
             stored.motd = tenant.motd
-            try await connection.query("""
+            try await connection.run("""
                 UPDATE \(unescaped: s)tenants SET doc = \(try Self.json(stored))::jsonb WHERE tenant_id = \(tenant.id.rawValue)
                 """, logger: logger)
             return stored
@@ -276,7 +282,7 @@ public final class PostgresStore: Store, Service {
         var event: Int
 
         func save(_ tenant: TenantID, _ connection: PostgresConnection, _ s: String, _ logger: Logger) async throws {
-            try await connection.query("""
+            try await connection.run("""
                 UPDATE \(unescaped: s)tenants SET last_customer = \(customer), last_user = \(user), last_ticket = \(ticket),
                     last_call = \(call), last_event = \(event) WHERE tenant_id = \(tenant.rawValue)
                 """, logger: logger)
@@ -300,7 +306,7 @@ public final class PostgresStore: Store, Service {
             counters.customer += 1
             let customer = Customer(id: .numbered(counters.customer), tenantId: tenant, name: draft.name, email: draft.email,
                                     phone: draft.phone, createdAt: Timestamp.truncate(time))
-            try await connection.query("""
+            try await connection.run("""
                 INSERT INTO \(unescaped: s)customers (tenant_id, customer_id, email, doc)
                 VALUES (\(tenant.rawValue), \(customer.id.rawValue), \(draft.email), \(try Self.json(customer))::jsonb)
                 """, logger: logger)
@@ -342,13 +348,13 @@ public final class PostgresStore: Store, Service {
             let user = User(id: .numbered(counters.user), tenantId: tenant, email: draft.email, displayName: draft.displayName,
                             role: draft.role, passwordHash: draft.passwordHash, customerId: draft.customerId,
                             createdAt: Timestamp.truncate(time), tenantLoginOnly: draft.tenantLoginOnly ? true : nil)
-            try await connection.query("""
+            try await connection.run("""
                 INSERT INTO \(unescaped: s)users (tenant_id, user_id, email, doc)
                 VALUES (\(tenant.rawValue), \(user.id.rawValue), \(draft.email), \(try Self.json(user))::jsonb)
                 """, logger: logger)
             if var customer {
                 customer.userId = user.id
-                try await connection.query("""
+                try await connection.run("""
                     UPDATE \(unescaped: s)customers SET doc = \(try Self.json(customer))::jsonb
                     WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(customer.id.rawValue)
                     """, logger: logger)
@@ -397,7 +403,7 @@ public final class PostgresStore: Store, Service {
                 """, logger).first else { throw DesklineError.notFound("no user \(id) in tenant \(tenant)") }
             if let expected, user.passwordHash != expected { return false }
             user.passwordHash = hash
-            try await connection.query("""
+            try await connection.run("""
                 UPDATE \(unescaped: s)users SET doc = \(try Self.json(user))::jsonb WHERE tenant_id = \(tenant.rawValue) AND user_id = \(id.rawValue)
                 """, logger: logger)
             return true
@@ -420,12 +426,12 @@ public final class PostgresStore: Store, Service {
                     """, logger).first
             }
             try change(&customer, &user)
-            try await connection.query("""
+            try await connection.run("""
                 UPDATE \(unescaped: s)customers SET doc = \(try Self.json(customer))::jsonb
                 WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(id.rawValue)
                 """, logger: logger)
             if let user {
-                try await connection.query("""
+                try await connection.run("""
                     UPDATE \(unescaped: s)users SET doc = \(try Self.json(user))::jsonb
                     WHERE tenant_id = \(tenant.rawValue) AND user_id = \(user.id.rawValue)
                     """, logger: logger)
@@ -476,5 +482,14 @@ public final class PostgresStore: Store, Service {
             cache.generation += 1
             cache.entries[tenant] = nil
         }
+    }
+}
+
+extension PostgresConnection {
+    /// Runs a statement and reads its whole result: postgres-nio reports an error that comes
+    /// after the result's description (a failing `pg_notify`, a lock wait's statement timeout)
+    /// only to a reader of the rows, and a COMMIT after an unseen error silently rolls back.
+    func run(_ query: PostgresQuery, logger: Logger) async throws {
+        _ = try await self.query(query, logger: logger).collect()
     }
 }

@@ -1,4 +1,5 @@
 import DesklineCore
+import Foundation
 import Logging
 import PostgresNIO
 
@@ -146,10 +147,12 @@ public enum Schema {
     /// Applies the migrations `schema` lacks, each in its own transaction, under an advisory lock
     /// (two `migrate` runs at once take turns). Returns the versions applied.
     public static func migrate(_ connection: PostgresConnection, schema: String, logger: Logger) async throws -> [Int] {
-        try await connection.query("SELECT pg_advisory_lock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
+        // Waiting for another run's lock is not a slow statement: no statement timeout here.
+        try await connection.run("SET statement_timeout = 0", logger: logger)
+        try await connection.run("SELECT pg_advisory_lock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
         do {
-            try await connection.query("CREATE SCHEMA IF NOT EXISTS \(unescaped: schema)", logger: logger)
-            try await connection.query("""
+            try await connection.run("CREATE SCHEMA IF NOT EXISTS \(unescaped: schema)", logger: logger)
+            try await connection.run("""
                 CREATE TABLE IF NOT EXISTS \(unescaped: schema).schema_migrations (
                     version bigint PRIMARY KEY, summary text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
                 """, logger: logger)
@@ -162,19 +165,19 @@ public enum Schema {
                 try await connection.withTransaction(logger: logger) { connection in
                     for statement in migration.statements {
                         let sql = statement.replacingOccurrences(of: "{schema}", with: schema)
-                        try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+                        try await connection.run(PostgresQuery(unsafeSQL: sql), logger: logger)
                     }
-                    try await connection.query(
+                    try await connection.run(
                         "INSERT INTO \(unescaped: schema).schema_migrations (version, summary) VALUES (\(migration.version), \(migration.summary))",
                         logger: logger)
                 }
                 applied.append(migration.version)
                 logger.info("applied a schema migration", metadata: ["version": "\(migration.version)", "summary": "\(migration.summary)"])
             }
-            try await connection.query("SELECT pg_advisory_unlock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
+            try await connection.run("SELECT pg_advisory_unlock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
             return applied
         } catch {
-            _ = try? await connection.query("SELECT pg_advisory_unlock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
+            _ = try? await connection.run("SELECT pg_advisory_unlock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
             throw error
         }
     }

@@ -14,27 +14,44 @@ public enum TestPostgres {
         public let settings: PostgresSettings
         public let password: String
         public let client: PostgresClient
+        /// Whether this process started the server (no other test run is using it).
+        let startedHere: Bool
     }
 
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
 
-    private static let started = Mutex<Task<Server, any Error>?>(nil)
+    private static let shared = Mutex<Task<Server, any Error>?>(nil)
 
     /// The server (started on first use) and a client on it that runs for the process's life.
     public static func server() async throws -> Server {
-        let task = started.withLock { started in
-            if let task = started { return task }
-            // Off the cooperative pool: starting the server blocks for a second or two.
-            let task = Task {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Server, any Error>) in
-                    Thread.detachNewThread { continuation.resume(with: Result { try start() }) }
-                }
-            }
-            started = task
+        let task = shared.withLock { shared in
+            if let task = shared { return task }
+            let task = Task { try await started() }
+            shared = task
             return task
         }
         return try await task.value
+    }
+
+    /// The server, after dropping the schemas earlier runs' tests left (`t_…`, `m_…`) when this
+    /// process started it (so no other run is using them).
+    private static func started() async throws -> Server {
+        // Off the cooperative pool: starting the server blocks for a second or two.
+        let server = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Server, any Error>) in
+            Thread.detachNewThread { continuation.resume(with: Result { try start() }) }
+        }
+        if server.startedHere {
+            _ = try await server.client.withConnection { connection in
+                let rows = try await connection.query("SELECT nspname FROM pg_namespace WHERE nspname ~ '^[tm]_[0-9a-z_]+$'", logger: logger)
+                    .collect()
+                for row in rows {
+                    let name = try row.decode(String.self)
+                    _ = try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(name) CASCADE"), logger: logger).collect()
+                }
+            }
+        }
+        return server
     }
 
     private static func start() throws -> Server {
@@ -56,7 +73,8 @@ public enum TestPostgres {
         let password = try settings.password() ?? ""
         let client = PostgresClient(configuration: settings.clientConfiguration(password: password, connections: settings.poolSize))
         Task.detached { await client.run() }
-        return Server(settings: settings, password: password, client: client)
+        let server = Server(settings: settings, password: password, client: client, startedHere: !wasRunning)
+        return server
     }
 
     /// Warnings and errors only (a migration per test store would log otherwise).
@@ -86,6 +104,13 @@ public enum TestPostgres {
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
+    /// ``run(_:)`` on a thread of its own: it blocks for seconds (initdb, a server start).
+    static func runAside(_ arguments: [String]) async throws -> Int32 {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try run(arguments) }) }
+        }
+    }
+
     /// Settings for a new, empty schema of its own, migrated to the current version.
     public static func freshSchema(_ server: Server) async throws -> PostgresSettings {
         var settings = server.settings
@@ -101,5 +126,45 @@ public enum TestPostgres {
         let server = try await server()
         let settings = try await freshSchema(server)
         return PostgresStore(client: server.client, settings: settings, logger: logger)
+    }
+}
+
+/// A PostgreSQL cluster of one test's own, in a fresh directory, for tests that stop and start
+/// the server (the shared one serves every other test meanwhile).
+public struct PrivateCluster: Sendable {
+    public let directory: String
+    public let settings: PostgresSettings
+    public let password: String
+
+    /// Creates and starts a cluster (a few seconds: initdb) with the current schema in `public`.
+    public static func start() async throws -> PrivateCluster {
+        let directory = NSTemporaryDirectory() + "deskline-pg-" + UUID().uuidString.prefix(8).lowercased()
+        guard try await TestPostgres.runAside(["start", directory]) == 0 else {
+            throw DesklineError.storage("Scripts/postgres-dev could not start PostgreSQL in \(directory)")
+        }
+        var settings = PostgresSettings()
+        let port = try String(contentsOfFile: directory + "/port", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        settings.port = Int(port) ?? 0
+        settings.passwordFile = directory + "/password"
+        settings.tls = .disable
+        let password = try settings.password() ?? ""
+        _ = try await settings.migrate(password: password, logger: TestPostgres.logger)
+        return PrivateCluster(directory: directory, settings: settings, password: password)
+    }
+
+    /// Stops the server (fast: open transactions are rolled back, connections closed).
+    public func stopServer() async throws {
+        guard try await TestPostgres.runAside(["stop", directory]) == 0 else { throw DesklineError.storage("the test cluster did not stop") }
+    }
+
+    /// Starts it again on the same port.
+    public func startServer() async throws {
+        guard try await TestPostgres.runAside(["start", directory]) == 0 else { throw DesklineError.storage("the test cluster did not start") }
+    }
+
+    /// Stops the server and deletes the cluster.
+    public func remove() async {
+        _ = try? await stopServer()
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }

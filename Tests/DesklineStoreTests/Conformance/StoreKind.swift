@@ -1,5 +1,6 @@
 import DesklineCore
 import DesklineStore
+import DesklinePostgresTesting
 import Foundation
 import NIOPosix
 import Synchronization
