@@ -104,10 +104,7 @@ extension FileStore {
     static let lineEncoder: JSONEncoder = {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .custom { date, encoder in
-            var c = encoder.singleValueContainer()
-            try c.encode(Timestamp.format(date))
-        }
+        e.dateEncodingStrategy = .desklineTimestamp
         return e
     }()
 

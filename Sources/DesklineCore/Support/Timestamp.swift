@@ -75,3 +75,26 @@ extension String {
         count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }
+
+extension JSONEncoder.DateEncodingStrategy {
+    /// How the stores write a time: ``Timestamp/format(_:)`` (ISO 8601 UTC with milliseconds).
+    public static var desklineTimestamp: Self {
+        .custom { date, encoder in
+            var c = encoder.singleValueContainer()
+            try c.encode(Timestamp.format(date))
+        }
+    }
+}
+
+extension JSONDecoder.DateDecodingStrategy {
+    /// How the stores read a time written by ``JSONEncoder/DateEncodingStrategy/desklineTimestamp``.
+    public static var desklineTimestamp: Self {
+        .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = Timestamp.parse(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad date '\(text)'"))
+            }
+            return date
+        }
+    }
+}

@@ -39,7 +39,14 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
     /// A store with two tenants: in acme customers Ann (c1, login u1) and Bob (c2, login u2) and
     /// agent Amy (u3); in globex customer Gus (c1, login u1).
     func seeded() async throws -> World {
-        let store = try await make()
+        try await World.seed(try await make())
+    }
+}
+
+/// A seeded store and the names the conformance tests use.
+struct World: Sendable {
+    /// `store` with ``StoreKind/seeded()``'s tenants and people.
+    static func seed(_ store: any Store) async throws -> World {
         let world = World(store: store)
         let now = Date()
         try await store.createTenant(Tenant(id: world.acme, name: "Acme", createdAt: now))
@@ -51,10 +58,7 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
         _ = try await store.createUser(world.newUser("amy", .agent), in: world.acme, at: now)
         return world
     }
-}
 
-/// A seeded store and the names the conformance tests use.
-struct World: Sendable {
     let store: any Store
     let acme = TenantID(rawValue: "acme")!
     let globex = TenantID(rawValue: "globex")!
