@@ -9,7 +9,7 @@ extension PostgresSettings {
     func connectionConfiguration(password: String?) throws -> PostgresConnection.Configuration {
         let tlsSetting: PostgresConnection.Configuration.TLS = switch tls {
         case .disable: .disable
-        case .prefer: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        case .prefer: .prefer(try NIOSSLContext(configuration: Self.preferTLS))
         case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
         }
         var configuration = PostgresConnection.Configuration(host: host, port: port, username: user, password: password,

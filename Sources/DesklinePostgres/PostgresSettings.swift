@@ -59,7 +59,8 @@ public struct PostgresSettings: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw .invalidArgument("storage.postgres.passwordFile: cannot read \(path)")
         }
-        let line = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        // (Split on line ends of either kind: "\r\n" is one Character in Swift.)
+        let line = text.split(maxSplits: 1, omittingEmptySubsequences: false, whereSeparator: \.isNewline).first.map(String.init) ?? ""
         guard !line.isEmpty else { throw .invalidArgument("storage.postgres.passwordFile: \(path) is empty") }
         return line
     }
@@ -71,7 +72,7 @@ public struct PostgresSettings: Sendable, Equatable {
         guard !database.isEmpty else { throw .invalidArgument("storage.postgres.database: must not be empty") }
         guard !user.isEmpty else { throw .invalidArgument("storage.postgres.user: must not be empty") }
         guard Self.isPlainIdentifier(schema) else {
-            throw .invalidArgument("storage.postgres.schema: '\(schema)' must be 1-63 of a-z 0-9 _, starting with a letter")
+            throw .invalidArgument("storage.postgres.schema: '\(schema)' must be 1-63 of a-z 0-9 _, starting with a letter, and not pg_...")
         }
         guard passwordFile == nil || passwordEnvironment == nil else {
             throw .invalidArgument("storage.postgres: set passwordFile or passwordEnvironment, not both")
@@ -87,13 +88,23 @@ public struct PostgresSettings: Sendable, Equatable {
         guard (1...3650).contains(eventRetentionDays) else { throw .invalidArgument("storage.postgres.eventRetentionDays: must be 1-3650") }
     }
 
-    /// A schema name used unquoted in SQL: lower-case letters, digits and `_`.
-    static func isPlainIdentifier(_ name: String) -> Bool {
+    /// A schema name Deskline can use (quoted) in SQL: lower-case letters, digits and `_`, not
+    /// PostgreSQL's reserved `pg_` prefix.
+    public static func isPlainIdentifier(_ name: String) -> Bool {
+        guard !name.hasPrefix("pg_") else { return false }
         let bytes = Array(name.utf8)
         guard (1...63).contains(bytes.count), let first = bytes.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first) else { return false }
         return bytes.allSatisfy { b in
             (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(b) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b) || b == UInt8(ascii: "_")
         }
+    }
+
+    /// `prefer`: encryption if the server offers it, without checking its certificate (as
+    /// libpq's `sslmode=prefer`; stock Debian servers have a self-signed one). `require` checks it.
+    static var preferTLS: TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = .none
+        return configuration
     }
 
     /// `host:port/database` for messages.
@@ -104,7 +115,7 @@ public struct PostgresSettings: Sendable, Equatable {
     public func clientConfiguration(password: String?, connections: Int) -> PostgresClient.Configuration {
         let tlsSetting: PostgresClient.Configuration.TLS = switch tls {
         case .disable: .disable
-        case .prefer: .prefer(.makeClientConfiguration())
+        case .prefer: .prefer(Self.preferTLS)
         case .require: .require(.makeClientConfiguration())
         }
         var configuration = PostgresClient.Configuration(host: host, port: port, username: user, password: password,

@@ -66,13 +66,20 @@ extension PostgresStore {
     /// `eventRetentionDays` once an hour. Starts from the events committed so far (a node does
     /// not replay the past).
     public func run() async {
-        do {
-            for tenant in try await tenants() {
-                let last = try await lastEventSeq(in: tenant.id)
-                published.withLock { $0[tenant.id] = max($0[tenant.id] ?? 0, last) }
+        // Where every tenant's log stands, before any catch-up may run (a tenant this node knows
+        // nothing of would be read from its first event): retried until it is read.
+        var pause = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                for (tenant, last) in try await heads() {
+                    published.withLock { $0[tenant] = max($0[tenant] ?? 0, last) }
+                }
+                break
+            } catch {
+                logger.warning("could not read where the event log stands; trying again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(5))
             }
-        } catch {
-            logger.warning("could not read where the event log stands; the poll reads it later", metadata: ["error": "\(error)"])
         }
         let (rings, ring) = AsyncStream<Ring>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
         // A graceful shutdown (SIGTERM in `serve`) ends it like a cancellation: every loop below
@@ -137,22 +144,23 @@ extension PostgresStore {
         case .tenant(let tenant, let seq):
             if seq > (published.withLock { $0[tenant] } ?? 0) { await catchUp(tenant) }
         case .all:
-            let s = self.s, logger = self.logger
-            do {
-                let heads = try await transaction("*", readOnly: true) { connection in
-                    var heads: [(TenantID, Int)] = []
-                    for try await (tenant, last) in try await connection.query(
-                        "SELECT tenant_id, last_event FROM \(unescaped: s)tenants", logger: logger).decode((String, Int).self) {
-                        heads.append((TenantID(unchecked: tenant), last))
-                    }
-                    return heads
-                }
-                for (tenant, last) in heads where last > (published.withLock { $0[tenant] } ?? 0) {
-                    await catchUp(tenant)
-                }
-            } catch {
-                // (Logged by the transaction; the next ring or poll tries again.)
+            guard let heads = try? await heads() else { return }  // (logged; the next ring or poll tries again)
+            for (tenant, last) in heads where last > (published.withLock { $0[tenant] } ?? 0) {
+                await catchUp(tenant)
             }
+        }
+    }
+
+    /// Every tenant's last event seq, in one read.
+    func heads() async throws(DesklineError) -> [(TenantID, Int)] {
+        let s = self.s, logger = self.logger
+        return try await transaction("*", readOnly: true) { connection in
+            var heads: [(TenantID, Int)] = []
+            for try await (tenant, last) in try await connection.query(
+                "SELECT tenant_id, last_event FROM \(unescaped: s)tenants", logger: logger).decode((String, Int).self) {
+                heads.append((TenantID(unchecked: tenant), last))
+            }
+            return heads
         }
     }
 

@@ -5,7 +5,7 @@ import PostgresNIO
 import Synchronization
 
 // Tickets, calls and inboxes: reads are scoped transactions; writes go through the tenant's
-// queue (``WriteQueues``) and are committed in batches by ``commit(_:in:)``.
+// queue (``WriteQueues``) and are committed in batches by ``commit(_:in:until:)``.
 
 /// A write of a tenant's tickets or calls, as the store port hands it over.
 enum Write: Sendable {
@@ -28,6 +28,8 @@ enum Write: Sendable {
 final class WriteQueues: Sendable {
     struct Pending: Sendable {
         let write: Write
+        /// When its caller stops waiting (`requestTimeoutSeconds` after it was queued).
+        let deadline: ContinuousClock.Instant
         let done: CheckedContinuation<Result<Change?, DesklineError>, Never>
     }
 
@@ -96,18 +98,28 @@ extension PostgresStore {
     /// refused). `whenQueued` runs once it has its place.
     func submit(_ write: Write, in tenant: TenantID, whenQueued: (@Sendable () -> Void)?) async throws(DesklineError) -> Change? {
         let result = await withCheckedContinuation { (done: CheckedContinuation<Result<Change?, DesklineError>, Never>) in
-            let start = queues.enqueue(.init(write: write, done: done), for: tenant)
+            let deadline = ContinuousClock.now + .seconds(settings.requestTimeoutSeconds)
+            let start = queues.enqueue(.init(write: write, deadline: deadline, done: done), for: tenant)
             whenQueued?()
             if start { Task { await self.drain(tenant) } }
         }
         return try result.get()
     }
 
-    /// Commits the tenant's queued writes, a batch per transaction, until none wait.
+    /// Commits the tenant's queued writes, a batch per transaction, until none wait. A write
+    /// whose caller's time (`requestTimeoutSeconds` from when it was queued) ran out while it
+    /// waited is refused before its transaction starts (nothing of it stored), and a batch's
+    /// transaction ends at its earliest deadline: a write never takes longer than that in all.
     func drain(_ tenant: TenantID) async {
         while let batch = queues.next(tenant) {
-            let results = await commit(batch.map(\.write), in: tenant)
-            for (pending, result) in zip(batch, results) { pending.done.resume(returning: result) }
+            let now = ContinuousClock.now
+            for late in batch where late.deadline <= now {
+                late.done.resume(returning: .failure(.storage("the database did not answer within \(settings.requestTimeoutSeconds) s")))
+            }
+            let live = batch.filter { $0.deadline > now }
+            guard let until = live.map(\.deadline).min() else { continue }
+            let results = await commit(live.map(\.write), in: tenant, until: until)
+            for (pending, result) in zip(live, results) { pending.done.resume(returning: result) }
         }
     }
 
@@ -115,10 +127,10 @@ extension PostgresStore {
     /// the ones before it wrote; a decision that throws refuses its write alone. Publishes the
     /// committed events, then returns each write's outcome (all `storage` if the transaction
     /// failed: none of them was stored).
-    func commit(_ writes: [Write], in tenant: TenantID) async -> [Result<Change?, DesklineError>] {
+    func commit(_ writes: [Write], in tenant: TenantID, until deadline: ContinuousClock.Instant) async -> [Result<Change?, DesklineError>] {
         let s = self.s, logger = self.logger, channel = self.channel
         do {
-            let (results, events) = try await transaction(tenant.rawValue) { connection in
+            let (results, events) = try await transaction(tenant.rawValue, until: deadline) { connection in
                 guard var counters = try await Self.lockTenant(tenant, connection, s, logger) else {
                     let none: [Result<Change?, DesklineError>] = writes.map { $0.creates ? .failure(.notFound("no tenant \(tenant)")) : .success(nil) }
                     return (none, [TicketEvent]())
@@ -150,7 +162,7 @@ extension PostgresStore {
         }
     }
 
-    /// Runs one write inside ``commit(_:in:)``'s transaction. Throws ``DesklineError`` only before
+    /// Runs one write inside ``commit(_:in:until:)``'s transaction. Throws ``DesklineError`` only before
     /// it writes anything (a refused decision); PostgreSQL's errors end the transaction.
     static func apply(_ write: Write, in tenant: TenantID, _ connection: PostgresConnection, _ counters: inout Counters,
                       _ s: String, _ logger: Logger) async throws -> Change? {

@@ -58,7 +58,9 @@ public final class PostgresStore: Store, Service {
         self.client = client
         self.settings = settings
         self.logger = logger
-        self.s = settings.schema + "."
+        precondition(PostgresSettings.isPlainIdentifier(settings.schema), "unchecked schema name \(settings.schema)")
+        // Quoted: a schema may be called like a reserved word (`user`).
+        self.s = "\"\(settings.schema)\"."
     }
 
     // MARK: Transactions
@@ -66,12 +68,13 @@ public final class PostgresStore: Store, Service {
     /// Runs `body` in a transaction scoped to `tenant` (`*`: every tenant), bounded by
     /// `requestTimeoutSeconds`. PostgreSQL's errors come out as `storage`; a ``DesklineError``
     /// thrown by `body` comes out as it is (after the rollback).
-    func transaction<T: Sendable>(_ tenant: String, readOnly: Bool = false,
+    func transaction<T: Sendable>(_ tenant: String, readOnly: Bool = false, until deadline: ContinuousClock.Instant? = nil,
                                   _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(DesklineError) -> T {
         let logger = self.logger
-        return try await bounded { [client] in
+        return try await bounded(until: deadline) { [client] in
             try await client.withConnection { connection in
-                try await connection.run(readOnly ? "BEGIN READ ONLY" : "BEGIN", logger: logger)
+                // A read sees one snapshot across its statements (an inbox's marks and its lines).
+                try await connection.run(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN", logger: logger)
                 do {
                     try await connection.run("SELECT set_config('deskline.tenant', \(tenant), true)", logger: logger)
                     let value = try await body(connection)
@@ -89,10 +92,12 @@ public final class PostgresStore: Store, Service {
         }
     }
 
-    /// Runs `body`, giving up after `requestTimeoutSeconds` (its task is cancelled: a wait for a
-    /// connection ends; a statement under way ends by `statement_timeout` or the connection).
-    func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws(DesklineError) -> T {
-        let timeout = Duration.seconds(settings.requestTimeoutSeconds)
+    /// Runs `body`, giving up after `requestTimeoutSeconds` or at `deadline` (its task is
+    /// cancelled: a wait for a connection ends; a statement under way ends by `statement_timeout`
+    /// or the connection, and the transaction rolls back).
+    func bounded<T: Sendable>(until deadline: ContinuousClock.Instant? = nil,
+                              _ body: @escaping @Sendable () async throws -> T) async throws(DesklineError) -> T {
+        let timeout = deadline.map { $0 - .now } ?? .seconds(settings.requestTimeoutSeconds)
         let result: Result<T, any Error> = await withCheckedContinuation { continuation in
             let outcome = Outcome(continuation)
             let work = Task {
@@ -102,7 +107,10 @@ public final class PostgresStore: Store, Service {
             }
             outcome.timer(Task {
                 try? await Task.sleep(for: timeout)
-                if outcome.resume(.failure(TimedOut())) { work.cancel() }
+                // Cancelled first, so the work does not pass its last check before COMMIT after the
+                // caller was told it timed out.
+                work.cancel()
+                outcome.resume(.failure(TimedOut()))
             })
         }
         switch result {
@@ -229,7 +237,7 @@ public final class PostgresStore: Store, Service {
     public func tenants() async throws(DesklineError) -> [Tenant] {
         let s = self.s, logger = self.logger
         return try await transaction("*", readOnly: true) { connection in
-            try await Self.docs(Tenant.self, connection, "SELECT doc::text FROM \(unescaped: s)tenants ORDER BY tenant_id", logger)
+            try await Self.docs(Tenant.self, connection, "SELECT doc::text FROM \(unescaped: s)tenants ORDER BY tenant_id COLLATE \"C\"", logger)
         }
     }
 
@@ -327,8 +335,11 @@ public final class PostgresStore: Store, Service {
             guard taken.isEmpty else { throw DesklineError.conflict("tenant \(tenant) already has a login \(draft.email)") }
             var customer: Customer?
             if let cid = draft.customerId {
+                // Locked: the user's link is written into this very document (an updateCustomer
+                // meanwhile would otherwise be overwritten).
                 guard let found = try await Self.docs(Customer.self, connection, """
                     SELECT doc::text FROM \(unescaped: s)customers WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(cid.rawValue)
+                    FOR UPDATE
                     """, logger).first else { throw DesklineError.notFound("no customer \(cid) in tenant \(tenant)") }
                 if let existing = found.userId {
                     throw DesklineError.conflict("customer \(cid) already has a login (user \(existing))")

@@ -130,30 +130,39 @@ public enum Schema {
         }),
     ]
 
+    /// `schema` as an identifier in SQL: checked (a-z, 0-9, `_`, so nothing to escape) and
+    /// quoted (so a reserved word such as `user` works).
+    static func quote(_ schema: String) throws(DesklineError) -> String {
+        guard PostgresSettings.isPlainIdentifier(schema) else { throw .invalidArgument("'\(schema)' is not a usable schema name") }
+        return "\"\(schema)\""
+    }
+
     /// The version this build reads and writes.
     public static var current: Int { migrations.last?.version ?? 0 }
 
     /// The version of the schema in `schema` (0: no Deskline tables there).
     public static func installedVersion(_ connection: PostgresConnection, schema: String, logger: Logger) async throws -> Int {
+        let quoted = try quote(schema)
         let exists = try await connection.query(
-            "SELECT to_regclass(\(schema + ".schema_migrations")) IS NOT NULL", logger: logger
+            "SELECT to_regclass(\(quoted + ".schema_migrations")) IS NOT NULL", logger: logger
         ).collect().first?.decode(Bool.self) ?? false
         guard exists else { return 0 }
         let rows = try await connection.query(
-            "SELECT coalesce(max(version), 0)::bigint FROM \(unescaped: schema).schema_migrations", logger: logger).collect()
+            "SELECT coalesce(max(version), 0)::bigint FROM \(unescaped: quoted).schema_migrations", logger: logger).collect()
         return try rows.first?.decode(Int.self) ?? 0
     }
 
     /// Applies the migrations `schema` lacks, each in its own transaction, under an advisory lock
     /// (two `migrate` runs at once take turns). Returns the versions applied.
     public static func migrate(_ connection: PostgresConnection, schema: String, logger: Logger) async throws -> [Int] {
+        let quoted = try quote(schema)
         // Waiting for another run's lock is not a slow statement: no statement timeout here.
         try await connection.run("SET statement_timeout = 0", logger: logger)
         try await connection.run("SELECT pg_advisory_lock(hashtext(\(schema + ".deskline_migrate")))", logger: logger)
         do {
-            try await connection.run("CREATE SCHEMA IF NOT EXISTS \(unescaped: schema)", logger: logger)
+            try await connection.run("CREATE SCHEMA IF NOT EXISTS \(unescaped: quoted)", logger: logger)
             try await connection.run("""
-                CREATE TABLE IF NOT EXISTS \(unescaped: schema).schema_migrations (
+                CREATE TABLE IF NOT EXISTS \(unescaped: quoted).schema_migrations (
                     version bigint PRIMARY KEY, summary text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
                 """, logger: logger)
             let installed = try await installedVersion(connection, schema: schema, logger: logger)
@@ -164,11 +173,11 @@ public enum Schema {
             for migration in migrations where migration.version > installed {
                 try await connection.withTransaction(logger: logger) { connection in
                     for statement in migration.statements {
-                        let sql = statement.replacingOccurrences(of: "{schema}", with: schema)
+                        let sql = statement.replacingOccurrences(of: "{schema}", with: quoted)
                         try await connection.run(PostgresQuery(unsafeSQL: sql), logger: logger)
                     }
                     try await connection.run(
-                        "INSERT INTO \(unescaped: schema).schema_migrations (version, summary) VALUES (\(migration.version), \(migration.summary))",
+                        "INSERT INTO \(unescaped: quoted).schema_migrations (version, summary) VALUES (\(migration.version), \(migration.summary))",
                         logger: logger)
                 }
                 applied.append(migration.version)

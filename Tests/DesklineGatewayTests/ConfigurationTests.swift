@@ -79,7 +79,7 @@ struct ConfigurationTests {
         #expect(error(#"{"storage": {"postgres": {"tls": "maybe"}}}"#) == "storage.postgres.tls: 'maybe' is not one of disable, prefer, require")
         #expect(error(#"{"storage": {"postgres": {"port": 0}}}"#) == "storage.postgres.port: 0 is out of range 1...65535")
         #expect(error(#"{"storage": {"postgres": {"schema": "Robert'); DROP"}}}"#)
-            == "storage.postgres.schema: 'Robert'); DROP' must be 1-63 of a-z 0-9 _, starting with a letter")
+            == "storage.postgres.schema: 'Robert'); DROP' must be 1-63 of a-z 0-9 _, starting with a letter, and not pg_...")
         #expect(error(#"{"storage": {"postgres": {"passwordFile": "a", "passwordEnvironment": "B"}}}"#)
             == "storage.postgres: set passwordFile or passwordEnvironment, not both")
         #expect(error(#"{"storage": {"postgres": {"password": "hunter2"}}}"#) == "storage.postgres.password: unknown key")
