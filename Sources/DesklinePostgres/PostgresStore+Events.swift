@@ -12,13 +12,10 @@ import ServiceLifecycle
 extension PostgresStore {
     public func events(in tenant: TenantID, after seq: Int, limit: Int) async throws(DesklineError) -> [TicketEvent] {
         guard limit > 0 else { return [] }
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(TicketEvent.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)events WHERE tenant_id = \(tenant.rawValue) AND seq > \(seq)
-                ORDER BY seq LIMIT \(limit)
-                """, logger)
-        }
+        return try await docs(TicketEvent.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)events WHERE tenant_id = \(tenant.rawValue) AND seq > \(seq)
+            ORDER BY seq LIMIT \(limit)
+            """)
     }
 
     public func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int {

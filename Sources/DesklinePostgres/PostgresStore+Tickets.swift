@@ -283,12 +283,9 @@ extension PostgresStore {
     // MARK: Ticket and call reads
 
     public func ticket(_ id: TicketID, in tenant: TenantID) async throws(DesklineError) -> Ticket? {
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(Ticket.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)tickets WHERE tenant_id = \(tenant.rawValue) AND number = \(id.number)
-                """, logger).first
-        }
+        try await docs(Ticket.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)tickets WHERE tenant_id = \(tenant.rawValue) AND number = \(id.number)
+            """).first
     }
 
     public func ticketIDs(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [TicketID] {
@@ -306,61 +303,46 @@ extension PostgresStore {
     }
 
     public func tickets(in tenant: TenantID) async throws(DesklineError) -> [Ticket] {
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(Ticket.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)tickets WHERE tenant_id = \(tenant.rawValue) ORDER BY number
-                """, logger)
-        }
+        try await docs(Ticket.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)tickets WHERE tenant_id = \(tenant.rawValue) ORDER BY number
+            """)
     }
 
     public func tickets(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [Ticket] {
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(Ticket.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)tickets WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(customer.rawValue)
-                ORDER BY number
-                """, logger)
-        }
+        try await docs(Ticket.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)tickets WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(customer.rawValue)
+            ORDER BY number
+            """)
     }
 
     public func entries(of ticket: TicketID, in tenant: TenantID, after: EntryPosition?, before: EntryPosition?, limit: Int,
                         includeNotes: Bool) async throws(DesklineError) -> [TicketEntry] {
         guard limit > 0 else { return [] }
-        let s = self.s, logger = self.logger
         // Positions as (seq, note) with note 0 for an entry: a row comparison the primary key
         // answers in order.
         let low = after ?? EntryPosition(-1), high = before ?? EntryPosition(Int(Int32.max))
         let newestFirst = after == nil
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            let page = try await Self.docs(TicketEntry.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)entries
-                WHERE tenant_id = \(tenant.rawValue) AND ticket = \(ticket.number)
-                  AND (seq, note) > (\(low.seq), \(low.note)) AND (seq, note) < (\(high.seq), \(high.note))
-                  AND (visible OR \(includeNotes))
-                ORDER BY \(unescaped: newestFirst ? "seq DESC, note DESC" : "seq, note") LIMIT \(limit)
-                """, logger)
-            return newestFirst ? page.reversed() : page
-        }
+        let page = try await docs(TicketEntry.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)entries
+            WHERE tenant_id = \(tenant.rawValue) AND ticket = \(ticket.number)
+              AND (seq, note) > (\(low.seq), \(low.note)) AND (seq, note) < (\(high.seq), \(high.note))
+              AND (visible OR \(includeNotes))
+            ORDER BY \(unescaped: newestFirst ? "seq DESC, note DESC" : "seq, note") LIMIT \(limit)
+            """)
+        return newestFirst ? page.reversed() : page
     }
 
     public func calls(ofCustomer customer: CustomerID, in tenant: TenantID) async throws(DesklineError) -> [CallRequest] {
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(CallRequest.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)calls WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(customer.rawValue)
-                ORDER BY number
-                """, logger)
-        }
+        try await docs(CallRequest.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)calls WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(customer.rawValue)
+            ORDER BY number
+            """)
     }
 
     public func calls(in tenant: TenantID) async throws(DesklineError) -> [CallRequest] {
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(CallRequest.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)calls WHERE tenant_id = \(tenant.rawValue) ORDER BY number
-                """, logger)
-        }
+        try await docs(CallRequest.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)calls WHERE tenant_id = \(tenant.rawValue) ORDER BY number
+            """)
     }
 
     // MARK: Inboxes

@@ -211,6 +211,14 @@ public final class PostgresStore: Store, Service {
         return result
     }
 
+    /// The documents `query` selects, read in a read-only transaction scoped to `tenant`.
+    func docs<T: Decodable & Sendable>(_ type: T.Type, in tenant: String, _ query: PostgresQuery) async throws(DesklineError) -> [T] {
+        let logger = self.logger
+        return try await transaction(tenant, readOnly: true) { connection in
+            try await Self.docs(type, connection, query, logger)
+        }
+    }
+
     // MARK: Tenants
 
     public func createTenant(_ tenant: Tenant) async throws(DesklineError) {
@@ -228,17 +236,11 @@ public final class PostgresStore: Store, Service {
     }
 
     public func tenant(_ id: TenantID) async throws(DesklineError) -> Tenant? {
-        let s = self.s, logger = self.logger
-        return try await transaction(id.rawValue, readOnly: true) { connection in
-            try await Self.docs(Tenant.self, connection, "SELECT doc::text FROM \(unescaped: s)tenants WHERE tenant_id = \(id.rawValue)", logger).first
-        }
+        try await docs(Tenant.self, in: id.rawValue, "SELECT doc::text FROM \(unescaped: s)tenants WHERE tenant_id = \(id.rawValue)").first
     }
 
     public func tenants() async throws(DesklineError) -> [Tenant] {
-        let s = self.s, logger = self.logger
-        return try await transaction("*", readOnly: true) { connection in
-            try await Self.docs(Tenant.self, connection, "SELECT doc::text FROM \(unescaped: s)tenants ORDER BY tenant_id COLLATE \"C\"", logger)
-        }
+        try await docs(Tenant.self, in: "*", "SELECT doc::text FROM \(unescaped: s)tenants ORDER BY tenant_id COLLATE \"C\"")
     }
 
     public func updateTenant(_ tenant: Tenant) async throws(DesklineError) -> Tenant {
@@ -315,12 +317,9 @@ public final class PostgresStore: Store, Service {
     }
 
     public func customer(_ id: CustomerID, in tenant: TenantID) async throws(DesklineError) -> Customer? {
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(Customer.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)customers WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(id.rawValue)
-                """, logger).first
-        }
+        try await docs(Customer.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)customers WHERE tenant_id = \(tenant.rawValue) AND customer_id = \(id.rawValue)
+            """).first
     }
 
     public func createUser(_ draft: NewUser, in tenant: TenantID, at time: Date) async throws(DesklineError) -> User {
@@ -374,12 +373,9 @@ public final class PostgresStore: Store, Service {
     }
 
     public func storedUser(_ id: UserID, in tenant: TenantID) async throws(DesklineError) -> User? {
-        let s = self.s, logger = self.logger
-        return try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(User.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)users WHERE tenant_id = \(tenant.rawValue) AND user_id = \(id.rawValue)
-                """, logger).first
-        }
+        try await docs(User.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)users WHERE tenant_id = \(tenant.rawValue) AND user_id = \(id.rawValue)
+            """).first
     }
 
     public func accounts(withEmail email: String) async throws(DesklineError) -> [AccountRef] {
@@ -461,14 +457,11 @@ public final class PostgresStore: Store, Service {
 
     func loadUsers(_ tenant: TenantID) async throws(DesklineError) -> CachedUsers {
         if let cached = cachedUsers(tenant) { return cached }
-        let s = self.s, logger = self.logger
         let started = ContinuousClock.now
         let generation = userCache.withLock { $0.generation }
-        let users = try await transaction(tenant.rawValue, readOnly: true) { connection in
-            try await Self.docs(User.self, connection, """
-                SELECT doc::text FROM \(unescaped: s)users WHERE tenant_id = \(tenant.rawValue) ORDER BY user_id
-                """, logger)
-        }
+        let users = try await docs(User.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)users WHERE tenant_id = \(tenant.rawValue) ORDER BY user_id
+            """)
         let entry = CachedUsers(users: users, staff: Staff(users), at: started)
         userCache.withLock { cache in
             // A list read while this node changed a user may miss the change: not kept.
