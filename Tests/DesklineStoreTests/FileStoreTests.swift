@@ -201,7 +201,13 @@ extension FileStoreTests {
         let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
         func user(_ n: Int) -> NewUser { NewUser(email: "a\(n)@x.test", displayName: "A", role: .agent, passwordHash: hash, customerId: nil) }
         _ = try await store.createUser(user(0), in: acme, at: Date())
-        // The directory's mtime is seconds old at most: a "racy" reading, kept for a second.
+        // The directory's mtime is seconds old at most: a "racy" reading, kept for a second. (The
+        // mtime is set a minute ahead so that the reading is racy however slow the machine is:
+        // one taken more than 2 s after the change would rightly be trusted, and then the CLI's
+        // change below, with the mtime put back, could not be seen.)
+        let dir = root + "/tenants/acme/users"
+        var ahead = [timespec(tv_sec: time(nil) + 60, tv_nsec: 0), timespec(tv_sec: time(nil) + 60, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, dir, &ahead, 0) == 0)
         let reads = store.userListReads.load(ordering: .relaxed)
         for _ in 0..<50 { #expect(try await store.users(in: acme).count == 1) }
         #expect(store.userListReads.load(ordering: .relaxed) - reads == 1)
@@ -209,7 +215,6 @@ extension FileStoreTests {
         // Another process (the admin CLI) adds a user within the same tick of the file system's
         // clock: the directory keeps the mtime of the kept reading. That reading is still not
         // trusted past its second.
-        let dir = root + "/tenants/acme/users"
         var info = stat()
         #expect(stat(dir, &info) == 0)
         let cli = try await FileStore(root: root)
