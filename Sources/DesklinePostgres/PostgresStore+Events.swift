@@ -91,6 +91,7 @@ extension PostgresStore {
                     }
                 }
                 group.addTask { await self.pruneHourly() }
+                group.addTask { await self.runPresence() }
                 group.addTask {
                     for await next in rings {
                         await self.read(next)

@@ -31,6 +31,13 @@ public final class PostgresStore: Store, Service {
     let published = Mutex<[TenantID: Int]>([:])
     let queues = WriteQueues()
     let userCache = Mutex(UserCache())
+    /// This node's name in `nodes` and `presence` (new for every start).
+    let node = SessionID.newNode()
+    /// This node's sessions per user and their writing (PostgresStore+Nodes.swift).
+    let nodeState = Mutex(NodeState())
+    /// Rung when there is presence to write.
+    let presenceWakes: AsyncStream<Void>
+    let presenceWake: AsyncStream<Void>.Continuation
 
     struct UserCache {
         var entries: [TenantID: CachedUsers] = [:]
@@ -61,6 +68,7 @@ public final class PostgresStore: Store, Service {
         precondition(PostgresSettings.isPlainIdentifier(settings.schema), "unchecked schema name \(settings.schema)")
         // Quoted: a schema may be called like a reserved word (`user`).
         self.s = "\"\(settings.schema)\"."
+        (presenceWakes, presenceWake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     // MARK: Transactions

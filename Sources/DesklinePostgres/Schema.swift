@@ -128,7 +128,62 @@ public enum Schema {
                 """,
             ]
         }),
+        nodesMigration,
     ]
+
+    /// Migration 2's tables that hold a tenant's rows.
+    static let presenceTables = ["presence", "away"]
+    /// Migration 2's tables that hold no tenant's rows: the nodes (seen by any transaction that
+    /// named a tenant: presence is read per tenant) and failed logins (only by one that named
+    /// every tenant, `*`).
+    static let nodeTables = ["nodes", "login_failures"]
+
+    static let nodesMigration = Migration(version: 2, summary: "nodes, presence, away messages and failed logins shared by the nodes", statements: [
+        """
+        CREATE TABLE {schema}.nodes (
+            node text PRIMARY KEY,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            seen_at timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        """
+        CREATE TABLE {schema}.presence (
+            tenant_id text NOT NULL REFERENCES {schema}.tenants,
+            user_id text NOT NULL,
+            node text NOT NULL,
+            sessions bigint NOT NULL CHECK (sessions > 0),
+            PRIMARY KEY (tenant_id, user_id, node)
+        )
+        """,
+        "CREATE INDEX presence_by_node ON {schema}.presence (node)",
+        """
+        CREATE TABLE {schema}.away (
+            tenant_id text NOT NULL REFERENCES {schema}.tenants,
+            user_id text NOT NULL,
+            reason text NOT NULL,
+            PRIMARY KEY (tenant_id, user_id)
+        )
+        """,
+        """
+        CREATE TABLE {schema}.login_failures (
+            key text NOT NULL,
+            at timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        "CREATE INDEX login_failures_by_key ON {schema}.login_failures (key, at)",
+        "CREATE INDEX login_failures_by_time ON {schema}.login_failures (at)",
+    ] + presenceTables.flatMap { policy(on: $0, "tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*'") }
+      + policy(on: "nodes", "current_setting('deskline.tenant', true) <> ''")
+      + policy(on: "login_failures", "current_setting('deskline.tenant', true) = '*'"))
+
+    /// Row-level security on `table`, forced for its owner too, with one policy.
+    static func policy(on table: String, _ condition: String) -> [String] {
+        [
+            "ALTER TABLE {schema}.\(table) ENABLE ROW LEVEL SECURITY",
+            "ALTER TABLE {schema}.\(table) FORCE ROW LEVEL SECURITY",
+            "CREATE POLICY tenant_scope ON {schema}.\(table) USING (\(condition))",
+        ]
+    }
 
     /// `schema` as an identifier in SQL: checked (a-z, 0-9, `_`, so nothing to escape) and
     /// quoted (so a reserved word such as `user` works).

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Failed-login limits, per source address and per account (the login as typed, normalised):
 /// after `limit` failures within `window`, further attempts are refused until the oldest failure
 /// leaves the window. Refusals look the same whether the account exists or not, and cost no
@@ -55,4 +57,44 @@ public struct LoginThrottle: Sendable {
         guard times.count >= rule.limit, let oldest = times.first else { return nil }
         return rule.window - (now - oldest)
     }
+}
+
+/// Where failed logins are counted (docs/PROTOCOL.md, "Limits"): the ``LoginThrottle`` rules over
+/// every node that serves one store, so an attacker gains nothing by spreading attempts over
+/// nodes. One node counts in memory (``LocalLoginLimiter``); nodes that share a store count in it
+/// (PostgreSQL: a `login_failures` table, timed by the database's clock).
+public protocol LoginLimiter: Sendable {
+    /// Nil if an attempt may go ahead; otherwise how long until one may.
+    func retryAfter(address: String, account: String) async throws(DesklineError) -> Duration?
+    func failed(address: String, account: String) async
+    /// Clears the account's failures.
+    func succeeded(account: String) async
+}
+
+/// A ``LoginThrottle`` behind a lock: the limits of one node.
+public final class LocalLoginLimiter: LoginLimiter {
+    private let throttle: Mutex<LoginThrottle>
+
+    public init(_ throttle: LoginThrottle) { self.throttle = Mutex(throttle) }
+
+    public func retryAfter(address: String, account: String) async throws(DesklineError) -> Duration? {
+        throttle.withLock { $0.retryAfter(address: address, account: account, now: .now) }
+    }
+
+    public func failed(address: String, account: String) async {
+        throttle.withLock { $0.recordFailure(address: address, account: account, now: .now) }
+    }
+
+    public func succeeded(account: String) async {
+        throttle.withLock { $0.recordSuccess(account: account) }
+    }
+}
+
+/// What the gateway nodes of one store share beyond its data. A store that only one node uses
+/// has none (the gateway keeps presence and login failures in memory).
+public protocol SharedNodeState: Sendable {
+    /// Presence across the nodes; the same object for the store's life.
+    var presence: any PresenceDirectory { get }
+    /// Failed logins counted across the nodes under these rules.
+    func loginLimiter(perAddress: LoginThrottle.Rule, perAccount: LoginThrottle.Rule) -> any LoginLimiter
 }

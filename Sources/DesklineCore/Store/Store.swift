@@ -48,6 +48,10 @@ public protocol Store: Sendable {
     func updateCustomer(_ id: CustomerID, in tenant: TenantID,
                         _ change: @escaping @Sendable (inout Customer, inout User?) throws(DesklineError) -> Void) async throws(DesklineError) -> Customer
 
+    /// What the gateway nodes sharing this store share beyond the data (presence, failed logins);
+    /// nil for a store that only one node uses.
+    var sharedNodeState: (any SharedNodeState)? { get }
+
     // MARK: Tickets (written only by the server)
     //
     // A write takes a decision (Core's), runs it against the state it finds, and makes the
@@ -133,6 +137,10 @@ extension Store {
 }
 
 extension Store {
+    /// What the gateway nodes sharing this store share beyond the data; nil (the default) for a
+    /// store that only one node uses.
+    public var sharedNodeState: (any SharedNodeState)? { nil }
+
     public func staff(in tenant: TenantID) async throws(DesklineError) -> Staff {
         Staff(try await users(in: tenant))
     }

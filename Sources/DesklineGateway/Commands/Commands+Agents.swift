@@ -129,15 +129,17 @@ extension Command {
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let scope = try ctx.requireScope()
         let staff = try await ctx.services.accounts.staff(scope)
-        let online = ctx.services.hub.online(in: scope.tenantId)
-        let away = ctx.services.hub.awayMessages(in: scope.tenantId)
+        // (Sessions on every node of a shared store.)
+        let present = try await ctx.services.hub.presence(in: scope.tenantId)
         let lines = staff.map { user -> ServerLine in
-            let sessions = online[user.id] ?? 0
-            let state = sessions == 0 ? "offline" : (away[user.id] != nil ? "away" : "online")
+            let sessions = present[user.id]?.sessions ?? 0
+            let away = present[user.id]?.away
+            let state = sessions == 0 ? "offline" : (away != nil ? "away" : "online")
             return ServerLine(.rpl, "AGENTS", [user.email, user.role.rawValue, state, String(sessions), user.displayName],
-                              text: sessions > 0 ? away[user.id] ?? "" : "")
+                              text: sessions > 0 ? away ?? "" : "")
         }
-        return lines + [ServerLine(.ok, "AGENTS", [String(lines.count)], text: "\(online.filter { o in staff.contains { $0.id == o.key } }.count) of \(lines.count) online")]
+        let online = staff.filter { (present[$0.id]?.sessions ?? 0) > 0 }.count
+        return lines + [ServerLine(.ok, "AGENTS", [String(lines.count)], text: "\(online) of \(lines.count) online")]
     }
 
     static let away: Command = Command(
@@ -145,7 +147,7 @@ extension Command {
         summary: "Mark yourself away (AGENTS shows it), with an optional reason."
     ) { (ctx: inout CommandContext) throws(DesklineError) in
         let reason = try ctx.arguments["reason"].map { (r) throws(DesklineError) in try InputRules.messageText(r, field: "reason") } ?? "away"
-        ctx.services.hub.setAway(try ctx.requireScope(), reason)
+        try await ctx.services.hub.setAway(try ctx.requireScope(), reason)
         return [ServerLine(.ok, "AWAY", text: reason)]
     }
 
@@ -153,7 +155,7 @@ extension Command {
         name: "BACK", access: .staff, parameters: [],
         summary: "You are available again."
     ) { (ctx: inout CommandContext) throws(DesklineError) in
-        ctx.services.hub.setAway(try ctx.requireScope(), nil)
+        try await ctx.services.hub.setAway(try ctx.requireScope(), nil)
         return [ServerLine(.ok, "BACK", text: "You are back")]
     }
 

@@ -54,18 +54,18 @@ extension Command {
                              logger: Logger) async throws(DesklineError) -> SessionScope {
         let started = ContinuousClock.now
         let account = LoginThrottle.accountKey(login)
-        let loginGuard = services.loginGuard
-        if let wait = loginGuard.retryAfter(address: remoteAddress, account: account) {
+        let limiter = services.loginLimiter
+        if let wait = try await limiter.retryAfter(address: remoteAddress, account: account) {
             logger.notice("login throttled", metadata: ["address": "\(remoteAddress)"])
             throw .throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1))
         }
         do throws(DesklineError) {
             let scope = try await services.accounts.login(login, password: password)
-            loginGuard.succeeded(account: account)
+            await limiter.succeeded(account: account)
             return scope
         } catch {
             if error == .loginFailed {
-                loginGuard.failed(address: remoteAddress, account: account)
+                await limiter.failed(address: remoteAddress, account: account)
                 // Every failure is answered at the same time after it started, so the time of
                 // the reply does not tell an unknown account from one whose hash has another cost.
                 try? await Task.sleep(until: started + services.loginFailureDelay, clock: .continuous)

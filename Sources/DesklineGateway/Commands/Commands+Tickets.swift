@@ -156,17 +156,17 @@ extension Command {
         // A wrong current password counts like a failed login (per address, and per account under
         // its own key), so a session cannot be used to guess the password faster than LOGIN can.
         let account = "passwd \(scope.tenantId.rawValue)/\(scope.userId.rawValue)"
-        let loginGuard = ctx.services.loginGuard
-        if let wait = loginGuard.retryAfter(address: ctx.remoteAddress, account: account) {
+        let limiter = ctx.services.loginLimiter
+        if let wait = try await limiter.retryAfter(address: ctx.remoteAddress, account: account) {
             ctx.logger.notice("password change throttled", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)"])
             throw .throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1), failed: "password checks")
         }
         do throws(DesklineError) {
             try await ctx.services.accounts.changePassword(scope, current: current, new: ctx.arguments.required("new"))
-            loginGuard.succeeded(account: account)
+            await limiter.succeeded(account: account)
         } catch {
             if error == .wrongPassword {
-                loginGuard.failed(address: ctx.remoteAddress, account: account)
+                await limiter.failed(address: ctx.remoteAddress, account: account)
                 ctx.logger.notice("password change failed", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)", "reason": "\(error.code)"])
             }
             throw error

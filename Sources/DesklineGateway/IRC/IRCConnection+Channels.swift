@@ -362,11 +362,12 @@ extension IRCConnection {
     func who(_ message: ClientMessage, scope: SessionScope) -> PreparedLine {
         guard let mask = message.params.first else { return Self.answered([numeric("315", ["*"], "End of WHO list")], scope: scope) }
         if mask.hasPrefix("#") {
-            return withTicket(mask, verb: "WHO", scope: scope) { ticket in
-                let online = self.services.hub.online(in: scope.tenantId)
+            return withTicket(mask, verb: "WHO", scope: scope) { (ticket) throws(DesklineError) in
+                // (Sessions on every node of a shared store.)
+                let present = try await self.services.hub.presence(in: scope.tenantId)
                 return self.members(of: ticket, scope: scope).map {
                     // H: connected; G ("gone"): not connected now.
-                    let here = (online[$0.user] ?? 0) > 0 ? "H" : "G"
+                    let here = (present[$0.user]?.sessions ?? 0) > 0 ? "H" : "G"
                     return self.numeric("352", [mask, $0.user.rawValue, scope.tenantId.rawValue, Self.serverName, $0.nick, here + ($0.op ? "@" : "")],
                                         "0 \($0.nick)")
                 } + [self.numeric("315", [mask], "End of WHO list")]
@@ -389,15 +390,22 @@ extension IRCConnection {
         guard let user = visibleUser(nick, scope: scope) else {
             return Self.answered([numeric("401", [nick], "No such nick/channel"), numeric("318", [nick], "End of /WHOIS list.")], scope: scope)
         }
-        let online = services.hub.online(in: scope.tenantId)[user] ?? 0
-        let away = services.hub.awayMessages(in: scope.tenantId)[user]
-        var lines = [numeric("311", [nick, user.rawValue, scope.tenantId.rawValue, "*"], nick),
-                     numeric("312", [nick, Self.serverName], "Deskline")]
-        guard online > 0 else {
-            return Self.answered([numeric("401", [nick], "No such nick/channel (not online)"), numeric("318", [nick], "End of /WHOIS list.")], scope: scope)
+        return .work(pipelines: false) { _ in
+            let present: UserPresence?
+            do throws(DesklineError) {
+                present = try await self.services.hub.presence(in: scope.tenantId)[user]
+            } catch {
+                return LineOutcome(lines: [self.failure(error, verb: "WHOIS", channel: nil).encoded], scope: scope)
+            }
+            guard let present, present.sessions > 0 else {
+                return LineOutcome(lines: [self.numeric("401", [nick], "No such nick/channel (not online)"),
+                                           self.numeric("318", [nick], "End of /WHOIS list.")].map(\.encoded), scope: scope)
+            }
+            var lines = [self.numeric("311", [nick, user.rawValue, scope.tenantId.rawValue, "*"], nick),
+                         self.numeric("312", [nick, Self.serverName], "Deskline")]
+            if let away = present.away { lines.append(self.numeric("301", [nick], away)) }
+            return LineOutcome(lines: (lines + [self.numeric("318", [nick], "End of /WHOIS list.")]).map(\.encoded), scope: scope)
         }
-        if let away { lines.append(numeric("301", [nick], away)) }
-        return Self.answered(lines + [numeric("318", [nick], "End of /WHOIS list.")], scope: scope)
     }
 
     /// The user behind a nick, if this session may know of them: staff see everyone of their
@@ -426,23 +434,30 @@ extension IRCConnection {
 
     func away(_ message: ClientMessage, scope: SessionScope) -> PreparedLine {
         let reason = message.params.first.flatMap { $0.isEmpty ? nil : $0 }
-        if scope.role.isStaff {
-            let checked = reason.map { (try? InputRules.messageText($0, field: "reason")) ?? "away" }
-            services.hub.setAway(scope, checked)
+        let answer = reason == nil ? numeric("305", [], "You are no longer marked as being away")
+                                   : numeric("306", [], "You have been marked as being away")
+        guard scope.role.isStaff else { return Self.answered([answer], scope: scope) }
+        let checked = reason.map { (try? InputRules.messageText($0, field: "reason")) ?? "away" }
+        return .work(pipelines: false) { _ in
+            do throws(DesklineError) {
+                // (On every node of a shared store.)
+                try await self.services.hub.setAway(scope, checked)
+                return LineOutcome(lines: [answer.encoded], scope: scope)
+            } catch {
+                return LineOutcome(lines: [self.failure(error, verb: "AWAY", channel: nil).encoded], scope: scope)
+            }
         }
-        return Self.answered([reason == nil ? numeric("305", [], "You are no longer marked as being away")
-                                            : numeric("306", [], "You have been marked as being away")], scope: scope)
     }
 
     /// Runs `body` with a ticket the session may see, or answers 403.
     private func withTicket(_ channel: String, verb: String, scope: SessionScope,
-                            _ body: @escaping @Sendable (Ticket) -> [IRCLine]) -> PreparedLine {
+                            _ body: @escaping @Sendable (Ticket) async throws(DesklineError) -> [IRCLine]) -> PreparedLine {
         guard let id = Self.ticket(channel) else { return Self.answered([noSuchChannel(channel)], scope: scope) }
         return .work(pipelines: false) { _ in
             do throws(DesklineError) {
                 try? await self.loadNicks(scope.tenantId)
                 let ticket = try await self.services.tickets.visible(scope, id)
-                return LineOutcome(lines: body(ticket).map(\.encoded), scope: scope)
+                return LineOutcome(lines: try await body(ticket).map(\.encoded), scope: scope)
             } catch {
                 return LineOutcome(lines: [self.failure(error, verb: verb, channel: channel).encoded], scope: scope)
             }

@@ -1,6 +1,5 @@
 import DesklineCore
 import Logging
-import Synchronization
 
 /// The domain services the gateway's commands call.
 public struct GatewayServices: Sendable {
@@ -11,8 +10,9 @@ public struct GatewayServices: Sendable {
     public var hub: SessionHub
     /// Where the events come from.
     let store: any Store
-    /// Failed-login limits shared by all sessions.
-    let loginGuard: LoginGuard
+    /// Failed-login limits shared by all sessions (and, on a store several nodes share, by all
+    /// nodes).
+    let loginLimiter: any LoginLimiter
     /// The IRC dialect's nicks.
     let nicks = NickDirectory()
     /// How long after it started a failed LOGIN is answered, at the soonest.
@@ -25,15 +25,16 @@ public struct GatewayServices: Sendable {
         self.tickets = tickets
         self.notifications = notifications
         self.hub = hub
-        self.loginGuard = LoginGuard(LoginThrottle(
-            perAddress: .init(limit: limits.loginFailuresPerAddress, window: .seconds(limits.loginFailureWindowPerAddressSeconds)),
-            perAccount: .init(limit: limits.loginFailuresPerAccount, window: .seconds(limits.loginFailureWindowPerAccountSeconds))))
+        let perAddress = LoginThrottle.Rule(limit: limits.loginFailuresPerAddress, window: .seconds(limits.loginFailureWindowPerAddressSeconds))
+        let perAccount = LoginThrottle.Rule(limit: limits.loginFailuresPerAccount, window: .seconds(limits.loginFailureWindowPerAccountSeconds))
+        self.loginLimiter = store.sharedNodeState?.loginLimiter(perAddress: perAddress, perAccount: perAccount)
+            ?? LocalLoginLimiter(LoginThrottle(perAddress: perAddress, perAccount: perAccount))
         self.loginFailureDelay = .milliseconds(limits.loginFailureDelayMilliseconds)
     }
 
     /// Wires the services over one store, with a fresh hub.
     public static func make(store: any Store, accounts: AccountService, limits: GatewayConfiguration.Limits = .init()) -> GatewayServices {
-        let hub = SessionHub()
+        let hub = SessionHub(presence: store.sharedNodeState?.presence ?? LocalPresence())
         return GatewayServices(store: store, accounts: accounts, tickets: TicketService(store: store, delivery: hub),
                                notifications: NotificationService(store: store), hub: hub, limits: limits)
     }
@@ -47,23 +48,5 @@ public struct GatewayServices: Sendable {
         await EventFollower.run(feed, catchingUpFrom: store, logger: logger,
                                 deliver: { hub.publish($0) }, skipped: { hub.delivered($0, through: $1) })
         hub.stopDelivering()
-    }
-}
-
-/// The ``LoginThrottle`` behind a lock.
-final class LoginGuard: Sendable {
-    private let throttle: Mutex<LoginThrottle>
-    init(_ throttle: LoginThrottle) { self.throttle = Mutex(throttle) }
-
-    func retryAfter(address: String, account: String) -> Duration? {
-        throttle.withLock { $0.retryAfter(address: address, account: account, now: .now) }
-    }
-
-    func failed(address: String, account: String) {
-        throttle.withLock { $0.recordFailure(address: address, account: account, now: .now) }
-    }
-
-    func succeeded(account: String) {
-        throttle.withLock { $0.recordSuccess(account: account) }
     }
 }

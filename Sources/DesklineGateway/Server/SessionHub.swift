@@ -57,9 +57,9 @@ public final class SessionHub: EventDelivery, Sendable {
     }
 
     private let members = Mutex(Members())
-    /// Away messages of staff users, by tenant and user; cleared by BACK or when the user's last
-    /// session ends.
-    private let away = Mutex<[TenantID: [UserID: String]]>([:])
+    /// Who is logged in (here and on the other nodes of a shared store) and who is away: told of
+    /// every change of this node's sessions per user, in order.
+    let presence: any PresenceDirectory
 
     /// This process's part of every ``SessionID`` (connections are numbered per process).
     public let node: String
@@ -75,8 +75,9 @@ public final class SessionHub: EventDelivery, Sendable {
 
     private let delivery = Mutex(Delivery())
 
-    public init(node: String = SessionID.newNode()) {
+    public init(node: String = SessionID.newNode(), presence: any PresenceDirectory = LocalPresence()) {
         self.node = node
+        self.presence = presence
     }
 
     /// The id, unique across processes, of this process's connection `session`.
@@ -85,14 +86,16 @@ public final class SessionHub: EventDelivery, Sendable {
     func attach(_ session: Int, scope: SessionScope, outbox: Outbox, irc: IRCConnection? = nil) {
         members.withLock { m in
             m.all[session] = Member(scope: scope, outbox: outbox, irc: irc)
-            m.byUser[UserKey(tenant: scope.tenantId, user: scope.userId), default: []].insert(session)
+            let user = UserKey(tenant: scope.tenantId, user: scope.userId)
+            m.byUser[user, default: []].insert(session)
+            presence.report(scope.userId, in: scope.tenantId, sessions: m.byUser[user]?.count ?? 0)
         }
     }
 
     func detach(_ session: Int) {
         var told: [(IRCConnection, FollowChange)] = []
-        let gone = members.withLock { m -> SessionScope? in
-            guard let member = m.all.removeValue(forKey: session) else { return nil }
+        members.withLock { m in
+            guard let member = m.all.removeValue(forKey: session) else { return }
             let scope = member.scope
             for ticket in member.open {
                 let key = TicketKey(tenant: scope.tenantId, ticket: ticket)
@@ -107,11 +110,10 @@ public final class SessionHub: EventDelivery, Sendable {
             }
             let user = UserKey(tenant: scope.tenantId, user: scope.userId)
             m.byUser[user]?.remove(session)
-            guard m.byUser[user]?.isEmpty ?? true else { return nil }
-            m.byUser[user] = nil
-            return scope // the user's last session
+            if m.byUser[user]?.isEmpty ?? true { m.byUser[user] = nil }
+            // (With the user's last session, on every node, their away message goes.)
+            presence.report(scope.userId, in: scope.tenantId, sessions: m.byUser[user]?.count ?? 0)
         }
-        if let gone { setAway(gone, nil) }
         Self.tell(told)
     }
 
@@ -151,13 +153,9 @@ public final class SessionHub: EventDelivery, Sendable {
         }
     }
 
-    /// Sets (or with nil clears) a user's away message.
-    func setAway(_ scope: SessionScope, _ reason: String?) {
-        away.withLock { $0[scope.tenantId, default: [:]][scope.userId] = reason }
-    }
-
-    func awayMessages(in tenant: TenantID) -> [UserID: String] {
-        away.withLock { $0[tenant] ?? [:] }
+    /// Sets (or with nil clears) a user's away message, on every node.
+    func setAway(_ scope: SessionScope, _ reason: String?) async throws(DesklineError) {
+        try await presence.setAway(reason, for: scope.userId, in: scope.tenantId)
     }
 
     /// Adds (true) or removes (false) a ticket from a session's channels; returns whether that
@@ -192,13 +190,9 @@ public final class SessionHub: EventDelivery, Sendable {
         }
     }
 
-    /// Logged-in sessions of a tenant's users: user → number of sessions.
-    func online(in tenant: TenantID) -> [UserID: Int] {
-        members.withLock { m in
-            m.byUser.reduce(into: [:]) { online, entry in
-                if entry.key.tenant == tenant { online[entry.key.user] = entry.value.count }
-            }
-        }
+    /// The tenant's users with a session on any node (with how many, and their away message).
+    func presence(in tenant: TenantID) async throws(DesklineError) -> [UserID: UserPresence] {
+        try await presence.presence(in: tenant)
     }
 
     // MARK: Delivery
