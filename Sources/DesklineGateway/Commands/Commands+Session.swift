@@ -35,6 +35,8 @@ extension Command {
         // Receive events from now on, and only then count what is waiting: an event stored in
         // between is then either counted or pushed, never neither.
         ctx.attach(scope)
+        // AGENTS on the other nodes of a shared store shows the session once OK is out.
+        await ctx.services.hub.presence.published()
         let unread = (try? await ctx.services.notifications.unreadCount(scope)) ?? 0
         ctx.scope = scope
         ctx.logger.info("login", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)", "role": "\(scope.role.rawValue)"])

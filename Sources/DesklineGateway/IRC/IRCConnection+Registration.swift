@@ -67,6 +67,8 @@ extension IRCConnection {
                                                 motd: profile.tenant.motd)
             // Receive events from now on (they wait until the burst is out), then read what to show.
             hub.attach(session.id, scope: here, outbox: run.outbox, irc: self)
+            // (The other nodes of a shared store see the session before the welcome is out.)
+            await hub.presence.published()
             let tickets = try await here.role.isStaff ? services.tickets.queue(here, .mine) : services.tickets.list(here, status: nil)
             let unread = try await services.notifications.unreadCount(here)
             var lines = welcome(profile)
