@@ -63,6 +63,19 @@ extension PostgresStore {
     /// `eventRetentionDays` once an hour. Starts from the events committed so far (a node does
     /// not replay the past).
     public func run() async {
+        // A graceful shutdown (SIGTERM in `serve`) ends it like a cancellation: every loop below
+        // stops at its next wait.
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                // This node's presence from the start (a LOGIN waits for it to be written).
+                group.addTask { await self.runPresence() }
+                group.addTask { await self.followLog() }
+            }
+        }
+    }
+
+    /// Reads where the log stands, then follows it (``run()``).
+    func followLog() async {
         // Where every tenant's log stands, before any catch-up may run (a tenant this node knows
         // nothing of would be read from its first event): retried until it is read.
         var pause = Duration.milliseconds(100)
@@ -79,23 +92,18 @@ extension PostgresStore {
             }
         }
         let (rings, ring) = AsyncStream<Ring>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-        // A graceful shutdown (SIGTERM in `serve`) ends it like a cancellation: every loop below
-        // stops at its next wait.
-        await cancelWhenGracefulShutdown {
-            await withDiscardingTaskGroup { group in
-                group.addTask { await self.listen(ring) }
-                group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(self.settings.pollIntervalMilliseconds))
-                        ring.yield(.all)
-                    }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.listen(ring) }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(self.settings.pollIntervalMilliseconds))
+                    ring.yield(.all)
                 }
-                group.addTask { await self.pruneHourly() }
-                group.addTask { await self.runPresence() }
-                group.addTask {
-                    for await next in rings {
-                        await self.read(next)
-                    }
+            }
+            group.addTask { await self.pruneHourly() }
+            group.addTask {
+                for await next in rings {
+                    await self.read(next)
                 }
             }
         }

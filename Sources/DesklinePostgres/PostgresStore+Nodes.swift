@@ -35,6 +35,11 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
     struct NodeState {
         var counts: [PresenceKey: Int] = [:]
         var dirty: Set<PresenceKey> = []
+        /// Users whose sessions here dropped to 0 since the last write (they may be back already:
+        /// their last session on every node may still have ended meanwhile).
+        var droppedToZero: Set<PresenceKey> = []
+        /// The counts as last written (what the other nodes see of this one).
+        var writtenCounts: [PresenceKey: Int] = [:]
         /// Rewrite every row of this node (it was forgotten, or a write failed).
         var rewriteAll = false
         /// Reports made, and reports written (or given up on).
@@ -68,6 +73,7 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
             let key = PresenceKey(tenant: tenant, user: user)
             state.counts[key] = sessions > 0 ? sessions : nil
             state.dirty.insert(key)
+            if sessions == 0 { state.droppedToZero.insert(key) }
             state.reported += 1
         }
         presenceWake.yield()
@@ -165,6 +171,19 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
             return state.waiters
         }
         for waiter in waiters { waiter.resume.resume() }
+        await leave()
+    }
+
+    /// A node that stops takes its rows with it, so that its users stop counting at once rather
+    /// than after ``nodeTimeoutSeconds``. (Runs while the node is being cancelled: the
+    /// transaction's work is a task of its own; a failure is logged, and the heartbeat of the
+    /// others deletes the rows later.)
+    func leave() async {
+        let s = self.s, logger = self.logger, node = self.node
+        _ = try? await transaction("*", until: .now + .seconds(2)) { connection in
+            try await connection.run("DELETE FROM \(unescaped: s)presence WHERE node = \(node)", logger: logger)
+            try await connection.run("DELETE FROM \(unescaped: s)nodes WHERE node = \(node)", logger: logger)
+        }
     }
 
     /// Marks this node alive (the database's clock); true if it had been forgotten (or never
@@ -210,17 +229,19 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
     /// the other nodes forgot it) in one transaction, across tenants; false if it failed (what it
     /// held is written again on the next try).
     func writePresence() async -> Bool {
-        let (dirty, counts, rewrite, upTo) = nodeState.withLock { state in
+        let (dirty, dropped, counts, written, rewrite, upTo) = nodeState.withLock { state in
             defer {
                 state.dirty = []
+                state.droppedToZero = []
                 state.rewriteAll = false
             }
-            return (state.dirty, state.counts, state.rewriteAll, state.reported)
+            return (state.dirty, state.droppedToZero, state.counts, state.writtenCounts, state.rewriteAll, state.reported)
         }
         let s = self.s, logger = self.logger, node = self.node, timeout = Self.nodeTimeoutSeconds
         let ok: Bool
+        var rewrote = false
         do {
-            try await transaction("*") { connection in
+            rewrote = try await transaction("*") { connection in
                 let forgotten = try await Self.touch(node, connection, s, logger)
                 var keys = dirty
                 if rewrite || forgotten {
@@ -231,19 +252,20 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
                 for key in keys {
                     let (tenant, user) = (key.tenant.rawValue, key.user.rawValue)
                     let sessions = counts[key] ?? 0
-                    let first: Bool
                     if sessions > 0 {
-                        let rows = try await connection.query("""
+                        try await connection.run("""
                             INSERT INTO \(unescaped: s)presence (tenant_id, user_id, node, sessions) VALUES (\(tenant), \(user), \(node), \(sessions))
-                            ON CONFLICT (tenant_id, user_id, node) DO UPDATE SET sessions = excluded.sessions RETURNING (xmax = 0)
-                            """, logger: logger).collect()
-                        first = try rows.first?.decode(Bool.self) ?? false
+                            ON CONFLICT (tenant_id, user_id, node) DO UPDATE SET sessions = excluded.sessions
+                            """, logger: logger)
                     } else {
                         try await connection.run("""
                             DELETE FROM \(unescaped: s)presence WHERE tenant_id = \(tenant) AND user_id = \(user) AND node = \(node)
                             """, logger: logger)
-                        first = true
                     }
+                    // Only a change of the user's sessions here counts: their count dropped to 0
+                    // (and may be back), or their first session here began. (Rows written again
+                    // after a failure or for a forgotten node change nothing.)
+                    let first = dropped.contains(key) || (sessions > 0 && (written[key] ?? 0) == 0)
                     // The user's last session ended, or their first began, on every live node:
                     // an away message left over goes.
                     guard first else { continue }
@@ -254,6 +276,7 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
                                           AND n.seen_at > now() - make_interval(secs => \(timeout)))
                         """, logger: logger)
                 }
+                return rewrite || forgotten
             }
             ok = true
         } catch {
@@ -262,8 +285,13 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
         // What was not written is written again (with the counts as they are then); the callers
         // waiting go on either way.
         let ready = nodeState.withLock { state -> [CheckedContinuation<Void, Never>] in
-            if !ok {
+            if ok && rewrote {
+                state.writtenCounts = counts
+            } else if ok {
+                for key in dirty { state.writtenCounts[key] = counts[key] }
+            } else {
                 state.dirty.formUnion(dirty)
+                state.droppedToZero.formUnion(dropped)
                 state.rewriteAll = state.rewriteAll || rewrite
             }
             state.written = max(state.written, upTo)

@@ -17,7 +17,9 @@ struct TestNode {
     private let tasks: [Task<Void, any Error>]
     private let pool: PasswordWorkPool
 
-    static func start(_ settings: PostgresSettings, password: String) async throws -> TestNode {
+    /// `configure` may change the configuration (limits, an IRC listener) before the node starts.
+    static func start(_ settings: PostgresSettings, password: String,
+                      configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> TestNode {
         var config = GatewayConfiguration()
         config.listen.port = 0
         config.irc.enabled = false
@@ -25,6 +27,7 @@ struct TestNode {
         config.limits.loginFailureDelayMilliseconds = 0
         config.storage.backend = .postgres
         config.storage.postgres = settings
+        configure(&config)
         let client = PostgresClient(configuration: settings.clientConfiguration(password: password, connections: 5))
         let clientTask = Task<Void, any Error> { await client.run() }
         let store = PostgresStore(client: client, settings: settings, logger: TestPostgres.logger)
