@@ -53,7 +53,7 @@ public final class FileStore: Store {
     /// Set when a recovery had to leave something damaged: the server then does not record a
     /// clean stop, so the next start recovers again.
     let recoveryFailed = Atomic<Bool>(false)
-    var recoveryNeeded: Bool { needsRecovery.load(ordering: .relaxed) }
+    public var recoveryNeeded: Bool { needsRecovery.load(ordering: .relaxed) }
 
     /// Opens a data directory; creates it if `create` is set, else refuses one that is not there
     /// (so a mistyped `--data` does not silently start an empty store).
@@ -254,7 +254,7 @@ public final class FileStore: Store {
         var customerId: CustomerID
     }
 
-    private struct Counters: Codable {
+    struct Counters: Codable {
         var customer = 0
         var user = 0
     }
@@ -351,7 +351,7 @@ public final class FileStore: Store {
         AccountTransaction.Write(path: path, data: try Self.document(value))
     }
 
-    private static func document<T: Encodable>(_ value: T) throws -> Data {
+    static func document<T: Encodable>(_ value: T) throws -> Data {
         var data = try encoder.encode(value)
         data.append(0x0A)
         return data

@@ -43,8 +43,10 @@ public final class InMemoryStore: Store {
         var customerCalls: [CustomerID: [CallID]] = [:]
         var lastCall: CallID?
         var inboxes: [UserID: InboxLog] = [:]
-        /// The event log: event `n` at index `n - 1`.
+        /// The event log: event `eventsBefore + n` at index `n - 1` (an imported log may begin
+        /// after 1).
         var events: [TicketEvent] = []
+        var eventsBefore = 0
 
         init(_ tenant: Tenant) { self.tenant = tenant }
 
@@ -181,6 +183,53 @@ public final class InMemoryStore: Store {
     public func users(in tenant: TenantID) async throws(DesklineError) -> [User] {
         // In the file store's order: by id, as text.
         read(tenant) { $0.map { Array($0.users.values) } ?? [] }.sorted { $0.id.rawValue < $1.id.rawValue }
+    }
+
+    public func customers(in tenant: TenantID) async throws(DesklineError) -> [Customer] {
+        read(tenant) { $0.map { Array($0.customers.values) } ?? [] }.sorted { ($0.id.number ?? 0) < ($1.id.number ?? 0) }
+    }
+
+    public func accountNumbers(in tenant: TenantID) async throws(DesklineError) -> AccountNumbers {
+        guard let numbers = read(tenant, { $0.map { AccountNumbers(lastCustomer: $0.lastCustomer, lastUser: $0.lastUser) } }) else {
+            throw .notFound("no tenant \(tenant)")
+        }
+        return numbers
+    }
+
+    public func importTenant(_ dump: TenantDump, replacing: Bool) async throws(DesklineError) {
+        try dump.validate()
+        let id = dump.tenant.id
+        var data = TenantData(dump.tenant)
+        data.lastCustomer = dump.numbers.lastCustomer
+        data.lastUser = dump.numbers.lastUser
+        for c in dump.customers {
+            data.customers[c.id] = c
+            data.customerEmails[c.email] = c.id
+        }
+        for u in dump.users { data.users[u.id] = u }
+        for log in dump.tickets {
+            data.tickets[log.ticket.id] = TicketLog(ticket: log.ticket, entries: log.entries)
+            data.customerTickets[log.ticket.customerId, default: []].append(log.ticket.id)
+        }
+        data.lastTicket = dump.tickets.last.map { _ in TicketID(dump.lastTicket) }
+        for call in dump.calls {
+            data.calls[call.id] = call
+            data.customerCalls[call.customerId, default: []].append(call.id)
+        }
+        data.lastCall = dump.calls.last.map { _ in CallID(dump.lastCall) }
+        for log in dump.inboxes {
+            data.inboxes[log.user] = InboxLog(items: log.inbox.items, readUpTo: log.inbox.readUpTo, readIds: log.inbox.readIds)
+        }
+        data.events = dump.events
+        data.eventsBefore = (dump.events.first?.seq ?? 1) - 1
+        try state.withLock { state throws(DesklineError) in
+            if state.tenants[id] != nil {
+                guard replacing else { throw .conflict("tenant \(id) already exists") }
+                for (email, refs) in state.logins { state.logins[email] = refs.filter { $0.tenantId != id } }
+            }
+            state.tenants[id] = data
+            for u in dump.users { state.logins[u.email, default: []].append(AccountRef(tenantId: id, userId: u.id)) }
+        }
     }
 
     // MARK: Tickets
@@ -327,12 +376,12 @@ public final class InMemoryStore: Store {
         guard limit > 0 else { return [] }
         return read(tenant) { data in
             guard let events = data?.events else { return [] }
-            return Array(events.dropFirst(max(0, seq)).prefix(limit))
+            return Array(events.dropFirst(max(0, seq - (data?.eventsBefore ?? 0))).prefix(limit))
         }
     }
 
     public func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int {
-        read(tenant) { $0?.events.count ?? 0 }
+        read(tenant) { $0.map { $0.eventsBefore + $0.events.count } ?? 0 }
     }
 
     public func committedEvents() -> AsyncStream<[TicketEvent]> {
@@ -366,7 +415,7 @@ public final class InMemoryStore: Store {
                 }
             }
             if var event = change.event {
-                event.seq = data.events.count + 1
+                event.seq = data.eventsBefore + data.events.count + 1
                 data.events.append(event)
                 change.event = event
             }

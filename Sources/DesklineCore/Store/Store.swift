@@ -48,6 +48,16 @@ public protocol Store: Sendable {
     func updateCustomer(_ id: CustomerID, in tenant: TenantID,
                         _ change: @escaping @Sendable (inout Customer, inout User?) throws(DesklineError) -> Void) async throws(DesklineError) -> Customer
 
+    /// Every customer record of a tenant (for `deskline export`; none for a tenant that is not).
+    func customers(in tenant: TenantID) async throws(DesklineError) -> [Customer]
+    /// The last customer and user numbers the tenant handed out (`notFound` for no tenant).
+    func accountNumbers(in tenant: TenantID) async throws(DesklineError) -> AccountNumbers
+    /// Loads a whole tenant (`deskline import`), as one unit: all of it or, on any failure,
+    /// nothing. The dump is checked first (``TenantDump/validate()``). `conflict` if the tenant
+    /// exists, unless `replacing`: then its old records go in the same unit. No server may write
+    /// the tenant meanwhile (the file store's caller holds the server lock).
+    func importTenant(_ dump: TenantDump, replacing: Bool) async throws(DesklineError)
+
     /// What the gateway nodes sharing this store share beyond the data (presence, failed logins);
     /// nil for a store that only one node uses.
     var sharedNodeState: (any SharedNodeState)? { get }

@@ -61,9 +61,13 @@ extension CallRequest {
 extension CustomerID {
     /// The id of a tenant's `n`th customer: `c1`, `c2`, ... (short enough to type).
     public static func numbered(_ n: Int) -> CustomerID { CustomerID(unchecked: "c\(n)") }
+    /// `n` of `c<n>` (nil for an id the store did not number).
+    public var number: Int? { rawValue.first == "c" ? Int(rawValue.dropFirst()) : nil }
 }
 
 extension UserID {
     /// The id of a tenant's `n`th login: `u1`, `u2`, ...
     public static func numbered(_ n: Int) -> UserID { UserID(unchecked: "u\(n)") }
+    /// `n` of `u<n>` (nil for an id the store did not number).
+    public var number: Int? { rawValue.first == "u" ? Int(rawValue.dropFirst()) : nil }
 }

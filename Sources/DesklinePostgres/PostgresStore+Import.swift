@@ -1,0 +1,126 @@
+import DesklineCore
+import Foundation
+import Logging
+import PostgresNIO
+
+// `deskline export` and `deskline import` on PostgreSQL: the reads the generic export needs
+// beyond the port's usual ones, and a whole tenant loaded in one transaction.
+
+extension PostgresStore {
+    public func customers(in tenant: TenantID) async throws(DesklineError) -> [Customer] {
+        try await docs(Customer.self, in: tenant.rawValue, """
+            SELECT doc::text FROM \(unescaped: s)customers WHERE tenant_id = \(tenant.rawValue)
+            """).sorted { ($0.id.number ?? 0) < ($1.id.number ?? 0) }
+    }
+
+    public func accountNumbers(in tenant: TenantID) async throws(DesklineError) -> AccountNumbers {
+        let s = self.s, logger = self.logger
+        return try await transaction(tenant.rawValue, readOnly: true) { connection in
+            let rows = try await connection.query(
+                "SELECT last_customer, last_user FROM \(unescaped: s)tenants WHERE tenant_id = \(tenant.rawValue)", logger: logger).collect()
+            guard let row = rows.first else { throw DesklineError.notFound("no tenant \(tenant)") }
+            let (customer, user) = try row.decode((Int, Int).self)
+            return AccountNumbers(lastCustomer: customer, lastUser: user)
+        }
+    }
+
+    /// Rows go in batches of this many per statement (arrays unnested server-side).
+    static let importBatch = 1000
+    /// How long an import may take in all (it is one transaction; each statement still has the
+    /// statement timeout).
+    static let importTimeout = Duration.seconds(3600)
+
+    public func importTenant(_ dump: TenantDump, replacing: Bool) async throws(DesklineError) {
+        try dump.validate()
+        let tenant = dump.tenant.id
+        let t = tenant.rawValue
+        var stored = dump.tenant
+        stored.createdAt = Timestamp.truncate(stored.createdAt)
+        let tenantDoc = try Self.encodeOrFail(stored)
+        // Everything encoded before the transaction begins.
+        let customers = try dump.customers.map { c throws(DesklineError) in (c.id.rawValue, c.email, try Self.encodeOrFail(c)) }
+        let users = try dump.users.map { u throws(DesklineError) in (u.id.rawValue, u.email, try Self.encodeOrFail(u)) }
+        let tickets = try dump.tickets.map { l throws(DesklineError) in (l.ticket.id.number, l.ticket.customerId.rawValue, try Self.encodeOrFail(l.ticket)) }
+        let entries = try dump.tickets.flatMap { l throws(DesklineError) in
+            try l.entries.map { e throws(DesklineError) in (l.ticket.id.number, e.seq, e.note ?? 0, e.isVisibleToCustomer, try Self.encodeOrFail(e)) }
+        }
+        let calls = try dump.calls.map { c throws(DesklineError) in (c.id.number, c.customerId.rawValue, try Self.encodeOrFail(c)) }
+        let inboxes = dump.inboxes.map { ($0.user.rawValue, $0.inbox.lastId, $0.inbox.readUpTo, $0.inbox.readIds.sorted()) }
+        let notifications = try dump.inboxes.flatMap { l throws(DesklineError) in
+            try l.inbox.items.map { n throws(DesklineError) in (l.user.rawValue, n.id, try Self.encodeOrFail(n)) }
+        }
+        let events = try dump.events.map { e throws(DesklineError) in (e.seq ?? 0, e.at, try Self.encodeOrFail(e)) }
+        let counters = Counters(customer: dump.numbers.lastCustomer, user: dump.numbers.lastUser,
+                                ticket: dump.tickets.isEmpty ? 0 : dump.lastTicket, call: dump.lastCall, event: dump.lastEvent)
+        let s = self.s, logger = self.logger, batch = Self.importBatch
+        func chunks<T>(_ rows: [T]) -> [ArraySlice<T>] {
+            stride(from: 0, to: rows.count, by: batch).map { rows[$0..<min($0 + batch, rows.count)] }
+        }
+        try await transaction(t, until: .now + Self.importTimeout) { connection in
+            if try await Self.lockTenant(tenant, connection, s, logger) != nil {
+                guard replacing else { throw DesklineError.conflict("tenant \(tenant) already exists (import --replace replaces it)") }
+                for table in ["events", "notifications", "inboxes", "entries", "calls", "tickets", "presence", "away", "users", "customers", "tenants"] {
+                    try await connection.run("DELETE FROM \(unescaped: s + table) WHERE tenant_id = \(t)", logger: logger)
+                }
+            }
+            try await connection.run("INSERT INTO \(unescaped: s)tenants (tenant_id, doc) VALUES (\(t), \(tenantDoc)::jsonb)", logger: logger)
+            try await counters.save(tenant, connection, s, logger)
+            for rows in chunks(customers) {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)customers (tenant_id, customer_id, email, doc)
+                    SELECT \(t), id, email, doc::jsonb FROM unnest(\(rows.map(\.0))::text[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[]) AS r(id, email, doc)
+                    """, logger: logger)
+            }
+            // One at a time, in order: `made` orders one email's logins across tenants.
+            for rows in chunks(users) {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)users (tenant_id, user_id, email, doc)
+                    SELECT \(t), id, email, doc::jsonb FROM unnest(\(rows.map(\.0))::text[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[])
+                        WITH ORDINALITY AS r(id, email, doc, n) ORDER BY n
+                    """, logger: logger)
+            }
+            for rows in chunks(tickets) {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)tickets (tenant_id, number, customer_id, doc)
+                    SELECT \(t), n, c, doc::jsonb FROM unnest(\(rows.map(\.0))::bigint[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[]) AS r(n, c, doc)
+                    """, logger: logger)
+            }
+            for rows in chunks(entries) {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)entries (tenant_id, ticket, seq, note, visible, doc)
+                    SELECT \(t), ticket, seq, note, visible, doc::jsonb
+                    FROM unnest(\(rows.map(\.0))::bigint[], \(rows.map(\.1))::bigint[], \(rows.map(\.2))::bigint[],
+                                \(rows.map(\.3))::boolean[], \(rows.map(\.4))::text[]) AS r(ticket, seq, note, visible, doc)
+                    """, logger: logger)
+            }
+            for rows in chunks(calls) {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)calls (tenant_id, number, customer_id, doc)
+                    SELECT \(t), n, c, doc::jsonb FROM unnest(\(rows.map(\.0))::bigint[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[]) AS r(n, c, doc)
+                    """, logger: logger)
+            }
+            for (user, lastId, readUpTo, readIds) in inboxes {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)inboxes (tenant_id, user_id, last_id, read_up_to, read_ids)
+                    VALUES (\(t), \(user), \(lastId), \(readUpTo), \(readIds)::bigint[])
+                    """, logger: logger)
+            }
+            for rows in chunks(notifications) {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)notifications (tenant_id, user_id, id, doc)
+                    SELECT \(t), u, id, doc::jsonb FROM unnest(\(rows.map(\.0))::text[], \(rows.map(\.1))::bigint[], \(rows.map(\.2))::text[]) AS r(u, id, doc)
+                    """, logger: logger)
+            }
+            for rows in chunks(events) {
+                try await connection.run("""
+                    INSERT INTO \(unescaped: s)events (tenant_id, seq, at, doc)
+                    SELECT \(t), seq, at, doc::jsonb FROM unnest(\(rows.map(\.0))::bigint[], \(rows.map(\.1))::timestamptz[], \(rows.map(\.2))::text[]) AS r(seq, at, doc)
+                    """, logger: logger)
+            }
+        }
+        usersChanged(tenant)
+        // The other nodes read their log's heads again at their next poll; the imported events
+        // are history, not pushes: this node does not publish them either.
+        published.withLock { $0[tenant] = max($0[tenant] ?? 0, dump.lastEvent) }
+    }
+}

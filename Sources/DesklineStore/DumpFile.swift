@@ -1,0 +1,176 @@
+import DesklineCore
+import Foundation
+
+/// The portable dump `deskline export` writes and `deskline import` reads (docs/STORAGE.md,
+/// "Moving data"): JSON lines, the same for either backend, versioned by its first line.
+///
+/// ```
+/// {"exportedAt":"…","format":"deskline-export","version":1}
+/// {"lastCustomer":3,"lastUser":5,"tenant":{…}}          then the tenant's records:
+/// {"customer":{…}}  {"user":{…}}  {"ticket":{…}}  {"entry":{…},"ticketNumber":1001}
+/// {"call":{…}}  {"inbox":"u2","lastId":7,"readIds":[5],"readUpTo":3}
+/// {"inbox":"u2","notification":{…}}  {"event":{…}}
+/// {"end":"acme","records":123}                          the tenant is complete
+/// ```
+///
+/// Records are Core's `Codable` types as the stores keep them (times as ISO 8601 with
+/// milliseconds). A tenant without its `end` line, or whose count differs, is refused: a cut
+/// file is never half imported.
+public enum DumpFile {
+    public static let format = "deskline-export"
+    /// The version this build writes; it reads this one only.
+    public static let version = 1
+
+    struct Line: Codable {
+        var format: String?
+        var version: Int?
+        var exportedAt: Date?
+        var tenant: Tenant?
+        var lastCustomer: Int?
+        var lastUser: Int?
+        var customer: Customer?
+        var user: User?
+        var ticket: Ticket?
+        var entry: TicketEntry?
+        var ticketNumber: Int?
+        var call: CallRequest?
+        var inbox: UserID?
+        var lastId: Int?
+        var readUpTo: Int?
+        var readIds: [Int]?
+        var notification: DesklineCore.Notification?
+        var event: TicketEvent?
+        var end: TenantID?
+        var records: Int?
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .desklineTimestamp
+        return e
+    }()
+
+    static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .desklineTimestamp
+        return d
+    }()
+
+    static func encode(_ line: Line) throws -> Data {
+        var data = try encoder.encode(line)
+        data.append(0x0A)
+        return data
+    }
+
+    /// The file's first line.
+    public static func header(exportedAt: Date) throws -> Data {
+        try encode(Line(format: format, version: version, exportedAt: exportedAt))
+    }
+
+    /// A tenant's lines, one record at a time, ending with its `end` line.
+    public static func write(_ dump: TenantDump, _ out: (Data) throws -> Void) throws {
+        var records = 0
+        func put(_ line: Line) throws {
+            try out(try encode(line))
+            records += 1
+        }
+        try put(Line(tenant: dump.tenant, lastCustomer: dump.numbers.lastCustomer, lastUser: dump.numbers.lastUser))
+        for customer in dump.customers { try put(Line(customer: customer)) }
+        for user in dump.users { try put(Line(user: user)) }
+        for log in dump.tickets {
+            try put(Line(ticket: log.ticket))
+            for entry in log.entries { try put(Line(entry: entry, ticketNumber: log.ticket.id.number)) }
+        }
+        for call in dump.calls { try put(Line(call: call)) }
+        for log in dump.inboxes {
+            try put(Line(inbox: log.user, lastId: log.inbox.lastId, readUpTo: log.inbox.readUpTo, readIds: log.inbox.readIds.sorted()))
+            for item in log.inbox.items { try put(Line(inbox: log.user, notification: item)) }
+        }
+        for event in dump.events { try put(Line(event: event)) }
+        try out(try encode(Line(end: dump.tenant.id, records: records)))
+    }
+
+    /// Reads a dump's lines in order and hands on each tenant once its `end` line came.
+    public struct Reader {
+        private var sawHeader = false
+        private var current: TenantDump?
+        private var records = 0
+        private var ticketIndex: [Int: Int] = [:]
+        private var inboxIndex: [UserID: Int] = [:]
+        private var lineNumber = 0
+
+        public init() {}
+
+        /// Takes one line (without its newline); returns a tenant when this line completed one.
+        public mutating func take(_ text: Data) throws(DesklineError) -> TenantDump? {
+            lineNumber += 1
+            func bad(_ what: String) -> DesklineError { .invalidArgument("line \(lineNumber): \(what)") }
+            if text.isEmpty { return nil }
+            let line: Line
+            do {
+                line = try DumpFile.decoder.decode(Line.self, from: text)
+            } catch {
+                throw bad("not a dump record (\(error))")
+            }
+            guard sawHeader else {
+                guard line.format == DumpFile.format else { throw bad("not a Deskline export (no \"format\":\"\(DumpFile.format)\" line first)") }
+                guard line.version == DumpFile.version else {
+                    throw bad("a dump of version \(line.version.map(String.init) ?? "?"); this build reads version \(DumpFile.version)")
+                }
+                sawHeader = true
+                return nil
+            }
+            if let tenant = line.tenant {
+                guard current == nil else { throw bad("tenant \(tenant.id) begins before \(current!.tenant.id) ended") }
+                current = TenantDump(tenant: tenant, numbers: AccountNumbers(lastCustomer: line.lastCustomer ?? 0, lastUser: line.lastUser ?? 0))
+                (records, ticketIndex, inboxIndex) = (1, [:], [:])
+                return nil
+            }
+            guard current != nil else { throw bad("a record outside any tenant") }
+            // Taken out while it grows, so that appending does not copy it.
+            var dump = current!
+            current = nil
+            if let end = line.end {
+                guard end == dump.tenant.id, line.records == records else {
+                    current = dump
+                    throw bad("tenant \(dump.tenant.id) ends with \(line.records ?? 0) records announced but \(records) read: the file is cut or damaged")
+                }
+                return dump
+            }
+            records += 1
+            if let customer = line.customer {
+                dump.customers.append(customer)
+            } else if let user = line.user {
+                dump.users.append(user)
+            } else if let ticket = line.ticket {
+                ticketIndex[ticket.id.number] = dump.tickets.count
+                dump.tickets.append(TenantDump.TicketLog(ticket: ticket, entries: []))
+            } else if let entry = line.entry {
+                guard let number = line.ticketNumber, let i = ticketIndex[number] else { throw bad("an entry of a ticket not listed before it") }
+                dump.tickets[i].entries.append(entry)
+            } else if let call = line.call {
+                dump.calls.append(call)
+            } else if let user = line.inbox, let item = line.notification {
+                guard let i = inboxIndex[user] else { throw bad("a notification of an inbox not listed before it") }
+                dump.inboxes[i].inbox.items.append(item)
+            } else if let user = line.inbox {
+                inboxIndex[user] = dump.inboxes.count
+                dump.inboxes.append(TenantDump.InboxLog(user: user, inbox: Inbox(items: [], readUpTo: line.readUpTo ?? 0,
+                                                                                  readIds: Set(line.readIds ?? []), lastId: line.lastId ?? 0)))
+            } else if let event = line.event {
+                dump.events.append(event)
+            } else {
+                throw bad("a record of no known kind")
+            }
+            current = dump
+            return nil
+        }
+
+        /// After the last line: refuses a file that stopped inside a tenant (or had no header).
+        public func finish() throws(DesklineError) {
+            guard sawHeader else { throw .invalidArgument("the file is empty: not a Deskline export") }
+            if let current { throw .invalidArgument("tenant \(current.tenant.id) has no end line: the file is cut") }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+import ArgumentParser
+import DesklineCore
+import DesklineStore
+import Foundation
+
+extension Deskline {
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write tenants (all, or one) as a portable dump that deskline import loads into either backend.",
+            discussion: """
+            The dump is JSON lines (docs/STORAGE.md, "Moving data"): every record with its id and
+            number, inboxes with what is read, and the event log as the store keeps it. It holds
+            password hashes: keep it as safe as the data itself. Stop the server first (or export
+            a copy) if the dump must hold every last write: a running server's writes during the
+            export may or may not be in it.
+            """)
+
+        @OptionGroup var options: DataOptions
+        @Option(help: "Export only this tenant.")
+        var tenant: String?
+        @Option(name: .shortAndLong, help: "Write the dump to this file (default: standard output). An existing file is not overwritten.")
+        var output: String?
+
+        func run() async throws {
+            let ctx = try await AdminContext.open(options)
+            var ids: [TenantID]
+            if let tenant {
+                ids = [try TenantID(validating: tenant)]
+            } else {
+                ids = try await ctx.store.tenants().map(\.id)
+            }
+            let handle: FileHandle
+            if let output, output != "-" {
+                // A new file only (O_EXCL), readable by its owner only: it holds password hashes.
+                let fd = open(output, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                guard fd >= 0 else {
+                    throw CLIError(errno == EEXIST ? "\(output) exists; name a new file" : "cannot create \(output): \(String(cString: strerror(errno)))")
+                }
+                handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            } else {
+                handle = FileHandle.standardOutput
+            }
+            var buffer = Data()
+            func out(_ data: Data) throws {
+                buffer.append(data)
+                if buffer.count >= 1 << 20 {
+                    try handle.write(contentsOf: buffer)
+                    buffer.removeAll(keepingCapacity: true)
+                }
+            }
+            try out(try DumpFile.header(exportedAt: Date()))
+            var summary: [String] = []
+            for id in ids {
+                guard let dump = try await TenantDump.read(id, from: ctx.store) else { throw DesklineError.notFound("no tenant \(id)") }
+                try DumpFile.write(dump, out)
+                summary.append("exported \(id): " + Self.counts(dump))
+            }
+            try handle.write(contentsOf: buffer)
+            if handle !== FileHandle.standardOutput {
+                try handle.synchronize()
+                try handle.close()
+            }
+            // The summary goes to standard error: standard output may be the dump.
+            FileHandle.standardError.write(Data((summary.joined(separator: "\n") + "\n").utf8))
+            if let files = ctx.files, await files.isServerRunning() {
+                FileHandle.standardError.write(Data("note: a Deskline server is running on \(files.root); writes made during the export may be missing from it\n".utf8))
+            }
+            await ctx.finish("", changed: false)
+        }
+
+        static func counts(_ dump: TenantDump) -> String {
+            [("customers", dump.customers.count), ("users", dump.users.count), ("tickets", dump.tickets.count),
+             ("entries", dump.tickets.reduce(0) { $0 + $1.entries.count }), ("calls", dump.calls.count),
+             ("notifications", dump.inboxes.reduce(0) { $0 + $1.inbox.items.count }), ("events", dump.events.count)]
+                .map { "\($0.1) \($0.0)" }.joined(separator: ", ")
+        }
+    }
+}
