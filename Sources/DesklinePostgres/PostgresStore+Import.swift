@@ -30,6 +30,10 @@ extension PostgresStore {
     /// statement timeout).
     static let importTimeout = Duration.seconds(3600)
 
+    static func chunks<T>(_ rows: [T]) -> [ArraySlice<T>] {
+        stride(from: 0, to: rows.count, by: importBatch).map { rows[$0..<min($0 + importBatch, rows.count)] }
+    }
+
     public func importTenant(_ dump: TenantDump, replacing: Bool) async throws(DesklineError) {
         try dump.validate()
         let tenant = dump.tenant.id
@@ -38,24 +42,26 @@ extension PostgresStore {
         stored.createdAt = Timestamp.truncate(stored.createdAt)
         let tenantDoc = try Self.encodeOrFail(stored)
         // Everything encoded before the transaction begins.
-        let customers = try dump.customers.map { c throws(DesklineError) in (c.id.rawValue, c.email, try Self.encodeOrFail(c)) }
-        let users = try dump.users.map { u throws(DesklineError) in (u.id.rawValue, u.email, try Self.encodeOrFail(u)) }
-        let tickets = try dump.tickets.map { l throws(DesklineError) in (l.ticket.id.number, l.ticket.customerId.rawValue, try Self.encodeOrFail(l.ticket)) }
-        let entries = try dump.tickets.flatMap { l throws(DesklineError) in
-            try l.entries.map { e throws(DesklineError) in (l.ticket.id.number, e.seq, e.note ?? 0, e.isVisibleToCustomer, try Self.encodeOrFail(e)) }
+        typealias Rows = (customers: [(String, String, String)], users: [(String, String, String)], tickets: [(Int, String, String)],
+                          entries: [(Int, Int, Int, Bool, String)], calls: [(Int, String, String)],
+                          notifications: [(String, Int, String)], events: [(Int, Date, String)])
+        let rows: Rows
+        do {
+            rows = (try dump.customers.map { ($0.id.rawValue, $0.email, try Self.json($0)) },
+                    try dump.users.map { ($0.id.rawValue, $0.email, try Self.json($0)) },
+                    try dump.tickets.map { ($0.ticket.id.number, $0.ticket.customerId.rawValue, try Self.json($0.ticket)) },
+                    try dump.tickets.flatMap { l in try l.entries.map { (l.ticket.id.number, $0.seq, $0.note ?? 0, $0.isVisibleToCustomer, try Self.json($0)) } },
+                    try dump.calls.map { ($0.id.number, $0.customerId.rawValue, try Self.json($0)) },
+                    try dump.inboxes.flatMap { l in try l.inbox.items.map { (l.user.rawValue, $0.id, try Self.json($0)) } },
+                    try dump.events.map { ($0.seq ?? 0, $0.at, try Self.json($0)) })
+        } catch {
+            throw .storage("could not encode the dump of \(tenant): \(error)")
         }
-        let calls = try dump.calls.map { c throws(DesklineError) in (c.id.number, c.customerId.rawValue, try Self.encodeOrFail(c)) }
+        let (customers, users, tickets, entries, calls, notifications, events) = rows
         let inboxes = dump.inboxes.map { ($0.user.rawValue, $0.inbox.lastId, $0.inbox.readUpTo, $0.inbox.readIds.sorted()) }
-        let notifications = try dump.inboxes.flatMap { l throws(DesklineError) in
-            try l.inbox.items.map { n throws(DesklineError) in (l.user.rawValue, n.id, try Self.encodeOrFail(n)) }
-        }
-        let events = try dump.events.map { e throws(DesklineError) in (e.seq ?? 0, e.at, try Self.encodeOrFail(e)) }
         let counters = Counters(customer: dump.numbers.lastCustomer, user: dump.numbers.lastUser,
                                 ticket: dump.tickets.isEmpty ? 0 : dump.lastTicket, call: dump.lastCall, event: dump.lastEvent)
-        let s = self.s, logger = self.logger, batch = Self.importBatch
-        func chunks<T>(_ rows: [T]) -> [ArraySlice<T>] {
-            stride(from: 0, to: rows.count, by: batch).map { rows[$0..<min($0 + batch, rows.count)] }
-        }
+        let s = self.s, logger = self.logger
         try await transaction(t, until: .now + Self.importTimeout) { connection in
             if try await Self.lockTenant(tenant, connection, s, logger) != nil {
                 guard replacing else { throw DesklineError.conflict("tenant \(tenant) already exists (import --replace replaces it)") }
@@ -65,27 +71,27 @@ extension PostgresStore {
             }
             try await connection.run("INSERT INTO \(unescaped: s)tenants (tenant_id, doc) VALUES (\(t), \(tenantDoc)::jsonb)", logger: logger)
             try await counters.save(tenant, connection, s, logger)
-            for rows in chunks(customers) {
+            for rows in Self.chunks(customers) {
                 try await connection.run("""
                     INSERT INTO \(unescaped: s)customers (tenant_id, customer_id, email, doc)
                     SELECT \(t), id, email, doc::jsonb FROM unnest(\(rows.map(\.0))::text[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[]) AS r(id, email, doc)
                     """, logger: logger)
             }
             // One at a time, in order: `made` orders one email's logins across tenants.
-            for rows in chunks(users) {
+            for rows in Self.chunks(users) {
                 try await connection.run("""
                     INSERT INTO \(unescaped: s)users (tenant_id, user_id, email, doc)
                     SELECT \(t), id, email, doc::jsonb FROM unnest(\(rows.map(\.0))::text[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[])
                         WITH ORDINALITY AS r(id, email, doc, n) ORDER BY n
                     """, logger: logger)
             }
-            for rows in chunks(tickets) {
+            for rows in Self.chunks(tickets) {
                 try await connection.run("""
                     INSERT INTO \(unescaped: s)tickets (tenant_id, number, customer_id, doc)
                     SELECT \(t), n, c, doc::jsonb FROM unnest(\(rows.map(\.0))::bigint[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[]) AS r(n, c, doc)
                     """, logger: logger)
             }
-            for rows in chunks(entries) {
+            for rows in Self.chunks(entries) {
                 try await connection.run("""
                     INSERT INTO \(unescaped: s)entries (tenant_id, ticket, seq, note, visible, doc)
                     SELECT \(t), ticket, seq, note, visible, doc::jsonb
@@ -93,7 +99,7 @@ extension PostgresStore {
                                 \(rows.map(\.3))::boolean[], \(rows.map(\.4))::text[]) AS r(ticket, seq, note, visible, doc)
                     """, logger: logger)
             }
-            for rows in chunks(calls) {
+            for rows in Self.chunks(calls) {
                 try await connection.run("""
                     INSERT INTO \(unescaped: s)calls (tenant_id, number, customer_id, doc)
                     SELECT \(t), n, c, doc::jsonb FROM unnest(\(rows.map(\.0))::bigint[], \(rows.map(\.1))::text[], \(rows.map(\.2))::text[]) AS r(n, c, doc)
@@ -105,13 +111,13 @@ extension PostgresStore {
                     VALUES (\(t), \(user), \(lastId), \(readUpTo), \(readIds)::bigint[])
                     """, logger: logger)
             }
-            for rows in chunks(notifications) {
+            for rows in Self.chunks(notifications) {
                 try await connection.run("""
                     INSERT INTO \(unescaped: s)notifications (tenant_id, user_id, id, doc)
                     SELECT \(t), u, id, doc::jsonb FROM unnest(\(rows.map(\.0))::text[], \(rows.map(\.1))::bigint[], \(rows.map(\.2))::text[]) AS r(u, id, doc)
                     """, logger: logger)
             }
-            for rows in chunks(events) {
+            for rows in Self.chunks(events) {
                 try await connection.run("""
                     INSERT INTO \(unescaped: s)events (tenant_id, seq, at, doc)
                     SELECT \(t), seq, at, doc::jsonb FROM unnest(\(rows.map(\.0))::bigint[], \(rows.map(\.1))::timestamptz[], \(rows.map(\.2))::text[]) AS r(seq, at, doc)

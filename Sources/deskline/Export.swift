@@ -23,6 +23,13 @@ extension Deskline {
 
         func run() async throws {
             let ctx = try await AdminContext.open(options)
+            // A file store no server runs on is taken over for the export, as a server would:
+            // writes an unclean stop left in a journal go into their logs first.
+            var lock: FileStore.ServerLock?
+            if let files = ctx.files, !(await files.isServerRunning()) {
+                lock = try await files.lockForServer(pid: getpid())
+            }
+            defer { lock?.release(clean: !(ctx.files?.recoveryNeeded ?? true)) }
             var ids: [TenantID]
             if let tenant {
                 ids = [try TenantID(validating: tenant)]
@@ -62,7 +69,7 @@ extension Deskline {
             }
             // The summary goes to standard error: standard output may be the dump.
             FileHandle.standardError.write(Data((summary.joined(separator: "\n") + "\n").utf8))
-            if let files = ctx.files, await files.isServerRunning() {
+            if lock == nil, let files = ctx.files {
                 FileHandle.standardError.write(Data("note: a Deskline server is running on \(files.root); writes made during the export may be missing from it\n".utf8))
             }
             await ctx.finish("", changed: false)
