@@ -110,16 +110,28 @@ extension PostgresStore {
     /// whose caller's time (`requestTimeoutSeconds` from when it was queued) ran out while it
     /// waited is refused before its transaction starts (nothing of it stored), and a batch's
     /// transaction ends at its earliest deadline: a write never takes longer than that in all.
+    ///
+    /// Under overload the front of a batch may have waited most of its time: the writes with less
+    /// than half of it left (a prefix: deadlines follow the order of submission) then commit in a
+    /// transaction of their own, so that the fresher writes behind them keep their whole time
+    /// instead of sharing the front's remainder (and failing with it).
     func drain(_ tenant: TenantID) async {
+        let timeout = Duration.seconds(settings.requestTimeoutSeconds)
         while let batch = queues.next(tenant) {
-            let now = ContinuousClock.now
-            for late in batch where late.deadline <= now {
-                late.done.resume(returning: .failure(.storage("the database did not answer within \(settings.requestTimeoutSeconds) s")))
+            var rest = batch[...]
+            while !rest.isEmpty {
+                let now = ContinuousClock.now
+                while let late = rest.first, late.deadline <= now {
+                    late.done.resume(returning: .failure(.storage("the database did not answer within \(settings.requestTimeoutSeconds) s")))
+                    rest.removeFirst()
+                }
+                guard let first = rest.first else { break }
+                let near = rest.prefix { $0.deadline - now < timeout / 2 }.count
+                let part = rest.prefix(near == 0 ? rest.count : near)
+                let results = await commit(part.map(\.write), in: tenant, until: first.deadline)
+                for (pending, result) in zip(part, results) { pending.done.resume(returning: result) }
+                rest.removeFirst(part.count)
             }
-            let live = batch.filter { $0.deadline > now }
-            guard let until = live.map(\.deadline).min() else { continue }
-            let results = await commit(live.map(\.write), in: tenant, until: until)
-            for (pending, result) in zip(live, results) { pending.done.resume(returning: result) }
         }
     }
 

@@ -115,6 +115,78 @@ struct PostgresEdgeTests {
         #expect(longest < 3.5, "a write took \(longest) s with requestTimeoutSeconds 1")
     }
 
+    /// Overload: writes queued behind a stuck one wait most of their time. The front of the
+    /// next batch (less than half its time left) commits apart from the fresher writes behind
+    /// it, so when the front runs out of time the fresher ones are not refused with it.
+    @Test func theFrontOfALateBatchDoesNotTakeTheFresherWritesDownWithIt() async throws {
+        let server = try await TestPostgres.server()
+        var settings = try await TestPostgres.freshSchema(server)
+        settings.requestTimeoutSeconds = 4
+        let client = PostgresClient(configuration: settings.clientConfiguration(password: server.password, connections: 6))
+        let runner = Task.detached { await client.run() }
+        defer { runner.cancel() }
+        let store = PostgresStore(client: client, settings: settings, logger: rquiet)
+        let w = try await reviewSeed(PostgresStore(client: server.client, settings: settings, logger: rquiet))
+        for subject in ["a", "b", "c"] { _ = try await w.open(subject) }
+        let schema = settings.schema
+        func write(_ ticket: Int) -> Task<Result<Change?, DesklineError>, Never> {
+            Task {
+                do throws(DesklineError) {
+                    return .success(try await store.changeTicket(TicketID(ticket), in: w.acme, w.telling([], w.draft(.message, "m\(ticket)"))))
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        // The tenant's row is held: A's transaction waits; B queues behind it at once, C late.
+        let (a, b, c) = try await server.client.withConnection { tenantRow in
+            try await tenantRow.query("BEGIN", logger: rlog)
+            try await tenantRow.query("SELECT set_config('deskline.tenant', 'acme', true)", logger: rlog)
+            try await tenantRow.query("SELECT 1 FROM \(unescaped: schema).tenants WHERE tenant_id = 'acme' FOR UPDATE", logger: rlog)
+            let a = write(1001)
+            try await Task.sleep(for: .milliseconds(200))
+            let b = write(1002)
+            try await Task.sleep(for: .milliseconds(2300))
+            let c = write(1003)
+            // B's ticket row is held next (B's transaction will wait on it past B's time), then
+            // the tenant's row is let go: A commits.
+            let (ticketRow, release) = try await Self.holdTicketRow(server, schema, 1002)
+            try await Task.sleep(for: .milliseconds(100))
+            try await tenantRow.query("ROLLBACK", logger: rlog)
+            // Past B's deadline (4.2 s), before C's (6.6 s).
+            try await Task.sleep(for: .milliseconds(2200))
+            release.resume()
+            try await ticketRow.value
+            return (a, b, c)
+        }
+        #expect(try (await a.value).get() != nil)
+        let bResult = await b.value
+        #expect(throws: DesklineError.self) { try bResult.get() }
+        let cResult = await c.value
+        #expect((try? cResult.get()) != nil, "the fresher write was refused with the late one: \(cResult)")
+        #expect(try await w.store.entries(of: TicketID(1003), in: w.acme, after: nil, before: nil, limit: 5, includeNotes: true).map(\.text) == ["m1003"])
+        #expect(try await w.store.entries(of: TicketID(1002), in: w.acme, after: nil, before: nil, limit: 5, includeNotes: true).isEmpty)
+    }
+
+    /// Holds ticket `number`'s row (another transaction) until `release` is resumed.
+    static func holdTicketRow(_ server: TestPostgres.Server, _ schema: String,
+                              _ number: Int) async throws -> (Task<Void, any Error>, CheckedContinuation<Void, Never>) {
+        let (held, heldContinuation) = AsyncStream<CheckedContinuation<Void, Never>>.makeStream()
+        let task = Task {
+            try await server.client.withConnection { connection in
+                try await connection.query("BEGIN", logger: rlog)
+                try await connection.query("SELECT set_config('deskline.tenant', 'acme', true)", logger: rlog)
+                try await connection.query("SELECT 1 FROM \(unescaped: schema).tickets WHERE tenant_id = 'acme' AND number = \(number) FOR UPDATE",
+                                           logger: rlog)
+                await withCheckedContinuation { release in heldContinuation.yield(release) }
+                try await connection.query("ROLLBACK", logger: rlog)
+            }
+        }
+        var iterator = held.makeAsyncIterator()
+        guard let release = await iterator.next() else { throw DesklineError.storage("the ticket row was not held") }
+        return (task, release)
+    }
+
     /// Schema names that are reserved words work (they are quoted); `pg_...` is refused.
     @Test(arguments: ["user", "order", "table"])
     func aSchemaNamedLikeAReservedWordWorks(_ name: String) async throws {
