@@ -55,6 +55,9 @@ extension PostgresStore {
         case tenant(TenantID, Int)
         /// Check every tenant (after a reconnect, and on the slow poll).
         case all
+        /// Who follows a ticket (nil: any) from another node changed.
+        case follows(TenantID, TicketID)
+        case allFollows
     }
 
     /// Follows the other nodes' commits until cancelled or a graceful shutdown: keeps one
@@ -122,10 +125,19 @@ extension PostgresStore {
                         if lost { logger.notice("listening for other nodes' events again", metadata: ["server": "\(self.settings.serverDescription)"]) }
                         lost = false
                         pause = .milliseconds(100)
-                        // Whatever was committed while nobody listened.
+                        // Whatever was committed (or followed) while nobody listened.
                         ring.yield(.all)
+                        ring.yield(.allFollows)
                         for try await notification in notifications {
                             let parts = notification.payload.split(separator: " ")
+                            if parts.first == "follows" {
+                                if parts.count == 3, let tenant = TenantID(rawValue: String(parts[1])), let number = Int(parts[2]) {
+                                    ring.yield(.follows(tenant, TicketID(number)))
+                                } else {
+                                    ring.yield(.allFollows)
+                                }
+                                continue
+                            }
                             guard parts.count == 2, let tenant = TenantID(rawValue: String(parts[0])), let seq = Int(parts[1]) else { continue }
                             ring.yield(.tenant(tenant, seq))
                         }
@@ -149,6 +161,10 @@ extension PostgresStore {
         switch ring {
         case .tenant(let tenant, let seq):
             if seq > (published.withLock { $0[tenant] } ?? 0) { await catchUp(tenant) }
+        case .follows(let tenant, let ticket):
+            await readFollowsElsewhere(TicketKey(tenant: tenant, ticket: ticket))
+        case .allFollows:
+            await readFollowsElsewhere(nil)
         case .all:
             guard let heads = try? await heads() else { return }  // (logged; the next ring or poll tries again)
             for (tenant, last) in heads where last > (published.withLock { $0[tenant] } ?? 0) {

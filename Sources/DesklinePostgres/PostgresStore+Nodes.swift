@@ -31,6 +31,17 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
         var user: UserID
     }
 
+    struct FollowKey: Hashable {
+        var tenant: TenantID
+        var ticket: TicketID
+        var user: UserID
+    }
+
+    struct TicketKey: Hashable {
+        var tenant: TenantID
+        var ticket: TicketID
+    }
+
     /// This node's sessions per user, and what of them is not yet written.
     struct NodeState {
         var counts: [PresenceKey: Int] = [:]
@@ -50,6 +61,12 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
         var writing = false
         /// The longest window of a login rule (failed logins older than it are deleted).
         var longestLoginWindowSeconds = 3600.0
+        /// The tickets this node's staff follow, and which of them changed since the last write.
+        var follows: Set<FollowKey> = []
+        var followsDirty: Set<FollowKey> = []
+        /// Who follows each ticket from the other (live) nodes, as last read.
+        var elsewhere: [TicketKey: Set<UserID>] = [:]
+        var followersChanged: (@Sendable (TenantID, TicketID) -> Void)?
     }
 
     public var sharedNodeState: (any SharedNodeState)? { self }
@@ -77,6 +94,57 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
             state.reported += 1
         }
         presenceWake.yield()
+    }
+
+    public func reportFollowing(_ user: UserID, _ ticket: TicketID, in tenant: TenantID, _ following: Bool) {
+        nodeState.withLock { state in
+            let key = FollowKey(tenant: tenant, ticket: ticket, user: user)
+            if following { state.follows.insert(key) } else { state.follows.remove(key) }
+            state.followsDirty.insert(key)
+        }
+        presenceWake.yield()
+    }
+
+    public func followersElsewhere(of ticket: TicketID, in tenant: TenantID) -> Set<UserID> {
+        nodeState.withLock { $0.elsewhere[TicketKey(tenant: tenant, ticket: ticket)] ?? [] }
+    }
+
+    public func whenFollowersChange(_ handler: @escaping @Sendable (TenantID, TicketID) -> Void) {
+        nodeState.withLock { $0.followersChanged = handler }
+    }
+
+    /// Reads who follows `ticket` from the other live nodes (nil: every ticket, as after a
+    /// reconnect or at a heartbeat), and tells the handler of each ticket whose followers
+    /// changed.
+    func readFollowsElsewhere(_ ticket: TicketKey?) async {
+        let s = self.s, logger = self.logger, node = self.node, timeout = Self.nodeTimeoutSeconds
+        let tenant = ticket?.tenant.rawValue ?? "*"
+        let number = ticket?.ticket.number ?? 0
+        guard let rows = try? await transaction(tenant, readOnly: true, { connection in
+            var rows: [(String, Int, String)] = []
+            for try await row in try await connection.query("""
+                SELECT f.tenant_id, f.ticket, f.user_id FROM \(unescaped: s)follows f JOIN \(unescaped: s)nodes n ON n.node = f.node
+                WHERE f.node <> \(node) AND n.seen_at > now() - make_interval(secs => \(timeout))
+                  AND (\(number) = 0 OR (f.tenant_id = \(tenant) AND f.ticket = \(number)))
+                """, logger: logger).decode((String, Int, String).self) {
+                rows.append(row)
+            }
+            return rows
+        }) else { return }  // (Logged; the next ring or heartbeat reads again.)
+        var found: [TicketKey: Set<UserID>] = [:]
+        for (tenant, number, user) in rows {
+            found[TicketKey(tenant: TenantID(unchecked: tenant), ticket: TicketID(number)), default: []].insert(UserID(unchecked: user))
+        }
+        let (changed, handler) = nodeState.withLock { state -> ([TicketKey], (@Sendable (TenantID, TicketID) -> Void)?) in
+            var changed: [TicketKey] = []
+            let keys = ticket.map { [$0] } ?? Array(Set(state.elsewhere.keys).union(found.keys))
+            for key in keys where (state.elsewhere[key] ?? []) != (found[key] ?? []) {
+                changed.append(key)
+                state.elsewhere[key] = found[key]
+            }
+            return (changed, state.followersChanged)
+        }
+        if let handler { for key in changed { handler(key.tenant, key.ticket) } }
     }
 
     public func published() async {
@@ -180,9 +248,12 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
     /// others deletes the rows later.)
     func leave() async {
         let s = self.s, logger = self.logger, node = self.node
+        let channel = self.channel
         _ = try? await transaction("*", until: .now + .seconds(2)) { connection in
             try await connection.run("DELETE FROM \(unescaped: s)presence WHERE node = \(node)", logger: logger)
+            try await connection.run("DELETE FROM \(unescaped: s)follows WHERE node = \(node)", logger: logger)
             try await connection.run("DELETE FROM \(unescaped: s)nodes WHERE node = \(node)", logger: logger)
+            try await connection.run("SELECT pg_notify(\(channel), 'follows')", logger: logger)
         }
     }
 
@@ -206,9 +277,11 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
             let forgotten = try await transaction("*") { connection in
                 let forgotten = try await Self.touch(node, connection, s, logger)
                 try await connection.run("DELETE FROM \(unescaped: s)nodes WHERE seen_at < now() - make_interval(secs => \(forget))", logger: logger)
-                try await connection.run("""
-                    DELETE FROM \(unescaped: s)presence p WHERE NOT EXISTS (SELECT 1 FROM \(unescaped: s)nodes n WHERE n.node = p.node)
-                    """, logger: logger)
+                for table in ["presence", "follows"] {
+                    try await connection.run("""
+                        DELETE FROM \(unescaped: s + table) p WHERE NOT EXISTS (SELECT 1 FROM \(unescaped: s)nodes n WHERE n.node = p.node)
+                        """, logger: logger)
+                }
                 try await connection.run("DELETE FROM \(unescaped: s)login_failures WHERE at < now() - make_interval(secs => \(window))", logger: logger)
                 return forgotten
             }
@@ -223,6 +296,8 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
         } catch {
             // (Logged by the transaction; the next beat tries again.)
         }
+        // Followers on nodes that stopped or died go (a ring about them may have been missed).
+        await readFollowsElsewhere(nil)
     }
 
     /// Writes what changed since the last write (every row of this node after a failure, or if
@@ -237,6 +312,11 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
             }
             return (state.dirty, state.droppedToZero, state.counts, state.writtenCounts, state.rewriteAll, state.reported)
         }
+        let (follows, followsDirty) = nodeState.withLock { state in
+            defer { state.followsDirty = [] }
+            return (state.follows, state.followsDirty)
+        }
+        let channel = self.channel
         let s = self.s, logger = self.logger, node = self.node, timeout = Self.nodeTimeoutSeconds
         let ok: Bool
         var rewrote = false
@@ -244,10 +324,32 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
             rewrote = try await transaction("*") { connection in
                 let forgotten = try await Self.touch(node, connection, s, logger)
                 var keys = dirty
+                var followKeys = followsDirty
                 if rewrite || forgotten {
                     // (Rows of users who logged out meanwhile go too.)
                     try await connection.run("DELETE FROM \(unescaped: s)presence WHERE node = \(node)", logger: logger)
+                    try await connection.run("DELETE FROM \(unescaped: s)follows WHERE node = \(node)", logger: logger)
                     keys.formUnion(counts.keys)
+                    followKeys.formUnion(follows)
+                }
+                for key in followKeys {
+                    let (tenant, ticket, user) = (key.tenant.rawValue, key.ticket.number, key.user.rawValue)
+                    if follows.contains(key) {
+                        try await connection.run("""
+                            INSERT INTO \(unescaped: s)follows (tenant_id, ticket, user_id, node) VALUES (\(tenant), \(ticket), \(user), \(node))
+                            ON CONFLICT DO NOTHING
+                            """, logger: logger)
+                    } else {
+                        try await connection.run("""
+                            DELETE FROM \(unescaped: s)follows WHERE tenant_id = \(tenant) AND ticket = \(ticket) AND user_id = \(user) AND node = \(node)
+                            """, logger: logger)
+                    }
+                }
+                // The other nodes read the tickets whose followers changed (a doorbell like the
+                // event log's: a ring they miss is made up for at their next heartbeat).
+                for ticket in Set(followKeys.map { TicketKey(tenant: $0.tenant, ticket: $0.ticket) }) {
+                    try await connection.run("SELECT pg_notify(\(channel), \("follows \(ticket.tenant.rawValue) \(ticket.ticket.number)"))",
+                                             logger: logger)
                 }
                 for key in keys {
                     let (tenant, user) = (key.tenant.rawValue, key.user.rawValue)
@@ -292,6 +394,7 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
             } else {
                 state.dirty.formUnion(dirty)
                 state.droppedToZero.formUnion(dropped)
+                state.followsDirty.formUnion(followsDirty)
                 state.rewriteAll = state.rewriteAll || rewrite
             }
             state.written = max(state.written, upTo)

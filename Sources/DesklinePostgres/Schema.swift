@@ -129,6 +129,7 @@ public enum Schema {
             ]
         }),
         nodesMigration,
+        followsMigration,
     ]
 
     /// Migration 2's tables that hold a tenant's rows.
@@ -175,6 +176,19 @@ public enum Schema {
     ] + presenceTables.flatMap { policy(on: $0, "tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*'") }
       + policy(on: "nodes", "current_setting('deskline.tenant', true) <> ''")
       + policy(on: "login_failures", "current_setting('deskline.tenant', true) = '*'"))
+
+    static let followsMigration = Migration(version: 3, summary: "the tickets staff follow, per node (IRC channel members across nodes)", statements: [
+        """
+        CREATE TABLE {schema}.follows (
+            tenant_id text NOT NULL REFERENCES {schema}.tenants,
+            ticket bigint NOT NULL,
+            user_id text NOT NULL,
+            node text NOT NULL,
+            PRIMARY KEY (tenant_id, ticket, user_id, node)
+        )
+        """,
+        "CREATE INDEX follows_by_node ON {schema}.follows (node)",
+    ] + policy(on: "follows", "tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*'"))
 
     /// Row-level security on `table`, forced for its owner too, with one policy.
     static func policy(on table: String, _ condition: String) -> [String] {

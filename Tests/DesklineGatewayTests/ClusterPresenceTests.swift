@@ -326,6 +326,37 @@ struct ClusterPresenceTests {
             await adaOnB.close()
         }
     }
+
+    /// Staff following a ticket on one node are members of its channel for IRC sessions on the
+    /// other: JOIN and PART as they start and stop, and in NAMES.
+    @Test func ircChannelMembersIncludeFollowersOnTheOtherNode() async throws {
+        try await withClusterNodes(configure: {
+            $0.irc.enabled = true
+            $0.irc.port = 0
+        }) { a, b, _ in
+            let ann = try await a.login("ann@acme.test")
+            #expect(try await ann.command("NEW :Printer").last?.hasPrefix("OK NEW #1001 ") == true)
+            let abeOnB = try await ircLogin(b, "abe@acme.test")
+            _ = try await abeOnB.irc("JOIN #1001")
+            let amyOnA = try await a.login("amy@acme.test")
+            #expect(try await amyOnA.command("JOIN #1001").last?.hasPrefix("OK JOIN #1001") == true)
+            _ = try await abeOnB.expectLine(startingWith: ":Amy_Agent!u2@acme JOIN #1001")
+            let names = try await abeOnB.irc("NAMES #1001")
+            #expect(names.contains { $0.contains(" 353 ") && $0.contains("@Amy_Agent") }, "\(names)")
+
+            // Her only session leaves the ticket: PART on B.
+            _ = try await amyOnA.command("PART #1001")
+            _ = try await abeOnB.expectLine(startingWith: ":Amy_Agent!u2@acme PART #1001")
+            #expect(try await abeOnB.irc("NAMES #1001").allSatisfy { !$0.contains("Amy_Agent") })
+
+            // Following again, then her node's session ends: PART on B too.
+            _ = try await amyOnA.command("JOIN #1001")
+            _ = try await abeOnB.expectLine(startingWith: ":Amy_Agent!u2@acme JOIN #1001")
+            _ = try await amyOnA.command("QUIT")
+            _ = try await abeOnB.expectLine(startingWith: ":Amy_Agent!u2@acme PART #1001")
+            await abeOnB.close()
+        }
+    }
 }
 
 // MARK: - Helpers

@@ -121,7 +121,9 @@ struct PostgresEdgeTests {
     @Test func theFrontOfALateBatchDoesNotTakeTheFresherWritesDownWithIt() async throws {
         let server = try await TestPostgres.server()
         var settings = try await TestPostgres.freshSchema(server)
-        settings.requestTimeoutSeconds = 4
+        // (Long enough for a loaded machine: every step below has seconds to spare.)
+        settings.requestTimeoutSeconds = 6
+        settings.statementTimeoutSeconds = 60
         let client = PostgresClient(configuration: settings.clientConfiguration(password: server.password, connections: 6))
         let runner = Task.detached { await client.run() }
         defer { runner.cancel() }
@@ -146,15 +148,15 @@ struct PostgresEdgeTests {
             let a = write(1001)
             try await Task.sleep(for: .milliseconds(200))
             let b = write(1002)
-            try await Task.sleep(for: .milliseconds(2300))
+            try await Task.sleep(for: .milliseconds(3200))
             let c = write(1003)
             // B's ticket row is held next (B's transaction will wait on it past B's time), then
             // the tenant's row is let go: A commits.
             let (ticketRow, release) = try await Self.holdTicketRow(server, schema, 1002)
             try await Task.sleep(for: .milliseconds(100))
             try await tenantRow.query("ROLLBACK", logger: rlog)
-            // Past B's deadline (4.2 s), before C's (6.6 s).
-            try await Task.sleep(for: .milliseconds(2200))
+            // Past B's deadline (6.2 s), before C's (9.4 s).
+            try await Task.sleep(for: .milliseconds(3000))
             release.resume()
             try await ticketRow.value
             return (a, b, c)

@@ -68,7 +68,7 @@ struct PostgresStoreTests {
         }
         // (Migration 2's tables: presence and away rows are a tenant's; nodes and failed logins
         // are seen only by a transaction that named a tenant, or every tenant.)
-        #expect(Set(tables.keys) == Set(acme.keys).union(["schema_migrations", "presence", "away", "nodes", "login_failures"]))
+        #expect(Set(tables.keys) == Set(acme.keys).union(["schema_migrations", "presence", "away", "nodes", "login_failures", "follows"]))
         #expect(tables.filter { !$0.value }.keys.sorted() == ["schema_migrations"])
 
         #expect(try await counts(server, schema, tenant: nil, inTransaction: false) == none)

@@ -32,6 +32,22 @@ public protocol PresenceDirectory: Sendable {
     /// The tenant's users with a session on any node, with their away messages. A user without a
     /// session is not listed.
     func presence(in tenant: TenantID) async throws(DesklineError) -> [UserID: UserPresence]
+
+    /// This node's sessions of `user` follow ticket `ticket` now (true: the first one JOINed it;
+    /// false: the last one left or ended). Same contract as ``report(_:in:sessions:)``.
+    func reportFollowing(_ user: UserID, _ ticket: TicketID, in tenant: TenantID, _ following: Bool)
+    /// The staff following `ticket` from other nodes, as last learnt (never waits).
+    func followersElsewhere(of ticket: TicketID, in tenant: TenantID) -> Set<UserID>
+    /// Calls `handler` (on any thread) whenever ``followersElsewhere(of:in:)`` of a ticket
+    /// changed. Set once, before the node serves.
+    func whenFollowersChange(_ handler: @escaping @Sendable (TenantID, TicketID) -> Void)
+}
+
+extension PresenceDirectory {
+    /// One node: nobody follows anything elsewhere.
+    public func reportFollowing(_ user: UserID, _ ticket: TicketID, in tenant: TenantID, _ following: Bool) {}
+    public func followersElsewhere(of ticket: TicketID, in tenant: TenantID) -> Set<UserID> { [] }
+    public func whenFollowersChange(_ handler: @escaping @Sendable (TenantID, TicketID) -> Void) {}
 }
 
 /// Presence on one node: what its own sessions are.

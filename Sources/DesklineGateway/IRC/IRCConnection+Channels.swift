@@ -99,7 +99,7 @@ extension IRCConnection {
     /// A follower joining or leaving an open channel, shown as the difference it makes.
     func render(_ change: SessionHub.FollowChange) -> [IRCLine] {
         switch change {
-        case .started(_, let id), .stopped(_, let id): reconcile(id)
+        case .started(_, let id), .stopped(_, let id), .elsewhere(let id): reconcile(id)
         }
     }
 

@@ -54,6 +54,8 @@ public final class SessionHub: EventDelivery, Sendable {
     enum FollowChange: Sendable {
         case started(UserID, TicketID)
         case stopped(UserID, TicketID)
+        /// Who follows the ticket from other nodes changed.
+        case elsewhere(TicketID)
     }
 
     private let members = Mutex(Members())
@@ -78,6 +80,15 @@ public final class SessionHub: EventDelivery, Sendable {
     public init(node: String = SessionID.newNode(), presence: any PresenceDirectory = LocalPresence()) {
         self.node = node
         self.presence = presence
+        presence.whenFollowersChange { [weak self] tenant, ticket in self?.followersChangedElsewhere(tenant, ticket) }
+    }
+
+    /// The IRC sessions with the ticket's channel open are told (they show the difference).
+    private func followersChangedElsewhere(_ tenant: TenantID, _ ticket: TicketID) {
+        let told = members.withLock { m in
+            (m.ircOpen[TicketKey(tenant: tenant, ticket: ticket)] ?? []).compactMap { m.all[$0]?.irc }.map { ($0, FollowChange.elsewhere(ticket)) }
+        }
+        Self.tell(told)
     }
 
     /// The id, unique across processes, of this process's connection `session`.
@@ -106,7 +117,7 @@ public final class SessionHub: EventDelivery, Sendable {
                 let key = TicketKey(tenant: scope.tenantId, ticket: ticket)
                 m.byTicket[key]?.remove(session)
                 if m.byTicket[key]?.isEmpty == true { m.byTicket[key] = nil }
-                told += Self.followChange(in: m, key, user: scope.userId, startedNow: false)
+                told += followChange(in: m, key, user: scope.userId, startedNow: false)
             }
             let user = UserKey(tenant: scope.tenantId, user: scope.userId)
             m.byUser[user]?.remove(session)
@@ -119,11 +130,13 @@ public final class SessionHub: EventDelivery, Sendable {
 
     /// The IRC sessions to tell that `user` started (or stopped) following a ticket, if no other
     /// session of theirs follows it: everyone else with its channel open.
-    private static func followChange(in m: Members, _ key: TicketKey, user: UserID, startedNow: Bool) -> [(IRCConnection, FollowChange)] {
+    private func followChange(in m: Members, _ key: TicketKey, user: UserID, startedNow: Bool) -> [(IRCConnection, FollowChange)] {
         // The user's sessions that follow it now, after the change: the first one started, or
         // none is left.
         let following = (m.byTicket[key] ?? []).filter { m.all[$0]?.scope.userId == user }.count
         guard startedNow ? following == 1 : following == 0 else { return [] }
+        // (The other nodes learn it too.)
+        presence.reportFollowing(user, key.ticket, in: key.tenant, startedNow)
         let change: FollowChange = startedNow ? .started(user, key.ticket) : .stopped(user, key.ticket)
         return (m.ircOpen[key] ?? []).compactMap { id in
             guard let member = m.all[id], member.scope.userId != user, let irc = member.irc else { return nil }
@@ -172,7 +185,7 @@ public final class SessionHub: EventDelivery, Sendable {
                 if m.byTicket[key]?.isEmpty == true { m.byTicket[key] = nil }
             }
             guard changed else { return (false, []) }
-            return (true, Self.followChange(in: m, key, user: member.scope.userId, startedNow: joined))
+            return (true, followChange(in: m, key, user: member.scope.userId, startedNow: joined))
         }
         Self.tell(told)
         return changed
@@ -183,11 +196,13 @@ public final class SessionHub: EventDelivery, Sendable {
         members.withLock { $0.all[session]?.joined.contains(ticket) ?? false }
     }
 
-    /// The users with a session that JOINed a ticket.
+    /// The users with a session that JOINed a ticket, on this node and (a store several nodes
+    /// share) on the others.
     func followers(of ticket: TicketID, in tenant: TenantID) -> Set<UserID> {
-        members.withLock { m in
+        let here = members.withLock { m in
             Set((m.byTicket[TicketKey(tenant: tenant, ticket: ticket)] ?? []).compactMap { m.all[$0]?.scope.userId })
         }
+        return here.union(presence.followersElsewhere(of: ticket, in: tenant))
     }
 
     /// The tenant's users with a session on any node (with how many, and their away message).
