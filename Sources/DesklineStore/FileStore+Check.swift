@@ -102,6 +102,14 @@ extension FileStore {
         func accountRepair(_ fix: @escaping () throws -> Void) -> (() throws -> Void)? {
             intentPending ? nil : fix
         }
+        // What an import cut short left (docs/STORAGE.md, "Moving data"): never part of the data.
+        if !live {
+            for name in (try? DurableFile.list(root)) ?? [] where name.hasPrefix(".import-") {
+                problem("\(root)/\(name): leftover directory of an interrupted import (not part of the data)") {
+                    try Self.removeTree(self.root + "/" + name)
+                }
+            }
+        }
         func sweep(_ dir: String) {
             for name in (try? DurableFile.list(dir)) ?? [] where name.hasPrefix(DurableFile.tempPrefix) {
                 problem("\(dir)/\(name): leftover temp file of an interrupted write") {

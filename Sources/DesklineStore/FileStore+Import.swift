@@ -5,11 +5,14 @@ import Foundation
 // beyond the port's usual ones, and a whole tenant written as a directory.
 //
 // An import writes the tenant's directory in full under `<root>/.import-<tenant>` (every file
-// fsynced), then renames it into `tenants/` (one rename: the tenant is all there or not at all),
-// and then adds its users to the `logins/` index in one account change. A crash between the two
-// leaves a tenant whose logins are not indexed yet: `deskline check --repair` indexes them (as
-// after any interrupted account change); an import that stops before the rename leaves only the
-// staging directory, which the next import of that tenant removes.
+// fsynced) and puts it in place with one rename (one exchange of the two directories with
+// `--replace`, `renameat2(RENAME_EXCHANGE)`): the tenant is the old one or the new one, never
+// neither. The `logins/` index is made to name the new users first (an account change that
+// keeps the old lines too) and the old lines go after the rename: a crash in between leaves lines
+// that name a user whose email is another, which a LOGIN never follows (AccountService checks
+// the stored email) and `deskline check --repair` removes. An import that fails before the rename
+// changes nothing (its staging directory is removed; one a crash left behind is removed by the
+// next import of the tenant, and `deskline check` reports it).
 
 extension FileStore {
     public func customers(in tenant: TenantID) async throws(DesklineError) -> [Customer] {
@@ -42,36 +45,78 @@ extension FileStore {
                 }
                 let staging = self.root + "/.import-" + id.rawValue
                 try Self.removeTree(staging)
-                try self.writeTenant(dump, into: staging)
-                // The old directory (if any) out of the way, the new one in, with one rename each.
-                let old = self.root + "/.replaced-" + id.rawValue
-                try Self.removeTree(old)
-                try DurableFile.makeDirectories(self.root + "/tenants")
-                if DurableFile.isDirectory(final) {
-                    guard rename(final, old) == 0 else { throw DurableFile.IOError(operation: "rename", path: final, errno: errno) }
-                }
-                guard rename(staging, final) == 0 else { throw DurableFile.IOError(operation: "rename", path: staging, errno: errno) }
-                try DurableFile.syncDirectory(self.root + "/tenants")
-                try DurableFile.syncDirectory(self.root)
-                // The login index: this tenant's old logins out, its new ones in.
-                var files: [String: [AccountRef]] = [:]
+                // The login index as it is, with the new users' lines added, and as it will be.
+                var before: [String: [AccountRef]] = [:]
                 for name in try DurableFile.list(self.root + "/logins") where name.hasSuffix(".json") {
                     let path = self.root + "/logins/" + name
                     let refs = try self.load([AccountRef].self, path) ?? []
-                    if refs.contains(where: { $0.tenantId == id }) { files[path] = refs.filter { $0.tenantId != id } }
+                    if refs.contains(where: { $0.tenantId == id }) { before[path] = refs }
                 }
+                for user in dump.users where before[self.loginFile(user.email)] == nil {
+                    before[self.loginFile(user.email)] = try self.load([AccountRef].self, self.loginFile(user.email)) ?? []
+                }
+                var both = before, after = before.mapValues { $0.filter { $0.tenantId != id } }
                 for user in dump.users {
+                    let ref = AccountRef(tenantId: id, userId: user.id)
                     let path = self.loginFile(user.email)
-                    if files[path] == nil { files[path] = try self.load([AccountRef].self, path) ?? [] }
-                    files[path]?.append(AccountRef(tenantId: id, userId: user.id))
+                    if both[path]?.contains(ref) != true { both[path, default: []].append(ref) }
+                    after[path, default: []].append(ref)
                 }
-                try transaction.commit(try files.sorted { $0.key < $1.key }.map { try self.write($0.value, $0.key) },
-                                       creating: [self.root + "/logins"])
-                try Self.removeTree(old)
+                func commit(_ files: [String: [AccountRef]]) throws {
+                    // (An email nobody has any more loses its file.)
+                    try transaction.commit(try files.sorted { $0.key < $1.key }.map {
+                        $0.value.isEmpty ? AccountTransaction.Write(path: $0.key, data: nil) : try self.write($0.value, $0.key)
+                    }, creating: [self.root + "/logins"])
+                }
+                do {
+                    try self.writeTenant(dump, into: staging)
+                    try commit(both)
+                    try DurableFile.makeDirectories(self.root + "/tenants")
+                    try Self.swap(staging, final, exchange: DurableFile.isDirectory(final))
+                    try DurableFile.syncDirectory(self.root + "/tenants")
+                    try DurableFile.syncDirectory(self.root)
+                } catch {
+                    try? Self.removeTree(staging)
+                    throw error
+                }
                 self.allUsersChanged()
+                // The tenant is in place (and its old directory, if any, is now the staging one).
+                try? Self.removeTree(staging)
+                do {
+                    try commit(after)
+                } catch {
+                    self.logger.warning("the login index still names the replaced users (harmless; deskline check --repair removes them)",
+                                        metadata: ["tenant": "\(id)", "error": "\(error)"])
+                }
             }
         }
     }
+
+    /// Puts `staging` at `final`: a rename, or with `exchange` one atomic swap of the two (the old
+    /// directory is then at `staging`). Where the swap is not available (not Linux, or a file
+    /// system without it), two renames, with a moment in between where neither is at `final`.
+    static func swap(_ staging: String, _ final: String, exchange: Bool) throws {
+        if exchange {
+            if let renameat2 = Self.renameat2, renameat2(AT_FDCWD, staging, AT_FDCWD, final, 2 /* RENAME_EXCHANGE */) == 0 { return }
+            let aside = staging + ".old"
+            try removeTree(aside)
+            guard rename(final, aside) == 0 else { throw DurableFile.IOError(operation: "rename", path: final, errno: errno) }
+            guard rename(staging, final) == 0 else {
+                let e = errno
+                _ = rename(aside, final)
+                throw DurableFile.IOError(operation: "rename", path: staging, errno: e)
+            }
+            guard rename(aside, staging) == 0 else { throw DurableFile.IOError(operation: "rename", path: aside, errno: errno) }
+            return
+        }
+        guard rename(staging, final) == 0 else { throw DurableFile.IOError(operation: "rename", path: staging, errno: errno) }
+    }
+
+    /// glibc's `renameat2` (not in Swift's Glibc module), looked up once.
+    private static let renameat2: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32)? = {
+        guard let symbol = dlsym(nil, "renameat2") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
+    }()
 
     /// Writes every file of a tenant's directory at `dir` (which must not exist), each fsynced,
     /// as the store's own writes would have left them: one ticket log line per entry (its state

@@ -133,24 +133,29 @@ public struct AccountService: Sendable {
         var refs = try await store.accounts(withEmail: email)
         if let tenant {
             refs = refs.filter { $0.tenantId == tenant }
-            guard refs.count == 1, let ref = refs.first else { return nil }
-            return try await store.storedUser(ref.userId, in: ref.tenantId)
+            // Only a user whose stored email is the login counts: an index line left stale (an
+            // import cut short by a crash) never logs into whoever holds that id now.
+            var users: [User] = []
+            for ref in refs {
+                if let user = try await store.storedUser(ref.userId, in: ref.tenantId), user.email == email { users.append(user) }
+            }
+            return users.count == 1 ? users[0] : nil
         }
-        let users = try await bareEmailLogins(among: refs)
+        let users = try await bareEmailLogins(among: refs, email: email)
         return users.count == 1 ? users[0] : nil
     }
 
     /// The logins a bare `LOGIN <email>` can reach (``User/answersBareEmail``: not those a
     /// tenant's admin made), as stored now. `email` must be normalised (``InputRules/email(_:)``).
     public func bareEmailLogins(_ email: String) async throws(DesklineError) -> [User] {
-        try await bareEmailLogins(among: store.accounts(withEmail: email))
+        try await bareEmailLogins(among: store.accounts(withEmail: email), email: email)
     }
 
     /// Each account read from its file (almost always one).
-    private func bareEmailLogins(among refs: [AccountRef]) async throws(DesklineError) -> [User] {
+    private func bareEmailLogins(among refs: [AccountRef], email: String) async throws(DesklineError) -> [User] {
         var users: [User] = []
         for ref in refs {
-            if let user = try await store.storedUser(ref.userId, in: ref.tenantId), user.answersBareEmail { users.append(user) }
+            if let user = try await store.storedUser(ref.userId, in: ref.tenantId), user.email == email, user.answersBareEmail { users.append(user) }
         }
         return users
     }
