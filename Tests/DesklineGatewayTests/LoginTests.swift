@@ -105,4 +105,29 @@ import Testing
             await client.close()
         }
     }
+
+    /// Attempts at the same moment cannot all pass the failure limit's check before any of them
+    /// failed: each counts from its start.
+    @Test func attemptsAtTheSameMomentStayWithinTheLimit() async throws {
+        try await withServer(configure: {
+            $0.limits.loginFailuresPerAccount = 4
+            $0.limits.loginFailuresPerAddress = 1000
+            $0.limits.maxConnectionsPerAddress = 100
+        }) { server in
+            let results = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<24 {
+                    group.addTask {
+                        let client = try await server.guest()
+                        let reply = try await client.command("LOGIN ann@acme.test wrong password")
+                        await client.close()
+                        return reply.last?.split(separator: " ").dropFirst(2).first.map(String.init) ?? ""
+                    }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(results.filter { $0 == "LOGIN_FAILED" }.count == 4, "\(results)")
+            #expect(results.filter { $0 == "THROTTLED" }.count == 20, "\(results)")
+        }
+    }
+
 }
