@@ -1,3 +1,4 @@
+import Crypto
 import DesklineCore
 import Foundation
 
@@ -10,12 +11,14 @@ import Foundation
 /// {"customer":{…}}  {"user":{…}}  {"ticket":{…}}  {"entry":{…},"ticketNumber":1001}
 /// {"call":{…}}  {"inbox":"u2","lastId":7,"readIds":[5],"readUpTo":3}
 /// {"inbox":"u2","notification":{…}}  {"event":{…}}
-/// {"end":"acme","records":123}                          the tenant is complete
+/// {"end":"acme","records":123,"sha256":"…"}             the tenant is complete
+/// {"complete":true,"tenants":2}                         the file is complete
 /// ```
 ///
 /// Records are Core's `Codable` types as the stores keep them (times as ISO 8601 with
-/// milliseconds). A tenant without its `end` line, or whose count differs, is refused: a cut
-/// file is never half imported.
+/// milliseconds). `sha256` is the digest of the tenant's lines from its `tenant` line to its last
+/// record (newlines included). A tenant without its `end` line, whose count or digest differs, or
+/// a file without its last line, is refused: a cut or damaged file is never imported.
 public enum DumpFile {
     public static let format = "deskline-export"
     /// The version this build writes; it reads this one only.
@@ -42,6 +45,9 @@ public enum DumpFile {
         var event: TicketEvent?
         var end: TenantID?
         var records: Int?
+        var sha256: String?
+        var complete: Bool?
+        var tenants: Int?
     }
 
     static let encoder: JSONEncoder = {
@@ -68,11 +74,21 @@ public enum DumpFile {
         try encode(Line(format: format, version: version, exportedAt: exportedAt))
     }
 
+    /// The file's last line, after `tenants` tenants.
+    public static func trailer(tenants: Int) throws -> Data {
+        try encode(Line(complete: true, tenants: tenants))
+    }
+
+    static func hex(_ digest: SHA256.Digest) -> String { digest.map { String(format: "%02x", $0) }.joined() }
+
     /// A tenant's lines, one record at a time, ending with its `end` line.
     public static func write(_ dump: TenantDump, _ out: (Data) throws -> Void) throws {
         var records = 0
+        var hash = SHA256()
         func put(_ line: Line) throws {
-            try out(try encode(line))
+            let data = try encode(line)
+            hash.update(data: data)
+            try out(data)
             records += 1
         }
         try put(Line(tenant: dump.tenant, lastCustomer: dump.numbers.lastCustomer, lastUser: dump.numbers.lastUser))
@@ -88,12 +104,15 @@ public enum DumpFile {
             for item in log.inbox.items { try put(Line(inbox: log.user, notification: item)) }
         }
         for event in dump.events { try put(Line(event: event)) }
-        try out(try encode(Line(end: dump.tenant.id, records: records)))
+        try out(try encode(Line(end: dump.tenant.id, records: records, sha256: hex(hash.finalize()))))
     }
 
     /// Reads a dump's lines in order and hands on each tenant once its `end` line came.
     public struct Reader {
         private var sawHeader = false
+        private var sawTrailer = false
+        private var tenantsRead = 0
+        private var hash = SHA256()
         private var current: TenantDump?
         private var records = 0
         private var ticketIndex: [Int: Int] = [:]
@@ -107,6 +126,7 @@ public enum DumpFile {
             lineNumber += 1
             func bad(_ what: String) -> DesklineError { .invalidArgument("line \(lineNumber): \(what)") }
             if text.isEmpty { return nil }
+            guard !sawTrailer else { throw bad("a line after the file's last line") }
             let line: Line
             do {
                 line = try DumpFile.decoder.decode(Line.self, from: text)
@@ -121,8 +141,30 @@ public enum DumpFile {
                 sawHeader = true
                 return nil
             }
+            if line.complete == true {
+                guard current == nil else { throw bad("the file ends inside tenant \(current!.tenant.id)") }
+                guard line.tenants == tenantsRead else {
+                    throw bad("the file announces \(line.tenants ?? 0) tenants but holds \(tenantsRead): it is damaged")
+                }
+                sawTrailer = true
+                return nil
+            }
+            if let end = line.end {
+                guard let dump = current, end == dump.tenant.id, line.records == records,
+                      line.sha256 == DumpFile.hex(hash.finalize()) else {
+                    throw bad("tenant \(current?.tenant.id.rawValue ?? end.rawValue) does not end as announced (\(line.records ?? 0) records, \(records) read, or another digest): the file is cut or damaged")
+                }
+                current = nil
+                tenantsRead += 1
+                return dump
+            }
+            hash.update(data: text)
+            hash.update(data: Data([0x0A]))
             if let tenant = line.tenant {
                 guard current == nil else { throw bad("tenant \(tenant.id) begins before \(current!.tenant.id) ended") }
+                hash = SHA256()
+                hash.update(data: text)
+                hash.update(data: Data([0x0A]))
                 current = TenantDump(tenant: tenant, numbers: AccountNumbers(lastCustomer: line.lastCustomer ?? 0, lastUser: line.lastUser ?? 0))
                 (records, ticketIndex, inboxIndex) = (1, [:], [:])
                 return nil
@@ -131,13 +173,6 @@ public enum DumpFile {
             // Taken out while it grows, so that appending does not copy it.
             var dump = current!
             current = nil
-            if let end = line.end {
-                guard end == dump.tenant.id, line.records == records else {
-                    current = dump
-                    throw bad("tenant \(dump.tenant.id) ends with \(line.records ?? 0) records announced but \(records) read: the file is cut or damaged")
-                }
-                return dump
-            }
             records += 1
             if let customer = line.customer {
                 dump.customers.append(customer)
@@ -171,6 +206,7 @@ public enum DumpFile {
         public func finish() throws(DesklineError) {
             guard sawHeader else { throw .invalidArgument("the file is empty: not a Deskline export") }
             if let current { throw .invalidArgument("tenant \(current.tenant.id) has no end line: the file is cut") }
+            guard sawTrailer else { throw .invalidArgument("the file has no last line (\"complete\"): it is cut") }
         }
     }
 }

@@ -10,9 +10,10 @@ extension Deskline {
             discussion: """
             The dump is JSON lines (docs/STORAGE.md, "Moving data"): every record with its id and
             number, inboxes with what is read, and the event log as the store keeps it. It holds
-            password hashes: keep it as safe as the data itself. Stop the server first (or export
-            a copy) if the dump must hold every last write: a running server's writes during the
-            export may or may not be in it.
+            password hashes: keep it as safe as the data itself (a file named with --output is made
+            readable by its owner only; standard output is what the shell makes it). Stop the server
+            first (or export a copy) if the dump must hold every last write: a running server's
+            writes during the export may or may not be in it.
             """)
 
         @OptionGroup var options: DataOptions
@@ -27,7 +28,12 @@ extension Deskline {
             // writes an unclean stop left in a journal go into their logs first.
             var lock: FileStore.ServerLock?
             if let files = ctx.files, !(await files.isServerRunning()) {
-                lock = try await files.lockForServer(pid: getpid())
+                do {
+                    lock = try await files.lockForServer(pid: getpid())
+                } catch {
+                    // A read-only copy (a snapshot) is exported as it is.
+                    FileHandle.standardError.write(Data("note: cannot take \(files.root) over (\(error)); exporting it as it is\n".utf8))
+                }
             }
             defer { lock?.release(clean: !(ctx.files?.recoveryNeeded ?? true)) }
             var ids: [TenantID]
@@ -37,16 +43,21 @@ extension Deskline {
                 ids = try await ctx.store.tenants().map(\.id)
             }
             let handle: FileHandle
+            // A file is written as `<output>.partial` and linked to its name once complete (so a
+            // failed export leaves no file that looks whole, and never overwrites one).
+            var partial: String?
             if let output, output != "-" {
+                guard !FileManager.default.fileExists(atPath: output) else { throw CLIError("\(output) exists; name a new file") }
+                let path = output + ".partial"
                 // A new file only (O_EXCL), readable by its owner only: it holds password hashes.
-                let fd = open(output, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-                guard fd >= 0 else {
-                    throw CLIError(errno == EEXIST ? "\(output) exists; name a new file" : "cannot create \(output): \(String(cString: strerror(errno)))")
-                }
+                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { throw CLIError("cannot create \(path): \(String(cString: strerror(errno)))") }
                 handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+                partial = path
             } else {
                 handle = FileHandle.standardOutput
             }
+            defer { if let partial { unlink(partial) } }
             var buffer = Data()
             func out(_ data: Data) throws {
                 buffer.append(data)
@@ -62,10 +73,14 @@ extension Deskline {
                 try DumpFile.write(dump, out)
                 summary.append("exported \(id): " + Self.counts(dump))
             }
+            try out(try DumpFile.trailer(tenants: ids.count))
             try handle.write(contentsOf: buffer)
-            if handle !== FileHandle.standardOutput {
+            if let partial, let output {
                 try handle.synchronize()
                 try handle.close()
+                guard link(partial, output) == 0 else {
+                    throw CLIError(errno == EEXIST ? "\(output) exists; name a new file" : "cannot create \(output): \(String(cString: strerror(errno)))")
+                }
             }
             // The summary goes to standard error: standard output may be the dump.
             FileHandle.standardError.write(Data((summary.joined(separator: "\n") + "\n").utf8))

@@ -51,7 +51,14 @@ extension Deskline {
             }
             var lines: [String] = []
             for dump in dumps {
-                try await ctx.store.importTenant(dump, replacing: replace)
+                do {
+                    try await ctx.store.importTenant(dump, replacing: replace)
+                } catch {
+                    // Each tenant is one unit: say which are in, and that this one is not.
+                    for line in lines { print(line) }
+                    throw CLIError("tenant \(dump.tenant.id) was not imported (\(error))" +
+                                   (lines.isEmpty ? "; nothing was imported" : "; the tenants above were"))
+                }
                 lines.append("imported \(dump.tenant.id): " + Export.counts(dump))
             }
             await ctx.finish(lines.joined(separator: "\n"), changed: false)

@@ -107,10 +107,11 @@ extension TenantDump {
     public func validate() throws(DesklineError) {
         func fail(_ what: String) -> DesklineError { .invalidArgument("the dump of \(tenant.id) is not consistent: \(what)") }
         let id = tenant.id
-        var customerIds = Set<CustomerID>(), userIds = Set<UserID>(), emails = Set<String>()
+        var customerIds = Set<CustomerID>(), userIds = Set<UserID>(), emails = Set<String>(), customerEmails = Set<String>()
         for c in customers {
             guard c.tenantId == id else { throw fail("customer \(c.id) belongs to \(c.tenantId)") }
             guard customerIds.insert(c.id).inserted else { throw fail("customer \(c.id) twice") }
+            guard customerEmails.insert(c.email).inserted else { throw fail("customer email \(c.email) twice") }
             guard (c.id.number ?? .max) <= numbers.lastCustomer else { throw fail("customer \(c.id) is beyond the last number \(numbers.lastCustomer)") }
         }
         for u in users {

@@ -110,6 +110,7 @@ struct ImportConformanceTests {
         let dump = try #require(try await TenantDump.read(w.acme, from: w.store))
         var file = try DumpFile.header(exportedAt: Date())
         try DumpFile.write(dump, { file.append($0) })
+        file.append(try DumpFile.trailer(tenants: 1))
         func read(_ data: Data) throws -> [TenantDump] {
             var reader = DumpFile.Reader()
             var dumps: [TenantDump] = []
@@ -120,10 +121,16 @@ struct ImportConformanceTests {
             return dumps
         }
         #expect(try read(file) == [dump])
-        // Cut anywhere before the end line: refused.
+        // Cut anywhere: refused, even right after a tenant's end line.
         let lines = file.split(separator: 0x0A)
-        let cut = Data(lines.dropLast(3).joined(separator: [0x0A])) + Data([0x0A])
-        #expect(throws: DesklineError.self) { try read(cut) }
+        for keep in [lines.count - 3, lines.count - 1] {
+            let cut = Data(lines.prefix(keep).joined(separator: [0x0A])) + Data([0x0A])
+            #expect(throws: DesklineError.self) { try read(cut) }
+        }
+        // One character changed in a record (a password hash): the digest differs.
+        var text = String(decoding: file, as: UTF8.self)
+        text = text.replacingOccurrences(of: "hash-ann", with: "hash-anm")
+        #expect(throws: DesklineError.self) { try read(Data(text.utf8)) }
         // A dropped record inside: the count does not match.
         var missing = lines
         missing.remove(at: 4)
