@@ -170,6 +170,22 @@ struct PostgresEdgeTests {
         #expect(try await w.store.entries(of: TicketID(1002), in: w.acme, after: nil, before: nil, limit: 5, includeNotes: true).isEmpty)
     }
 
+    /// Pruning keeps a run without gaps: an old-looking event committed after a newer one (two
+    /// nodes decide in one order and commit in the other) stays with it.
+    @Test func pruningLeavesNoHoleInTheLog() async throws {
+        let server = try await TestPostgres.server()
+        let settings = try await TestPostgres.freshSchema(server)
+        let store = PostgresStore(client: server.client, settings: settings, logger: rquiet)
+        let w = try await reviewSeed(store)
+        let day = 86_400.0
+        for age in [10.0, 0.0, 9.0, 0.0] {
+            _ = try await store.openTicket(customer: w.annC, subject: "t", in: w.acme, at: Date().addingTimeInterval(-age * day))
+        }
+        #expect(try await store.pruneEvents() == 1)
+        #expect(try await store.events(in: w.acme, after: 0, limit: 10).compactMap(\.seq) == [2, 3, 4])
+        #expect(try await store.lastEventSeq(in: w.acme) == 4)
+    }
+
     /// Holds ticket `number`'s row (another transaction) until `release` is resumed.
     static func holdTicketRow(_ server: TestPostgres.Server, _ schema: String,
                               _ number: Int) async throws -> (Task<Void, any Error>, CheckedContinuation<Void, Never>) {

@@ -452,10 +452,10 @@ struct PostgresStoreTests {
             ("accounts with an email (every tenant)", "*", """
                 EXPLAIN (FORMAT JSON) SELECT tenant_id, user_id FROM \(unescaped: s)users WHERE email = \("user4@tn7.test") ORDER BY made
                 """, "users_by_email"),
-            ("pruning old events (every tenant)", "*", """
-                EXPLAIN (FORMAT JSON) WITH gone AS (DELETE FROM \(unescaped: s)events WHERE at < \(Date().addingTimeInterval(-7 * 86_400))
-                RETURNING 1) SELECT count(*)::bigint FROM gone
-                """, "events_by_time"),
+            ("pruning old events (a tenant)", tenant,
+             { let q = PostgresStore.pruneQuery(s, tenant, last: 400, cutoff: Date().addingTimeInterval(-7 * 86_400))
+               return PostgresQuery(unsafeSQL: "EXPLAIN (FORMAT JSON) " + q.sql, binds: q.binds) }(),
+             "events_pkey"),
         ]
         for (name, tenant, query, index) in queries {
             let plan = try await inTransaction(server, tenant: tenant) { connection in
