@@ -292,11 +292,15 @@ extension FileStore {
                 if let next = nextEvent, segment != next {
                     problem("\(path): the event log jumps from event \(next - 1) to \(segment)")
                 }
-                if segment != eventLogRetention.segment(of: segment) || seqs.count > eventLogRetention.eventsPerSegment
-                    || seqs != (0..<seqs.count).map({ segment + $0 }) {
-                    problem("\(path): event numbers are not \(segment), \(segment + 1), ... in order")
+                // The oldest segment kept may begin after its first number: a log moved from a
+                // store that prunes by time (docs/STORAGE.md, "Moving data") starts where it was
+                // cut.
+                let start = nextEvent == nil ? max(segment, seqs.first ?? segment) : segment
+                if segment != eventLogRetention.segment(of: segment) || start - segment + seqs.count > eventLogRetention.eventsPerSegment
+                    || seqs != (0..<seqs.count).map({ start + $0 }) {
+                    problem("\(path): event numbers are not \(start), \(start + 1), ... in order")
                 }
-                nextEvent = segment + seqs.count
+                nextEvent = start + seqs.count
             }
 
             // Inboxes: ids 1, 2, 3, ... in order; read marks never beyond them.

@@ -65,6 +65,24 @@ struct FileImportTests {
         #expect(!report.isClean)
     }
 
+    /// A log pruned by time elsewhere (PostgreSQL) starts after 1: the file store takes it as it
+    /// is, check finds it clean, and numbering goes on after its last event.
+    @Test func anEventLogThatStartsLaterIsTakenAsItIs() async throws {
+        let (store, _) = try await seeded()
+        let acme = TenantID(rawValue: "acme")!
+        for subject in ["a", "b", "c", "d"] { _ = try await store.openTicket(customer: .numbered(1), subject: subject, in: acme, at: Date()) }
+        var dump = try #require(try await TenantDump.read(acme, from: store))
+        dump.events.removeFirst(2)
+        let other = try await FileStore(root: root + "-other")
+        defer { try? FileManager.default.removeItem(atPath: root + "-other") }
+        try await other.importTenant(dump, replacing: false)
+        #expect(try await other.check(repair: false).problems == [])
+        #expect(try await other.events(in: acme, after: 0, limit: 10).compactMap(\.seq) == [3, 4])
+        let next = try await other.openTicket(customer: .numbered(1), subject: "e", in: acme, at: Date())
+        #expect(next.id == TicketID(1005))
+        #expect(try await other.events(in: acme, after: 0, limit: 10).compactMap(\.seq) == [3, 4, 5])
+    }
+
     @Test func aLeftoverStagingDirectoryIsReportedAndRepairRemovesIt() async throws {
         let (store, _) = try await seeded()
         try FileManager.default.createDirectory(atPath: root + "/.import-acme/users", withIntermediateDirectories: true)
