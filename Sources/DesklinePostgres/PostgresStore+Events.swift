@@ -84,8 +84,8 @@ extension PostgresStore {
         var pause = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
-                for (tenant, last) in try await heads() {
-                    published.withLock { $0[tenant] = max($0[tenant] ?? 0, last) }
+                for head in try await heads() {
+                    published.withLock { $0[head.tenant] = max($0[head.tenant] ?? 0, head.last) }
                 }
                 break
             } catch {
@@ -160,27 +160,47 @@ extension PostgresStore {
     func read(_ ring: Ring) async {
         switch ring {
         case .tenant(let tenant, let seq):
-            if seq > (published.withLock { $0[tenant] } ?? 0) { await catchUp(tenant) }
+            guard let known = published.withLock({ $0[tenant] }) else {
+                // A tenant new to this node: where its history ends is read first.
+                await read(.all)
+                return
+            }
+            if seq > known { await catchUp(tenant) }
         case .follows(let tenant, let ticket):
             await readFollowsElsewhere(TicketKey(tenant: tenant, ticket: ticket))
         case .allFollows:
             await readFollowsElsewhere(nil)
         case .all:
             guard let heads = try? await heads() else { return }  // (logged; the next ring or poll tries again)
-            for (tenant, last) in heads where last > (published.withLock { $0[tenant] } ?? 0) {
-                await catchUp(tenant)
+            for head in heads {
+                // A tenant new to this node is followed from where its imported history ends
+                // (0 for one made here): history is not pushed as if it happened now.
+                let from = published.withLock { published -> Int in
+                    if let known = published[head.tenant] { return known }
+                    published[head.tenant] = head.history
+                    return head.history
+                }
+                if head.last > from { await catchUp(head.tenant) }
             }
         }
     }
 
-    /// Every tenant's last event seq, in one read.
-    func heads() async throws(DesklineError) -> [(TenantID, Int)] {
+    /// Where a tenant's event log stands: its last event, and the last one that came with an
+    /// import (history, never pushed).
+    struct Head: Sendable {
+        var tenant: TenantID
+        var last: Int
+        var history: Int
+    }
+
+    /// Every tenant's ``Head``, in one read.
+    func heads() async throws(DesklineError) -> [Head] {
         let s = self.s, logger = self.logger
         return try await transaction("*", readOnly: true) { connection in
-            var heads: [(TenantID, Int)] = []
-            for try await (tenant, last) in try await connection.query(
-                "SELECT tenant_id, last_event FROM \(unescaped: s)tenants", logger: logger).decode((String, Int).self) {
-                heads.append((TenantID(unchecked: tenant), last))
+            var heads: [Head] = []
+            for try await (tenant, last, history) in try await connection.query(
+                "SELECT tenant_id, last_event, history_until FROM \(unescaped: s)tenants", logger: logger).decode((String, Int, Int).self) {
+                heads.append(Head(tenant: TenantID(unchecked: tenant), last: last, history: history))
             }
             return heads
         }
@@ -218,7 +238,8 @@ extension PostgresStore {
         let s = self.s, logger = self.logger
         let cutoff = now.addingTimeInterval(-Double(settings.eventRetentionDays) * 86_400)
         var pruned = 0
-        for (tenant, last) in try await heads() {
+        for head in try await heads() {
+            let (tenant, last) = (head.tenant, head.last)
             pruned += try await transaction(tenant.rawValue) { connection in
                 let rows = try await connection.query(Self.pruneQuery(s, tenant.rawValue, last: last, cutoff: cutoff), logger: logger).collect()
                 return try rows.first?.decode(Int.self) ?? 0

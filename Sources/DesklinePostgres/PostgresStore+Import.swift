@@ -69,7 +69,10 @@ extension PostgresStore {
                     try await connection.run("DELETE FROM \(unescaped: s + table) WHERE tenant_id = \(t)", logger: logger)
                 }
             }
-            try await connection.run("INSERT INTO \(unescaped: s)tenants (tenant_id, doc) VALUES (\(t), \(tenantDoc)::jsonb)", logger: logger)
+            // `history_until`: the nodes never push the imported events as if they happened now.
+            try await connection.run("""
+                INSERT INTO \(unescaped: s)tenants (tenant_id, doc, history_until) VALUES (\(t), \(tenantDoc)::jsonb, \(counters.event))
+                """, logger: logger)
             try await counters.save(tenant, connection, s, logger)
             for rows in Self.chunks(customers) {
                 try await connection.run("""

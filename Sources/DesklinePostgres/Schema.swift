@@ -177,7 +177,8 @@ public enum Schema {
       + policy(on: "nodes", "current_setting('deskline.tenant', true) <> ''")
       + policy(on: "login_failures", "current_setting('deskline.tenant', true) = '*'"))
 
-    static let followsMigration = Migration(version: 3, summary: "the tickets staff follow, per node (IRC channel members across nodes)", statements: [
+    static let followsMigration = Migration(version: 3, summary: "the tickets staff follow, per node (IRC channel members across nodes); where an imported tenant's history ends", statements: [
+        "ALTER TABLE {schema}.tenants ADD COLUMN history_until bigint NOT NULL DEFAULT 0",
         """
         CREATE TABLE {schema}.follows (
             tenant_id text NOT NULL REFERENCES {schema}.tenants,

@@ -114,4 +114,39 @@ struct MoveDataTests {
         #expect(after == before)
         try? FileManager.default.removeItem(atPath: original.root)
     }
+
+    /// A tenant imported into a running cluster is history to its nodes: a session that logs in
+    /// right after is not pushed its old events; what happens from then on is pushed.
+    @Test func aTenantImportedIntoARunningClusterIsNotReplayedAsPushes() async throws {
+        // Some history on a file store.
+        let original = try await TestServer.start()
+        let ann = try await original.login("ann@acme.test")
+        _ = try await ann.command("NEW :Old ticket")
+        _ = try await ann.command("MSG #1001 :Old message")
+        _ = try await ann.command("QUIT")
+        let dump = try #require(try await TenantDump.read(TenantID(rawValue: "acme")!, from: original.store))
+        try await original.stop()
+        #expect(dump.events.count >= 2)
+
+        let postgres = try await TestPostgres.server()
+        var settings = try await TestPostgres.freshSchema(postgres)
+        // No poll during the test: the node learns of the tenant from the ring below.
+        settings.pollIntervalMilliseconds = 60_000
+        let node = try await TestNode.start(settings, password: postgres.password)
+        // Imported through another store (as `deskline import` is), while the node runs.
+        let importer = PostgresStore(client: postgres.client, settings: settings, logger: TestPostgres.logger)
+        try await importer.importTenant(dump, replacing: false)
+        let amy = try await node.login("amy@acme.test")
+        // A ring about the tenant (as its next write, or a poll, would bring): no history is pushed.
+        let last = try #require(dump.events.last?.seq)
+        _ = try await postgres.client.query("SELECT pg_notify(\(String("deskline_events_\(settings.schema)".prefix(63))), \("acme \(last)"))")
+        let pushed = try await amy.drain(for: .milliseconds(1500))
+        #expect(pushed.filter { $0.hasPrefix("EVENT ") && !$0.hasPrefix("EVENT NOTIFICATIONS") } == [], "\(pushed)")
+        // What happens now is.
+        let annAgain = try await node.login("ann@acme.test")
+        _ = try await annAgain.command("MSG #1001 :New message")
+        _ = try await amy.expectLine(startingWith: "EVENT TICKET #1001 ")
+        await node.stop()
+    }
+
 }
