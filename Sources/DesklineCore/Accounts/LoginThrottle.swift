@@ -26,8 +26,14 @@ public struct LoginThrottle: Sendable {
         self.perAccount = perAccount
     }
 
-    /// The key for an account: what LOGIN's first parameter names, case-insensitively.
-    public static func accountKey(_ login: String) -> String { login.lowercased() }
+    /// The key for an account: the email LOGIN's first parameter names, normalised as a login
+    /// is (so `acme/ann@x.test`, `ANN@x.test` and `ann@x.test` with trailing blanks, which reach
+    /// the same account, count together; the tenant prefix is left out for the same reason).
+    /// Something that is no email at all counts as it was typed, case-insensitively.
+    public static func accountKey(_ login: String) -> String {
+        let email = login.firstIndex(of: "/").map { String(login[login.index(after: $0)...]) } ?? login
+        return (try? InputRules.email(email)) ?? login.lowercased()
+    }
 
     /// Nil if an attempt may go ahead; otherwise how long until one may.
     public mutating func retryAfter(address: String, account: String, now: ContinuousClock.Instant) -> Duration? {
