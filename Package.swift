@@ -102,16 +102,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // Benchmarks (`Scripts/bench-store`); build in release mode.
+        // Benchmarks (`Scripts/bench-store`, `Scripts/bench`, `Scripts/bench-nodes`); build in
+        // release mode. PostgreSQL for `--backend postgres` and the fan-out across nodes.
         .executableTarget(
             name: "deskline-bench",
             dependencies: [
                 "DesklineCore",
                 "DesklineStore",
+                "DesklinePostgres",
                 "DesklineGateway",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         // libFuzzer target for the command dispatcher (`Scripts/fuzz-dispatch`); a stub otherwise.

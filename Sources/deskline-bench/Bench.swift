@@ -7,6 +7,6 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deskline-bench",
         abstract: "Deskline benchmarks (run them from a release build; see README, Performance).",
-        subcommands: [StoreBench.self, HistoryBench.self, FanoutBench.self, BurstBench.self]
+        subcommands: [StoreBench.self, HistoryBench.self, FanoutBench.self, NodesBench.self, BurstBench.self]
     )
 }

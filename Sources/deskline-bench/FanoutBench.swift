@@ -46,7 +46,7 @@ struct FanoutBench: AsyncParsableCommand {
         let desk = try await DesklineTarget.start(binary: binary, work: work, tickets: tickets, watchers: watchers,
                                                   stormUsers: stormRate > 0 ? 64 : 0, groupCommitMilliseconds: groupCommitMs)
         do {
-            var deskResult = try await measure(desk, group: group, steps: rateSteps)
+            var deskResult = try await sweep.measure(desk, group: group, steps: rateSteps)
             if stormRate > 0, let best = deskResult.best {
                 deskResult.storm = try await storm(desk, group: group, sendRate: best.offered / 2)
             }
@@ -64,7 +64,7 @@ struct FanoutBench: AsyncParsableCommand {
                                                        stormUsers: 0, groupCommitMilliseconds: groupCommitMs)
             do {
                 guard let port = again.server.ircPort else { throw BenchError("the server has no IRC listener") }
-                results.append(try await measure(DesklineIRCTarget(desk: again, port: port), group: group, steps: rateSteps))
+                results.append(try await sweep.measure(DesklineIRCTarget(desk: again, port: port), group: group, steps: rateSteps))
             } catch {
                 try? again.server.stop()
                 throw error
@@ -76,7 +76,7 @@ struct FanoutBench: AsyncParsableCommand {
             let parts = spec.split(separator: ":")
             guard parts.count == 3, let port = Int(parts[1]), let pid = Int32(parts[2]) else { throw BenchError("--irc wants NAME:PORT:PID, got \(spec)") }
             do {
-                results.append(try await measure(IRCTarget(name: String(parts[0]), port: port, pid: pid), group: group, steps: rateSteps))
+                results.append(try await sweep.measure(IRCTarget(name: String(parts[0]), port: port, pid: pid), group: group, steps: rateSteps))
             } catch {
                 say("\(parts[0]): failed: \(error)")
                 results.append(TargetResult(name: String(parts[0])))
@@ -95,53 +95,9 @@ struct FanoutBench: AsyncParsableCommand {
         var best: StepResult? { steps.filter(\.passed).max { $0.deliveredPerSecond < $1.deliveredPerSecond } }
     }
 
-    func measure(_ target: FanoutTarget, group: EventLoopGroup, steps: [Double]) async throws -> TargetResult {
-        var result = TargetResult(name: target.name)
-        if sessions > 0 { result.sessionKiB = try await idleSessions(target, group: group) }
-        say("\n\(target.name): connecting \(tickets * watchers) watchers and \(tickets) senders ...")
-        let run = try await FanoutRun.connect(target, tickets: tickets, watchers: watchers, group: group)
-        say("\(target.name) fan-out, \(tickets) tickets x \(watchers) watchers, \(format(stepSeconds, 0)) s per step")
-        say("  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors")
-        for rate in steps {
-            var runs: [StepResult] = []
-            for n in 1...max(1, repeats) {
-                let step = try await run.step(rate: rate, seconds: stepSeconds, maxP99: maxP99)
-                if repeats > 1 { say(step.row(verdict: false) + "   (run \(n) of \(repeats))") }
-                runs.append(step)
-            }
-            // The run with the median p99 stands for the step (a lost message fails every run).
-            let step = runs.sorted { ($0.lost + $0.errors, $0.p99) < ($1.lost + $1.errors, $1.p99) }[runs.count / 2]
-            result.steps.append(step)
-            say(step.row() + (repeats > 1 ? "   (median)" : ""))
-            if !step.passed { break }
-        }
-        await run.close()
-        return result
-    }
-
-    /// Opens `sessions` logged-in idle connections and reads the server's RSS before and after.
-    func idleSessions(_ target: FanoutTarget, group: EventLoopGroup) async throws -> (baseline: Int, loaded: Int, count: Int) {
-        try await Task.sleep(for: .milliseconds(500))
-        let baseline = residentKiB(of: target.pid) ?? 0
-        say("\n\(target.name): opening \(sessions) idle logged-in sessions (RSS before: \(baseline / 1024) MiB) ...")
-        var open: [LineConnection] = []
-        // Many registrations in flight: InspIRCd answers them on a once-a-second tick.
-        let batch = 500
-        for start in stride(from: 0, to: sessions, by: batch) {
-            let connections = try await withThrowingTaskGroup(of: LineConnection.self) { tasks in
-                for i in start..<min(sessions, start + batch) {
-                    tasks.addTask { try await target.idle(i, group: group) }
-                }
-                return try await tasks.reduce(into: []) { $0.append($1) }
-            }
-            open += connections
-        }
-        try await Task.sleep(for: .seconds(1))
-        let loaded = residentKiB(of: target.pid) ?? 0
-        say("\(target.name): RSS with \(open.count) sessions \(loaded / 1024) MiB: \(format(Double(loaded - baseline) / Double(open.count), 2)) KiB per session")
-        for connection in open { await connection.close() }
-        try await Task.sleep(for: .seconds(1))
-        return (baseline, loaded, open.count)
+    /// The sweep as the options ask for it.
+    var sweep: FanoutSweep {
+        FanoutSweep(tickets: tickets, watchers: watchers, stepSeconds: stepSeconds, repeats: repeats, maxP99: maxP99, sessions: sessions)
     }
 
     struct StormResult {
@@ -255,6 +211,70 @@ struct FanoutBench: AsyncParsableCommand {
             try? data.write(to: URL(fileURLWithPath: json))
             say("\nResults written to \(json)")
         }
+    }
+}
+
+/// The fan-out measurement `fanout` and `nodes` share: idle sessions, then watchers and senders
+/// connected and a sweep of offered rates.
+struct FanoutSweep {
+    var tickets: Int
+    var watchers: Int
+    var stepSeconds: Double
+    var repeats: Int
+    var maxP99: Double
+    /// Idle logged-in sessions to open for the memory figure first (0: none).
+    var sessions: Int
+
+    /// Measures idle sessions (unless `sessions` is 0), then connects the watchers and senders
+    /// and steps through the offered send `steps` (messages/s in total), stopping after the
+    /// first step that fails.
+    func measure(_ target: FanoutTarget, group: EventLoopGroup, steps: [Double]) async throws -> FanoutBench.TargetResult {
+        var result = FanoutBench.TargetResult(name: target.name)
+        if sessions > 0 { result.sessionKiB = try await idleSessions(target, group: group) }
+        say("\n\(target.name): connecting \(tickets * watchers) watchers and \(tickets) senders ...")
+        let run = try await FanoutRun.connect(target, tickets: tickets, watchers: watchers, group: group)
+        say("\(target.name) fan-out, \(tickets) tickets x \(watchers) watchers, \(format(stepSeconds, 0)) s per step")
+        say("  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors")
+        for rate in steps {
+            var runs: [StepResult] = []
+            for n in 1...max(1, repeats) {
+                let step = try await run.step(rate: rate, seconds: stepSeconds, maxP99: maxP99)
+                if repeats > 1 { say(step.row(verdict: false) + "   (run \(n) of \(repeats))") }
+                runs.append(step)
+            }
+            // The run with the median p99 stands for the step (a lost message fails every run).
+            let step = runs.sorted { ($0.lost + $0.errors, $0.p99) < ($1.lost + $1.errors, $1.p99) }[runs.count / 2]
+            result.steps.append(step)
+            say(step.row() + (repeats > 1 ? "   (median)" : ""))
+            if !step.passed { break }
+        }
+        await run.close()
+        return result
+    }
+
+    /// Opens `sessions` logged-in idle connections and reads the server's RSS before and after.
+    func idleSessions(_ target: FanoutTarget, group: EventLoopGroup) async throws -> (baseline: Int, loaded: Int, count: Int) {
+        try await Task.sleep(for: .milliseconds(500))
+        let baseline = residentKiB(of: target.pid) ?? 0
+        say("\n\(target.name): opening \(sessions) idle logged-in sessions (RSS before: \(baseline / 1024) MiB) ...")
+        var open: [LineConnection] = []
+        // Many registrations in flight: InspIRCd answers them on a once-a-second tick.
+        let batch = 500
+        for start in stride(from: 0, to: sessions, by: batch) {
+            let connections = try await withThrowingTaskGroup(of: LineConnection.self) { tasks in
+                for i in start..<min(sessions, start + batch) {
+                    tasks.addTask { try await target.idle(i, group: group) }
+                }
+                return try await tasks.reduce(into: []) { $0.append($1) }
+            }
+            open += connections
+        }
+        try await Task.sleep(for: .seconds(1))
+        let loaded = residentKiB(of: target.pid) ?? 0
+        say("\(target.name): RSS with \(open.count) sessions \(loaded / 1024) MiB: \(format(Double(loaded - baseline) / Double(open.count), 2)) KiB per session")
+        for connection in open { await connection.close() }
+        try await Task.sleep(for: .seconds(1))
+        return (baseline, loaded, open.count)
     }
 }
 

@@ -22,25 +22,47 @@ protocol FanoutTarget: Sendable {
 /// What comes right before the stamp in a delivered message, in both protocols (`... :bench <ns>`).
 let stampMarker = Array(" :bench ".utf8)
 
-/// Deskline, started by the benchmark on a data directory it prepared.
+/// Deskline, started by the benchmark on a store it prepared: one server, or (on PostgreSQL)
+/// senders on one node and watchers on another.
 struct DesklineTarget: FanoutTarget {
-    let name = "Deskline"
+    var name = "Deskline"
+    /// The server (node) the senders, the idle sessions and the storm's logins connect to.
     let server: ServerRun
+    /// The server (node) the watchers connect to: `server`, or another node of its PostgreSQL.
+    let watcherServer: ServerRun
     /// Ticket number of each sender's ticket.
     let tickets: [Int]
     static let password = "bench password"
 
     var pid: Int32 { server.process.processIdentifier }
 
-    /// Creates tenant `bench` with `tickets` customers (one ticket each, assigned to an agent
-    /// nobody logs in as, so the only pushes are to the sessions that JOINed), `watchers` agent
-    /// users, and `stormUsers` agents whose hashes have the production cost, then starts the
-    /// server on it (with the server's default group commit interval unless one is given).
+    /// The server's limits: none a benchmark may run into.
+    static let limits = [
+        "maxConnectionsPerAddress": 1_000_000, "maxConnections": 15_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
+        "floodBurst": 100_000, "floodCommandsPerSecond": 100_000, "sendQueueLines": 100_000,
+        "loginFailuresPerAddress": 1_000_000, "pingIntervalSeconds": 3600,
+    ]
+
+    /// Creates the file store in `work`/data with ``seed(_:tickets:watchers:stormUsers:)`` and
+    /// starts the server on it (with the server's default group commit interval unless one is
+    /// given).
     static func start(binary: String, work: String, tickets count: Int, watchers: Int, stormUsers: Int,
                       groupCommitMilliseconds: Int?) async throws -> DesklineTarget {
-        let root = work + "/data"
         try? FileManager.default.removeItem(atPath: work)
-        let store = try await FileStore(root: root)
+        let store = try await FileStore(root: work + "/data")
+        let ids = try await seed(store, tickets: count, watchers: watchers, stormUsers: stormUsers)
+        _ = await store.checkpointAll()
+        try await store.lockForServer(pid: getpid()).release(clean: true)
+        let server = try await ServerRun.start(binary: binary, work: work, limits: limits,
+                                               storage: groupCommitMilliseconds.map { ["groupCommitIntervalMilliseconds": $0] } ?? [:])
+        return DesklineTarget(server: server, watcherServer: server, tickets: ids)
+    }
+
+    /// Creates tenant `bench` with `tickets` customers (one ticket each, assigned to an agent
+    /// nobody logs in as, so the only pushes are to the sessions that JOINed), `watchers` agent
+    /// users, and `stormUsers` agents whose hashes have the production cost; returns the ticket
+    /// numbers.
+    static func seed(_ store: any Store, tickets count: Int, watchers: Int, stormUsers: Int) async throws -> [Int] {
         let cheap = try PasswordHasher(cost: PasswordHashingCost(n: 1024, r: 8, p: 1)).hash(password)
         let tenant = TenantID(rawValue: "bench")!
         try await store.createTenant(Tenant(id: tenant, name: "Bench", createdAt: Date()))
@@ -66,22 +88,15 @@ struct DesklineTarget: FanoutTarget {
             }
             ids.append(ticket.id.number)
         }
-        _ = await store.checkpointAll()
-        try await store.lockForServer(pid: getpid()).release(clean: true)
-        let server = try await ServerRun.start(binary: binary, work: work, limits: [
-            "maxConnectionsPerAddress": 1_000_000, "maxConnections": 15_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
-            "floodBurst": 100_000, "floodCommandsPerSecond": 100_000, "sendQueueLines": 100_000,
-            "loginFailuresPerAddress": 1_000_000, "pingIntervalSeconds": 3600,
-        ], storage: groupCommitMilliseconds.map { ["groupCommitIntervalMilliseconds": $0] } ?? [:])
-        return DesklineTarget(server: server, tickets: ids)
+        return ids
     }
 
     func sender(_ ticket: Int, group: EventLoopGroup) async throws -> LineConnection {
-        try await login(group, "customer\(ticket)@bench.test")
+        try await login(group, "customer\(ticket)@bench.test", on: server)
     }
 
     func watcher(_ ticket: Int, _ watcher: Int, group: EventLoopGroup) async throws -> LineConnection {
-        let connection = try await login(group, "agent\(watcher)@bench.test")
+        let connection = try await login(group, "agent\(watcher)@bench.test", on: watcherServer)
         let joined = try await connection.command("JOIN #\(tickets[ticket])")
         guard joined.hasPrefix("OK") else { throw BenchError("JOIN: \(joined)") }
         return connection
@@ -89,8 +104,8 @@ struct DesklineTarget: FanoutTarget {
 
     /// Logs in, waiting and retrying while the server answers BUSY (its password checks are
     /// bounded on purpose; the setup of thousands of sessions runs into that bound).
-    func login(_ group: EventLoopGroup, _ email: String) async throws -> LineConnection {
-        let connection = try await LineConnection.connect(group, port: server.port)
+    func login(_ group: EventLoopGroup, _ email: String, on node: ServerRun) async throws -> LineConnection {
+        let connection = try await LineConnection.connect(group, port: node.port)
         for _ in 0..<1000 {
             let reply = try await connection.command("LOGIN \(email) \(Self.password)")
             if reply.hasPrefix("OK") { return connection }
@@ -101,7 +116,7 @@ struct DesklineTarget: FanoutTarget {
     }
 
     func idle(_ index: Int, group: EventLoopGroup) async throws -> LineConnection {
-        try await login(group, "agent0@bench.test")
+        try await login(group, "agent0@bench.test", on: server)
     }
 
     func message(_ ticket: Int, stamp: Int64) -> String {
