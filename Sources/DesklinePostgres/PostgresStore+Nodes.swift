@@ -417,17 +417,12 @@ struct PostgresLoginLimiter: LoginLimiter {
     static func addressKey(_ address: String) -> String { "address \(address)" }
     static func accountKey(_ account: String) -> String { "account \(account)" }
 
-    func begin(address: String, account: String) async throws(DesklineError) -> Duration? {
+    func retryAfter(address: String, account: String) async throws(DesklineError) -> Duration? {
         let s = store.s, logger = store.logger
         let (a, aw, u, uw) = (Self.addressKey(address), PostgresStore.seconds(perAddress.window),
                               Self.accountKey(account), PostgresStore.seconds(perAccount.window))
-        let (addressLimit, accountLimit) = (perAddress.limit, perAccount.limit)
         typealias Counts = (Int, Double?, Int, Double?)
-        let wait = try await store.transaction("*") { connection -> Double? in
-            // Attempts for the same address or account, on any node, take turns here (always in
-            // this order: no deadlock), so that each counts the ones before it.
-            try await connection.run("SELECT pg_advisory_xact_lock(hashtext(\(a)))", logger: logger)
-            try await connection.run("SELECT pg_advisory_xact_lock(hashtext(\(u)))", logger: logger)
+        let (addressCount, addressWait, accountCount, accountWait) = try await store.transaction("*", readOnly: true) { connection -> Counts in
             let rows = try await connection.query("""
                 SELECT count(*) FILTER (WHERE key = \(a) AND at > now() - make_interval(secs => \(aw))),
                        extract(epoch FROM min(at) FILTER (WHERE key = \(a) AND at > now() - make_interval(secs => \(aw)))
@@ -437,42 +432,28 @@ struct PostgresLoginLimiter: LoginLimiter {
                                           + make_interval(secs => \(uw)) - now())::float8
                 FROM \(unescaped: s)login_failures WHERE key IN (\(a), \(u))
                 """, logger: logger).collect()
-            let (addressCount, addressWait, accountCount, accountWait) = try rows.first?.decode(Counts.self) ?? (0, nil, 0, nil)
-            var wait: Double?
-            if addressCount >= addressLimit, let w = addressWait { wait = max(wait ?? 0, w) }
-            if accountCount >= accountLimit, let w = accountWait { wait = max(wait ?? 0, w) }
-            // The attempt counts as a failure until it is known to be none.
-            if wait == nil {
-                try await connection.run("INSERT INTO \(unescaped: s)login_failures (key) VALUES (\(a)), (\(u))", logger: logger)
-            }
-            return wait
+            guard let row = rows.first else { return (0, nil, 0, nil) }
+            return try row.decode(Counts.self)
         }
+        var wait: Double?
+        if addressCount >= perAddress.limit, let w = addressWait { wait = max(wait ?? 0, w) }
+        if accountCount >= perAccount.limit, let w = accountWait { wait = max(wait ?? 0, w) }
         return wait.map { .milliseconds(Int64(max(0, $0) * 1000)) }
     }
 
-    func succeeded(address: String, account: String) async {
+    func failed(address: String, account: String) async {
         let s = store.s, logger = store.logger
         let (a, u) = (Self.addressKey(address), Self.accountKey(account))
         _ = try? await store.transaction("*") { connection in
-            try await Self.takeBack(a, connection, s, logger)
+            try await connection.run("INSERT INTO \(unescaped: s)login_failures (key) VALUES (\(a)), (\(u))", logger: logger)
+        }
+    }
+
+    func succeeded(account: String) async {
+        let s = store.s, logger = store.logger
+        let u = Self.accountKey(account)
+        _ = try? await store.transaction("*") { connection in
             try await connection.run("DELETE FROM \(unescaped: s)login_failures WHERE key = \(u)", logger: logger)
         }
-    }
-
-    func abandoned(address: String, account: String) async {
-        let s = store.s, logger = store.logger
-        let (a, u) = (Self.addressKey(address), Self.accountKey(account))
-        _ = try? await store.transaction("*") { connection in
-            try await Self.takeBack(a, connection, s, logger)
-            try await Self.takeBack(u, connection, s, logger)
-        }
-    }
-
-    /// Deletes the newest failure of `key` (the attempt's own, or one just like it).
-    static func takeBack(_ key: String, _ connection: PostgresConnection, _ s: String, _ logger: Logger) async throws {
-        try await connection.run("""
-            DELETE FROM \(unescaped: s)login_failures WHERE ctid IN
-                (SELECT ctid FROM \(unescaped: s)login_failures WHERE key = \(key) ORDER BY at DESC LIMIT 1)
-            """, logger: logger)
     }
 }

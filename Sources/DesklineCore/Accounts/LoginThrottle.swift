@@ -55,21 +55,6 @@ public struct LoginThrottle: Sendable {
         accountFailures[account] = nil
     }
 
-    /// ``retryAfter(address:account:now:)``, and if an attempt may go ahead, its failure recorded
-    /// at once (``takeBack(address:account:)`` undoes it): so attempts at the same moment cannot
-    /// all pass the check before any of them failed.
-    public mutating func begin(address: String, account: String, now: ContinuousClock.Instant) -> Duration? {
-        if let wait = retryAfter(address: address, account: account, now: now) { return wait }
-        recordFailure(address: address, account: account, now: now)
-        return nil
-    }
-
-    /// Takes back one failure recorded by ``begin(address:account:now:)``.
-    public mutating func takeBack(address: String, account: String) {
-        if addressFailures[address]?.popLast() != nil, addressFailures[address]?.isEmpty == true { addressFailures[address] = nil }
-        if accountFailures[account]?.popLast() != nil, accountFailures[account]?.isEmpty == true { accountFailures[account] = nil }
-    }
-
     private static func wait(_ table: inout [String: [ContinuousClock.Instant]], _ key: String, _ rule: Rule,
                              _ now: ContinuousClock.Instant) -> Duration? {
         guard var times = table[key] else { return nil }
@@ -84,19 +69,12 @@ public struct LoginThrottle: Sendable {
 /// every node that serves one store, so an attacker gains nothing by spreading attempts over
 /// nodes. One node counts in memory (``LocalLoginLimiter``); nodes that share a store count in it
 /// (PostgreSQL: a `login_failures` table, timed by the database's clock).
-///
-/// An attempt counts as failed from its start (``begin(address:account:)``) until it is known to
-/// have succeeded or to have ended without a verdict: attempts made at the same moment (on one
-/// node or several) cannot all pass the check before any of them failed.
 public protocol LoginLimiter: Sendable {
-    /// Nil if an attempt may go ahead (it then counts as a failure until told otherwise);
-    /// otherwise how long until one may.
-    func begin(address: String, account: String) async throws(DesklineError) -> Duration?
-    /// The attempt succeeded: it does not count, and the account's failures are cleared.
-    func succeeded(address: String, account: String) async
-    /// The attempt ended without a verdict (the server was busy, the store failed): it does not
-    /// count.
-    func abandoned(address: String, account: String) async
+    /// Nil if an attempt may go ahead; otherwise how long until one may.
+    func retryAfter(address: String, account: String) async throws(DesklineError) -> Duration?
+    func failed(address: String, account: String) async
+    /// Clears the account's failures.
+    func succeeded(account: String) async
 }
 
 /// A ``LoginThrottle`` behind a lock: the limits of one node.
@@ -105,19 +83,16 @@ public final class LocalLoginLimiter: LoginLimiter {
 
     public init(_ throttle: LoginThrottle) { self.throttle = Mutex(throttle) }
 
-    public func begin(address: String, account: String) async throws(DesklineError) -> Duration? {
-        throttle.withLock { $0.begin(address: address, account: account, now: .now) }
+    public func retryAfter(address: String, account: String) async throws(DesklineError) -> Duration? {
+        throttle.withLock { $0.retryAfter(address: address, account: account, now: .now) }
     }
 
-    public func succeeded(address: String, account: String) async {
-        throttle.withLock { throttle in
-            throttle.takeBack(address: address, account: account)
-            throttle.recordSuccess(account: account)
-        }
+    public func failed(address: String, account: String) async {
+        throttle.withLock { $0.recordFailure(address: address, account: account, now: .now) }
     }
 
-    public func abandoned(address: String, account: String) async {
-        throttle.withLock { $0.takeBack(address: address, account: account) }
+    public func succeeded(account: String) async {
+        throttle.withLock { $0.recordSuccess(account: account) }
     }
 }
 

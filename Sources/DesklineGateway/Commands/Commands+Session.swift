@@ -57,18 +57,24 @@ extension Command {
         let started = ContinuousClock.now
         let account = LoginThrottle.accountKey(login)
         let limiter = services.loginLimiter
-        if let wait = try await limiter.begin(address: remoteAddress, account: account) {
+        if let wait = try await limiter.retryAfter(address: remoteAddress, account: account) {
             logger.notice("login throttled", metadata: ["address": "\(remoteAddress)"])
             throw .throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1))
         }
         do throws(DesklineError) {
             let scope = try await services.accounts.login(login, password: password)
-            await limiter.succeeded(address: remoteAddress, account: account)
+            // Checked again once the password is known to be right: attempts that began at the
+            // same moment passed the first check together, but only as many as the limits allow
+            // before they failed can succeed (docs/PROTOCOL.md, "Limits").
+            if let wait = try await limiter.retryAfter(address: remoteAddress, account: account) {
+                logger.notice("login throttled after its check", metadata: ["address": "\(remoteAddress)"])
+                throw DesklineError.throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1))
+            }
+            await limiter.succeeded(account: account)
             return scope
         } catch {
-            if error != .loginFailed { await limiter.abandoned(address: remoteAddress, account: account) }
             if error == .loginFailed {
-                // (Counted since the attempt began.)
+                await limiter.failed(address: remoteAddress, account: account)
                 // Every failure is answered at the same time after it started, so the time of
                 // the reply does not tell an unknown account from one whose hash has another cost.
                 try? await Task.sleep(until: started + services.loginFailureDelay, clock: .continuous)

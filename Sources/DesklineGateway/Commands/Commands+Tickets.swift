@@ -157,17 +157,16 @@ extension Command {
         // its own key), so a session cannot be used to guess the password faster than LOGIN can.
         let account = "passwd \(scope.tenantId.rawValue)/\(scope.userId.rawValue)"
         let limiter = ctx.services.loginLimiter
-        if let wait = try await limiter.begin(address: ctx.remoteAddress, account: account) {
+        if let wait = try await limiter.retryAfter(address: ctx.remoteAddress, account: account) {
             ctx.logger.notice("password change throttled", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)"])
             throw .throttled(retryAfterSeconds: max(1, Int(wait.components.seconds) + 1), failed: "password checks")
         }
         do throws(DesklineError) {
             try await ctx.services.accounts.changePassword(scope, current: current, new: ctx.arguments.required("new"))
-            await limiter.succeeded(address: ctx.remoteAddress, account: account)
+            await limiter.succeeded(account: account)
         } catch {
-            if error != .wrongPassword { await limiter.abandoned(address: ctx.remoteAddress, account: account) }
             if error == .wrongPassword {
-                // (Counted since the check began.)
+                await limiter.failed(address: ctx.remoteAddress, account: account)
                 ctx.logger.notice("password change failed", metadata: ["tenant": "\(scope.tenantId)", "user": "\(scope.userId)", "reason": "\(error.code)"])
             }
             throw error
