@@ -69,7 +69,9 @@ public enum TestPostgres {
         settings.port = Int(port) ?? 0
         settings.passwordFile = directory + "/password"
         settings.tls = .disable
-        settings.poolSize = 8
+        // Shared by every test in the process, some of which hold a connection for seconds
+        // (a row lock they keep to stall a write): room for those and the rest.
+        settings.poolSize = 24
         let password = try settings.password() ?? ""
         let client = PostgresClient(configuration: settings.clientConfiguration(password: password, connections: settings.poolSize))
         Task.detached { await client.run() }

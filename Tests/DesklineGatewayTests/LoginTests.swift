@@ -113,12 +113,15 @@ import Testing
         try await withServer(configure: {
             $0.limits.loginFailuresPerAccount = 4
             $0.limits.loginFailuresPerAddress = 1000
-            // Checks slow enough that all five lines are read before the first check ends.
-            $0.passwordHashing = PasswordHashingCost(n: 16384, r: 8, p: 1)
+            // Checks slow enough (about 0.1 s each here, more on a loaded machine) that the right
+            // password, sent 0.1 s after the four wrong ones, passes the first check (fewer than
+            // four failures yet) and waits for its check behind them.
+            $0.passwordHashing = PasswordHashingCost(n: 32768, r: 8, p: 1)
         }) { server in
             var clients: [TestClient] = []
             for _ in 0..<5 { clients.append(try await server.guest()) }
             for client in clients.prefix(4) { try await client.send("LOGIN ann@acme.test wrong password") }
+            try await Task.sleep(for: .milliseconds(100))
             try await clients[4].send("LOGIN ann@acme.test \(TestServer.password)")
             var replies: [String] = []
             for client in clients { replies.append(try await client.readReply().last ?? "") }

@@ -141,7 +141,11 @@ struct PostgresEdgeTests {
             }
         }
         // The tenant's row is held: A's transaction waits; B queues behind it at once, C late.
-        let (a, b, c) = try await server.client.withConnection { tenantRow in
+        // The rows are held through a client of the test's own (not the pool every test shares).
+        let holder = PostgresClient(configuration: settings.clientConfiguration(password: server.password, connections: 2))
+        let holderRunner = Task.detached { await holder.run() }
+        defer { holderRunner.cancel() }
+        let (a, b, c) = try await holder.withConnection { tenantRow in
             try await tenantRow.query("BEGIN", logger: rlog)
             try await tenantRow.query("SELECT set_config('deskline.tenant', 'acme', true)", logger: rlog)
             try await tenantRow.query("SELECT 1 FROM \(unescaped: schema).tenants WHERE tenant_id = 'acme' FOR UPDATE", logger: rlog)
@@ -152,7 +156,7 @@ struct PostgresEdgeTests {
             let c = write(1003)
             // B's ticket row is held next (B's transaction will wait on it past B's time), then
             // the tenant's row is let go: A commits.
-            let (ticketRow, release) = try await Self.holdTicketRow(server, schema, 1002)
+            let (ticketRow, release) = try await Self.holdTicketRow(holder, schema, 1002)
             try await Task.sleep(for: .milliseconds(100))
             try await tenantRow.query("ROLLBACK", logger: rlog)
             // Past B's deadline (6.2 s), before C's (9.4 s).
@@ -187,11 +191,11 @@ struct PostgresEdgeTests {
     }
 
     /// Holds ticket `number`'s row (another transaction) until `release` is resumed.
-    static func holdTicketRow(_ server: TestPostgres.Server, _ schema: String,
+    static func holdTicketRow(_ client: PostgresClient, _ schema: String,
                               _ number: Int) async throws -> (Task<Void, any Error>, CheckedContinuation<Void, Never>) {
         let (held, heldContinuation) = AsyncStream<CheckedContinuation<Void, Never>>.makeStream()
         let task = Task {
-            try await server.client.withConnection { connection in
+            try await client.withConnection { connection in
                 try await connection.query("BEGIN", logger: rlog)
                 try await connection.query("SELECT set_config('deskline.tenant', 'acme', true)", logger: rlog)
                 try await connection.query("SELECT 1 FROM \(unescaped: schema).tickets WHERE tenant_id = 'acme' AND number = \(number) FOR UPDATE",
