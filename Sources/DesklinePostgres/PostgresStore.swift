@@ -188,18 +188,8 @@ public final class PostgresStore: Store, Service {
 
     // MARK: Rows
 
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .desklineTimestamp
-        return e
-    }()
-
-    static let decoder: JSONDecoder = {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .desklineTimestamp
-        return d
-    }()
+    static let encoder = JSONEncoder.desklineRecords()
+    static let decoder = JSONDecoder.desklineRecords()
 
     static func json<T: Encodable>(_ value: T) throws -> String {
         String(decoding: try encoder.encode(value), as: UTF8.self)

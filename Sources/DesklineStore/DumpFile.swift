@@ -50,18 +50,8 @@ public enum DumpFile {
         var tenants: Int?
     }
 
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .desklineTimestamp
-        return e
-    }()
-
-    static let decoder: JSONDecoder = {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .desklineTimestamp
-        return d
-    }()
+    static let encoder = JSONEncoder.desklineRecords()
+    static let decoder = JSONDecoder.desklineRecords()
 
     static func encode(_ line: Line) throws -> Data {
         var data = try encoder.encode(line)

@@ -101,12 +101,7 @@ extension FileStore {
     func callLog(_ id: CallID, _ t: TenantID) -> String { callsDir(t) + "/\(id.number).jsonl" }
     func customerCallsFile(_ c: CustomerID, _ t: TenantID) -> String { tenantDir(t) + "/customer-calls/\(c.rawValue).jsonl" }
 
-    static let lineEncoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .desklineTimestamp
-        return e
-    }()
+    static let lineEncoder = JSONEncoder.desklineRecords()
 
     /// One JSON line, newline included.
     static func line<T: Encodable>(_ value: T) throws -> Data {

@@ -322,11 +322,7 @@ public final class FileStore: Store {
         return e
     }()
 
-    static let decoder: JSONDecoder = {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .desklineTimestamp
-        return d
-    }()
+    static let decoder = JSONDecoder.desklineRecords()
 
     static func storedPrecision(_ time: Date) -> Date { Timestamp.truncate(time) }
 

@@ -245,7 +245,7 @@ struct ClusterPresenceTests {
     @Test func aNodeThatStopsHeartbeatingStopsCounting() async throws {
         let postgres = try await TestPostgres.server()
         let settings = try await TestPostgres.freshSchema(postgres)
-        let a = try await SilenceableNode.start(settings, password: postgres.password)
+        let a = try await TestNode.start(settings, password: postgres.password)
         let b = try await TestNode.start(settings, password: postgres.password)
         do {
             try await TestServer.seed(b.accounts)
@@ -493,62 +493,5 @@ extension TestClient {
             seen = try await agent(email)
         }
         return seen
-    }
-}
-
-/// A node as ``TestNode`` starts one, whose store service (heartbeat, presence writer, event
-/// follower) can be stopped while its gateway goes on serving its sessions.
-private struct SilenceableNode {
-    let server: GatewayServer
-    let port: Int
-    let serverTask: Task<Void, any Error>
-    let storeTask: Task<Void, Never>
-    let clientTask: Task<Void, Never>
-    let pool: PasswordWorkPool
-
-    static func start(_ settings: PostgresSettings, password: String) async throws -> SilenceableNode {
-        var config = GatewayConfiguration()
-        config.listen.port = 0
-        config.irc.enabled = false
-        config.passwordHashing = PasswordHashingCost(n: 1024, r: 8, p: 1)
-        config.limits.loginFailureDelayMilliseconds = 0
-        config.storage.backend = .postgres
-        config.storage.postgres = settings
-        let client = PostgresClient(configuration: settings.clientConfiguration(password: password, connections: 5))
-        let clientTask = Task<Void, Never> { await client.run() }
-        let store = PostgresStore(client: client, settings: settings, logger: TestPostgres.logger)
-        let storeTask = Task<Void, Never> { await store.run() }
-        let pool = PasswordWorkPool(concurrency: 1, queueLimit: 64)
-        let accounts = AccountService(store: store, hasher: PasswordHasher(cost: config.passwordHashing), passwordWork: pool)
-        var quiet = Logger(label: "test-node")
-        quiet.logLevel = .critical
-        let server = GatewayServer(configuration: config, services: .make(store: store, accounts: accounts, limits: config.limits),
-                                   logger: quiet, shutdownGracePeriod: .milliseconds(500), lingerTime: .milliseconds(500))
-        let port = try await server.bind().port!
-        let serverTask = Task { try await server.run() }
-        return SilenceableNode(server: server, port: port, serverTask: serverTask, storeTask: storeTask, clientTask: clientTask, pool: pool)
-    }
-
-    func login(_ email: String) async throws -> TestClient {
-        let client = try await TestClient.connect(port: port)
-        _ = try await client.readLine()
-        try await client.send("LOGIN \(email) \(TestServer.password)")
-        let reply = try #require(try await client.readLine())
-        #expect(reply.hasPrefix("OK LOGIN "), "login of \(email): \(reply)")
-        return client
-    }
-
-    /// Stops the store's service (and waits until it has ended); the gateway serves on.
-    func silenceStore() async {
-        storeTask.cancel()
-        await storeTask.value
-    }
-
-    func stop() async {
-        server.shutdown()
-        _ = try? await serverTask.value
-        storeTask.cancel()
-        clientTask.cancel()
-        await pool.shutdown()
     }
 }

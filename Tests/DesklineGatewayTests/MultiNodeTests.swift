@@ -52,6 +52,13 @@ struct TestNode {
         return client
     }
 
+    /// Stops the store's service (its node loops: the heartbeat, presence, the event feed) and
+    /// waits until it has ended; the gateway serves on.
+    func silenceStore() async {
+        tasks[1].cancel()
+        _ = await tasks[1].result
+    }
+
     func stop() async {
         server.shutdown()
         _ = try? await tasks[0].value

@@ -98,3 +98,24 @@ extension JSONDecoder.DateDecodingStrategy {
         }
     }
 }
+
+extension JSONEncoder {
+    /// How the stores (and `deskline export`) write a record on one line: keys sorted, `/` as it
+    /// is, times as ``JSONEncoder/DateEncodingStrategy/desklineTimestamp``.
+    public static func desklineRecords() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .desklineTimestamp
+        return e
+    }
+}
+
+extension JSONDecoder {
+    /// How the stores read what ``JSONEncoder/desklineRecords()`` (or the file store's pretty
+    /// printing of the same) wrote.
+    public static func desklineRecords() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .desklineTimestamp
+        return d
+    }
+}
