@@ -60,7 +60,7 @@ extension PostgresStore {
         let (customers, users, tickets, entries, calls, notifications, events) = rows
         let inboxes = dump.inboxes.map { ($0.user.rawValue, $0.inbox.lastId, $0.inbox.readUpTo, $0.inbox.readIds.sorted()) }
         let counters = Counters(customer: dump.numbers.lastCustomer, user: dump.numbers.lastUser,
-                                ticket: dump.tickets.isEmpty ? 0 : dump.lastTicket, call: dump.lastCall, event: dump.lastEvent)
+                                ticket: dump.lastTicket ?? 0, call: dump.lastCall ?? 0, event: dump.lastEvent)
         let s = self.s, logger = self.logger
         try await transaction(t, until: .now + Self.importTimeout) { connection in
             if try await Self.lockTenant(tenant, connection, s, logger) != nil {

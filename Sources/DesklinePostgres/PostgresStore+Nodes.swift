@@ -74,13 +74,9 @@ extension PostgresStore: SharedNodeState, PresenceDirectory {
     public var presence: any PresenceDirectory { self }
 
     public func loginLimiter(perAddress: LoginThrottle.Rule, perAccount: LoginThrottle.Rule) -> any LoginLimiter {
-        let longest = max(Self.seconds(perAddress.window), Self.seconds(perAccount.window))
+        let longest = max(perAddress.window.inSeconds, perAccount.window.inSeconds)
         nodeState.withLock { $0.longestLoginWindowSeconds = max($0.longestLoginWindowSeconds, longest) }
         return PostgresLoginLimiter(store: self, perAddress: perAddress, perAccount: perAccount)
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     // MARK: Presence
@@ -419,8 +415,8 @@ struct PostgresLoginLimiter: LoginLimiter {
 
     func retryAfter(address: String, account: String) async throws(DesklineError) -> Duration? {
         let s = store.s, logger = store.logger
-        let (a, aw, u, uw) = (Self.addressKey(address), PostgresStore.seconds(perAddress.window),
-                              Self.accountKey(account), PostgresStore.seconds(perAccount.window))
+        let (a, aw, u, uw) = (Self.addressKey(address), perAddress.window.inSeconds,
+                              Self.accountKey(account), perAccount.window.inSeconds)
         typealias Counts = (Int, Double?, Int, Double?)
         let (addressCount, addressWait, accountCount, accountWait) = try await store.transaction("*", readOnly: true) { connection -> Counts in
             let rows = try await connection.query("""

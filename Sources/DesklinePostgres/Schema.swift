@@ -118,16 +118,7 @@ public enum Schema {
             )
             """,
             "CREATE INDEX events_by_time ON {schema}.events (at)",
-        ] + tenantTables.flatMap { table in
-            [
-                "ALTER TABLE {schema}.\(table) ENABLE ROW LEVEL SECURITY",
-                "ALTER TABLE {schema}.\(table) FORCE ROW LEVEL SECURITY",
-                """
-                CREATE POLICY tenant_scope ON {schema}.\(table)
-                    USING (tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*')
-                """,
-            ]
-        }),
+        ] + tenantTables.flatMap { policy(on: $0, tenantRows) }),
         nodesMigration,
         followsMigration,
     ]
@@ -173,7 +164,7 @@ public enum Schema {
         """,
         "CREATE INDEX login_failures_by_key ON {schema}.login_failures (key, at)",
         "CREATE INDEX login_failures_by_time ON {schema}.login_failures (at)",
-    ] + presenceTables.flatMap { policy(on: $0, "tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*'") }
+    ] + presenceTables.flatMap { policy(on: $0, tenantRows) }
       + policy(on: "nodes", "current_setting('deskline.tenant', true) <> ''")
       + policy(on: "login_failures", "current_setting('deskline.tenant', true) = '*'"))
 
@@ -189,7 +180,11 @@ public enum Schema {
         )
         """,
         "CREATE INDEX follows_by_node ON {schema}.follows (node)",
-    ] + policy(on: "follows", "tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*'"))
+    ] + policy(on: "follows", tenantRows))
+
+    /// The policy of a table of tenants' rows: the transaction's tenant's rows, or every row for
+    /// a transaction that named every tenant (`*`).
+    static let tenantRows = "tenant_id = current_setting('deskline.tenant', true) OR current_setting('deskline.tenant', true) = '*'"
 
     /// Row-level security on `table`, forced for its owner too, with one policy.
     static func policy(on table: String, _ condition: String) -> [String] {

@@ -148,13 +148,12 @@ public enum DumpFile {
                 tenantsRead += 1
                 return dump
             }
+            // (A tenant's digest begins with its own line.)
+            if line.tenant != nil { hash = SHA256() }
             hash.update(data: text)
             hash.update(data: Data([0x0A]))
             if let tenant = line.tenant {
                 guard current == nil else { throw bad("tenant \(tenant.id) begins before \(current!.tenant.id) ended") }
-                hash = SHA256()
-                hash.update(data: text)
-                hash.update(data: Data([0x0A]))
                 current = TenantDump(tenant: tenant, numbers: AccountNumbers(lastCustomer: line.lastCustomer ?? 0, lastUser: line.lastUser ?? 0))
                 (records, ticketIndex, inboxIndex) = (1, [:], [:])
                 return nil

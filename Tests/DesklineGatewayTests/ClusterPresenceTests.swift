@@ -18,7 +18,7 @@ struct ClusterPresenceTests {
     // MARK: Sessions
 
     @Test func sessionsOnEitherNodeCountInAgentsOnBoth() async throws {
-        try await withClusterNodes { a, b, _ in
+        try await withTwoNodes { a, b, _ in
             let adaOnB = try await b.login("ada@acme.test")
             let abeOnA = try await a.login("abe@acme.test")
             try await adaOnB.expectAgent("amy@acme.test", "offline 0 :")
@@ -56,7 +56,7 @@ struct ClusterPresenceTests {
     // MARK: Away
 
     @Test func awayIsSharedAndGoesOnlyWithTheUsersLastSessionOnAnyNode() async throws {
-        try await withClusterNodes { a, b, _ in
+        try await withTwoNodes { a, b, _ in
             let adaOnB = try await b.login("ada@acme.test")
             let amyOnA = try await a.login("amy@acme.test")
 
@@ -105,7 +105,7 @@ struct ClusterPresenceTests {
     /// unreachable database would): her last session did end, so her away message goes, as it
     /// does on one node.
     @Test func awayGoesWithTheLastSessionEvenWhenTheWriterIsBehind() async throws {
-        try await withClusterNodes { a, b, settings in
+        try await withTwoNodes { a, b, settings in
             let adaOnB = try await b.login("ada@acme.test")
             let adaOnA = try await a.login("ada@acme.test")
             let amyOnA = try await a.login("amy@acme.test")
@@ -146,7 +146,7 @@ struct ClusterPresenceTests {
     // MARK: Failed logins
 
     @Test func anAccountsFailedLoginsCountOnEveryNode() async throws {
-        try await withClusterNodes(configure: {
+        try await withTwoNodes(configure: {
             $0.limits.loginFailuresPerAccount = 3
             $0.limits.loginFailuresPerAddress = 1000
         }) { a, b, _ in
@@ -169,7 +169,7 @@ struct ClusterPresenceTests {
     }
 
     @Test func anAddresssFailedLoginsCountOnEveryNode() async throws {
-        try await withClusterNodes(configure: {
+        try await withTwoNodes(configure: {
             $0.limits.loginFailuresPerAddress = 3
             $0.limits.loginFailuresPerAccount = 1000
         }) { a, b, _ in
@@ -192,7 +192,7 @@ struct ClusterPresenceTests {
     }
 
     @Test func aSuccessfulLoginOnOneNodeClearsTheAccountsFailuresOnEvery() async throws {
-        try await withClusterNodes(configure: {
+        try await withTwoNodes(configure: {
             $0.limits.loginFailuresPerAccount = 3
             $0.limits.loginFailuresPerAddress = 1000
         }) { a, b, _ in
@@ -243,12 +243,7 @@ struct ClusterPresenceTests {
     /// off from the database) while its gateway still holds a session: the other node stops
     /// counting that session within 15 s.
     @Test func aNodeThatStopsHeartbeatingStopsCounting() async throws {
-        let postgres = try await TestPostgres.server()
-        let settings = try await TestPostgres.freshSchema(postgres)
-        let a = try await TestNode.start(settings, password: postgres.password)
-        let b = try await TestNode.start(settings, password: postgres.password)
-        do {
-            try await TestServer.seed(b.accounts)
+        try await withTwoNodes { a, b, _ in
             let adaOnB = try await b.login("ada@acme.test")
             let amyOnA = try await a.login("amy@acme.test")
             try await adaOnB.expectAgent("amy@acme.test", "online 1 :")
@@ -257,20 +252,14 @@ struct ClusterPresenceTests {
             // (Her session on A itself goes on.)
             #expect(try await amyOnA.command("PING still") == ["OK PING :still"])
             for client in [adaOnB, amyOnA] { await client.close() }
-        } catch {
-            await a.stop()
-            await b.stop()
-            throw error
         }
-        await a.stop()
-        await b.stop()
     }
 
     /// A node the others forgot (its heartbeat missing for a minute: what `beat()` on the other
     /// nodes then deletes is deleted here directly) writes its presence again at its next
     /// heartbeat; a user still logged in there is still away (nobody's last session ended).
     @Test func aForgottenNodeWritesItsPresenceAgainKeepingAwayMessages() async throws {
-        try await withClusterNodes { a, b, settings in
+        try await withTwoNodes { a, b, settings in
             let adaOnB = try await b.login("ada@acme.test")
             let amyOnA = try await a.login("amy@acme.test")
             #expect(try await amyOnA.command("AWAY on the phone") == ["OK AWAY :on the phone"])
@@ -291,7 +280,7 @@ struct ClusterPresenceTests {
     // MARK: IRC
 
     @Test func ircWhoisAndAwaySeeTheOtherNode() async throws {
-        try await withClusterNodes(configure: {
+        try await withTwoNodes(configure: {
             $0.irc.enabled = true
             $0.irc.port = 0
         }) { a, b, _ in
@@ -330,7 +319,7 @@ struct ClusterPresenceTests {
     /// Staff following a ticket on one node are members of its channel for IRC sessions on the
     /// other: JOIN and PART as they start and stop, and in NAMES.
     @Test func ircChannelMembersIncludeFollowersOnTheOtherNode() async throws {
-        try await withClusterNodes(configure: {
+        try await withTwoNodes(configure: {
             $0.irc.enabled = true
             $0.irc.port = 0
         }) { a, b, _ in
@@ -360,26 +349,6 @@ struct ClusterPresenceTests {
 }
 
 // MARK: - Helpers
-
-/// Two nodes on one fresh schema, each started with `configure`, seeded as ``TestServer``'s
-/// data; `body` also gets the schema's settings.
-private func withClusterNodes(configure: (inout GatewayConfiguration) -> Void = { _ in },
-                              _ body: (TestNode, TestNode, PostgresSettings) async throws -> Void) async throws {
-    let postgres = try await TestPostgres.server()
-    let settings = try await TestPostgres.freshSchema(postgres)
-    let a = try await TestNode.start(settings, password: postgres.password, configure: configure)
-    let b = try await TestNode.start(settings, password: postgres.password, configure: configure)
-    do {
-        try await TestServer.seed(a.accounts)
-        try await body(a, b, settings)
-    } catch {
-        await a.stop()
-        await b.stop()
-        throw error
-    }
-    await a.stop()
-    await b.stop()
-}
 
 /// One LOGIN on a new connection to `node`: the reply's terminal line (the connection is closed
 /// after it).

@@ -70,13 +70,20 @@ struct TestNode {
 /// Two nodes on one schema, seeded as ``TestServer``'s data (acme: Ann c1/u1, Amy u2, Ada u3,
 /// Bob c2/u4, Abe u5).
 func withTwoNodes(_ body: (TestNode, TestNode) async throws -> Void) async throws {
+    try await withTwoNodes { a, b, _ in try await body(a, b) }
+}
+
+/// ``withTwoNodes(_:)`` with each node started with `configure`; `body` also gets the schema's
+/// settings.
+func withTwoNodes(configure: (inout GatewayConfiguration) -> Void = { _ in },
+                  _ body: (TestNode, TestNode, PostgresSettings) async throws -> Void) async throws {
     let postgres = try await TestPostgres.server()
     let settings = try await TestPostgres.freshSchema(postgres)
-    let a = try await TestNode.start(settings, password: postgres.password)
-    let b = try await TestNode.start(settings, password: postgres.password)
+    let a = try await TestNode.start(settings, password: postgres.password, configure: configure)
+    let b = try await TestNode.start(settings, password: postgres.password, configure: configure)
     do {
         try await TestServer.seed(a.accounts)
-        try await body(a, b)
+        try await body(a, b, settings)
     } catch {
         await a.stop()
         await b.stop()

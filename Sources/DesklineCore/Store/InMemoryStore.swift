@@ -211,12 +211,12 @@ public final class InMemoryStore: Store {
             data.tickets[log.ticket.id] = TicketLog(ticket: log.ticket, entries: log.entries)
             data.customerTickets[log.ticket.customerId, default: []].append(log.ticket.id)
         }
-        data.lastTicket = dump.tickets.last.map { _ in TicketID(dump.lastTicket) }
+        data.lastTicket = dump.lastTicket.map(TicketID.init)
         for call in dump.calls {
             data.calls[call.id] = call
             data.customerCalls[call.customerId, default: []].append(call.id)
         }
-        data.lastCall = dump.calls.last.map { _ in CallID(dump.lastCall) }
+        data.lastCall = dump.lastCall.map(CallID.init)
         for log in dump.inboxes {
             data.inboxes[log.user] = InboxLog(items: log.inbox.items, readUpTo: log.inbox.readUpTo, readIds: log.inbox.readIds)
         }

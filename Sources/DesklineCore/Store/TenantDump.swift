@@ -51,9 +51,9 @@ public struct TenantDump: Sendable, Equatable {
         self.events = events
     }
 
-    /// The last numbers handed out of each kind, by the store's counters and by what it holds.
-    public var lastTicket: Int { tickets.map(\.ticket.id.number).max() ?? 1000 }
-    public var lastCall: Int { calls.map(\.id.number).max() ?? 0 }
+    /// The last ticket and call numbers handed out (nil: none yet), and the last event's.
+    public var lastTicket: Int? { tickets.map(\.ticket.id.number).max() }
+    public var lastCall: Int? { calls.map(\.id.number).max() }
     public var lastEvent: Int { events.last?.seq ?? 0 }
 }
 

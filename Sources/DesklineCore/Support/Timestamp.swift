@@ -119,3 +119,10 @@ extension JSONDecoder {
         return d
     }
 }
+
+extension Duration {
+    /// The duration in seconds, as a `Double` (rates, SQL intervals, log lines).
+    public var inSeconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -109,7 +109,7 @@ struct ConnectionStateMachine {
     }
 
     private static func seconds(_ d: Duration) -> String {
-        let s = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        let s = d.inSeconds
         return s == s.rounded() ? String(Int(s)) : String(format: "%.1f", s)
     }
 }

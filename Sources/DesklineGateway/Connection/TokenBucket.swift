@@ -18,7 +18,7 @@ struct TokenBucket {
     mutating func take(now: ContinuousClock.Instant) -> Duration {
         let elapsed = now - last
         last = now
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         tokens = min(capacity, tokens + seconds * ratePerSecond)
         tokens -= 1
         guard tokens < 0 else { return .zero }
