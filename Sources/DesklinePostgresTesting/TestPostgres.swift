@@ -72,6 +72,10 @@ public enum TestPostgres {
         // Shared by every test in the process, some of which hold a connection for seconds
         // (a row lock they keep to stall a write): room for those and the rest.
         settings.poolSize = 24
+        // The tests' stores wait longer than a server's 5 s: a full run on two cores has moments
+        // where a transaction takes seconds (CI once failed ten conformance tests at once at
+        // 5 s). Tests of the timeout itself set their own.
+        settings.requestTimeoutSeconds = 20
         let password = try settings.password() ?? ""
         let client = PostgresClient(configuration: settings.clientConfiguration(password: password, connections: settings.poolSize))
         Task.detached { await client.run() }
