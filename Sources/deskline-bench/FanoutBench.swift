@@ -27,6 +27,9 @@ struct FanoutBench: AsyncParsableCommand {
     @Option(help: "Where to write the results as JSON.") var json = "bench.json"
     @Option(help: "Event loop threads of the load generator.") var threads = 2
     @Option(help: "The server's storage.groupCommitIntervalMilliseconds (default: its config default).") var groupCommitMs: Int?
+    @Option(help: "The cold-start probe: a fresh server's first step at this rate (messages/s sent; 1,000 is 10,000 deliveries/s with 10 watchers), then the same step again --warm-runs times (0: skip the probe).")
+    var coldRate = 1000.0
+    @Option(help: "Steps after the cold one in the cold-start probe.") var warmRuns = 3
     @Flag(help: "Skip Deskline's IRC dialect (measured on the same server after the native one).") var noDesklineIrc = false
 
     func run() async throws {
@@ -42,6 +45,19 @@ struct FanoutBench: AsyncParsableCommand {
 
         let work = NSTemporaryDirectory() + "deskline-bench-fanout-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: work) }
+        var cold: ColdResult?
+        if coldRate > 0 {
+            say("\nPreparing a fresh Deskline for the cold-start probe ...")
+            let fresh = try await DesklineTarget.start(binary: binary, work: work, tickets: tickets, watchers: watchers,
+                                                       stormUsers: 0, groupCommitMilliseconds: groupCommitMs)
+            do {
+                cold = try await coldStart(fresh, group: group)
+            } catch {
+                try? fresh.server.stop()
+                throw error
+            }
+            try fresh.server.stop()
+        }
         say("\nPreparing Deskline (\(tickets) tickets, \(watchers) watchers each) ...")
         let desk = try await DesklineTarget.start(binary: binary, work: work, tickets: tickets, watchers: watchers,
                                                   stormUsers: stormRate > 0 ? 64 : 0, groupCommitMilliseconds: groupCommitMs)
@@ -82,8 +98,34 @@ struct FanoutBench: AsyncParsableCommand {
                 results.append(TargetResult(name: String(parts[0])))
             }
         }
-        report(results)
+        report(results, cold: cold)
         try await group.shutdownGracefully()
+    }
+
+    /// A fresh server's first step and the same step run again on it.
+    struct ColdResult {
+        var first: StepResult
+        var later: [StepResult]
+        /// The later run with the median p99.
+        var warm: StepResult { later.sorted { $0.p99 < $1.p99 }[later.count / 2] }
+    }
+
+    /// The first load a freshly started server gets (after its watchers and senders logged in
+    /// and joined), at `coldRate`, then the same load `warmRuns` times more.
+    func coldStart(_ target: DesklineTarget, group: EventLoopGroup) async throws -> ColdResult {
+        say("Deskline cold start: \(tickets * watchers) watchers and \(tickets) senders connect to the fresh server (started in \(format(target.server.startSeconds * 1000, 0)) ms), then \(format(coldRate, 0)) messages/s (\(format(coldRate * Double(watchers), 0)) deliveries/s), \(1 + warmRuns) times")
+        let run = try await FanoutRun.connect(target, tickets: tickets, watchers: watchers, group: group)
+        say(StepResult.header)
+        let first = try await run.step(rate: coldRate, seconds: stepSeconds, maxP99: maxP99)
+        say(first.row(verdict: false) + "   (the first step after start)")
+        var later: [StepResult] = []
+        for n in 0..<max(1, warmRuns) {
+            let step = try await run.step(rate: coldRate, seconds: stepSeconds, maxP99: maxP99)
+            say(step.row(verdict: false) + "   (run \(n + 2))")
+            later.append(step)
+        }
+        await run.close()
+        return ColdResult(first: first, later: later)
     }
 
     struct TargetResult {
@@ -126,7 +168,7 @@ struct FanoutBench: AsyncParsableCommand {
         let pairs = max(1, repeats)
         say("\nLogin storm: fan-out at \(format(sendRate, 0)) messages/s (half the best), then the same with \(format(stormRate, 0)) logins/s"
             + (pairs > 1 ? ", \(pairs) times" : ""))
-        say("  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors")
+        say(StepResult.header)
         let tally = StormTally()
         var quietRuns: [StepResult] = [], stormyRuns: [StepResult] = []
         for _ in 1...pairs {
@@ -174,8 +216,15 @@ struct FanoutBench: AsyncParsableCommand {
         }
     }
 
-    func report(_ results: [TargetResult]) {
+    func report(_ results: [TargetResult], cold: ColdResult?) {
         var rows: [(String, String)] = [("machine", machineDescription())]
+        if let cold {
+            func describe(_ step: StepResult) -> String {
+                "p50 \(format(step.latency.ms(0.5), 2)) ms, p99 \(format(step.p99, 2)) ms, max \(format(step.latency.ms(1), 1)) ms, \(step.cpuMicrosPerLine.map { format($0, 1) } ?? "?") µs CPU a line"
+            }
+            rows.append(("Deskline: first step after start", "\(format(cold.first.deliveredPerSecond, 0)) delivered/s, " + describe(cold.first)))
+            rows.append(("Deskline: the same step later", "\(format(cold.warm.deliveredPerSecond, 0)) delivered/s, " + describe(cold.warm) + " (median of \(cold.later.count))"))
+        }
         let reference = results.first?.best?.deliveredPerSecond
         for r in results {
             if let best = r.best {
@@ -192,7 +241,8 @@ struct FanoutBench: AsyncParsableCommand {
             }
         }
         printTable("deskline-bench fanout (\(tickets) tickets x \(watchers) watchers)", rows)
-        let object: [String: Any] = [
+        sideBySide(results)
+        var object: [String: Any] = [
             "machine": machineDescription(), "tickets": tickets, "watchers": watchers, "stepSeconds": stepSeconds, "repeats": repeats,
             "targets": results.map { r -> [String: Any] in
                 var o: [String: Any] = ["name": r.name, "steps": r.steps.map(\.dictionary)]
@@ -207,10 +257,39 @@ struct FanoutBench: AsyncParsableCommand {
                 return o
             },
         ]
+        if let cold {
+            object["coldStart"] = ["first": cold.first.dictionary, "later": cold.later.map(\.dictionary)]
+        }
         if let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) {
             try? data.write(to: URL(fileURLWithPath: json))
             say("\nResults written to \(json)")
         }
+    }
+}
+
+extension FanoutBench {
+    /// Every step every target ran, side by side: delivered/s, p50 / p99 and the server's CPU per
+    /// delivered line, with Deskline's CPU per line as a multiple of each daemon's.
+    func sideBySide(_ results: [TargetResult]) {
+        let offered = Set(results.flatMap { $0.steps.map(\.offered) }).sorted()
+        guard !offered.isEmpty else { return }
+        say("\nEach step side by side: delivered/s, p50 / p99 ms, server CPU µs per delivered line")
+        let width = 34
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+        say(pad("deliveries/s offered", 22) + results.map { pad($0.name, width) }.joined())
+        let deskline = results.first
+        for rate in offered {
+            var line = pad(format(rate * Double(watchers), 0), 22)
+            let mine = deskline?.steps.first { $0.offered == rate }?.cpuMicrosPerLine
+            for r in results {
+                guard let step = r.steps.first(where: { $0.offered == rate }) else { line += pad("-", width); continue }
+                var cell = "\(format(step.deliveredPerSecond, 0)), \(format(step.latency.ms(0.5), 2)) / \(format(step.p99, 2)), \(step.cpuMicrosPerLine.map { format($0, 1) } ?? "?")"
+                if r.name != deskline?.name, let mine, let theirs = step.cpuMicrosPerLine, theirs > 0 { cell += " (\(format(mine / theirs, 2))x)" }
+                line += pad(cell + (step.passed ? "" : " !"), width)
+            }
+            say(line)
+        }
+        say("(x: Deskline's CPU per line ÷ this server's; !: the step lost a message or passed the p99 limit)")
     }
 }
 
@@ -234,7 +313,7 @@ struct FanoutSweep {
         say("\n\(target.name): connecting \(tickets * watchers) watchers and \(tickets) senders ...")
         let run = try await FanoutRun.connect(target, tickets: tickets, watchers: watchers, group: group)
         say("\(target.name) fan-out, \(tickets) tickets x \(watchers) watchers, \(format(stepSeconds, 0)) s per step")
-        say("  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors")
+        say(StepResult.header)
         for rate in steps {
             var runs: [StepResult] = []
             for n in 1...max(1, repeats) {
@@ -300,6 +379,9 @@ final class StormTally: @unchecked Sendable {
 }
 
 struct StepResult {
+    /// The heading of ``row(verdict:)``'s columns.
+    static let header = "  offered/s  delivered/s     p50 ms   p90 ms   p99 ms   max ms   lost  errors  cpu µs/line"
+
     var offered: Double
     var seconds: Double
     var sent: Int
@@ -308,8 +390,13 @@ struct StepResult {
     var errors: Int
     var latency: Histogram
     var maxP99: Double
+    /// The server's CPU time (every thread, user and system) from the step's start until its
+    /// deliveries settled; nil if /proc did not tell.
+    var serverCPU: Double?
 
     var deliveredPerSecond: Double { Double(received) / seconds }
+    /// Server CPU per delivered line, in µs.
+    var cpuMicrosPerLine: Double? { serverCPU.flatMap { received > 0 ? $0 / Double(received) * 1e6 : nil } }
     var lost: Int { max(0, expected - received) }
     var p99: Double { latency.ms(0.99) }
     var passed: Bool { lost == 0 && errors == 0 && p99 <= maxP99 }
@@ -319,13 +406,15 @@ struct StepResult {
         func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
         return pad(format(offered, 0), 11) + pad(format(deliveredPerSecond, 0), 13) + pad(format(latency.ms(0.5), 2), 11)
             + pad(format(latency.ms(0.9), 2), 9) + pad(format(p99, 2), 9) + pad(format(latency.ms(1), 2), 9)
-            + pad(String(lost), 7) + pad(String(errors), 8) + (passed || !verdict ? "" : "   <- stop")
+            + pad(String(lost), 7) + pad(String(errors), 8) + pad(cpuMicrosPerLine.map { format($0, 1) } ?? "?", 12)
+            + (passed || !verdict ? "" : "   <- stop")
     }
 
     var dictionary: [String: Any] {
         ["offeredPerSecond": offered, "deliveredPerSecond": deliveredPerSecond, "sent": sent, "expected": expected,
          "received": received, "lost": lost, "errors": errors, "p50ms": latency.ms(0.5), "p90ms": latency.ms(0.9),
-         "p99ms": p99, "maxms": latency.ms(1), "passed": passed]
+         "p99ms": p99, "maxms": latency.ms(1), "passed": passed, "serverCPUSeconds": serverCPU as Any,
+         "cpuMicrosPerDelivered": cpuMicrosPerLine as Any]
     }
 }
 
@@ -394,6 +483,7 @@ final class FanoutRun: @unchecked Sendable {
         let start = nanos() + 50_000_000
         let end = start + Int64(seconds * 1e9)
         let sent = SentCounter()
+        let cpuBefore = cpuSeconds(of: target.cpuPids)
         var pacers: [PacedSender] = []
         for (t, connection) in senders.enumerated() {
             let target = self.target
@@ -415,8 +505,9 @@ final class FanoutRun: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         let totals = try await totals()
+        let cpu = cpuBefore.flatMap { before in cpuSeconds(of: target.cpuPids).map { $0 - before } }
         return StepResult(offered: rate, seconds: seconds, sent: sent.value, expected: expected, received: totals.received,
-                          errors: totals.errors, latency: totals.latency, maxP99: maxP99)
+                          errors: totals.errors, latency: totals.latency, maxP99: maxP99, serverCPU: cpu)
     }
 
     private func totals() async throws -> (received: Int, errors: Int, latency: Histogram) {

@@ -18,6 +18,27 @@ func residentKiB(of pid: Int32, _ field: String = "VmRSS") -> Int? {
     return nil
 }
 
+/// CPU time (user and system, every thread) a process has used so far, in seconds, from
+/// `/proc/<pid>/stat` (clock ticks: 10 ms); nil if unknown.
+func cpuSeconds(of pid: Int32) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    // After the command's closing parenthesis: state (field 3) ... utime (14), stime (15).
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// CPU seconds of several processes together (nil if any is unknown).
+func cpuSeconds(of pids: [Int32]) -> Double? {
+    var total = 0.0
+    for pid in pids {
+        guard let seconds = cpuSeconds(of: pid) else { return nil }
+        total += seconds
+    }
+    return total
+}
+
 func format(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
 
 /// A two-column table for the terminal.

@@ -17,6 +17,12 @@ protocol FanoutTarget: Sendable {
     func message(_ ticket: Int, stamp: Int64) -> String
     /// The pid of the server process (for RSS).
     var pid: Int32 { get }
+    /// The server processes whose CPU time a step counts (every node of the target).
+    var cpuPids: [Int32] { get }
+}
+
+extension FanoutTarget {
+    var cpuPids: [Int32] { [pid] }
 }
 
 /// What comes right before the stamp in a delivered message, in both protocols (`... :bench <ns>`).
@@ -35,6 +41,9 @@ struct DesklineTarget: FanoutTarget {
     static let password = "bench password"
 
     var pid: Int32 { server.process.processIdentifier }
+    var cpuPids: [Int32] {
+        server.port == watcherServer.port ? [pid] : [pid, watcherServer.process.processIdentifier]
+    }
 
     /// The server's limits: none a benchmark may run into.
     static let limits = [
