@@ -227,6 +227,10 @@ public enum TagValue {
     /// Escapes a value so it survives inside a tag. Works on Unicode scalars, not Characters: a
     /// space followed by a combining mark is one Character but must still become `\s`.
     public static func escape(_ value: String) -> String {
+        // Most values have nothing to escape: one pass over the bytes, no new string. (The
+        // escaped characters are all ASCII, so no byte of a multi-byte scalar matches.)
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: ";") || $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\\")
+            || $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") }) else { return value }
         var out = String.UnicodeScalarView()
         for c in value.unicodeScalars {
             switch c {

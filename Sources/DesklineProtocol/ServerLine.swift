@@ -73,6 +73,8 @@ public struct ServerLine: Sendable, Equatable {
     /// DEL or C1 character and every invisible formatting character becomes `?`. Safe to show on
     /// a terminal and to write into a log line.
     public static func clean(_ s: String) -> String {
+        // Printable ASCII (the common case) has nothing to clean: one pass over the bytes.
+        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return s }
         guard s.unicodeScalars.contains(where: isControl) else { return s }
         return String(String.UnicodeScalarView(s.unicodeScalars.map { scalar -> Unicode.Scalar in
             guard isControl(scalar) else { return scalar }

@@ -172,6 +172,29 @@ import Testing
         }
     }
 
+    @Test func sessionsLeftAfterOthersCloseAreStillPinged() async throws {
+        // One ticker per event loop keeps time for all its sessions: a session that ends hands
+        // its slot to another, which must go on being ticked, as must every session after it.
+        try await withServer(configure: {
+            $0.limits.pingIntervalSeconds = 0.4
+            $0.limits.pingTimeoutSeconds = 30
+        }) { server in
+            var clients: [TestClient] = []
+            for _ in 0..<6 { clients.append(try await server.login("amy@acme.test")) }
+            for client in clients.prefix(3) { await client.close() }
+            for client in clients.dropFirst(3) {
+                let ping = try await client.readLine(timeout: .seconds(5))
+                #expect(ping?.hasPrefix("EVENT PING :deskline-") == true)
+                await client.close()
+            }
+            // A session that logs in after every other one closed is ticked as well.
+            let late = try await server.login("amy@acme.test")
+            let ping = try await late.readLine(timeout: .seconds(5))
+            #expect(ping?.hasPrefix("EVENT PING :deskline-") == true)
+            await late.close()
+        }
+    }
+
     @Test func shutdownTellsEverySessionAndStopsAccepting() async throws {
         let server = try await TestServer.start()
         let a = try await server.login("ann@acme.test")

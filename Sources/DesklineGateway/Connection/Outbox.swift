@@ -7,7 +7,7 @@ import NIOCore
 /// and NIO's buffer are full); past `capacity` further lines it is disconnected ("send queue
 /// exceeded"), so no sender ever waits on a slow client. (Its session writes replies only while
 /// the channel is writable, so they never count: see `SessionHandler.writeReplies()`.)
-final class Outbox: Sendable {
+final class Outbox: @unchecked Sendable { // `state` is touched on the event loop only
     private struct State {
         /// Lines written while the channel was not writable.
         var unwritableLines = 0
@@ -25,7 +25,19 @@ final class Outbox: Sendable {
     private let capacity: Int
     /// How long a finished outbox waits for a client that does not read its last lines.
     private let lingerTime: Duration
-    private let state: NIOLoopBoundBox<State>
+    /// Touched on the event loop only. (A plain field: a loop-bound box was one more
+    /// allocation per session.)
+    private var _state = State()
+    private var state: State {
+        _read {
+            eventLoop.preconditionInEventLoop()
+            yield _state
+        }
+        _modify {
+            eventLoop.preconditionInEventLoop()
+            yield &_state
+        }
+    }
     /// Collects the flushes of the channels on this event loop; nil: flush at once.
     private let flusher: FlushCoalescer?
 
@@ -35,8 +47,6 @@ final class Outbox: Sendable {
         self.capacity = capacity
         self.lingerTime = lingerTime
         self.flusher = flusher
-        // Made anywhere (the fuzzer makes one off the loop); only ever used on the loop.
-        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: channel.eventLoop)
     }
 
     static func encode(_ line: ServerLine) -> ByteBuffer {
@@ -80,13 +90,13 @@ final class Outbox: Sendable {
     }
 
     func write(_ buffer: ByteBuffer) -> Bool {
-        guard !state.value.finished else { return false }
+        guard !state.finished else { return false }
         if !channel.isWritable {
-            state.value.unwritableLines += 1
-            if state.value.unwritableLines > capacity {
+            state.unwritableLines += 1
+            if state.unwritableLines > capacity {
                 // The client is not reading. Close now: nothing more can reach it anyway.
-                state.value.finished = true
-                state.value.cutOff = true
+                state.finished = true
+                state.cutOff = true
                 channel.close(promise: nil)
                 return false
             }
@@ -99,33 +109,33 @@ final class Outbox: Sendable {
     /// now; lines for this client written meanwhile go out in the same `write` system call.
     func flush() {
         guard let flusher else { return channel.flush() }
-        guard !state.value.flushPending else { return }
-        state.value.flushPending = true
+        guard !state.flushPending else { return }
+        state.flushPending = true
         flusher.add(self)
     }
 
     /// Called by the ``FlushCoalescer``.
     fileprivate func flushNow() {
-        state.value.flushPending = false
+        state.flushPending = false
         channel.flush()
     }
 
     /// On the event loop: the client reads again, its send queue is empty.
     func writable() {
-        state.value.unwritableLines = 0
+        state.unwritableLines = 0
     }
 
-    var isFinished: Bool { state.value.finished }
+    var isFinished: Bool { state.finished }
 
     /// On the event loop: whether the client was disconnected for not reading its lines.
-    var wasCutOff: Bool { state.value.cutOff }
+    var wasCutOff: Bool { state.cutOff }
 
     /// No more lines: what was written goes out, then the connection closes. A client that does
     /// not read it is cut off after the linger time.
     func finish() {
         onLoop { outbox in
-            guard !outbox.state.value.finished else { return }
-            outbox.state.value.finished = true
+            guard !outbox.state.finished else { return }
+            outbox.state.finished = true
             let channel = outbox.channel
             let promise = channel.eventLoop.makePromise(of: Void.self)
             // Writes complete in order: once this empty one is done, every line before it is out.
@@ -138,7 +148,7 @@ final class Outbox: Sendable {
     /// Closes the connection without waiting for written lines (shutdown grace period over).
     func abort() {
         onLoop { outbox in
-            outbox.state.value.finished = true
+            outbox.state.finished = true
             outbox.channel.close(promise: nil)
         }
     }

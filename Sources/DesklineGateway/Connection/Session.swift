@@ -4,10 +4,10 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// What one connection runs its commands with, and the dispatch of one line to its command.
-/// ``SessionHandler`` owns the connection itself: reading, ordering, flood control, timeouts.
-struct Session {
-    let id: Int
+/// What every session of a server runs with: one object per server, so that a connection
+/// holds one reference to it instead of a copy (a few hundred bytes, kept twice: by its handler
+/// and its dialect).
+final class SessionEnvironment: Sendable {
     let table: CommandTable
     let services: GatewayServices
     let limits: GatewayConfiguration.Limits
@@ -16,10 +16,58 @@ struct Session {
     /// How long the last lines of an ended session may take to be read before the connection is
     /// closed anyway.
     let lingerTime: Duration
+    /// Counts the connections per address; an ended session gives its slot back (nil: none).
+    let limiter: ConnectionLimiter?
+
+    init(table: CommandTable, services: GatewayServices, limits: GatewayConfiguration.Limits, registry: SessionRegistry,
+         logger: Logger, lingerTime: Duration, limiter: ConnectionLimiter? = nil) {
+        self.limiter = limiter
+        self.table = table
+        self.services = services
+        self.limits = limits
+        self.registry = registry
+        self.logger = logger
+        self.lingerTime = lingerTime
+    }
+}
+
+/// What one connection runs its commands with, and the dispatch of one line to its command.
+/// ``SessionHandler`` owns the connection itself: reading, ordering, flood control, timeouts.
+struct Session {
+    let id: Int
+    let environment: SessionEnvironment
     /// The client's IP address.
     var remoteAddress = "unknown"
     /// Whether the connection is encrypted, and whether commands that carry a password must be.
     var security = TransportSecurity()
+
+    var table: CommandTable { environment.table }
+    var services: GatewayServices { environment.services }
+    var limits: GatewayConfiguration.Limits { environment.limits }
+    var registry: SessionRegistry { environment.registry }
+    var logger: Logger { environment.logger }
+    var lingerTime: Duration { environment.lingerTime }
+
+    init(id: Int, environment: SessionEnvironment) {
+        self.id = id
+        self.environment = environment
+    }
+
+    /// A session with an environment of its own (the dispatch fuzzer's).
+    init(id: Int, table: CommandTable, services: GatewayServices, limits: GatewayConfiguration.Limits, registry: SessionRegistry,
+         logger: Logger, lingerTime: Duration) {
+        self.init(id: id, environment: SessionEnvironment(table: table, services: services, limits: limits, registry: registry,
+                                                          logger: logger, lingerTime: lingerTime))
+    }
+
+    /// The server's logger with this session's id and address. Made when something is logged,
+    /// not kept: an idle session holds none.
+    var sessionLogger: Logger {
+        var logger = environment.logger
+        logger[metadataKey: "session"] = "\(id)"
+        logger[metadataKey: "remote"] = "\(remoteAddress)"
+        return logger
+    }
 
     /// The first line a client gets.
     var welcome: ServerLine {

@@ -39,9 +39,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let outbox: Outbox
     private let machine: SharedMachine
     private let executor: EventLoopTaskExecutor
-    private let logger: Logger
-    /// Called once the session is over (releases its connection-limit slot).
-    private let onEnd: @Sendable () -> Void
+    /// This session's logger (``Session/sessionLogger``): made when something is logged.
+    private var logger: Logger { session.sessionLogger }
     private let clock = ContinuousClock()
     private var flood: TokenBucket
     private var scope: SessionScope?
@@ -57,7 +56,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Commands started and not yet answered, oldest first; their replies go out in this order.
     private var inFlight: [InFlight] = []
     private var context: ChannelHandlerContext?
-    private var timer: RepeatedTask?
+    /// Where this session is in its event loop's ``SessionTicker`` (nil: not ticked).
+    var tickerSlot: Int?
 
     private var registered = false
     private var waitingForFlood = false
@@ -74,8 +74,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Why the session ends, once known: every disconnect is logged with it (see ``cleanUp()``).
     private var endReason: EndReason?
 
-    init(session: Session, dialect: any ConnectionDialect, channel: any Channel, executor: EventLoopTaskExecutor,
-         onEnd: @escaping @Sendable () -> Void) {
+    init(session: Session, dialect: any ConnectionDialect, channel: any Channel, executor: EventLoopTaskExecutor) {
         self.session = session
         self.dialect = dialect
         let limits = session.limits
@@ -88,11 +87,6 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.flood = TokenBucket(burst: limits.floodBurst, ratePerSecond: Double(limits.floodCommandsPerSecond), now: clock.now)
         self.framer = LineFramer(maximumLineBytes: limits.maxLineBytes)
         self.executor = executor
-        self.onEnd = onEnd
-        var logger = session.logger
-        logger[metadataKey: "session"] = "\(session.id)"
-        logger[metadataKey: "remote"] = "\(session.remoteAddress)"
-        self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -115,22 +109,20 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         registered = true
         for line in dialect.greeting() { outbox.send(line) }
         logger.debug("connection opened")
-        // Timeouts and keepalive tick on the event loop: a scheduled task, not a task per session.
-        let interval = machine.state.withLock { $0.tickInterval }
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) { task in
-            loopBound.value.tick(task)
-        }
+        // Timeouts and keepalive tick on the event loop, with every session of the loop: one
+        // repeated task per loop, not one per session (nor a task).
+        executor.ticker.add(self, interval: machine.state.withLock { $0.tickInterval })
     }
 
-    private func tick(_ task: RepeatedTask) {
+    /// Called by the event loop's ``SessionTicker``.
+    func tick() {
         switch machine.state.withLock({ $0.tick(now: clock.now) }) {
         case .none:
             break
         case .sendPing(let token):
             outbox.send(dialect.notice(.ping(token: token)))
         case .close(let code, let text):
-            task.cancel()
+            executor.ticker.remove(self)
             // (A session already ending — QUIT, end of input, shutdown — only lingers for its
             // last lines: no further notice, and it keeps its reason.)
             guard !ending else { return }
@@ -211,8 +203,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
         ending = true
-        timer?.cancel()
-        timer = nil
+        executor.ticker.remove(self)
         // Replies waiting for room are dropped now (nobody reads them); commands still running
         // end the session when they finish.
         writeReplies()
@@ -256,6 +247,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return false
         }
         let frame = pending.removeFirst()
+        // (An idle session keeps no buffer for lines it no longer has.)
+        if pending.isEmpty { pending = [] }
         frameLines()
         let prepared = preparedHead ?? dialect.prepare(frame, scope: scope)
         preparedHead = nil
@@ -361,6 +354,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
             inFlight.removeFirst()
+            if inFlight.isEmpty { inFlight = [] }
             outcome.written?()
             let shutdownNow = machine.state.withLock { $0.commandAnswered() }
             if let newScope = outcome.scope, scope == nil {
@@ -390,7 +384,8 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         cleanedUp = true
         if registered { session.registry.remove(session.id) }
         session.services.hub.detach(session.id)
-        onEnd()
+        // (Its connection-limit slot is free again.)
+        session.environment.limiter?.release(session.remoteAddress)
         // Every disconnect is logged once, with why (a send queue overrun outranks what the
         // session was doing; the registry's shutdown notice and abort do not pass through here).
         let reason: EndReason = if outbox.wasCutOff {
@@ -463,10 +458,12 @@ private final class InFlight {
 final class EventLoopTaskExecutor: TaskExecutor {
     let eventLoop: any EventLoop
     let flusher: FlushCoalescer
+    let ticker: SessionTicker
 
     init(_ eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
         self.flusher = FlushCoalescer(eventLoop: eventLoop)
+        self.ticker = SessionTicker(eventLoop: eventLoop)
     }
 
     func enqueue(_ job: consuming ExecutorJob) {
@@ -474,6 +471,57 @@ final class EventLoopTaskExecutor: TaskExecutor {
         eventLoop.execute {
             job.runSynchronously(on: self.asUnownedTaskExecutor())
         }
+    }
+}
+
+/// One per event loop (of a server): ticks the timeouts and keepalives of every session on the
+/// loop with one repeated task. A repeated task per session cost about 700 bytes of each idle
+/// session (the task, its closures and futures, its slot in the loop's timer heap) and most of
+/// the CPU 10,000 idle sessions used. A session is ticked within one interval of its deadline
+/// either way.
+final class SessionTicker: @unchecked Sendable { // state is touched on `eventLoop` only
+    let eventLoop: any EventLoop
+    private var sessions: [SessionHandler] = []
+    private var task: RepeatedTask?
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// Ticks `session` from now on, every `interval` (the first session's: a server's sessions
+    /// share their limits).
+    func add(_ session: SessionHandler, interval: Duration) {
+        eventLoop.assertInEventLoop()
+        guard session.tickerSlot == nil else { return }
+        session.tickerSlot = sessions.count
+        sessions.append(session)
+        if task == nil {
+            task = eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) { [weak self] _ in
+                self?.tickAll()
+            }
+        }
+    }
+
+    /// Stops ticking `session` (it takes the last session's slot).
+    func remove(_ session: SessionHandler) {
+        eventLoop.assertInEventLoop()
+        guard let slot = session.tickerSlot else { return }
+        session.tickerSlot = nil
+        let last = sessions.removeLast()
+        if slot < sessions.count {
+            sessions[slot] = last
+            last.tickerSlot = slot
+        }
+        if sessions.isEmpty {
+            task?.cancel()
+            task = nil
+            sessions = []
+        }
+    }
+
+    private func tickAll() {
+        // A tick may remove its session (a timeout): iterate over the sessions as they were.
+        for session in sessions where session.tickerSlot != nil { session.tick() }
     }
 }
 

@@ -27,6 +27,8 @@ public final class GatewayServer: Service, Sendable {
     private let shutdownGracePeriod: Duration
     /// How long an ended session's last lines may wait for a client that does not read them.
     private let lingerTime: Duration
+    /// What every session runs with (one for all of them).
+    private let environment: SessionEnvironment
     /// One task executor per event loop, for the sessions' commands.
     private let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
     /// Pushes the store's events to the sessions, from ``bind()`` until ``run()`` ends.
@@ -66,9 +68,12 @@ public final class GatewayServer: Service, Sendable {
         self.group = group
         self.shutdownGracePeriod = shutdownGracePeriod
         self.lingerTime = lingerTime
-        self.limiter = ConnectionLimiter(maxTotal: configuration.limits.maxConnections,
-                                         maxPerAddress: configuration.limits.maxConnectionsPerAddress,
-                                         maxNewPerAddressPerMinute: configuration.limits.maxNewConnectionsPerAddressPerMinute)
+        let limiter = ConnectionLimiter(maxTotal: configuration.limits.maxConnections,
+                                        maxPerAddress: configuration.limits.maxConnectionsPerAddress,
+                                        maxNewPerAddressPerMinute: configuration.limits.maxNewConnectionsPerAddressPerMinute)
+        self.limiter = limiter
+        self.environment = SessionEnvironment(table: .standard, services: services, limits: configuration.limits,
+                                              registry: registry, logger: logger, lingerTime: lingerTime, limiter: limiter)
     }
 
     /// Binds the listening sockets (if not yet bound) and returns the plaintext one's address;
@@ -155,8 +160,11 @@ public final class GatewayServer: Service, Sendable {
                 // One bounded read per readiness: a session holds at most this much input past
                 // the lines it reads ahead (SessionHandler.maximumPendingLines).
                 .childChannelOption(.maxMessagesPerRead, value: 1)
+                // NIO keeps each connection's receive buffer between reads: an idle session holds
+                // `initial` bytes. Commands are short; a client that sends more gets larger reads
+                // (the buffer grows after each read that fills it, up to the maximum).
                 .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
-                    minimum: 64, initial: 1024, maximum: SessionHandler.maximumReadBytes))
+                    minimum: 64, initial: 128, maximum: SessionHandler.maximumReadBytes))
                 .childChannelInitializer { child in
                     child.eventLoop.makeCompletedFuture {
                         try self.accept(child, dialect: dialect, tls: tls, security: security)
@@ -187,19 +195,15 @@ public final class GatewayServer: Service, Sendable {
             return
         }
         let id = nextSessionID.add(1, ordering: .relaxed).newValue
-        var session = Session(id: id, table: .standard, services: services, limits: configuration.limits,
-                              registry: registry, logger: logger, lingerTime: lingerTime)
+        var session = Session(id: id, environment: environment)
         session.remoteAddress = address
         session.security = security
-        let limiter = self.limiter
         let speaker: any ConnectionDialect = switch dialect {
         case .native: NativeConnection(session)
         case .irc: IRCConnection(session: session, eventLoop: child.eventLoop, startedAt: startedAt)
         }
         try pipeline.addHandler(SessionHandler(session: session, dialect: speaker, channel: child,
-                                               executor: executor(for: child.eventLoop)) {
-            limiter.release(address)
-        })
+                                               executor: executor(for: child.eventLoop)))
     }
 
     private func executor(for loop: any EventLoop) -> EventLoopTaskExecutor {
