@@ -47,7 +47,7 @@ struct DesklineTarget: FanoutTarget {
 
     /// The server's limits: none a benchmark may run into.
     static let limits = [
-        "maxConnectionsPerAddress": 1_000_000, "maxConnections": 15_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
+        "maxConnectionsPerAddress": 1_000_000, "maxConnections": 100_000, "maxNewConnectionsPerAddressPerMinute": 1_000_000,
         "floodBurst": 100_000, "floodCommandsPerSecond": 100_000, "sendQueueLines": 100_000,
         "loginFailuresPerAddress": 1_000_000, "pingIntervalSeconds": 3600,
     ]

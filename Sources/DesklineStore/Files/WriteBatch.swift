@@ -266,8 +266,13 @@ final class WriteBatch {
             logs[path] = log
             return log
         }
-        let existed = access(path, F_OK) == 0
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // (Opened first without creating it: whether it existed, without an `access` call.)
+        var existed = true
+        var fd = open(path, O_RDWR | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT {
+            existed = false
+            fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        }
         guard fd >= 0 else {
             let error = DurableFile.IOError(operation: "open", path: path, errno: errno)
             fail(error)
@@ -411,7 +416,11 @@ final class OpenLogFiles: @unchecked Sendable {
         var length: off_t
     }
 
-    static let capacity = 64
+    /// A busy tenant writes to many logs at once (a ticket's, its inboxes', the event log): at
+    /// 64, a tenant with 100 busy tickets reopened a third of its logs in every batch (`open`,
+    /// `lseek`, a read of the last byte: 7% of the writer's time at 5,000 messages/s). The
+    /// store's budget still bounds the total.
+    static let capacity = 256
     private var files: [String: File] = [:]
     private let budget: OpenLogBudget?
 
