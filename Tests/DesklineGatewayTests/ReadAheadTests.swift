@@ -31,12 +31,12 @@ import Testing
             var last = -1
             while ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(500))
-                let now = meter.bytesRead.load(ordering: .relaxed)
+                let now = meter.input.bytesRead.load(ordering: .relaxed)
                 if now == last { break }
                 last = now
             }
-            let read = meter.bytesRead.load(ordering: .relaxed)
-            let held = meter.mostHeld.load(ordering: .relaxed)
+            let read = meter.input.bytesRead.load(ordering: .relaxed)
+            let held = meter.input.mostHeld.load(ordering: .relaxed)
             // Held at most: 16 lines framed, one line not complete (at most one byte past the
             // line limit), one read past it.
             let bound = SessionHandler.maximumPendingLines * line.utf8.count + 4096 + 1 + SessionHandler.maximumReadBytes

@@ -2,10 +2,18 @@
 /// LOGIN, keepalive PING when a logged-in session goes quiet, and dropping a peer that does not
 /// answer. The caller feeds it the current time; it never reads a clock or touches a socket.
 struct ConnectionStateMachine {
-    struct Timeouts {
-        var registration: Duration
-        var pingInterval: Duration
-        var pingTimeout: Duration
+    /// A class: every session of a server shares one (a connection keeps a reference, not
+    /// three durations).
+    final class Timeouts: Sendable {
+        let registration: Duration
+        let pingInterval: Duration
+        let pingTimeout: Duration
+
+        init(registration: Duration, pingInterval: Duration, pingTimeout: Duration) {
+            self.registration = registration
+            self.pingInterval = pingInterval
+            self.pingTimeout = pingTimeout
+        }
     }
 
     enum Action: Equatable {

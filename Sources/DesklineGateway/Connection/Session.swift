@@ -18,10 +18,15 @@ final class SessionEnvironment: Sendable {
     let lingerTime: Duration
     /// Counts the connections per address; an ended session gives its slot back (nil: none).
     let limiter: ConnectionLimiter?
+    /// Every session's registration timeout and keepalive.
+    let timeouts: ConnectionStateMachine.Timeouts
 
     init(table: CommandTable, services: GatewayServices, limits: GatewayConfiguration.Limits, registry: SessionRegistry,
          logger: Logger, lingerTime: Duration, limiter: ConnectionLimiter? = nil) {
         self.limiter = limiter
+        self.timeouts = .init(registration: .seconds(limits.registrationTimeoutSeconds),
+                              pingInterval: .seconds(limits.pingIntervalSeconds),
+                              pingTimeout: .seconds(limits.pingTimeoutSeconds))
         self.table = table
         self.services = services
         self.limits = limits
@@ -214,8 +219,10 @@ public enum DesklineVersion {
     public static let current = "0.1.0"
 }
 
-/// The connection state machine, shared by the reader and the timer task.
+/// The connection state machine, shared by the session and the registry (shutdown), and what
+/// the session holds of its client's input.
 final class SharedMachine: Sendable {
     let state: Mutex<ConnectionStateMachine>
+    let input = InputMeter()
     init(_ machine: ConnectionStateMachine) { state = Mutex(machine) }
 }

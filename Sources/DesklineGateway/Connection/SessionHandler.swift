@@ -49,7 +49,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var input: ByteBuffer?
     private var pending: [LineFrame] = []
     /// What this session holds of its client's input (see ``maximumPendingLines``).
-    let inputMeter = InputMeter()
+    private var inputMeter: InputMeter { _read { yield machine.input } }
     /// The first pending line, prepared: kept while it waits for commands in flight to let it
     /// join them.
     private var preparedHead: PreparedLine?
@@ -80,10 +80,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let limits = session.limits
         self.outbox = Outbox(channel: channel, capacity: limits.sendQueueLines, lingerTime: session.lingerTime,
                              flusher: executor.flusher)
-        self.machine = SharedMachine(ConnectionStateMachine(timeouts: .init(
-            registration: .seconds(limits.registrationTimeoutSeconds),
-            pingInterval: .seconds(limits.pingIntervalSeconds),
-            pingTimeout: .seconds(limits.pingTimeoutSeconds)), now: clock.now))
+        self.machine = SharedMachine(ConnectionStateMachine(timeouts: session.environment.timeouts, now: clock.now))
         self.flood = TokenBucket(burst: limits.floodBurst, ratePerSecond: Double(limits.floodCommandsPerSecond), now: clock.now)
         self.framer = LineFramer(maximumLineBytes: limits.maxLineBytes)
         self.executor = executor
@@ -99,7 +96,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         defer { context.fireChannelActive() }
-        guard session.registry.add(session.id, .init(outbox: outbox, machine: machine, input: inputMeter, dialect: dialect)) else {
+        guard session.registry.add(session.id, .init(outbox: outbox, machine: machine, dialect: dialect)) else {
             ending = true
             endReason = .shutdown
             outbox.send(dialect.notice(.closing(code: "SHUTTING_DOWN", text: "The server is shutting down; try again later.")))
@@ -556,8 +553,9 @@ final class RefusalHandler: ChannelInboundHandler {
 }
 
 /// What a session holds of its client's input, for tests and diagnostics: read off the socket
-/// and not yet run (framed lines waiting plus bytes not framed yet).
-final class InputMeter: Sendable {
+/// and not yet run (framed lines waiting plus bytes not framed yet). Kept in the session's
+/// ``SharedMachine`` (not an object of its own).
+struct InputMeter: ~Copyable, Sendable {
     /// Bytes read off the socket so far.
     let bytesRead = Atomic<Int>(0)
     /// The most input held at once.

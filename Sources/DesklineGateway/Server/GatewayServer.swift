@@ -280,7 +280,7 @@ public final class GatewayServer: Service, Sendable {
     public var sessionCount: Int { registry.count }
 
     /// What each live session holds of its client's input (for tests).
-    var inputMeters: [InputMeter] { Array(registry.inputMeters.values) }
+    var inputMeters: [SharedMachine] { Array(registry.inputMeters.values) }
 
     enum ServerError: Error {
         case alreadyStopped

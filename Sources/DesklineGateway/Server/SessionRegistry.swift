@@ -6,7 +6,6 @@ final class SessionRegistry: Sendable {
     struct Handle: Sendable {
         var outbox: Outbox
         var machine: SharedMachine
-        var input: InputMeter
         /// Renders what the session is told when the server stops.
         var dialect: any ConnectionDialect
     }
@@ -33,8 +32,8 @@ final class SessionRegistry: Sendable {
 
     var count: Int { state.withLock { $0.sessions.count } }
 
-    /// What each live session holds of its client's input.
-    var inputMeters: [Int: InputMeter] { state.withLock { $0.sessions.mapValues(\.input) } }
+    /// What each live session holds of its client's input (in its machine: ``SharedMachine/input``).
+    var inputMeters: [Int: SharedMachine] { state.withLock { $0.sessions.mapValues(\.machine) } }
 
     /// Tells every session the server is going down and lets it finish writing. A session in
     /// the middle of a command answers it first and then sends the notice itself.
