@@ -26,8 +26,10 @@ public final class FileStore: Store {
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
     let userCache = Mutex<[TenantID: UserCache.Entry]>([:])
+    /// The readings of users directories under way (see `loadUsers(_:)`).
+    let userLoads = Mutex(UserCache.Loads())
     /// The most logs all tenants' writers together keep open between their batches (see
-    /// ``OpenLogFiles``), one tenant at most 64 of them: open files to budget beside connections.
+    /// ``OpenLogFiles``), one tenant at most 256 of them: open files to budget beside connections.
     public static let logsKeptOpen = 1024
     let openLogBudget = OpenLogBudget(limit: FileStore.logsKeptOpen)
     /// How often a users directory was read in full (for tests: the cache's misses).

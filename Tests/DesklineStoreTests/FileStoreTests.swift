@@ -232,6 +232,31 @@ extension FileStoreTests {
         #expect(seen == 2)
     }
 
+    @Test func callersThatMissTheUserListAtOnceShareOneReading() async throws {
+        // The first messages after a start all ask for the tenant's staff at once: one reading of
+        // the users directory serves them all.
+        let store = try await FileStore(root: root)
+        let acme = TenantID(rawValue: "acme")!
+        try await store.createTenant(tenant("acme"))
+        let hash = PasswordHash(algorithm: "scrypt", n: 1024, r: 8, p: 1, salt: "", hash: "")
+        for n in 0..<200 {
+            _ = try await store.createUser(NewUser(email: "a\(n)@x.test", displayName: "A", role: n < 20 ? .agent : .admin,
+                                                   passwordHash: hash, customerId: nil), in: acme, at: Date())
+        }
+        store.usersChanged(acme)
+        let reads = store.userListReads.load(ordering: .relaxed)
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<32 { group.addTask { try await store.staff(in: acme).agents.count } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(counts == Array(repeating: 20, count: 32))
+        #expect(store.userListReads.load(ordering: .relaxed) - reads == 1)
+        // A change made meanwhile is not hidden by a reading that began before it.
+        _ = try await store.createUser(NewUser(email: "late@x.test", displayName: "L", role: .agent, passwordHash: hash, customerId: nil),
+                                       in: acme, at: Date())
+        #expect(try await store.staff(in: acme).agents.count == 21)
+    }
+
     @Test func appendingDoesNotRewriteTheLog() async throws {
         let store = try await FileStore(root: root)
         try await store.createTenant(tenant("acme"))
