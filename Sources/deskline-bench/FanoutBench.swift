@@ -29,7 +29,7 @@ struct FanoutBench: AsyncParsableCommand {
     @Option(help: "The server's storage.groupCommitIntervalMilliseconds (default: its config default).") var groupCommitMs: Int?
     @Option(help: "The cold-start probe: a fresh server's first step at this rate (messages/s sent; 1,000 is 10,000 deliveries/s with 10 watchers), then the same step again --warm-runs times (0: skip the probe).")
     var coldRate = 1000.0
-    @Option(help: "Steps after the cold one in the cold-start probe.") var warmRuns = 3
+    @Option(help: "Steps after the cold one in the cold-start probe (at least 1).") var warmRuns = 3
     @Flag(help: "Skip Deskline's IRC dialect (measured on the same server after the native one).") var noDesklineIrc = false
 
     func run() async throws {

@@ -471,8 +471,8 @@ final class EventLoopTaskExecutor: TaskExecutor {
     }
 }
 
-/// One per event loop (of a server): ticks the timeouts and keepalives of every session on the
-/// loop with one repeated task. A repeated task per session cost about 700 bytes of each idle
+/// One per event loop of a server: ticks the timeouts and keepalives of every session of that
+/// server on the loop with one repeated task. A repeated task per session cost about 700 bytes of each idle
 /// session (the task, its closures and futures, its slot in the loop's timer heap) and most of
 /// the CPU 10,000 idle sessions used. A session is ticked within one interval of its deadline
 /// either way.
@@ -484,6 +484,8 @@ final class SessionTicker: @unchecked Sendable { // state is touched on `eventLo
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
     }
+
+    deinit { task?.cancel() }
 
     /// Ticks `session` from now on, every `interval` (the first session's: a server's sessions
     /// share their limits).

@@ -160,9 +160,11 @@ public final class GatewayServer: Service, Sendable {
                 // One bounded read per readiness: a session holds at most this much input past
                 // the lines it reads ahead (SessionHandler.maximumPendingLines).
                 .childChannelOption(.maxMessagesPerRead, value: 1)
-                // NIO keeps each connection's receive buffer between reads: an idle session holds
-                // `initial` bytes. Commands are short; a client that sends more gets larger reads
-                // (the buffer grows after each read that fills it, up to the maximum).
+                // NIO keeps each connection's receive buffer between reads and never shrinks it:
+                // an idle session holds `initial` bytes, or what its largest read needed. Commands
+                // are short; a client that sends more gets larger reads (the buffer grows after
+                // each read that fills it, up to the maximum), so a TLS session keeps what its
+                // handshake needed (about 0.5-2 KiB) and a bot that bursts keeps up to 4 KiB.
                 .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
                     minimum: 64, initial: 128, maximum: SessionHandler.maximumReadBytes))
                 .childChannelInitializer { child in

@@ -419,7 +419,8 @@ final class OpenLogFiles: @unchecked Sendable {
     /// A busy tenant writes to many logs at once (a ticket's, its inboxes', the event log): at
     /// 64, a tenant with 100 busy tickets reopened a third of its logs in every batch (`open`,
     /// `lseek`, a read of the last byte: 7% of the writer's time at 5,000 messages/s). The
-    /// store's budget still bounds the total.
+    /// store's budget still bounds the total: four tenants busy on that many logs at once hold
+    /// all of it, and a fifth reopens its logs every batch (at 64, a seventeenth did).
     static let capacity = 256
     private var files: [String: File] = [:]
     private let budget: OpenLogBudget?
