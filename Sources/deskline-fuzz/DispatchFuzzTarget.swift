@@ -90,8 +90,9 @@ private final class World: @unchecked Sendable {
     func run(_ speaker: Speaker, _ lines: [ArraySlice<UInt8>]) async {
         let id = nextSession
         nextSession += 1
-        let session = Session(id: id, table: .standard, services: services, limits: limits, registry: registry,
-                              logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }), lingerTime: .zero)
+        let session = Session(id: id, environment: SessionEnvironment(
+            table: .standard, services: services, limits: limits, registry: registry,
+            logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }), lingerTime: .zero))
         let outbox = Outbox(channel: channel, capacity: 100_000)
         defer { services.hub.detach(id) }
         var scope = speaker.scope?.onSession(services.hub.sessionID(id))

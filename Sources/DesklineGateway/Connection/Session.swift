@@ -58,13 +58,6 @@ struct Session {
         self.environment = environment
     }
 
-    /// A session with an environment of its own (the dispatch fuzzer's).
-    init(id: Int, table: CommandTable, services: GatewayServices, limits: GatewayConfiguration.Limits, registry: SessionRegistry,
-         logger: Logger, lingerTime: Duration) {
-        self.init(id: id, environment: SessionEnvironment(table: table, services: services, limits: limits, registry: registry,
-                                                          logger: logger, lingerTime: lingerTime))
-    }
-
     /// The server's logger with this session's id and address. Made when something is logged,
     /// not kept: an idle session holds none.
     var sessionLogger: Logger {

@@ -25,9 +25,8 @@ public final class GatewayServer: Service, Sendable {
     private let limiter: ConnectionLimiter
     /// How long shutdown waits for clients to receive `EVENT SHUTDOWN` before closing them anyway.
     private let shutdownGracePeriod: Duration
-    /// How long an ended session's last lines may wait for a client that does not read them.
-    private let lingerTime: Duration
-    /// What every session runs with (one for all of them).
+    /// What every session runs with (one for all of them; it holds how long an ended session's
+    /// last lines may wait for a client that does not read them).
     private let environment: SessionEnvironment
     /// One task executor per event loop, for the sessions' commands.
     private let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
@@ -67,7 +66,6 @@ public final class GatewayServer: Service, Sendable {
         self.logger = logger
         self.group = group
         self.shutdownGracePeriod = shutdownGracePeriod
-        self.lingerTime = lingerTime
         let limiter = ConnectionLimiter(maxTotal: configuration.limits.maxConnections,
                                         maxPerAddress: configuration.limits.maxConnectionsPerAddress,
                                         maxNewPerAddressPerMinute: configuration.limits.maxNewConnectionsPerAddressPerMinute)
