@@ -150,7 +150,8 @@ extension FileStore {
         writers.withLock { writers in
             if let writer = writers[tenant] { return writer }
             let writer = TenantWriter(tenant: tenant, directory: tenantDir(tenant), threadPool: threadPool, visibility: visibility, faults: faults,
-                                      openLogBudget: openLogBudget, groupCommitInterval: groupCommitInterval, logger: logger,
+                                      openLogBudget: openLogBudget, groupCommitInterval: groupCommitInterval,
+                                      idleLogsKept: idleLogsKept, logger: logger,
                                       beforeCommit: { batch in
                                           self.writeEventLines(batch, tenant)
                                           if batch.failure == nil { self.pruneEventLog(after: batch.events) }

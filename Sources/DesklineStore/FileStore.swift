@@ -22,6 +22,8 @@ public final class FileStore: Store {
     let logger: Logger
     /// How far apart a busy tenant's writer starts its batches (see ``TenantWriter``).
     let groupCommitInterval: Duration
+    /// How long an idle tenant writer keeps its logs open (see ``TenantWriter/idleLogsKept``).
+    let idleLogsKept: Duration
     let visibility = LogVisibility()
     let writers = Mutex<[TenantID: TenantWriter]>([:])
     /// Each tenant's users as last read, with the users directory's mtime (see `users(in:)`).
@@ -65,12 +67,16 @@ public final class FileStore: Store {
     /// writes share one fsync; an idle writer starts at once. Zero (the default here, for tools
     /// and tests; `serve` passes config.json's): as soon as the previous batch is durable.
     /// `eventLog`: how much of each tenant's event log is kept (tests choose small segments).
+    /// `idleLogsKept`: how long a tenant's writer that ran out of work keeps the logs it wrote
+    /// open for its next write.
     public init(root: String, create: Bool = true, threadPool: NIOThreadPool = .singleton,
                 groupCommitInterval: Duration = .zero, eventLog: EventLogRetention = .standard,
+                idleLogsKept: Duration = .seconds(1),
                 logger: Logger = Logger(label: "deskline.store")) async throws(DesklineError) {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         self.threadPool = threadPool
         self.groupCommitInterval = groupCommitInterval
+        self.idleLogsKept = idleLogsKept
         self.eventLogRetention = eventLog
         self.logger = logger
         let root = self.root

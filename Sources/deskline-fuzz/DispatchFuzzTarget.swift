@@ -99,8 +99,7 @@ private final class World: @unchecked Sendable {
         for bytes in lines {
             var line = bytes
             if line.last == 0x0D { line = line.dropLast() }
-            let outcome = await session.handle(.line(ByteBuffer(bytes: line)), scope: scope, outbox: outbox,
-                                               logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
+            let outcome = await session.handle(.line(ByteBuffer(bytes: line)), scope: scope, outbox: outbox)
             check(outcome.lines, speaker)
             if let newScope = outcome.scope, scope == nil { scope = newScope.onSession(services.hub.sessionID(id)) }
             if outcome.quit { return }

@@ -133,6 +133,25 @@ struct TicketServiceTests {
         #expect(throws: DesklineError.self) { try InputRules.name("\u{202E}evil") }
         // Length is bounded in bytes too, not only in (possibly huge) characters.
         #expect(throws: DesklineError.self) { try InputRules.messageText("e" + String(repeating: "\u{301}", count: 20_000)) }
+        // Plain ASCII (taken as it is) keeps its tabs and counts a character per byte; text
+        // with anything else counts characters.
+        #expect(try InputRules.messageText(" a\tb ") == "a\tb")
+        let most = InputRules.maximumMessageLength
+        #expect(try InputRules.messageText(String(repeating: "x", count: most)).utf8.count == most)
+        #expect(throws: DesklineError.invalidArgument("the message is longer than \(most) characters")) {
+            try InputRules.messageText(String(repeating: "x", count: most + 1))
+        }
+        #expect(try InputRules.messageText(String(repeating: "é", count: most)).count == most)
+        #expect(throws: DesklineError.self) { try InputRules.messageText(String(repeating: "é", count: most) + "x") }
+    }
+
+    @Test func ticketNumbersAreAsciiDigitsWithAnOptionalHash() {
+        #expect(TicketID(parsing: "#1001") == TicketID(1001))
+        #expect(TicketID(parsing: "1001") == TicketID(1001))
+        #expect(TicketID(parsing: "#999999999") == TicketID(999_999_999))
+        for bad in ["", "#", "#0", "#000", "##1", "#1234567890", "#12a", "#+5", "#-5", " #5", "#5 ", "#\u{663}", "#\u{FF15}", "#\u{301}5", "5\u{301}"] {
+            #expect(TicketID(parsing: bad) == nil, "\(bad.debugDescription)")
+        }
     }
 
     @Test func phoneNumbersNeedSevenToFifteenDigits() throws {

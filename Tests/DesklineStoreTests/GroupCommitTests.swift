@@ -13,8 +13,10 @@ struct GroupCommitTests {
     let globex = TenantID(rawValue: "globex")!
     let author = UserID(rawValue: "u1")!
 
-    func seeded(tickets: Int = 2, threadPool: NIOThreadPool = .singleton, groupCommitInterval: Duration = .zero) async throws -> (FileStore, CustomerID) {
-        let store = try await FileStore(root: root, threadPool: threadPool, groupCommitInterval: groupCommitInterval)
+    func seeded(tickets: Int = 2, threadPool: NIOThreadPool = .singleton, groupCommitInterval: Duration = .zero,
+                idleLogsKept: Duration = .seconds(1)) async throws -> (FileStore, CustomerID) {
+        let store = try await FileStore(root: root, threadPool: threadPool, groupCommitInterval: groupCommitInterval,
+                                        idleLogsKept: idleLogsKept)
         try await store.createTenant(Tenant(id: acme, name: "Acme", createdAt: Date()))
         try await store.createTenant(Tenant(id: globex, name: "Globex", createdAt: Date()))
         let c = try await store.createCustomer(NewCustomer(name: "Ann", email: "ann@x.test", phone: nil), in: acme, at: Date())
@@ -152,6 +154,18 @@ struct GroupCommitTests {
         a.closeAll()
         b.closeAll()
         #expect(budget.inUse == 0)
+        // A log no batch wrote for `capacity` batches is closed; one kept again stays.
+        a.keep("quiet", file("quiet"))
+        a.keep("busy", file("busy"))
+        for _ in 1...(2 * OpenLogFiles.capacity) {
+            let busy = try #require(a.take("busy"))
+            a.keep("busy", busy)
+            a.batchEnded()
+        }
+        #expect((a.count, budget.inUse) == (1, 1))
+        #expect(a.take("quiet") == nil)
+        let busy = try #require(a.take("busy"))
+        close(busy.fd)
     }
 
     @Test(.timeLimit(.minutes(1))) func anIdleWriterStartsAtOnceWhateverTheGroupCommitInterval() async throws {
@@ -468,23 +482,60 @@ struct GroupCommitTests {
         #expect(try !String(contentsOfFile: log, encoding: .utf8).contains("undone"))
     }
 
-    @Test func aWriterClosesItsLogsOnceItHasNothingQueued() async throws {
-        let (store, _) = try await seeded(tickets: 5)
+    /// The logs of this test's store that this process has open (the journal stays open by
+    /// design). A leaked file that was removed meanwhile shows as "<path> (deleted)".
+    func openLogs() throws -> [String] {
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")
+        let open = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0) }
+        return open.filter { $0.hasPrefix(root) && $0.contains(".jsonl") }.sorted()
+    }
+
+    func writeConcurrently(_ store: FileStore, _ count: Int, tickets: Int = 5) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for n in 1...50 {
-                group.addTask { _ = try await store.appendEntry(message("m\(n)"), to: TicketID(1001 + n % 5), in: acme, at: Date()) { _ in } }
+            for n in 1...count {
+                group.addTask { _ = try await store.appendEntry(message("m\(n)"), to: TicketID(1001 + n % tickets), in: acme, at: Date()) { _ in } }
             }
             try await group.waitForAll()
         }
         while store.writer(acme).isBusy { try await Task.sleep(for: .milliseconds(1)) }
+    }
+
+    @Test func aWriterClosesItsLogsAWhileAfterItRanOutOfWork() async throws {
+        let (store, _) = try await seeded(tickets: 5, idleLogsKept: .milliseconds(50))
+        try await writeConcurrently(store, 50)
         #if os(Linux)
-        // No ticket log of this store is still open (the journal stays open by design).
-        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")
-        let open = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0) }
-        // (A leaked file that was removed meanwhile shows as "<path> (deleted)".)
-        #expect(open.filter { $0.hasPrefix(root) && $0.contains(".jsonl") } == [])
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try !openLogs().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try openLogs() == [])
         #endif
         for ticket in 1001...1005 { #expect(try await texts(store, ticket).count == 10) }
+    }
+
+    @Test func anIdleWritersLogsStayOpenForItsNextWrite() async throws {
+        let (store, _) = try await seeded(tickets: 5, idleLogsKept: .seconds(600))
+        try await writeConcurrently(store, 50)
+        #if os(Linux)
+        // Idle now: the logs it wrote are still open, and the next writes use them (no second
+        // descriptor for any of them).
+        let kept = try openLogs()
+        #expect(kept.contains { $0.hasSuffix("/tickets/1001.jsonl") })
+        #expect(Set(kept).count == kept.count)
+        try await writeConcurrently(store, 50)
+        #expect(try openLogs() == kept)
+        #endif
+        for ticket in 1001...1005 { #expect(try await texts(store, ticket).count == 20) }
+    }
+
+    @Test func writesRacingTheCloseOfIdleLogsAllLand() async throws {
+        // Idle logs close 1 ms after the last batch: writes arriving around then meet the close.
+        let (store, _) = try await seeded(tickets: 3, idleLogsKept: .milliseconds(1))
+        for round in 1...40 {
+            _ = try await store.appendEntry(message("r\(round)"), to: TicketID(1001 + round % 3), in: acme, at: Date()) { _ in }
+            try await Task.sleep(for: .microseconds(Int.random(in: 0...2_000)))
+        }
+        let counts = try await [1001, 1002, 1003].asyncMap { try await texts(store, $0).count }
+        #expect(counts.reduce(0, +) == 40)
+        #expect(counts == [13, 14, 13])
     }
 
     @Test func aDirectoryInTheEarlierLayoutIsRefusedNotMisread() async throws {

@@ -8,9 +8,12 @@ public struct TicketID: Hashable, Sendable, Codable, Comparable, CustomStringCon
 
     /// Parses `#1001` or `1001`. Nil for anything else.
     public init?(parsing text: String) {
-        let digits = text.hasPrefix("#") ? text.dropFirst() : Substring(text)
-        guard (1...9).contains(digits.count), digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
-              let n = Int(digits), n > 0 else { return nil }
+        // Bytes, not characters: only ASCII digits count, and this runs for every ticket command.
+        var digits = text.utf8[...]
+        if digits.first == UInt8(ascii: "#") { digits = digits.dropFirst() }
+        guard (1...9).contains(digits.count), digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
+        let n = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+        guard n > 0 else { return nil }
         number = n
     }
 

@@ -112,7 +112,9 @@ struct CommandContext {
     let message: ClientMessage
     let arguments: Arguments
     let services: GatewayServices
-    let logger: Logger
+    /// Makes ``logger``: the session's logger, built when a handler logs.
+    let log: SessionLog
+    var logger: Logger { log.logger }
     /// This connection, for the session's channels (JOIN/PART).
     let sessionId: Int
     /// The client's IP address (for LOGIN's failure limits).

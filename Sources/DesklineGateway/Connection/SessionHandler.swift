@@ -272,7 +272,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func run(_ command: InFlight, _ work: @escaping @Sendable (CommandRun) async -> LineOutcome) {
-        let (scope, outbox, logger) = (self.scope, self.outbox, self.logger)
+        let (scope, outbox, log) = (self.scope, self.outbox, session.sessionLog)
         let loop = outbox.eventLoop
         let loopBound = NIOLoopBound(self, eventLoop: loop)
         let commandBound = NIOLoopBound(command, eventLoop: loop)
@@ -285,7 +285,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             nil
         }
         Task(executorPreference: executor) {
-            let outcome = await work(CommandRun(scope: scope, outbox: outbox, logger: logger, whenQueued: onQueued))
+            let outcome = await work(CommandRun(scope: scope, outbox: outbox, log: log, whenQueued: onQueued))
             if loop.inEventLoop {
                 loopBound.value.completed(commandBound.value, outcome)
             } else {

@@ -43,7 +43,9 @@ struct LineOutcome: Sendable {
 struct CommandRun: Sendable {
     var scope: SessionScope?
     var outbox: Outbox
-    var logger: Logger
+    /// Makes ``logger`` (the session's), when something is logged.
+    var log: SessionLog
+    var logger: Logger { log.logger }
     /// For a pipelining line (``PreparedLine/work(pipelines:run:)``): to be called once its write
     /// is queued in the store, so the session may start its next pipelining line.
     var whenQueued: (@Sendable () -> Void)?

@@ -35,7 +35,7 @@ final class NativeConnection: ConnectionDialect {
             let session = self.session
             return .work(pipelines: command.pipelines) { run in
                 Self.wire(await session.run(command, message, arguments, scope: run.scope, outbox: run.outbox,
-                                            logger: run.logger, whenQueued: run.whenQueued))
+                                            whenQueued: run.whenQueued))
             }
         }
     }

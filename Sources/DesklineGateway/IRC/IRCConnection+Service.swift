@@ -22,7 +22,7 @@ extension IRCConnection {
                 // The echo goes out before anything the command causes (nothing else of this
                 // session is in flight: the command does not pipeline).
                 if !echo.isEmpty, run.outbox.write(echo[0].encoded) { run.outbox.flush() }
-                let outcome = await session.run(command, message, arguments, scope: run.scope, outbox: run.outbox, logger: run.logger)
+                let outcome = await session.run(command, message, arguments, scope: run.scope, outbox: run.outbox)
                 var lines = self.serviceReply(outcome.lines, raw: verb)
                 // A ticket opened here is a channel at once (its own event does not come back).
                 if command.name == "NEW", let ok = outcome.lines.last, ok.kind == .ok,

@@ -1,5 +1,6 @@
 import DesklineCore
 import DesklineProtocol
+import NIOCore
 import Synchronization
 
 /// The logged-in sessions, and the push side of the gateway: it receives every committed
@@ -264,12 +265,58 @@ public final class SessionHub: EventDelivery, Sendable {
     /// Pushes a batch of one tenant's events, in order, then lets the answers that waited for
     /// them go on (their lines were handed to the event loops first, so a session's answer comes
     /// after the pushes before it).
+    ///
+    /// The whole batch goes to each event loop in one hop: a hop per event and loop cost the
+    /// follower a queued task each, and the loops a wakeup each, for a batch of many events.
     func publish(_ events: [TicketEvent]) {
-        for event in events { publish(event) }
+        var pushes = Pushes()
+        for event in events { collect(event, into: &pushes) }
+        pushes.send()
         if let last = events.last, let seq = last.seq { delivered(last.tenantId, through: seq) }
     }
 
-    func publish(_ event: TicketEvent) {
+    /// What a batch of events puts on each event loop, in the events' order (so each session
+    /// gets its lines in order).
+    private struct Pushes {
+        enum Item: Sendable {
+            /// One line, rendered once, for native sessions.
+            case line(ByteBuffer, [Outbox])
+            /// An event that IRC sessions render themselves.
+            case irc(TicketEvent, [IRCConnection])
+        }
+
+        private var loops: [(loop: any EventLoop, items: [Item])] = []
+
+        /// There are few loops (one per core): a linear search.
+        mutating func add(_ item: Item, on loop: any EventLoop) {
+            if let i = loops.firstIndex(where: { $0.loop === loop }) {
+                loops[i].items.append(item)
+            } else {
+                loops.append((loop, [item]))
+            }
+        }
+
+        func send() {
+            for (loop, items) in loops {
+                let deliver: @Sendable () -> Void = {
+                    for item in items {
+                        switch item {
+                        case .line(let buffer, let outboxes):
+                            for outbox in outboxes where outbox.write(buffer) { outbox.flush() }
+                        case .irc(let event, let sessions):
+                            // A message's channel line is the same for every session with the
+                            // same capabilities: rendered once per variant on each loop.
+                            var rendered = IRCConnection.RenderedLines()
+                            for session in sessions { session.push(event, rendered: &rendered) }
+                        }
+                    }
+                }
+                if loop.inEventLoop { deliver() } else { loop.execute(deliver) }
+            }
+        }
+    }
+
+    private func collect(_ event: TicketEvent, into pushes: inout Pushes) {
         // (A customer's message in an unassigned ticket notifies every agent: look them up in a set.)
         let recipients = Set(event.recipients)
         var ircTargets: [IRCConnection] = []
@@ -298,25 +345,13 @@ public final class SessionHub: EventDelivery, Sendable {
             }
             return targets
         }
-        if !ircTargets.isEmpty { Self.push(event, to: ircTargets) }
+        // IRC sessions render an event with their own state (nick, channels, capabilities), on
+        // their event loop.
+        for group in grouped(ircTargets, by: \.eventLoop) { pushes.add(.irc(event, group), on: group[0].eventLoop) }
         // Rendered once, and only for someone.
         guard !targets.isEmpty, let line = NativeDialect.line(for: event) else { return }
-        Outbox.send(line, to: targets)
-    }
-
-    /// IRC sessions render an event with their own state (nick, channels, capabilities) on
-    /// their event loop: one hop per loop, as for native lines.
-    private static func push(_ event: TicketEvent, to sessions: [IRCConnection]) {
-        for group in grouped(sessions, by: \.eventLoop) {
-            let loop = group[0].eventLoop
-            // A message's channel line is the same for every session with the same capabilities:
-            // rendered once per variant on each loop, not once per session.
-            let deliver: @Sendable () -> Void = {
-                var rendered = IRCConnection.RenderedLines()
-                for session in group { session.push(event, rendered: &rendered) }
-            }
-            if loop.inEventLoop { deliver() } else { loop.execute(deliver) }
-        }
+        let buffer = Outbox.encode(line)
+        for group in grouped(targets, by: \.eventLoop) { pushes.add(.line(buffer, group), on: group[0].eventLoop) }
     }
 
     /// Who gets an event live: the users it notifies, the ticket's customer, its assignee

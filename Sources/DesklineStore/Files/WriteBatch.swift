@@ -363,8 +363,9 @@ final class WriteBatch {
     /// Closes the logs (or, after a commit, hands them back to the writer to keep open) and lets
     /// readers see what they hold now. Call exactly once, after ``commit()`` or ``rollback()``.
     func end() {
-        // Kept open: the logs of this batch only (what it did not touch is closed).
-        keptOpen?.closeAll()
+        // Kept open with those of earlier batches (up to the capacity): closing what a batch did
+        // not touch made a writer whose batches each touch a few of many busy tickets reopen
+        // nearly every log it wrote. (A failed batch's writer closes them all.)
         for (path, log) in logs {
             if failure == nil, let keptOpen {
                 keptOpen.keep(path, OpenLogFiles.File(fd: log.fd, length: log.end))
@@ -372,6 +373,7 @@ final class WriteBatch {
                 close(log.fd)
             }
         }
+        keptOpen?.batchEnded()
         visibility.reveal(logs.keys)
         logs = [:]
     }
@@ -404,16 +406,19 @@ final class OpenLogBudget: Sendable {
     var inUse: Int { used.load(ordering: .relaxed) }
 }
 
-/// The logs a tenant's writer keeps open from one batch to the next while it has more jobs
-/// queued, so that a busy ticket's log is not opened, checked for a torn tail and closed again
-/// for every batch. Dropped (closed) when the writer runs out of work or a batch fails; at most
-/// ``capacity`` files, and no more than the store's ``OpenLogBudget`` has left. Used by the
-/// running batch of one writer only (a writer runs one batch at a time).
+/// The logs a tenant's writer keeps open from one batch to the next, so that a busy ticket's
+/// log is not opened, checked for a torn tail and closed again for every batch. Dropped
+/// (closed) when a batch fails, and a while after the writer runs out of work
+/// (``TenantWriter/idleLogsKept``); at most ``capacity`` files, and no more than the store's
+/// ``OpenLogBudget`` has left. Used by the running batch of one writer only (a writer runs one
+/// batch at a time), or by the close of an idle writer's logs, which no batch runs beside.
 final class OpenLogFiles: @unchecked Sendable {
     struct File {
         var fd: Int32
         /// Everything in it is committed: the next batch appends here.
         var length: off_t
+        /// The batch that last kept it (see ``batchEnded()``).
+        var keptAt = 0
     }
 
     /// A busy tenant writes to many logs at once (a ticket's, its inboxes', the event log): at
@@ -424,6 +429,8 @@ final class OpenLogFiles: @unchecked Sendable {
     static let capacity = 256
     private var files: [String: File] = [:]
     private let budget: OpenLogBudget?
+    /// Batches ended (see ``batchEnded()``).
+    private var batches = 0
 
     init(budget: OpenLogBudget? = nil) { self.budget = budget }
 
@@ -437,10 +444,26 @@ final class OpenLogFiles: @unchecked Sendable {
 
     func keep(_ path: String, _ file: File) {
         if files.count < Self.capacity, budget?.take() ?? true {
+            var file = file
+            file.keptAt = batches
             files[path] = file
         } else {
             close(file.fd)
         }
+    }
+
+    /// After each batch. Every ``capacity`` batches, closes the logs that none of the last
+    /// ``capacity`` batches wrote: a busy writer keeps its logs from batch to batch, but not one
+    /// it moved past (an event log segment, later removed) or a ticket gone quiet, for long.
+    func batchEnded() {
+        batches &+= 1
+        guard batches % Self.capacity == 0 else { return }
+        let stale = files.filter { batches &- $0.value.keptAt > Self.capacity }
+        for (path, file) in stale {
+            close(file.fd)
+            files[path] = nil
+        }
+        budget?.give(stale.count)
     }
 
     func closeAll() {
