@@ -79,8 +79,8 @@ final class TenantWriter: Sendable {
     /// The tenant's directory (its logs are under it).
     private let directory: String
     private let queue = Mutex(Queue())
-    /// The logs of the last batch, kept open for the next (used by the running batch only, or
-    /// by the close of an idle writer's logs, which no batch runs beside).
+    /// The logs the writer's batches wrote, kept open for the next ones (used by the running
+    /// batch only, or by the close of an idle writer's logs, which no batch runs beside).
     private let keptOpen: OpenLogFiles
     /// How long a writer that ran out of work keeps its logs open for the next write.
     let idleLogsKept: Duration
@@ -419,15 +419,18 @@ final class TenantWriter: Sendable {
                 return .close
             }
             if case .later(let wait) = next { return self.closeIdleLogs(after: wait) }
-            self.keptOpen.closeAll()
-            let more = self.queue.withLock { queue -> Bool in
-                guard !queue.jobs.isEmpty else {
-                    queue.draining = false
-                    return false
+            // On the store's pool, not this timer queue, which every writer's group commit uses.
+            self.threadPool.submit { _ in
+                self.keptOpen.closeAll()
+                let more = self.queue.withLock { queue -> Bool in
+                    guard !queue.jobs.isEmpty else {
+                        queue.draining = false
+                        return false
+                    }
+                    return true
                 }
-                return true
+                if more { self.submitBatch() }
             }
-            if more { self.submitBatch() }
         }
     }
 

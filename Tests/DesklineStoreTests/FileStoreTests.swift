@@ -156,10 +156,11 @@ extension FileStoreTests {
         let t = try await store.openTicket(customer: c.id, subject: "s", in: acme, at: Date())
         let draft = TicketEntryDraft(kind: .message, authorId: UserID(rawValue: "u1")!, authorName: "Ann", authorRole: .customer, text: "kept")
         _ = try await store.appendEntry(draft, to: t.id, in: acme, at: Date()) { _ in }
-        // A crash in the middle of an append leaves half a line without its newline.
+        // A crash in the middle of an append leaves half a line without its newline (longer than
+        // the next line: written over instead of cut, some of it would stay).
         let log = FileHandle(forWritingAtPath: root + "/tenants/acme/tickets/1001.jsonl")!
         log.seekToEndOfFile()
-        log.write(Data(#"{"at":"2026-11-25T15:00:00.000Z","authorId":"u1","te"#.utf8))
+        log.write(Data(#"{"at":"2026-11-25T15:00:00.000Z","authorId":"u1","text":""#.utf8 + Data(repeating: UInt8(ascii: "x"), count: 600)))
         try log.close()
         let entries = try await store.entries(of: t.id, in: acme, after: nil, before: nil, limit: 10, includeNotes: true)
         #expect(entries.map(\.text) == ["kept"])
@@ -169,6 +170,9 @@ extension FileStoreTests {
         let repaired = try await store.entries(of: t.id, in: acme, after: nil, before: nil, limit: 10, includeNotes: true)
         #expect(repaired.map(\.text) == ["kept", "after the crash"])
         #expect(repaired.map(\.seq) == [1, 2])
+        // Cut, not written over: nothing of the torn line is left.
+        let raw = try String(contentsOfFile: root + "/tenants/acme/tickets/1001.jsonl", encoding: .utf8)
+        #expect(!raw.contains("xxx") && raw.hasSuffix("\n"))
     }
 
     @Test func theUserListSeesEveryChangeAtOnce() async throws {

@@ -260,11 +260,17 @@ final class WriteBatch {
     private func openLog(_ path: String) throws -> OpenLog {
         if let log = logs[path] { return log }
         if visibility.pendingCut(path) == nil, let kept = keptOpen?.take(path) {
-            // Its length is known (only the writer appends, and it committed all of it).
-            visibility.hide(path, beyond: Int64(kept.length))
-            let log = OpenLog(fd: kept.fd, base: kept.length, end: kept.length, created: false)
-            logs[path] = log
-            return log
+            // Its length is known (only the writer appends, and it committed all of it), unless
+            // something else in this process changed the file meanwhile (a repair, an import,
+            // a test): then it is opened again, like one that was not kept.
+            var info = stat()
+            if fstat(kept.fd, &info) == 0, info.st_nlink > 0, info.st_size == kept.length {
+                visibility.hide(path, beyond: Int64(kept.length))
+                let log = OpenLog(fd: kept.fd, base: kept.length, end: kept.length, created: false)
+                logs[path] = log
+                return log
+            }
+            close(kept.fd)
         }
         // (Opened first without creating it: whether it existed, without an `access` call.)
         var existed = true
@@ -443,7 +449,13 @@ final class OpenLogFiles: @unchecked Sendable {
     }
 
     func keep(_ path: String, _ file: File) {
-        if files.count < Self.capacity, budget?.take() ?? true {
+        // Full: the log kept longest ago makes room (a busy log is not shut out by quiet ones).
+        if files.count >= Self.capacity, let oldest = files.min(by: { $0.value.keptAt < $1.value.keptAt }) {
+            close(oldest.value.fd)
+            files[oldest.key] = nil
+            budget?.give()
+        }
+        if budget?.take() ?? true {
             var file = file
             file.keptAt = batches
             files[path] = file
@@ -453,8 +465,9 @@ final class OpenLogFiles: @unchecked Sendable {
     }
 
     /// After each batch. Every ``capacity`` batches, closes the logs that none of the last
-    /// ``capacity`` batches wrote: a busy writer keeps its logs from batch to batch, but not one
-    /// it moved past (an event log segment, later removed) or a ticket gone quiet, for long.
+    /// ``capacity`` batches wrote (so a log stays open 256 to 511 batches after its last write):
+    /// a busy writer keeps its logs from batch to batch, but not one it moved past (an event log
+    /// segment, later removed) or a ticket gone quiet, for long.
     func batchEnded() {
         batches &+= 1
         guard batches % Self.capacity == 0 else { return }
