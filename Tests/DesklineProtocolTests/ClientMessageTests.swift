@@ -80,9 +80,14 @@ struct ClientMessageTests {
         #expect(throws: ParseError.missingCommand) { try ClientMessage.parse("@label=1 :source") }
     }
 
-    @Test func commandMustBeLettersAndDigits() {
+    @Test func commandMustBeLettersAndDigits() throws {
         #expect(throws: ParseError.invalidCommand("#1")) { try ClientMessage.parse("#1 hello") }
         #expect(throws: ParseError.invalidCommand("LOGIN\u{1B}[2J")) { try ClientMessage.parse("LOGIN\u{1B}[2J x") }
+        // ASCII only: letters of other scripts, and symbols at either edge of the ranges, are not.
+        for bad in ["MSGé", "ÉTAT", "ЛОГИН", "MSG_", "MSG@", "[MSG", "`MSG", "MSG{", "MSG/", "MSG:"] {
+            #expect(throws: ParseError.invalidCommand(bad)) { try ClientMessage.parse(bad + " x") }
+        }
+        #expect(try ClientMessage.parse("Msg09az x")?.verb == "MSG09AZ")
     }
 
     @Test func parametersAreCappedAndTheLastTakesTheRest() throws {

@@ -239,12 +239,15 @@ public final class GatewayServer: Service, Sendable {
         logger.info("server stopped")
     }
 
-    /// Pushes the store's committed events from `feed` to the sessions, from a task of its own.
+    /// Pushes the store's committed events from `feed` to the sessions, from a task of its own
+    /// on one of the event loops: the pushes for that loop's sessions, and the answers waiting
+    /// for them, then need no hop, and no thread of its own is woken for every batch.
     private func startFollowingEvents(_ feed: AsyncStream<[TicketEvent]>) {
         let (services, logger) = (self.services, self.logger)
+        let executor = executor(for: group.next())
         follower.withLock { follower in
             guard follower == nil else { return }
-            follower = Task { await services.followEvents(feed, logger: logger) }
+            follower = Task(executorPreference: executor) { await services.followEvents(feed, logger: logger) }
         }
     }
 

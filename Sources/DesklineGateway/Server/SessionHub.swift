@@ -328,7 +328,7 @@ public final class SessionHub: EventDelivery, Sendable {
             for user in event.recipients { add(sessions(of: user)) }
             add(sessions(of: event.customerUserId))
             add(sessions(of: event.ticket?.assigneeId))
-            if let ticket = event.ticket { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket.id)]) }
+            if let ticket = event.ticket?.id { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket)]) }
             var targets: [Outbox] = []
             targets.reserveCapacity(candidates.count)
             // The session that caused the event got its OK instead. An IRC session has no OK to
@@ -362,7 +362,9 @@ public final class SessionHub: EventDelivery, Sendable {
         guard event.mayReach(member.scope) else { return false }
         let user = member.scope.userId
         if recipients.contains(user) || user == event.customerUserId { return true }
-        guard let ticket = event.ticket else { return false }
-        return user == ticket.assigneeId || member.joined.contains(ticket.id)
+        // (The two fields only: binding the whole ticket copied it, and retained its strings,
+        // for every candidate session of every event.)
+        guard let ticketId = event.ticket?.id else { return false }
+        return user == event.ticket?.assigneeId || member.joined.contains(ticketId)
     }
 }
