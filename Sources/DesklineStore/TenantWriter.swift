@@ -190,24 +190,25 @@ final class TenantWriter: Sendable {
         }
     }
 
-    /// For tests: runs a job that blocks this writer until the returned closure is called, and
-    /// returns once that job runs, so that writes queued from then on wait in the queue (and
-    /// share the next batch). The job writes nothing.
+    /// For tests: holds this writer until the returned closure is called (once): returns once
+    /// the batch running now (if any) is done, and writes queued from then on wait in the queue
+    /// (and share the next batch). The writer counts as working meanwhile, as if a batch that
+    /// started now were running, so on release a busy writer waits for the group commit
+    /// interval as after any batch.
+    ///
+    /// No thread is held: a hold that parked a thread of the store's pool (a job blocked in the
+    /// batch) took one of NIO's shared pool's two threads here, and two tests holding at once
+    /// stalled every store on that pool.
     func hold() async -> @Sendable () -> Void {
-        let gate = DispatchSemaphore(value: 0)
-        await withCheckedContinuation { (running: CheckedContinuation<Void, Never>) in
-            let once = Once()
-            let resume: @Sendable () -> Void = { if once.claim() { running.resume() } }
-            Task {
-                // (A pool that is shutting down fails the job without running it.)
-                _ = try? await self.write { _, _ in
-                    resume()
-                    gate.wait()
-                }
-                resume()
-            }
+        while !queue.withLock({ queue -> Bool in
+            guard !queue.draining else { return false }
+            queue.draining = true
+            return true
+        }) {
+            try? await Task.sleep(for: .milliseconds(1))
         }
-        return { gate.signal() }
+        let start = ContinuousClock.now
+        return { self.scheduleNext(after: start, busy: self.queue.withLock { !$0.jobs.isEmpty }) }
     }
 
     /// Whether a batch is queued or running.
@@ -437,17 +438,4 @@ final class TenantWriter: Sendable {
     /// Fires the group commit intervals' timers (they only hand the next batch to the pool) and
     /// closes idle writers' logs.
     private static let timers = DispatchQueue(label: "deskline.store.group-commit")
-}
-
-/// True for the first caller of ``claim()`` only.
-private final class Once: Sendable {
-    private let claimed = Mutex(false)
-
-    func claim() -> Bool {
-        claimed.withLock { claimed in
-            if claimed { return false }
-            claimed = true
-            return true
-        }
-    }
 }
