@@ -105,7 +105,7 @@ final class TenantWriter: Sendable {
     private let beforeCommit: @Sendable (WriteBatch) -> Void
 
     init(tenant: TenantID, directory: String, threadPool: NIOThreadPool, visibility: LogVisibility, faults: FaultInjection,
-         openLogBudget: OpenLogBudget? = nil, groupCommitInterval: Duration, idleLogsKept: Duration = .seconds(1), logger: Logger,
+         openLogBudget: OpenLogBudget? = nil, groupCommitInterval: Duration, idleLogsKept: Duration, logger: Logger,
          beforeCommit: @escaping @Sendable (WriteBatch) -> Void = { _ in },
          published: @escaping @Sendable ([TicketEvent]) -> Void = { _ in },
          recover: @escaping @Sendable (inout TenantMemory) -> Void) {
@@ -370,9 +370,7 @@ final class TenantWriter: Sendable {
         case .now:
             submitBatch()
         case .wait(let remaining, let generation):
-            let (seconds, attoseconds) = remaining.components
-            let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
-            Self.timers.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) {
+            Self.after(remaining) {
                 // Unless enough jobs started the batch early (`enqueue`).
                 let due = self.queue.withLock { queue -> Bool in
                     guard queue.waitingForJobs, queue.waitGeneration == generation else { return false }
@@ -406,9 +404,7 @@ final class TenantWriter: Sendable {
     /// while the writer works: a timer per idle moment (hundreds a second under light load) cost
     /// more than the opens it saved.
     private func closeIdleLogs(after delay: Duration) {
-        let (seconds, attoseconds) = delay.components
-        let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
-        Self.timers.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) {
+        Self.after(delay) {
             enum Next { case close, later(Duration) }
             // Taken like a batch (`draining`), so that no batch uses the logs while they close.
             let next = self.queue.withLock { queue -> Next in
@@ -423,14 +419,8 @@ final class TenantWriter: Sendable {
             // On the store's pool, not this timer queue, which every writer's group commit uses.
             self.threadPool.submit { _ in
                 self.keptOpen.closeAll()
-                let more = self.queue.withLock { queue -> Bool in
-                    guard !queue.jobs.isEmpty else {
-                        queue.draining = false
-                        return false
-                    }
-                    return true
-                }
-                if more { self.submitBatch() }
+                // Then as after a batch: jobs queued meanwhile start one, else the writer is idle.
+                self.scheduleNext(after: .now, busy: false)
             }
         }
     }
@@ -438,4 +428,11 @@ final class TenantWriter: Sendable {
     /// Fires the group commit intervals' timers (they only hand the next batch to the pool) and
     /// closes idle writers' logs.
     private static let timers = DispatchQueue(label: "deskline.store.group-commit")
+
+    /// Runs `body` on ``timers`` once `delay` is over.
+    private static func after(_ delay: Duration, _ body: @escaping @Sendable () -> Void) {
+        let (seconds, attoseconds) = delay.components
+        let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+        timers.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds), execute: body)
+    }
 }

@@ -62,25 +62,14 @@ final class Outbox: @unchecked Sendable { // `state` is touched on the event loo
 
     /// Queues a line in wire form (ending included) from anywhere.
     func send(_ buffer: ByteBuffer) {
-        Self.send(buffer, to: [self])
+        onLoop { Self.write(buffer, to: [$0]) }
     }
 
-    /// Sends one line to many clients: encoded once, and one hop per event loop, not per client.
-    static func send(_ line: ServerLine, to outboxes: [Outbox]) {
-        guard !outboxes.isEmpty else { return }
-        send(encode(line), to: outboxes)
-    }
-
-    /// Sends one line in wire form to many clients, one hop per event loop.
-    static func send(_ buffer: ByteBuffer, to outboxes: [Outbox]) {
-        guard !outboxes.isEmpty else { return }
-        for group in grouped(outboxes, by: \.eventLoop) {
-            let loop = group[0].eventLoop
-            let deliver: @Sendable () -> Void = {
-                for outbox in group where outbox.write(buffer) { outbox.flush() }
-            }
-            if loop.inEventLoop { deliver() } else { loop.execute(deliver) }
-        }
+    /// On their event loop: writes one line in wire form to each of `outboxes` and flushes it
+    /// (at the end of the loop's round). (A line for many clients is encoded once, and handed to
+    /// each event loop once: see `SessionHub.publish(_:)`.)
+    static func write(_ buffer: ByteBuffer, to outboxes: [Outbox]) {
+        for outbox in outboxes where outbox.write(buffer) { outbox.flush() }
     }
 
     /// On the event loop: writes a line without flushing. False if the outbox is finished, or

@@ -302,7 +302,7 @@ public final class SessionHub: EventDelivery, Sendable {
                     for item in items {
                         switch item {
                         case .line(let buffer, let outboxes):
-                            for outbox in outboxes where outbox.write(buffer) { outbox.flush() }
+                            Outbox.write(buffer, to: outboxes)
                         case .irc(let event, let sessions):
                             // A message's channel line is the same for every session with the
                             // same capabilities: rendered once per variant on each loop.
