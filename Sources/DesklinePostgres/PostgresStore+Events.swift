@@ -28,11 +28,11 @@ extension PostgresStore {
         }
     }
 
-    public func committedEvents() -> AsyncStream<[TicketEvent]> {
-        feed.subscribe()
+    public func followCommittedEvents(_ sink: @escaping CommittedEventSink) -> EventSubscription {
+        feed.follow(sink)
     }
 
-    /// Hands `events` (one tenant's consecutive events, in order) to the subscribers, without
+    /// Hands `events` (one tenant's consecutive events, in order) to the followers, without
     /// those already handed on: what this node committed and what it read of the others' may
     /// overlap, and each tenant's events go out once, in `seq` order (a gap is the follower's to
     /// fill from the log).

@@ -18,7 +18,7 @@ import Synchronization
 /// - On one node a tenant's ticket and call writes go through one queue (``WriteQueues``): they
 ///   are stored in the order they were submitted, and writes that wait are committed together in
 ///   one transaction (one fsync for a burst, as the file store's group commit).
-/// - Committed events are published to this node's subscribers at once; ``run()`` brings the
+/// - Committed events are published to this node's followers at once; ``run()`` brings the
 ///   other nodes' events (`LISTEN/NOTIFY` as a doorbell, the event log as the truth).
 public final class PostgresStore: Store, Service {
     let client: PostgresClient

@@ -199,8 +199,8 @@ extension FileStore {
         try await io { try self.lastEventOnDisk(tenant, uncommitted: false) }
     }
 
-    public func committedEvents() -> AsyncStream<[TicketEvent]> {
-        eventFeed.subscribe()
+    public func followCommittedEvents(_ sink: @escaping CommittedEventSink) -> EventSubscription {
+        eventFeed.follow(sink)
     }
 
     /// Writes what a decided ``Change`` adds besides the ticket's or call's own log line: the

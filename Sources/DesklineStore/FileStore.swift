@@ -45,7 +45,7 @@ public final class FileStore: Store {
     let faults = FaultInjection()
     /// The interrupted account change ``lockForServer(pid:)`` undid, if any (for `check --repair`'s report).
     let accountChangeUndoneAtStart = Mutex<AccountTransaction.Intent?>(nil)
-    /// Committed events, to every ``committedEvents()`` subscriber.
+    /// Committed events, to every follower (``followCommittedEvents(_:)``).
     let eventFeed = EventBroadcast()
     /// How much of each tenant's event log is kept.
     let eventLogRetention: EventLogRetention

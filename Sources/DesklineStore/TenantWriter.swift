@@ -322,9 +322,10 @@ final class TenantWriter: Sendable {
             failure = .storage("the store could not complete the operation; nothing was changed")
         }
         batch.end()
-        for completion in completions { completion(failure) }
-        // In commit order: one batch of a writer at a time gets here.
+        // In commit order: one batch of a writer at a time gets here. Before the callers are
+        // answered, so the pushes are on their way first (an answer then need not wait for them).
         if failure == nil { published(batch.events) }
+        for completion in completions { completion(failure) }
         scheduleNext(after: start, busy: busy)
     }
 

@@ -47,7 +47,7 @@ struct EventFollowerTests {
     }
 }
 
-/// The follower's loop against a feed and a log it reads missed events from.
+/// The live follower against a store's batches and a log it reads missed events from.
 struct EventFollowerRunTests {
     let acme = TenantID(rawValue: "acme")!
 
@@ -62,21 +62,21 @@ struct EventFollowerRunTests {
     /// from `log` (a read fails while `failing` says so); returns what it delivered and skipped.
     func follow(_ batches: [[Int]], start: Int, log: [Int], failing: @escaping @Sendable (Int) -> Bool = { _ in false }) async
         -> (delivered: [Int], skipped: [Int], reads: Int) {
-        let (feed, continuation) = AsyncStream<[TicketEvent]>.makeStream()
-        for batch in batches { continuation.yield(events(batch)) }
-        continuation.finish()
         let logged = events(log)
         let reads = Counter()
-        var delivered: [Int] = []
-        var skipped: [Int] = []
+        let delivered = Mutex<[Int]>([])
+        let skipped = Mutex<[Int]>([])
         var quiet = Logger(label: "test")
         quiet.logLevel = .critical
-        await EventFollower.run(feed, readingMissed: { _, after, limit throws(DesklineError) in
+        let follower = LiveEventFollower(readingMissed: { _, after, limit throws(DesklineError) in
             let n = reads.next()
             if failing(n) { throw .storage("read \(n) fails") }
             return Array(logged.filter { ($0.seq ?? 0) > after }.prefix(limit))
-        }, from: [acme: start], logger: quiet, deliver: { delivered += $0.compactMap(\.seq) }, skipped: { skipped.append($1) })
-        return (delivered, skipped, reads.value)
+        }, from: [acme: start], logger: quiet, deliver: { events in delivered.withLock { $0 += events.compactMap(\.seq) } },
+           skipped: { _, through in skipped.withLock { $0.append(through) } })
+        for batch in batches { follower.receive(events(batch)) }
+        await follower.settled()
+        return (delivered.withLock { $0 }, skipped.withLock { $0 }, reads.value)
     }
 
     @Test func missedEventsAreReadFromTheLogInPagesBeforeTheBatch() async {
@@ -107,6 +107,51 @@ struct EventFollowerRunTests {
         #expect(result.delivered == [6, 7])
         #expect(result.skipped == [5])
         #expect(result.reads == 3)
+    }
+
+    @Test func aBatchWithoutAGapIsHandedOnBeforeReceiveReturns() {
+        let delivered = Mutex<[Int]>([])
+        let follower = LiveEventFollower(readingMissed: { _, _, _ throws(DesklineError) in [] }, from: [acme: 2], logger: Logger(label: "test"),
+                                         deliver: { events in delivered.withLock { $0 += events.compactMap(\.seq) } })
+        follower.receive(events([3, 4]))
+        #expect(delivered.withLock { $0 } == [3, 4])
+        follower.receive(events([4, 5]))
+        #expect(delivered.withLock { $0 } == [3, 4, 5])
+    }
+
+    @Test func batchesThatComeDuringAReadWaitBehindItAndOtherTenantsDoNot() async throws {
+        let globex = TenantID(rawValue: "globex")!
+        let logged = events(Array(1...8))
+        let open = Mutex(false)
+        let delivered = Mutex<[String]>([])
+        let follower = LiveEventFollower(readingMissed: { _, after, limit throws(DesklineError) in
+            while !open.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(1)) }
+            return Array(logged.filter { ($0.seq ?? 0) > after }.prefix(limit))
+        }, from: [acme: 2], logger: Logger(label: "test"), deliver: { events in
+            delivered.withLock { $0 += events.map { "\($0.tenantId.rawValue) \($0.seq ?? 0)" } }
+        })
+        follower.receive(events([6]))
+        follower.receive(events([7, 8]))
+        var other = events([1])
+        other[0].tenantId = globex
+        follower.receive(other)
+        #expect(delivered.withLock { $0 } == ["globex 1"]) // acme's wait for the read
+        open.withLock { $0 = true }
+        await follower.settled()
+        #expect(delivered.withLock { $0 } == ["globex 1"] + (3...8).map { "acme \($0)" })
+    }
+
+    @Test func aStoppedFollowerHandsNothingOnAndItsReadEnds() async {
+        let delivered = Mutex<[Int]>([])
+        let follower = LiveEventFollower(readingMissed: { _, _, _ throws(DesklineError) in
+            try? await Task.sleep(for: .seconds(60)) // cancelled by stop()
+            return []
+        }, from: [acme: 2], logger: Logger(label: "test"), deliver: { events in delivered.withLock { $0 += events.compactMap(\.seq) } })
+        follower.receive(events([6]))
+        follower.stop()
+        follower.receive(events([3]))
+        await follower.settled()
+        #expect(delivered.withLock { $0 } == [])
     }
 
     @Test func aReadThatFailsOnceIsTriedAgain() async {

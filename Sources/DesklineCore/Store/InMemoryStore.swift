@@ -384,8 +384,8 @@ public final class InMemoryStore: Store {
         read(tenant) { $0.map { $0.eventsBefore + $0.events.count } ?? 0 }
     }
 
-    public func committedEvents() -> AsyncStream<[TicketEvent]> {
-        feed.subscribe()
+    public func followCommittedEvents(_ sink: @escaping CommittedEventSink) -> EventSubscription {
+        feed.follow(sink)
     }
 
     // MARK: Writes

@@ -129,14 +129,27 @@ public protocol Store: Sendable {
     func events(in tenant: TenantID, after seq: Int, limit: Int) async throws(DesklineError) -> [TicketEvent]
     /// The number of the tenant's last committed event (0: none yet).
     func lastEventSeq(in tenant: TenantID) async throws(DesklineError) -> Int
-    /// Every tenant's events as they are committed, in batches of one tenant's consecutive
-    /// events, each tenant's in `seq` order: everything committed from the call on, and perhaps
-    /// the last events committed just before it. A backend may miss some (a database's
-    /// notifications while it reconnects): ``EventFollower`` reads those from
-    /// ``events(in:after:limit:)`` and drops what it already has. Buffers what the subscriber has
-    /// not taken yet; stops when the subscriber stops iterating (its task is cancelled) or drops
-    /// the stream.
-    func committedEvents() -> AsyncStream<[TicketEvent]>
+    /// Calls `sink` with every tenant's events as they are committed, in batches of one tenant's
+    /// consecutive events, each tenant's in `seq` order: everything committed from the call on,
+    /// and perhaps the last events committed just before it. `sink` runs on the thread that
+    /// committed them (or received them from another node), before the writes' callers are
+    /// answered, so it must not block or wait for the store. A backend may miss some (a
+    /// database's notifications while it reconnects): ``LiveEventFollower`` reads those from
+    /// ``events(in:after:limit:)`` and drops what it already has. Until the subscription is
+    /// cancelled.
+    func followCommittedEvents(_ sink: @escaping CommittedEventSink) -> EventSubscription
+}
+
+extension Store {
+    /// ``followCommittedEvents(_:)`` as a stream (for tools and tests that iterate): buffers
+    /// what the subscriber has not taken yet; stops when the subscriber stops iterating (its task
+    /// is cancelled) or drops the stream.
+    public func committedEvents() -> AsyncStream<[TicketEvent]> {
+        let (stream, continuation) = AsyncStream<[TicketEvent]>.makeStream()
+        let subscription = followCommittedEvents { continuation.yield($0) }
+        continuation.onTermination = { _ in subscription.cancel() }
+        return stream
+    }
 }
 
 extension Store {

@@ -16,7 +16,7 @@ public struct TicketService: Sendable {
     let logger: Logger
 
     /// The service decides every change (``Change``) and the store commits it with its inbox
-    /// lines and its event; the event reaches sessions through ``Store/committedEvents()``.
+    /// lines and its event; the event reaches sessions through ``Store/followCommittedEvents(_:)``.
     /// - Parameter delivery: where this process delivers events (the gateway's hub): a change is
     ///   answered once its event was delivered there (see ``EventDelivery``).
     public init(store: any Store, delivery: (any EventDelivery)? = nil, logger: Logger = Logger(label: "deskline.tickets"),

@@ -31,7 +31,7 @@ public final class GatewayServer: Service, Sendable {
     /// One task executor per event loop, for the sessions' commands.
     private let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
     /// Pushes the store's events to the sessions, from ``bind()`` until ``run()`` ends.
-    private let follower = Mutex<Task<Void, Never>?>(nil)
+    private let following = Mutex<EventFollowing?>(nil)
 
     /// One bound listening socket, the dialect it speaks and what its sessions know of their
     /// transport.
@@ -84,10 +84,8 @@ public final class GatewayServer: Service, Sendable {
         if case .bound(let listeners) = state.withLock({ $0 }) { return listeners[0].address }
         // Read the certificate before taking any port, so a bad file leaves nothing half-started.
         let tlsContext = configuration.tls.enabled ? try configuration.tls.makeServerContext() : nil
-        // Subscribe to the store's events before any session can cause one (the task that pushes
-        // them starts once this call bound the listeners; a stream dropped unsubscribes).
-        let feed = services.store.committedEvents()
-        services.hub.startDelivering()
+        // Follow the store's events before any session can cause one.
+        let started = startFollowingEvents()
         var listeners: [Listener] = []
         do {
             // TLS first: the plaintext sessions must know its port (for `requireTLSForLogin`).
@@ -115,7 +113,7 @@ public final class GatewayServer: Service, Sendable {
             listeners += [ircTLS].compactMap(\.self)
         } catch {
             for listener in listeners { try? await listener.channel.close() }
-            notFollowing()
+            if started { stopFollowingEvents() }
             throw error
         }
         let bound = listeners
@@ -126,10 +124,9 @@ public final class GatewayServer: Service, Sendable {
         }
         guard accepted else {
             for listener in listeners { try? await listener.channel.close() }
-            notFollowing()
+            if started { stopFollowingEvents() }
             throw ServerError.alreadyStopped
         }
-        startFollowingEvents(feed)
         for listener in listeners {
             let address = listener.address
             logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)",
@@ -239,30 +236,23 @@ public final class GatewayServer: Service, Sendable {
         logger.info("server stopped")
     }
 
-    /// Pushes the store's committed events from `feed` to the sessions, from a task of its own.
-    /// (Not on an event loop: tried in issue #20, it saved about 1% of the CPU per line, and the
-    /// full suite then stalled now and then, tens of tests timing out at once.)
-    private func startFollowingEvents(_ feed: AsyncStream<[TicketEvent]>) {
+    /// Pushes the store's committed events to the sessions, from the threads that commit them
+    /// (no task or thread of its own: in issue #20 that took about 5% off the CPU per delivered
+    /// line). Returns whether this call started it.
+    private func startFollowingEvents() -> Bool {
         let (services, logger) = (self.services, self.logger)
-        follower.withLock { follower in
-            guard follower == nil else { return }
-            follower = Task { await services.followEvents(feed, logger: logger) }
+        return following.withLock { following in
+            guard following == nil else { return false }
+            following = services.followEvents(logger: logger)
+            return true
         }
     }
 
-    /// A `bind()` that bound nothing: answers stop waiting for pushes, unless an earlier `bind()`
-    /// started following.
-    private func notFollowing() {
-        if follower.withLock({ $0 == nil }) { services.hub.stopDelivering() }
-    }
-
     private func stopFollowingEvents() {
-        follower.withLock { follower in
-            defer { follower = nil }
-            return follower
-        }?.cancel()
-        // (The task's end does this too; an answer waiting meanwhile must not wait for it.)
-        services.hub.stopDelivering()
+        following.withLock { following in
+            defer { following = nil }
+            return following
+        }?.stop()
     }
 
     /// Stops accepting and tells every session the server is going down. ``run()`` returns once

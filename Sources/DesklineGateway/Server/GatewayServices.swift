@@ -39,14 +39,32 @@ public struct GatewayServices: Sendable {
                                notifications: NotificationService(store: store), hub: hub, limits: limits)
     }
 
-    /// Pushes the events of `feed` (the store's ``Store/committedEvents()``, subscribed to before
-    /// any session could cause one) to the hub's sessions, each tenant's in order, until the feed
-    /// ends or the task is cancelled. Meanwhile a change is answered once its event was pushed.
-    public func followEvents(_ feed: AsyncStream<[TicketEvent]>, logger: Logger) async {
+    /// Pushes the store's committed events to the hub's sessions as the store commits them (on
+    /// the committing thread, before the writes are answered), each tenant's in order, until the
+    /// returned following is stopped. Meanwhile a change is answered once its event was pushed.
+    /// Events committed before the call are not pushed.
+    public func followEvents(logger: Logger) -> EventFollowing {
         let hub = self.hub
         hub.startDelivering()
-        await EventFollower.run(feed, catchingUpFrom: store, logger: logger,
-                                deliver: { hub.publish($0) }, skipped: { hub.delivered($0, through: $1) })
-        hub.stopDelivering()
+        let follower = LiveEventFollower(catchingUpFrom: store, logger: logger,
+                                         deliver: { hub.publish($0) }, skipped: { hub.delivered($0, through: $1) })
+        let subscription = store.followCommittedEvents { follower.receive($0) }
+        return EventFollowing {
+            subscription.cancel()
+            follower.stop()
+            hub.stopDelivering()
+        }
     }
+}
+
+/// The hub following a store's events (``GatewayServices/followEvents(logger:)``).
+public final class EventFollowing: Sendable {
+    private let subscription: EventSubscription
+
+    init(stop: @escaping @Sendable () -> Void) {
+        subscription = EventSubscription(onCancel: stop)
+    }
+
+    /// No event is pushed any more, and answers no longer wait for pushes.
+    public func stop() { subscription.cancel() }
 }

@@ -1,5 +1,6 @@
 import DesklineCore
 import Foundation
+import Synchronization
 import Testing
 
 /// Inboxes, call requests, the event log and its feed: the same behaviour from every backend.
@@ -150,8 +151,6 @@ struct EventLogConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func theFeedDeliversEachTenantsCommittedEventsInOrder(_ kind: StoreKind) async throws {
         let w = try await kind.seeded()
-        // (Subscribed first: "only what is committed from the call on" is not asserted, as the
-        // file store resumes a write's caller just before it feeds the write's event.)
         let feed = w.store.committedEvents()
         let before = try await w.open("first")
         let ticket = try await w.open()
@@ -172,6 +171,23 @@ struct EventLogConformanceTests {
         #expect(fed.filter { $0.tenantId == w.acme } == (try await w.store.events(in: w.acme, after: 0, limit: 100)))
         #expect(fed.filter { $0.tenantId == w.globex } == (try await w.store.events(in: w.globex, after: 0, limit: 100)))
         #expect(fed.filter { $0.tenantId == w.acme }.map(\.seq) == Array(1...22))
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aWritesEventReachesTheFollowersBeforeTheWriteReturnsUntilTheyCancel(_ kind: StoreKind) async throws {
+        let w = try await kind.seeded()
+        let first = Mutex<[Int]>([]), second = Mutex<[Int]>([])
+        let one = w.store.followCommittedEvents { events in first.withLock { $0 += events.compactMap(\.seq) } }
+        let two = w.store.followCommittedEvents { events in second.withLock { $0 += events.compactMap(\.seq) } }
+        let ticket = try await w.open()
+        #expect(first.withLock { $0 } == [1] && second.withLock { $0 } == [1])
+        _ = try await w.append(w.draft(.message, "a"), to: ticket.id)
+        #expect(first.withLock { $0 } == [1, 2] && second.withLock { $0 } == [1, 2])
+        one.cancel()
+        _ = try await w.append(w.draft(.message, "b"), to: ticket.id)
+        #expect(first.withLock { $0 } == [1, 2])
+        #expect(second.withLock { $0 } == [1, 2, 3])
+        two.cancel()
     }
 
     @Test(arguments: StoreKind.allCases)
