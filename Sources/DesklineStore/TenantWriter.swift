@@ -48,8 +48,12 @@ struct TenantMemory {
 /// ``groupCommitInterval`` after the previous one started, or as soon as ``enoughToStart`` jobs
 /// wait, so that more writes share each batch. An idle writer starts at once.
 final class TenantWriter: Sendable {
-    /// A job runs its work and returns what to do once the batch's fate is known (nil: durable).
-    typealias Job = @Sendable (WriteBatch, inout TenantMemory) -> @Sendable ((any Error)?) -> Void
+    /// A queued write: runs in a batch and returns what settles it once the batch is durable or
+    /// undone (given the batch's failure), which returns how to answer its caller. The writer
+    /// settles a batch's jobs, publishes its events, then answers the callers.
+    typealias Job = @Sendable (WriteBatch, inout TenantMemory) -> Settle
+    typealias Settle = @Sendable ((any Error)?) -> Answer
+    typealias Answer = @Sendable () -> Void
 
     static let maximumBatch = 256
     /// A busy writer stops waiting for the group commit interval once this many jobs wait: as
@@ -141,22 +145,22 @@ final class TenantWriter: Sendable {
             return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
                 let job: Job = { batch, memory in
                     if let failure = batch.failure {
-                        return { _ in continuation.resume(throwing: failure) }
+                        return { _ in { continuation.resume(throwing: failure) } }
                     }
                     let written = batch.appendCount
                     do {
                         let value = try work(batch, &memory)
                         return { failure in
-                            if let failure { return continuation.resume(throwing: failure) }
+                            if let failure { return { continuation.resume(throwing: failure) } }
                             whenStored?(value)
-                            continuation.resume(returning: value)
+                            return { continuation.resume(returning: value) }
                         }
                     } catch {
                         if batch.appendCount == written && batch.failure == nil {
-                            return { _ in continuation.resume(throwing: error) }
+                            return { _ in { continuation.resume(throwing: error) } }
                         }
                         batch.fail(error)
-                        return { failure in continuation.resume(throwing: failure ?? error) }
+                        return { failure in { continuation.resume(throwing: failure ?? error) } }
                     }
                 }
                 enqueue(job)
@@ -257,7 +261,7 @@ final class TenantWriter: Sendable {
         let batch = WriteBatch(visibility: visibility, onTornTail: { _, _ in })
         batch.fail(error)
         var memory = TenantMemory()
-        for job in jobs { job(batch, &memory)(error) }
+        for job in jobs { job(batch, &memory)(error)() }
     }
 
     /// Runs one batch of the queued jobs, then starts the next one (see ``scheduleNext(after:busy:)``).
@@ -322,10 +326,12 @@ final class TenantWriter: Sendable {
             failure = .storage("the store could not complete the operation; nothing was changed")
         }
         batch.end()
-        // In commit order: one batch of a writer at a time gets here. Before the callers are
-        // answered, so the pushes are on their way first (an answer then need not wait for them).
+        let answers = completions.map { $0(failure) }
+        // In commit order: one batch of a writer at a time gets here. After the jobs' `whenStored`
+        // (so whoever hears of a change can read it) and before the callers are answered (so the
+        // pushes are on their way first, and an answer need not wait for them).
         if failure == nil { published(batch.events) }
-        for completion in completions { completion(failure) }
+        for answer in answers { answer() }
         scheduleNext(after: start, busy: busy)
     }
 

@@ -141,17 +141,59 @@ struct EventFollowerRunTests {
         #expect(delivered.withLock { $0 } == ["globex 1"] + (3...8).map { "acme \($0)" })
     }
 
-    @Test func aStoppedFollowerHandsNothingOnAndItsReadEnds() async {
+    @Test(.timeLimit(.minutes(1)))
+    func aStoppedFollowerHandsNothingOnNotEvenWhatItsReadFound() async throws {
         let delivered = Mutex<[Int]>([])
-        let follower = LiveEventFollower(readingMissed: { _, _, _ throws(DesklineError) in
-            try? await Task.sleep(for: .seconds(60)) // cancelled by stop()
-            return []
+        let started = Mutex(false), open = Mutex(false)
+        let logged = events(Array(1...6))
+        let follower = LiveEventFollower(readingMissed: { _, after, limit throws(DesklineError) in
+            started.withLock { $0 = true }
+            // Finds the events, but only after stop().
+            while !open.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(1)) }
+            return Array(logged.filter { ($0.seq ?? 0) > after }.prefix(limit))
         }, from: [acme: 2], logger: Logger(label: "test"), deliver: { events in delivered.withLock { $0 += events.compactMap(\.seq) } })
         follower.receive(events([6]))
+        while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(1)) }
         follower.stop()
+        open.withLock { $0 = true }
         follower.receive(events([3]))
         await follower.settled()
         #expect(delivered.withLock { $0 } == [])
+    }
+
+    @Test func tenantsFedFromSeveralThreadsAtOnceGetEachOfTheirEventsOnceAndInOrder() async {
+        let tenants = (1...4).map { TenantID(rawValue: "t\($0)")! }
+        // Each tenant's log has 1...400; the follower starts after 100 for each. Four threads
+        // feed a tenant each, at once; one tenant's gaps are read meanwhile.
+        let delivered = Mutex<[TenantID: [Int]]>([:])
+        let follower = LiveEventFollower(readingMissed: { tenant, after, limit throws(DesklineError) in
+            (after + 1...min(after + limit, 400)).map { seq in
+                TicketEvent(kind: .created, tenantId: tenant, actor: Actor(id: UserID(rawValue: "u1")!, name: "Ann", role: .customer),
+                            at: Date(timeIntervalSince1970: 0), seq: seq)
+            }
+        }, from: Dictionary(uniqueKeysWithValues: tenants.map { ($0, 100) }), logger: Logger(label: "test"), deliver: { events in
+            delivered.withLock { $0[events[0].tenantId, default: []] += events.compactMap(\.seq) }
+        })
+        await withTaskGroup(of: Void.self) { group in
+            for (i, tenant) in tenants.enumerated() {
+                group.addTask {
+                    var seq = 101
+                    while seq <= 400 {
+                        // The fourth tenant misses some batches (never its last): those come from the log.
+                        let size = 1 + (seq % 5)
+                        let batch = (seq..<min(seq + size, 401)).map { n in
+                            TicketEvent(kind: .created, tenantId: tenant, actor: Actor(id: UserID(rawValue: "u1")!, name: "Ann", role: .customer),
+                                        at: Date(timeIntervalSince1970: 0), seq: n)
+                        }
+                        if i != 3 || seq % 7 != 0 || seq + size > 400 { follower.receive(batch) }
+                        seq += size
+                    }
+                }
+            }
+        }
+        await follower.settled()
+        let all = delivered.withLock { $0 }
+        for tenant in tenants { #expect(all[tenant] == Array(101...400), "\(tenant.rawValue): \(all[tenant]?.count ?? 0) events, the last \(all[tenant]?.last ?? 0)") }
     }
 
     @Test func aReadThatFailsOnceIsTriedAgain() async {

@@ -31,7 +31,7 @@ public final class EventBroadcast: Sendable {
 public typealias CommittedEventSink = @Sendable ([TicketEvent]) -> Void
 
 /// A follower's hold on a store's committed events (``Store/followCommittedEvents(_:)``): no
-/// batch reaches its sink once ``cancel()`` returned, apart from one being handed over at that
+/// batch reaches its sink once ``cancel()`` returned, apart from those being handed over at that
 /// moment.
 public final class EventSubscription: Sendable {
     private let onCancel: Mutex<(@Sendable () -> Void)?>

@@ -66,8 +66,9 @@ public protocol Store: Sendable {
     //
     // A write takes a decision (Core's), runs it against the state it finds, and makes the
     // ``Change`` it returns durable as one unit: the ticket's or call's new state, its entry, the
-    // inbox lines and the event, numbered in the tenant's event log. Then it returns the change
-    // as committed (the event with its `seq`), and the event goes out on ``committedEvents()``.
+    // inbox lines and the event, numbered in the tenant's event log. Then the event goes to the
+    // store's followers (``followCommittedEvents(_:)``), and the write returns the change as
+    // committed (the event with its `seq`).
     // A decision that throws refuses the write alone: nothing of it is stored.
 
     /// Creates a ticket with the tenant's next number: `decide` makes the change from the number

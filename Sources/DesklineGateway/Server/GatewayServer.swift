@@ -113,7 +113,7 @@ public final class GatewayServer: Service, Sendable {
             listeners += [ircTLS].compactMap(\.self)
         } catch {
             for listener in listeners { try? await listener.channel.close() }
-            if started { stopFollowingEvents() }
+            if started { stopFollowingUnlessBound() }
             throw error
         }
         let bound = listeners
@@ -124,9 +124,11 @@ public final class GatewayServer: Service, Sendable {
         }
         guard accepted else {
             for listener in listeners { try? await listener.channel.close() }
-            if started { stopFollowingEvents() }
+            if started { stopFollowingUnlessBound() }
             throw ServerError.alreadyStopped
         }
+        // (A bind that ran at the same time, started following and failed stopped it again.)
+        startFollowingEvents()
         for listener in listeners {
             let address = listener.address
             logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)",
@@ -217,6 +219,7 @@ public final class GatewayServer: Service, Sendable {
     public func run() async throws {
         try await bind()
         guard case .bound(let listeners) = state.withLock({ $0 }) else { return }
+        defer { stopFollowingEvents() }
         try await withGracefulShutdownHandler {
             for listener in listeners { try await listener.channel.closeFuture.get() }
         } onGracefulShutdown: {
@@ -232,19 +235,28 @@ public final class GatewayServer: Service, Sendable {
         while registry.count > 0, ContinuousClock.now < closing {
             try? await Task.sleep(for: .milliseconds(10))
         }
-        stopFollowingEvents()
         logger.info("server stopped")
     }
 
     /// Pushes the store's committed events to the sessions, from the threads that commit them
     /// (no task or thread of its own: in issue #20 that took about 5% off the CPU per delivered
     /// line). Returns whether this call started it.
+    @discardableResult
     private func startFollowingEvents() -> Bool {
         let (services, logger) = (self.services, self.logger)
         return following.withLock { following in
             guard following == nil else { return false }
             following = services.followEvents(logger: logger)
             return true
+        }
+    }
+
+    /// A `bind()` that started following failed: it stops, unless another `bind()` at the same
+    /// time bound the listeners.
+    private func stopFollowingUnlessBound() {
+        state.withLock { s in
+            if case .bound = s { return }
+            stopFollowingEvents()
         }
     }
 

@@ -6,7 +6,7 @@ public struct GatewayServices: Sendable {
     public var accounts: AccountService
     public var tickets: TicketService
     public var notifications: NotificationService
-    /// Live sessions, and the pushes to them of the store's committed events (``followEvents(_:logger:)``).
+    /// Live sessions, and the pushes to them of the store's committed events (``followEvents(logger:)``).
     public var hub: SessionHub
     /// Where the events come from.
     let store: any Store
@@ -42,7 +42,6 @@ public struct GatewayServices: Sendable {
     /// Pushes the store's committed events to the hub's sessions as the store commits them (on
     /// the committing thread, before the writes are answered), each tenant's in order, until the
     /// returned following is stopped. Meanwhile a change is answered once its event was pushed.
-    /// Events committed before the call are not pushed.
     public func followEvents(logger: Logger) -> EventFollowing {
         let hub = self.hub
         hub.startDelivering()

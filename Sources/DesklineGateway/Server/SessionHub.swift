@@ -4,7 +4,7 @@ import NIOCore
 import Synchronization
 
 /// The logged-in sessions, and the push side of the gateway: it receives every committed
-/// ``TicketEvent`` (``GatewayServices/followEvents(_:logger:)``) and hands its line to each
+/// ``TicketEvent`` (``GatewayServices/followEvents(logger:)``) and hands its line to each
 /// session allowed and meant to see it.
 ///
 /// Delivery never waits: a line is put on each session's bounded ``Outbox`` (a client that lets
@@ -311,7 +311,10 @@ public final class SessionHub: EventDelivery, Sendable {
                         }
                     }
                 }
-                if loop.inEventLoop { deliver() } else { loop.execute(deliver) }
+                // Always as a job of its own, even on that loop: the store may call from inside
+                // its locks (the in-memory store does, on the writing session's loop), and a
+                // push can close a connection, which must not run the session's cleanup there.
+                loop.execute(deliver)
             }
         }
     }
