@@ -17,6 +17,10 @@ final class Outbox: @unchecked Sendable { // `state` is touched on the event loo
         var flushPending = false
         /// The client was disconnected for not reading (send queue exceeded).
         var cutOff = false
+        /// The channel takes more without queueing past NIO's limit, as its session last heard
+        /// (``writabilityChanged(_:)``). Kept here: asking the channel cost a dynamic call and an
+        /// atomic load for every line pushed.
+        var writable = true
     }
 
     let channel: any Channel
@@ -40,6 +44,14 @@ final class Outbox: @unchecked Sendable { // `state` is touched on the event loo
     }
     /// Collects the flushes of the channels on this event loop; nil: flush at once.
     private let flusher: FlushCoalescer?
+    /// The session's place in the channel's pipeline while it is there (set on the event loop):
+    /// lines are written from there, past the tail of the pipeline and the session's own
+    /// handler, which only pass them on. Nil: through the channel.
+    var context: ChannelHandlerContext? {
+        get { eventLoop.preconditionInEventLoop(); return _context }
+        set { eventLoop.preconditionInEventLoop(); _context = newValue }
+    }
+    private var _context: ChannelHandlerContext?
 
     init(channel: any Channel, capacity: Int, lingerTime: Duration = .seconds(5), flusher: FlushCoalescer? = nil) {
         self.channel = channel
@@ -80,7 +92,7 @@ final class Outbox: @unchecked Sendable { // `state` is touched on the event loo
 
     func write(_ buffer: ByteBuffer) -> Bool {
         guard !state.finished else { return false }
-        if !channel.isWritable {
+        if !state.writable {
             state.unwritableLines += 1
             if state.unwritableLines > capacity {
                 // The client is not reading. Close now: nothing more can reach it anyway.
@@ -90,14 +102,18 @@ final class Outbox: @unchecked Sendable { // `state` is touched on the event loo
                 return false
             }
         }
-        channel.write(buffer, promise: nil)
+        if let context = _context {
+            context.write(NIOAny(buffer), promise: nil)
+        } else {
+            channel.write(buffer, promise: nil)
+        }
         return true
     }
 
     /// On the event loop: sends what was written, once the loop has run what is queued on it
     /// now; lines for this client written meanwhile go out in the same `write` system call.
     func flush() {
-        guard let flusher else { return channel.flush() }
+        guard let flusher else { return flushNow() }
         guard !state.flushPending else { return }
         state.flushPending = true
         flusher.add(self)
@@ -106,13 +122,18 @@ final class Outbox: @unchecked Sendable { // `state` is touched on the event loo
     /// Called by the ``FlushCoalescer``.
     fileprivate func flushNow() {
         state.flushPending = false
-        channel.flush()
+        if let context = _context { context.flush() } else { channel.flush() }
     }
 
-    /// On the event loop: the client reads again, its send queue is empty.
-    func writable() {
-        state.unwritableLines = 0
+    /// On the event loop: the channel became writable (the client reads again, its send queue
+    /// is empty) or not writable.
+    func writabilityChanged(_ writable: Bool) {
+        state.writable = writable
+        if writable { state.unwritableLines = 0 }
     }
+
+    /// On the event loop: whether the channel takes more without queueing past NIO's limit.
+    var isWritable: Bool { state.writable }
 
     var isFinished: Bool { state.finished }
 

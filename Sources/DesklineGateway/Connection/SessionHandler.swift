@@ -88,10 +88,13 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        outbox.context = context
+        outbox.writabilityChanged(context.channel.isWritable)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        outbox.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -182,8 +185,9 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
-            outbox.writable()
+        let writable = context.channel.isWritable
+        outbox.writabilityChanged(writable)
+        if writable {
             if waitingForRoom {
                 writeReplies()
                 carryOn()
@@ -341,7 +345,7 @@ final class SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // connection the client closed.
             if !outbox.isFinished, !closed {
                 while head.written < outcome.lines.count {
-                    guard outbox.channel.isWritable else {
+                    guard outbox.isWritable else {
                         waitingForRoom = true
                         return
                     }
