@@ -714,6 +714,8 @@ struct JournalTests {
 
     @Test func recordsRoundTripAndDamageEndsTheReplay() throws {
         let a = Journal.encode([("tickets/1.jsonl", 0, Data("a\n".utf8)), ("inbox/u1.jsonl", 7, Data("bb\n".utf8))])
+        // The format journals on disk have (checksum: FNV-1a of the body, worked out by Python).
+        #expect(String(decoding: a, as: UTF8.self) == "DLJ1 2 44 99c56a029276a2e2\ntickets/1.jsonl\n0 2\na\ninbox/u1.jsonl\n7 3\nbb\n")
         let b = Journal.encode([("tickets/1.jsonl", 2, Data("c\n".utf8))])
         let both = Journal.decode(a + b)
         #expect(both.records.count == 2)

@@ -29,7 +29,8 @@ public enum Timestamp {
         let day = Int(dayOfYear - (153 * mp + 2) / 5 + 1)
         let month = Int(mp < 10 ? mp + 3 : mp - 9)
         let year = Int(yearOfEra + era * 400 + (month <= 2 ? 1 : 0))
-        let utf8 = [UInt8](unsafeUninitializedCapacity: 24) { buffer, count in
+        // Written into the string's own storage: one allocation, not an array and a string.
+        return String(unsafeUninitializedCapacity: 24) { buffer in
             func put(_ value: Int, _ digits: Int, at offset: Int) {
                 var v = value
                 for i in stride(from: offset + digits - 1, through: offset, by: -1) {
@@ -44,9 +45,8 @@ public enum Timestamp {
             put(secondOfDay / 60 % 60, 2, at: 14); buffer[16] = UInt8(ascii: ":")
             put(secondOfDay % 60, 2, at: 17); buffer[19] = UInt8(ascii: ".")
             put(milliseconds, 3, at: 20); buffer[23] = UInt8(ascii: "Z")
-            count = 24
+            return 24
         }
-        return String(decoding: utf8, as: UTF8.self)
     }
 
     /// Foundation's ISO 8601 text: the years ``civil(seconds:milliseconds:)`` does not cover, and

@@ -126,27 +126,44 @@ final class Journal: @unchecked Sendable {
 
     // MARK: Format
 
+    /// The record of `entries` (the format above). The checksum is worked out piece by piece, so
+    /// the bytes are copied once, into the record.
     static func encode(_ entries: [(path: Substring, offset: off_t, bytes: Data)]) -> Data {
-        var body = Data()
-        body.reserveCapacity(entries.reduce(0) { $0 + $1.bytes.count + $1.path.utf8.count + 32 })
-        for entry in entries {
-            body.append(contentsOf: Array("\(entry.path)\n\(entry.offset) \(entry.bytes.count)\n".utf8))
-            body.append(entry.bytes)
+        var heads = entries.map { "\($0.path)\n\($0.offset) \($0.bytes.count)\n" }
+        var length = 0
+        var sum = checksumBasis
+        for i in heads.indices {
+            heads[i].withUTF8 { head in
+                length += head.count
+                sum = checksum(UnsafeRawBufferPointer(head), continuing: sum)
+            }
+            length += entries[i].bytes.count
+            sum = entries[i].bytes.withUnsafeBytes { checksum($0, continuing: sum) }
         }
-        var record = Data("DLJ1 \(entries.count) \(body.count) \(String(checksum(body), radix: 16))\n".utf8)
-        record.append(body)
+        var header = "DLJ1 \(entries.count) \(length) \(String(sum, radix: 16))\n"
+        var record = Data(capacity: header.utf8.count + length)
+        header.withUTF8 { record.append($0.baseAddress!, count: $0.count) }
+        for i in heads.indices {
+            heads[i].withUTF8 { record.append($0.baseAddress!, count: $0.count) }
+            record.append(entries[i].bytes)
+        }
         return record
     }
 
+    static let checksumBasis: UInt64 = 0xcbf2_9ce4_8422_2325
+
     static func checksum(_ data: Data) -> UInt64 {
-        data.withUnsafeBytes { raw in
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in raw {
-                hash ^= UInt64(byte)
-                hash = hash &* 0x0000_0100_0000_01b3
-            }
-            return hash
+        data.withUnsafeBytes { checksum($0, continuing: checksumBasis) }
+    }
+
+    /// FNV-1a, 64 bits, going on from `hash`.
+    static func checksum(_ raw: UnsafeRawBufferPointer, continuing hash: UInt64) -> UInt64 {
+        var hash = hash
+        for byte in raw {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
         }
+        return hash
     }
 
     /// The complete records of a journal's content, in order; stops at the first incomplete or
