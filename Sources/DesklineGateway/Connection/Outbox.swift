@@ -46,7 +46,8 @@ final class Outbox: @unchecked Sendable { // `state` is touched on the event loo
     private let flusher: FlushCoalescer?
     /// The session's place in the channel's pipeline while it is there (set on the event loop):
     /// lines are written from there, past the tail of the pipeline and the session's own
-    /// handler, which only pass them on. Nil: through the channel.
+    /// handler, which only pass them on. Nil: through the channel. (So a handler added after the
+    /// session's would not see the pushed lines: the session's handler must stay the last.)
     var context: ChannelHandlerContext? {
         get { eventLoop.preconditionInEventLoop(); return _context }
         set { eventLoop.preconditionInEventLoop(); _context = newValue }

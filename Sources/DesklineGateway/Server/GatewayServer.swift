@@ -120,6 +120,9 @@ public final class GatewayServer: Service, Sendable {
         let accepted = state.withLock { s -> Bool in
             guard case .idle = s else { return false }
             s = .bound(bound)
+            // (A bind that ran at the same time, started following and failed may have stopped
+            // it again; under the lock, so a failing bind sees `.bound` and leaves it alone.)
+            startFollowingEvents()
             return true
         }
         guard accepted else {
@@ -127,8 +130,6 @@ public final class GatewayServer: Service, Sendable {
             if started { stopFollowingUnlessBound() }
             throw ServerError.alreadyStopped
         }
-        // (A bind that ran at the same time, started following and failed stopped it again.)
-        startFollowingEvents()
         for listener in listeners {
             let address = listener.address
             logger.info("listening", metadata: ["address": "\(address.ipAddress ?? "?"):\(address.port ?? 0)",

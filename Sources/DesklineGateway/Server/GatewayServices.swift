@@ -39,9 +39,10 @@ public struct GatewayServices: Sendable {
                                notifications: NotificationService(store: store), hub: hub, limits: limits)
     }
 
-    /// Pushes the store's committed events to the hub's sessions as the store commits them (on
-    /// the committing thread, before the writes are answered), each tenant's in order, until the
-    /// returned following is stopped. Meanwhile a change is answered once its event was pushed.
+    /// Pushes the store's committed events to the hub's sessions as the store commits them
+    /// (normally on the committing thread, before the writes are answered), each tenant's in
+    /// order, until the returned following is stopped. Meanwhile a change is answered once its
+    /// event was pushed.
     public func followEvents(logger: Logger) -> EventFollowing {
         let hub = self.hub
         hub.startDelivering()
