@@ -10,9 +10,10 @@ import Foundation
 //
 // A change's event is appended in the same write batch as the change's other lines, so it is
 // durable together with them or not at all. Once the batch is durable, the writer hands the
-// batch's events to the store's followers (``followCommittedEvents(_:)``) in that order. The log is read only to catch up on
-// events a follower missed, so it keeps a tenant's last events (``EventLogRetention``): when a
-// segment begins, the writer removes the segments before the last ten.
+// batch's events to the store's followers (``followCommittedEvents(_:)``) in that order. The
+// log is read only to catch up on events a follower missed, so it keeps a tenant's last events
+// (``EventLogRetention``): when a segment begins, the writer removes the segments before the
+// last ten.
 
 /// A line of the event log read only for its number.
 struct EventSeqLine: Decodable {

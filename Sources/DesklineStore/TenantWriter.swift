@@ -282,7 +282,7 @@ final class TenantWriter: Sendable {
             logger.notice("cut the torn last line of a log (an unfinished write, never acknowledged)",
                           metadata: ["path": "\(path)", "bytes": "\(bytes)"])
         }
-        let completions = memory.withLock { memory in
+        let settles = memory.withLock { memory in
             if !memory.recovered {
                 recover(&memory)
                 memory.recovered = true
@@ -326,7 +326,7 @@ final class TenantWriter: Sendable {
             failure = .storage("the store could not complete the operation; nothing was changed")
         }
         batch.end()
-        let answers = completions.map { $0(failure) }
+        let answers = settles.map { $0(failure) }
         // In commit order: one batch of a writer at a time gets here. After the jobs' `whenStored`
         // (so whoever hears of a change can read it) and before the callers are answered (so the
         // pushes are on their way first, and an answer need not wait for them).

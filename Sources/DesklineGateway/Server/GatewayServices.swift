@@ -41,30 +41,19 @@ public struct GatewayServices: Sendable {
 
     /// Pushes the store's committed events to the hub's sessions as the store commits them
     /// (normally on the committing thread, before the writes are answered), each tenant's in
-    /// order, until the returned following is stopped. Meanwhile a change is answered once its
-    /// event was pushed.
-    public func followEvents(logger: Logger) -> EventFollowing {
+    /// order, until the returned subscription is cancelled (then no event is pushed any more, and
+    /// answers no longer wait for pushes). Meanwhile a change is answered once its event was
+    /// pushed.
+    public func followEvents(logger: Logger) -> EventSubscription {
         let hub = self.hub
         hub.startDelivering()
         let follower = LiveEventFollower(catchingUpFrom: store, logger: logger,
                                          deliver: { hub.publish($0) }, skipped: { hub.delivered($0, through: $1) })
         let subscription = store.followCommittedEvents { follower.receive($0) }
-        return EventFollowing {
+        return EventSubscription {
             subscription.cancel()
             follower.stop()
             hub.stopDelivering()
         }
     }
-}
-
-/// The hub following a store's events (``GatewayServices/followEvents(logger:)``).
-public final class EventFollowing: Sendable {
-    private let subscription: EventSubscription
-
-    init(stop: @escaping @Sendable () -> Void) {
-        subscription = EventSubscription(onCancel: stop)
-    }
-
-    /// No event is pushed any more, and answers no longer wait for pushes.
-    public func stop() { subscription.cancel() }
 }
