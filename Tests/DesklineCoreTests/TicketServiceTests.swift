@@ -145,6 +145,20 @@ struct TicketServiceTests {
         #expect(throws: DesklineError.self) { try InputRules.messageText(String(repeating: "é", count: most) + "x") }
     }
 
+    /// Trimming: text that starts and ends with printable ASCII is returned as it is; anything
+    /// else is trimmed of Unicode whitespace at both ends, a character at a time.
+    @Test func trimmingWhitespaceLooksAtBothEnds() {
+        #expect("a b".trimmingWhitespace() == "a b")
+        #expect("a\u{301} x\u{0600}b".trimmingWhitespace() == "a\u{301} x\u{0600}b")
+        #expect(" a\t".trimmingWhitespace() == "a")
+        #expect("\u{3000}a b\u{A0}".trimmingWhitespace() == "a b")
+        #expect("\r\na\r\n".trimmingWhitespace() == "a")
+        #expect("é ".trimmingWhitespace() == "é")
+        #expect(" \u{2003} ".trimmingWhitespace() == "")
+        #expect("".trimmingWhitespace() == "")
+        #expect("~".trimmingWhitespace() == "~")
+    }
+
     @Test func ticketNumbersAreAsciiDigitsWithAnOptionalHash() {
         #expect(TicketID(parsing: "#1001") == TicketID(1001))
         #expect(TicketID(parsing: "1001") == TicketID(1001))

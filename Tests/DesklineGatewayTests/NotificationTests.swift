@@ -71,6 +71,32 @@ import Testing
         }
     }
 
+    /// An agent reached by every route at once (notified of the message as its assignee, and
+    /// following the ticket too), in two sessions, is pushed the message once in each; so is
+    /// the customer's other session, once, beside the one that wrote it.
+    @Test func aSessionReachedByEveryRouteIsPushedAnEventOnce() async throws {
+        try await withServer { server in
+            let ann1 = try await server.login("ann@acme.test")
+            let ann2 = try await server.login("ann@acme.test")
+            _ = try await ann1.command("NEW Only once")
+            let amy1 = try await server.login("amy@acme.test")
+            let amy2 = try await server.login("amy@acme.test")
+            #expect(try await amy1.command("ASSIGN #1001 me").first?.hasPrefix("OK ASSIGN #1001 1 ") == true)
+            for amy in [amy1, amy2] {
+                #expect(try await amy.command("JOIN #1001").last == "OK JOIN #1001 open :Following #1001: Only once")
+                _ = try await amy.drain()
+            }
+            _ = try await ann1.drain()
+            _ = try await ann2.drain()
+            #expect(try await ann1.command("MSG #1001 just once") == ["OK MSG #1001 2 open :Message 2 added to #1001"])
+            for client in [amy1, amy2, ann2] {
+                let lines = try await client.drain(for: .seconds(1))
+                #expect(lines.filter { $0.hasPrefix("EVENT TICKET #1001 2 ") }.count == 1, "\(lines)")
+            }
+            for c in [ann1, ann2, amy1, amy2] { await c.close() }
+        }
+    }
+
     @Test func repliesReachTheCustomerButNotesNeverDo() async throws {
         try await withServer { server in
             let ann = try await server.login("ann@acme.test")

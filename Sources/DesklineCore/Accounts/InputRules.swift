@@ -164,6 +164,10 @@ extension String {
     }
 
     func trimmingWhitespace() -> String {
+        // Most text starts and ends with a printable ASCII character, and the character that
+        // holds it is never whitespace: then there is nothing to trim, and no character needs
+        // to be looked at (that was 0.4% of a busy server's time).
+        if let first = utf8.first, let last = utf8.last, (0x21...0x7E).contains(first), (0x21...0x7E).contains(last) { return self }
         var s = Substring(self)
         while let f = s.first, f.isWhitespace { s = s.dropFirst() }
         while let l = s.last, l.isWhitespace { s = s.dropLast() }

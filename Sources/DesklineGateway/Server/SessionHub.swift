@@ -21,6 +21,9 @@ public final class SessionHub: EventDelivery, Sendable {
         var joined: Set<TicketID> = []
         /// Tickets whose channel this IRC session has open.
         var open: Set<TicketID> = []
+        /// The last event this session was considered for (``Members/considering``): a session
+        /// reached by several routes (a recipient who also joined the ticket) gets it once.
+        var considered = 0
 
         init(scope: SessionScope, outbox: Outbox, irc: IRCConnection?) {
             self.scope = scope
@@ -48,6 +51,8 @@ public final class SessionHub: EventDelivery, Sendable {
         var byTicket: [TicketKey: Set<Int>] = [:]
         /// IRC sessions with each ticket's channel open: told when staff start or stop following.
         var ircOpen: [TicketKey: Set<Int>] = [:]
+        /// Counts the events whose audience was looked up (see ``Member/considered``).
+        var considering = 0
     }
 
     /// A staff user started or stopped following a ticket (their first session joined it, their
@@ -266,11 +271,22 @@ public final class SessionHub: EventDelivery, Sendable {
     /// them go on (their lines were handed to the event loops first, so a session's answer comes
     /// after the pushes before it).
     ///
-    /// The whole batch goes to each event loop in one hop: a hop per event and loop cost the
-    /// follower a queued task each, and the loops a wakeup each, for a batch of many events.
+    /// The audiences of the whole batch are looked up under one lock; the lines are rendered
+    /// outside it. The whole batch goes to each event loop in one hop: a hop per event and loop
+    /// cost the writer a queued task each, and the loops a wakeup each, for a batch of many
+    /// events.
     func publish(_ events: [TicketEvent]) {
+        let audiences = members.withLock { m in events.map { audience(of: $0, in: &m) } }
         var pushes = Pushes()
-        for event in events { collect(event, into: &pushes) }
+        for (event, audience) in zip(events, audiences) {
+            // IRC sessions render an event with their own state (nick, channels, capabilities),
+            // on their event loop.
+            for group in grouped(audience.irc, by: \.eventLoop) { pushes.add(.irc(event, group), on: group[0].eventLoop) }
+            // Rendered once, and only for someone.
+            guard !audience.native.isEmpty, let line = NativeDialect.line(for: event) else { continue }
+            let buffer = Outbox.encode(line)
+            for group in grouped(audience.native, by: \.eventLoop) { pushes.add(.line(buffer, group), on: group[0].eventLoop) }
+        }
         pushes.send()
         if let last = events.last, let seq = last.seq { delivered(last.tenantId, through: seq) }
     }
@@ -319,55 +335,44 @@ public final class SessionHub: EventDelivery, Sendable {
         }
     }
 
-    private func collect(_ event: TicketEvent, into pushes: inout Pushes) {
-        // (A customer's message in an unassigned ticket notifies every agent: look them up in a set.)
-        let recipients = Set(event.recipients)
-        var ircTargets: [IRCConnection] = []
-        let targets = members.withLock { m -> [Outbox] in
-            // Candidates: the sessions of everyone the event may be for; `isAudience` decides.
-            var candidates = Set<Int>()
-            func add(_ sessions: Set<Int>?) { if let sessions { candidates.formUnion(sessions) } }
-            func sessions(of user: UserID?) -> Set<Int>? { user.flatMap { m.byUser[UserKey(tenant: event.tenantId, user: $0)] } }
-            for user in event.recipients { add(sessions(of: user)) }
-            add(sessions(of: event.customerUserId))
-            add(sessions(of: event.ticket?.assigneeId))
-            if let ticket = event.ticket?.id { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket)]) }
-            var targets: [Outbox] = []
-            targets.reserveCapacity(candidates.count)
-            // The session that caused the event got its OK instead. An IRC session has no OK to
-            // show a status change by: it gets its own (the topic changes), and its own messages
-            // too if it asked for echo-message, in order with the rest.
-            let origin = event.originSession?.node == node ? event.originSession?.number : nil
-            if let origin, event.kind == .entry, let irc = m.all[origin]?.irc,
-               event.entry?.kind == .status || irc.echoes.load(ordering: .relaxed) {
-                ircTargets.append(irc)
-            }
-            for id in candidates where id != origin {
-                guard let member = m.all[id], Self.isAudience(member, of: event, recipients: recipients) else { continue }
-                if let irc = member.irc { ircTargets.append(irc) } else { targets.append(member.outbox) }
-            }
-            return targets
-        }
-        // IRC sessions render an event with their own state (nick, channels, capabilities), on
-        // their event loop.
-        for group in grouped(ircTargets, by: \.eventLoop) { pushes.add(.irc(event, group), on: group[0].eventLoop) }
-        // Rendered once, and only for someone.
-        guard !targets.isEmpty, let line = NativeDialect.line(for: event) else { return }
-        let buffer = Outbox.encode(line)
-        for group in grouped(targets, by: \.eventLoop) { pushes.add(.line(buffer, group), on: group[0].eventLoop) }
+    /// The sessions an event is pushed to, native and IRC.
+    private struct Audience {
+        var native: [Outbox] = []
+        var irc: [IRCConnection] = []
     }
 
-    /// Who gets an event live: the users it notifies, the ticket's customer, its assignee
-    /// (implicitly joined) and every session that JOINed the ticket — always within what the
-    /// session may see at all (never another tenant, never a note to a customer, never another
-    /// customer's ticket).
-    static func isAudience(_ member: Member, of event: TicketEvent, recipients: Set<UserID>) -> Bool {
-        guard event.mayReach(member.scope) else { return false }
-        let user = member.scope.userId
-        if recipients.contains(user) || user == event.customerUserId { return true }
-        // (The two fields only: binding the whole ticket copied it, and retained its strings,
-        // for every candidate session of every event.)
-        guard let ticketId = event.ticket?.id else { return false }
-        return user == event.ticket?.assigneeId || member.joined.contains(ticketId)
+    /// Who gets an event live: the sessions of the users it notifies, of the ticket's customer
+    /// and of its assignee (implicitly joined), and every session that JOINed the ticket —
+    /// always within what the session may see at all (never another tenant, never a note to a
+    /// customer, never another customer's ticket). Those routes are looked up in the indexes, so
+    /// an event costs its audience, not the number of sessions on the server; a session reached
+    /// by more than one route gets the event once.
+    private func audience(of event: TicketEvent, in m: inout Members) -> Audience {
+        var audience = Audience()
+        m.considering &+= 1
+        let considering = m.considering
+        // The session that caused the event got its OK instead. An IRC session has no OK to show
+        // a status change by: it gets its own (the topic changes), and its own messages too if it
+        // asked for echo-message, in order with the rest.
+        let origin = event.originSession?.node == node ? event.originSession?.number : nil
+        if let origin, event.kind == .entry, let irc = m.all[origin]?.irc,
+           event.entry?.kind == .status || irc.echoes.load(ordering: .relaxed) {
+            audience.irc.append(irc)
+        }
+        func add(_ sessions: Set<Int>?) {
+            guard let sessions else { return }
+            for id in sessions where id != origin {
+                guard let member = m.all[id], member.considered != considering else { continue }
+                member.considered = considering
+                guard event.mayReach(member.scope) else { continue }
+                if let irc = member.irc { audience.irc.append(irc) } else { audience.native.append(member.outbox) }
+            }
+        }
+        func sessions(of user: UserID?) -> Set<Int>? { user.flatMap { m.byUser[UserKey(tenant: event.tenantId, user: $0)] } }
+        for user in event.recipients { add(sessions(of: user)) }
+        add(sessions(of: event.customerUserId))
+        add(sessions(of: event.ticket?.assigneeId))
+        if let ticket = event.ticket?.id { add(m.byTicket[TicketKey(tenant: event.tenantId, ticket: ticket)]) }
+        return audience
     }
 }
