@@ -157,6 +157,11 @@ struct TicketServiceTests {
         #expect(" \u{2003} ".trimmingWhitespace() == "")
         #expect("".trimmingWhitespace() == "")
         #expect("~".trimmingWhitespace() == "~")
+        // Printable ASCII at one end only: the other end is still trimmed.
+        #expect("a ".trimmingWhitespace() == "a")
+        #expect(" a".trimmingWhitespace() == "a")
+        #expect("a\n".trimmingWhitespace() == "a")
+        #expect("\u{3000}a".trimmingWhitespace() == "a")
     }
 
     @Test func ticketNumbersAreAsciiDigitsWithAnOptionalHash() {

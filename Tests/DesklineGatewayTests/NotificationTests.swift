@@ -1,4 +1,5 @@
 import DesklineCore
+@testable import DesklineStore
 import Testing
 
 /// Live pushes and inboxes, with several real clients at once. Seed: acme has customers Ann (u1)
@@ -72,8 +73,9 @@ import Testing
     }
 
     /// An agent reached by every route at once (notified of the message as its assignee, and
-    /// following the ticket too), in two sessions, is pushed the message once in each; so is
-    /// the customer's other session, once, beside the one that wrote it.
+    /// following the ticket too), in two native sessions and an IRC one, is pushed each message
+    /// once in each; so is the customer's other session. Two messages committed in one batch:
+    /// each event finds its audience anew.
     @Test func aSessionReachedByEveryRouteIsPushedAnEventOnce() async throws {
         try await withServer { server in
             let ann1 = try await server.login("ann@acme.test")
@@ -81,19 +83,35 @@ import Testing
             _ = try await ann1.command("NEW Only once")
             let amy1 = try await server.login("amy@acme.test")
             let amy2 = try await server.login("amy@acme.test")
+            let (amy3, _) = try await server.ircLogin("amy@acme.test")
             #expect(try await amy1.command("ASSIGN #1001 me").first?.hasPrefix("OK ASSIGN #1001 1 ") == true)
             for amy in [amy1, amy2] {
                 #expect(try await amy.command("JOIN #1001").last == "OK JOIN #1001 open :Following #1001: Only once")
                 _ = try await amy.drain()
             }
+            _ = try await amy3.irc("JOIN #1001")
+            _ = try await amy3.sync()
             _ = try await ann1.drain()
             _ = try await ann2.drain()
-            #expect(try await ann1.command("MSG #1001 just once") == ["OK MSG #1001 2 open :Message 2 added to #1001"])
+
+            // Both messages wait for the held writer, then are committed in one batch.
+            let writer = server.store.writer(TenantID(unchecked: "acme"))
+            let release = await writer.hold()
+            try await ann1.sendRaw(Array("MSG #1001 first\nMSG #1001 second\n".utf8))
+            let deadline = ContinuousClock.now + .seconds(10)
+            while writer.queuedJobs < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+            let before = server.store.writeStatistics()
+            release()
+            #expect(try await ann1.readReply() == ["OK MSG #1001 2 open :Message 2 added to #1001"])
+            #expect(try await ann1.readReply() == ["OK MSG #1001 3 open :Message 3 added to #1001"])
+            #expect(server.store.writeStatistics().commits - before.commits == 1)
             for client in [amy1, amy2, ann2] {
                 let lines = try await client.drain(for: .seconds(1))
-                #expect(lines.filter { $0.hasPrefix("EVENT TICKET #1001 2 ") }.count == 1, "\(lines)")
+                for n in 2...3 { #expect(lines.filter { $0.hasPrefix("EVENT TICKET #1001 \(n) ") }.count == 1, "\(lines)") }
             }
-            for c in [ann1, ann2, amy1, amy2] { await c.close() }
+            let irc = try await amy3.sync()
+            for text in ["first", "second"] { #expect(irc.filter { $0.hasSuffix(" :\(text)") }.count == 1, "\(irc)") }
+            for c in [ann1, ann2, amy1, amy2, amy3] { await c.close() }
         }
     }
 

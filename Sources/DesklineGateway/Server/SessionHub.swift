@@ -43,8 +43,11 @@ public final class SessionHub: EventDelivery, Sendable {
     }
 
     /// The members, and who to look at for an event: the sessions of each user and the sessions
-    /// that joined each ticket. An event's candidates come from these indexes, so delivering it
-    /// costs its audience, not the number of sessions on the server.
+    /// that joined each ticket. An event's audience comes from these indexes, so delivering it
+    /// costs its audience, not the number of sessions on the server. They always agree with the
+    /// members (a session is under its own user only, and under a ticket exactly while the
+    /// ticket is in its `joined`): the audience is taken from them without asking each member
+    /// again.
     private struct Members {
         var all: [Int: Member] = [:]
         var byUser: [UserKey: Set<Int>] = [:]
@@ -102,6 +105,8 @@ public final class SessionHub: EventDelivery, Sendable {
 
     func attach(_ session: Int, scope: SessionScope, outbox: Outbox, irc: IRCConnection? = nil) {
         members.withLock { m in
+            // Once per session: a second attach would leave its first scope in the indexes.
+            assert(m.all[session] == nil, "session \(session) attached twice")
             m.all[session] = Member(scope: scope, outbox: outbox, irc: irc)
             let user = UserKey(tenant: scope.tenantId, user: scope.userId)
             m.byUser[user, default: []].insert(session)
@@ -271,8 +276,8 @@ public final class SessionHub: EventDelivery, Sendable {
     /// them go on (their lines were handed to the event loops first, so a session's answer comes
     /// after the pushes before it).
     ///
-    /// The audiences of the whole batch are looked up under one lock; the lines are rendered
-    /// outside it. The whole batch goes to each event loop in one hop: a hop per event and loop
+    /// The audiences of the whole batch are looked up under one lock (sessions logging in or
+    /// joining wait for that lookup, not for the rendering); the lines are rendered outside it. The whole batch goes to each event loop in one hop: a hop per event and loop
     /// cost the writer a queued task each, and the loops a wakeup each, for a batch of many
     /// events.
     func publish(_ events: [TicketEvent]) {
