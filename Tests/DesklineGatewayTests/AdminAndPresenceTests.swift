@@ -18,7 +18,16 @@ import Testing
             // Away ends with the last session.
             _ = try await ada.command("AWAY gone")
             await ada.close()
-            try await Task.sleep(for: .milliseconds(200))
+            // Once the server has seen her go (a fixed sleep was sometimes too short on a loaded
+            // machine: her new session then came before the old one had gone), she is offline
+            // without her away message.
+            let deadline = ContinuousClock.now + .seconds(10)
+            var ada1 = try await amy.command("AGENTS")[1]
+            while ada1.contains(" away "), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+                ada1 = try await amy.command("AGENTS")[1]
+            }
+            #expect(ada1 == #"RPL AGENTS ada@acme.test admin offline 0 Ada\sAdmin :"#)
             let again = try await server.login("ada@acme.test")
             #expect(try await amy.command("AGENTS")[1] == #"RPL AGENTS ada@acme.test admin online 1 Ada\sAdmin :"#)
             for c in [amy, again] { await c.close() }

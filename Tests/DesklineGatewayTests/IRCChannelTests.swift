@@ -215,6 +215,12 @@ struct IRCChannelTests {
             let mode = try await amy.irc("MODE \(id)")
             #expect(mode.first == ":deskline 324 Amy_Agent \(id) +nt")
             #expect(try await amy.irc("MODE \(id) b") == [":deskline 368 Amy_Agent \(id) :End of channel ban list"])
+            // (The customer who opened the ticket has logged out: once the server has seen her
+            // go, however loaded the machine, she is "G", gone.)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try await amy.irc("WHO \(id)").first?.contains(" Ann_Customer H ") == true, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             #expect(try await amy.irc("WHO \(id)") == [
                 ":deskline 352 Amy_Agent \(id) u1 acme deskline Ann_Customer G :0 Ann_Customer",
                 ":deskline 352 Amy_Agent \(id) u2 acme deskline Amy_Agent H@ :0 Amy_Agent",

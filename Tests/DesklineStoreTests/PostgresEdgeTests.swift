@@ -121,8 +121,10 @@ struct PostgresEdgeTests {
     @Test func theFrontOfALateBatchDoesNotTakeTheFresherWritesDownWithIt() async throws {
         let server = try await TestPostgres.server()
         var settings = try await TestPostgres.freshSchema(server)
-        // (Long enough for a loaded machine: every step below has seconds to spare.)
-        settings.requestTimeoutSeconds = 6
+        // (Long enough for a loaded machine: every step below has seconds to spare. With 6 s and
+        // every wait below half as long, C once ran out of time in CI, with the whole suite
+        // running beside it.)
+        settings.requestTimeoutSeconds = 12
         settings.statementTimeoutSeconds = 60
         let client = PostgresClient(configuration: settings.clientConfiguration(password: server.password, connections: 6))
         let runner = Task.detached { await client.run() }
@@ -150,17 +152,17 @@ struct PostgresEdgeTests {
             try await tenantRow.query("SELECT set_config('deskline.tenant', 'acme', true)", logger: rlog)
             try await tenantRow.query("SELECT 1 FROM \(unescaped: schema).tenants WHERE tenant_id = 'acme' FOR UPDATE", logger: rlog)
             let a = write(1001)
-            try await Task.sleep(for: .milliseconds(200))
+            try await Task.sleep(for: .milliseconds(400))
             let b = write(1002)
-            try await Task.sleep(for: .milliseconds(3200))
+            try await Task.sleep(for: .milliseconds(6400))
             let c = write(1003)
             // B's ticket row is held next (B's transaction will wait on it past B's time), then
             // the tenant's row is let go: A commits.
             let (ticketRow, release) = try await Self.holdTicketRow(holder, schema, 1002)
-            try await Task.sleep(for: .milliseconds(100))
+            try await Task.sleep(for: .milliseconds(200))
             try await tenantRow.query("ROLLBACK", logger: rlog)
-            // Past B's deadline (6.2 s), before C's (9.4 s).
-            try await Task.sleep(for: .milliseconds(3000))
+            // Past B's deadline (12.4 s), well before C's (18.8 s).
+            try await Task.sleep(for: .milliseconds(6000))
             release.resume()
             try await ticketRow.value
             return (a, b, c)
