@@ -114,14 +114,18 @@ import Testing
             $0.limits.loginFailuresPerAccount = 4
             $0.limits.loginFailuresPerAddress = 1000
             // Checks slow enough (about 0.1 s each here, more on a loaded machine) that the right
-            // password, sent 0.1 s after the four wrong ones, passes the first check (fewer than
-            // four failures yet) and waits for its check behind them.
+            // password, sent once the four wrong ones are being checked, passes the first check
+            // (fewer than four failures yet) and waits for its check behind them.
             $0.passwordHashing = PasswordHashingCost(n: 32768, r: 8, p: 1)
         }) { server in
             var clients: [TestClient] = []
             for _ in 0..<5 { clients.append(try await server.guest()) }
+            let taken = server.pool.checksTaken
             for client in clients.prefix(4) { try await client.send("LOGIN ann@acme.test wrong password") }
-            try await Task.sleep(for: .milliseconds(100))
+            // (Not a fixed sleep: on a loaded machine the wrong ones were not all read by then,
+            // and the right password could be checked first.)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while server.pool.checksTaken - taken < 4, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
             try await clients[4].send("LOGIN ann@acme.test \(TestServer.password)")
             var replies: [String] = []
             for client in clients { replies.append(try await client.readReply().last ?? "") }

@@ -15,6 +15,10 @@ public final class PasswordWorkPool: BlockingExecutor {
     private let pool: NIOThreadPool
     private let limit: Int
     private let inFlight = Atomic<Int>(0)
+    private let taken = Atomic<Int>(0)
+
+    /// Password checks taken so far (run, or waiting to), not counting those refused as busy.
+    public var checksTaken: Int { taken.load(ordering: .relaxed) }
 
     public init(concurrency: Int, queueLimit: Int) {
         precondition(concurrency > 0 && queueLimit >= 0)
@@ -29,6 +33,7 @@ public final class PasswordWorkPool: BlockingExecutor {
         guard before < limit else {
             throw .busy("The server is busy checking passwords; retry in a few seconds.")
         }
+        taken.add(1, ordering: .relaxed)
         do {
             return try await pool.runIfActive { () throws -> T in
                 Self.lowerPriority()

@@ -25,7 +25,8 @@ struct TestServer {
     let store: FileStore
     let root: String
     private let runTask: Task<Void, any Error>
-    private let pool: PasswordWorkPool
+    /// The server's password checks (tests wait for checks to be under way).
+    let pool: PasswordWorkPool
 
     /// Starts a server; with `root` of an earlier server (and `seed: false`) it restarts on that data.
     /// `logger`: the server's log (default: nothing below critical).
