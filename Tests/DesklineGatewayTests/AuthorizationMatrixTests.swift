@@ -88,7 +88,7 @@ import Testing
                 ("STATUS", { "STATUS \($0.rawValue) pending" }), ("CALL", { "CALL \($0.rawValue) matrix call" }),
                 ("CLOSE", { "CLOSE \($0.rawValue)" }),
             ]
-            var notFoundTexts: Set<String> = []
+            var notFoundTexts: [Role: Set<String>] = [:]
             for (name, line) in ticketCommands {
                 for role in Role.allCases {
                     for target in Target.allCases {
@@ -98,14 +98,18 @@ import Testing
                         let got = Self.outcome(reply)
                         if got != expected { failures.append("\(role) \(line(target)): expected \(expected), got \(reply.last!)") }
                         if got == "NO_SUCH_TICKET" {
-                            notFoundTexts.insert(reply.last!.replacingOccurrences(of: target.rawValue, with: "#N")
+                            notFoundTexts[role, default: []].insert(reply.last!.replacingOccurrences(of: target.rawValue, with: "#N")
                                 .replacingOccurrences(of: "ERR \(name) ", with: "ERR * "))
                         }
                     }
                 }
             }
-            // Another customer's, another tenant's and a missing ticket: one and the same answer.
-            #expect(notFoundTexts == ["ERR * NO_SUCH_TICKET :No ticket #N that you can see. TICKETS lists yours."])
+            // Another customer's, another tenant's and a missing ticket: one and the same answer,
+            // pointing customers to their tickets and staff to the helpdesk's.
+            #expect(notFoundTexts[.customer] == ["ERR * NO_SUCH_TICKET :No ticket #N that you can see. TICKETS lists yours."])
+            for role in [Role.agent, .admin] {
+                #expect(notFoundTexts[role] == ["ERR * NO_SUCH_TICKET :No ticket #N in this helpdesk. QUEUE lists its tickets."])
+            }
 
             // Commands without a ticket: allowed roles succeed (or fail on their own terms), others are refused.
             let plain: [(String, String, String)] = [ // name, line, outcome when allowed

@@ -161,7 +161,7 @@ import Testing
             #expect(try await ada.command("PART #1001").last == "ERR PART NOT_FOUND :You are not following #1001.")
             // A ticket of another tenant cannot be joined.
             let gil = try await server.login("gil@globex.test")
-            #expect(try await gil.command("JOIN #1001").last == "ERR JOIN NO_SUCH_TICKET :No ticket #1001 that you can see. TICKETS lists yours.")
+            #expect(try await gil.command("JOIN #1001").last == "ERR JOIN NO_SUCH_TICKET :No ticket #1001 in this helpdesk. QUEUE lists its tickets.")
             for c in [ann, ada, amy, gil] { await c.close() }
         }
     }

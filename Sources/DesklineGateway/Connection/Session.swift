@@ -186,7 +186,7 @@ struct Session {
             if error.code == DesklineError.storage("").code {
                 sessionLogger.error("command failed in the store", metadata: ["command": "\(verb)", "error": "\(error.message)"])
             }
-            lines = [.error(command: verb, code: error.code, text: NativeDialect.text(of: error))]
+            lines = [.error(command: verb, code: error.code, text: NativeDialect.text(of: error, role: context.scope?.role))]
         }
         // The reply's lines carry the label; events a handler adds after its reply never do.
         for i in lines.indices where lines[i].kind != .event { lines[i].label = label }

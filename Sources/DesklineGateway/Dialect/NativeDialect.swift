@@ -4,9 +4,13 @@ import DesklineProtocol
 /// The wording of the native dialect (docs/PROTOCOL.md): what Core leaves to a dialect, with the
 /// native commands named where they help.
 enum NativeDialect {
-    /// The text after `ERR <COMMAND> <CODE> :`.
-    static func text(of error: DesklineError) -> String {
+    /// The text after `ERR <COMMAND> <CODE> :`, for a session of `role` (nil: not known). A
+    /// customer is pointed to her own tickets (`TICKETS`), staff to the helpdesk's (`QUEUE`).
+    /// Every customer gets the same text whatever the reason (another customer's ticket, another
+    /// tenant's, none at all), and so does all staff.
+    static func text(of error: DesklineError, role: Role? = nil) -> String {
         switch error.reason {
+        case .noSuchTicket(let id)? where role?.isStaff == true: "No ticket \(id) in this helpdesk. QUEUE lists its tickets."
         case .noSuchTicket(let id)?: "No ticket \(id) that you can see. TICKETS lists yours."
         case .ticketClosed(let id)?: "Ticket \(id) is closed. Open a new one with NEW <subject>."
         case .noPhone?: "There is no phone number on your record. Add one with PROFILE phone <number>, then CALL again."
