@@ -277,9 +277,9 @@ public final class SessionHub: EventDelivery, Sendable {
     /// after the pushes before it).
     ///
     /// The audiences of the whole batch are looked up under one lock (sessions logging in or
-    /// joining wait for that lookup, not for the rendering); the lines are rendered outside it. The whole batch goes to each event loop in one hop: a hop per event and loop
-    /// cost the writer a queued task each, and the loops a wakeup each, for a batch of many
-    /// events.
+    /// joining wait for that lookup, not for the rendering); the lines are rendered outside it.
+    /// The whole batch goes to each event loop in one hop: a hop per event and loop cost the
+    /// writer a queued task each, and the loops a wakeup each, for a batch of many events.
     func publish(_ events: [TicketEvent]) {
         let audiences = members.withLock { m in events.map { audience(of: $0, in: &m) } }
         var pushes = Pushes()
